@@ -1,0 +1,208 @@
+//! The connection map and the operations every probe shares: find or start
+//! tracking a socket, refresh its socket counters, emit lifecycle events.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use tcptop_common::{
+    AF_INET, AF_INET6, ConnEvent, ConnStats, ConnTuple, DROP_COUNTERS, DROP_MAP_FULL, DROP_RINGBUF,
+    EVENTS_BYTES, IPPROTO_TCP, MAX_CONNS, ORIGIN_BORN, ORIGIN_EXISTING,
+};
+
+use crate::kernel::{self, off};
+
+#[map(name = "CONNS")]
+static CONNS: HashMap<u64, ConnStats> = HashMap::with_max_entries(MAX_CONNS, 0);
+
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "DROPS")]
+static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_COUNTERS, 0);
+
+/// Wake user space only when the ring buffer is filling up: it drains on a
+/// timer otherwise, so a burst of short connections costs no wake-ups.
+const WAKEUP_THRESHOLD: u64 = (EVENTS_BYTES / 8) as u64;
+
+pub fn count_drop(which: u32) {
+    if let Some(p) = DROPS.get_ptr_mut(which) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Socket family, or 0 if unreadable.
+#[inline(always)]
+pub fn family(sk: *const u8) -> u16 {
+    kernel::read::<u16>(sk, off!(skc_family)).unwrap_or(0)
+}
+
+/// True for TCP sockets of the inet families.
+#[inline(always)]
+pub fn is_inet_tcp(sk: *const u8) -> bool {
+    let fam = family(sk);
+    if fam != AF_INET && fam != AF_INET6 {
+        return false;
+    }
+    kernel::read::<u16>(sk, off!(sk_protocol)).unwrap_or(0) == IPPROTO_TCP as u16
+}
+
+/// Reads both endpoints and the network namespace of `sk`.
+#[inline(always)]
+pub fn read_tuple(sk: *const u8, t: &mut ConnTuple) {
+    let fam = family(sk);
+    t.family = fam;
+    t.proto = IPPROTO_TCP;
+    if fam == AF_INET6 {
+        t.saddr = kernel::read(sk, off!(skc_v6_rcv_saddr)).unwrap_or([0; 16]);
+        t.daddr = kernel::read(sk, off!(skc_v6_daddr)).unwrap_or([0; 16]);
+    } else {
+        let s: [u8; 4] = kernel::read(sk, off!(skc_rcv_saddr)).unwrap_or([0; 4]);
+        let d: [u8; 4] = kernel::read(sk, off!(skc_daddr)).unwrap_or([0; 4]);
+        t.saddr = [0; 16];
+        t.daddr = [0; 16];
+        t.saddr[..4].copy_from_slice(&s);
+        t.daddr[..4].copy_from_slice(&d);
+    }
+    t.sport = kernel::read::<u16>(sk, off!(skc_num)).unwrap_or(0);
+    t.dport = u16::from_be(kernel::read::<u16>(sk, off!(skc_dport)).unwrap_or(0));
+    let net = kernel::read::<u64>(sk, off!(skc_net)).unwrap_or(0) as *const u8;
+    t.netns = if net.is_null() {
+        0
+    } else {
+        kernel::read::<u32>(net, off!(net_ns_inum)).unwrap_or(0)
+    };
+}
+
+/// Socket counters of a `tcp_sock`.
+pub struct SockCounters {
+    pub srtt_us8: u32,
+    pub segs_in: u32,
+    pub segs_out: u32,
+    pub retrans: u32,
+}
+
+#[inline(always)]
+pub fn read_counters(sk: *const u8) -> SockCounters {
+    SockCounters {
+        srtt_us8: kernel::read(sk, off!(tcp_srtt_us)).unwrap_or(0),
+        segs_in: kernel::read(sk, off!(tcp_segs_in)).unwrap_or(0),
+        segs_out: kernel::read(sk, off!(tcp_segs_out)).unwrap_or(0),
+        retrans: kernel::read(sk, off!(tcp_total_retrans)).unwrap_or(0),
+    }
+}
+
+/// Copies socket counters into a record. Racing CPUs may store slightly
+/// older values; user space never lets a counter go backwards.
+#[inline(always)]
+pub fn store_counters(st: *mut ConnStats, c: &SockCounters) {
+    // SAFETY: `st` points at a live map value.
+    unsafe {
+        if c.srtt_us8 != 0 {
+            (*st).srtt_us8 = c.srtt_us8;
+        }
+        (*st).segs_in = c.segs_in;
+        (*st).segs_out = c.segs_out;
+        (*st).retrans = c.retrans;
+        (*st).last_ns = bpf_ktime_get_ns();
+    }
+}
+
+/// Records the calling process as the connection's owner. Only called from
+/// process context (send/receive calls, connect), never from softirq, where
+/// `current` is whichever task the packet happened to interrupt.
+#[inline(always)]
+pub fn set_owner(st: *mut ConnStats) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: `st` points at a live map value.
+    unsafe {
+        if (*st).pid != tgid {
+            (*st).pid = tgid;
+            (*st).comm = kernel::leader_comm();
+        }
+    }
+}
+
+#[inline(always)]
+pub fn lookup(sk: u64) -> Option<*mut ConnStats> {
+    CONNS.get_ptr_mut(&sk)
+}
+
+pub fn remove(sk: u64) {
+    let _ = CONNS.remove(&sk);
+}
+
+/// Starts tracking `sk`. `born`: seen from its first state change, so its
+/// socket counters count from zero; otherwise they are baselined now.
+#[inline(always)]
+pub fn start(sk: *const u8, born: bool, state: u8) -> Option<*mut ConnStats> {
+    let key = sk as u64;
+    let mut st = ConnStats::default();
+    read_tuple(sk, &mut st.tuple);
+    let c = read_counters(sk);
+    st.srtt_us8 = c.srtt_us8;
+    st.segs_in = c.segs_in;
+    st.segs_out = c.segs_out;
+    st.retrans = c.retrans;
+    if born {
+        st.origin = ORIGIN_BORN;
+    } else {
+        st.origin = ORIGIN_EXISTING;
+        st.segs_in_base = c.segs_in;
+        st.segs_out_base = c.segs_out;
+        st.retrans_base = c.retrans;
+    }
+    st.state = state;
+    st.first_ns = unsafe { bpf_ktime_get_ns() };
+    st.last_ns = st.first_ns;
+    if CONNS.insert(&key, &st, BPF_NOEXIST as u64).is_err() {
+        // Either another CPU inserted it first (fine: use theirs) or the map is full.
+        if let Some(p) = lookup(key) {
+            return Some(p);
+        }
+        count_drop(DROP_MAP_FULL);
+        return None;
+    }
+    let p = lookup(key)?;
+    emit(tcptop_common::EVENT_NEW, key, p);
+    Some(p)
+}
+
+/// Adds `n` to a byte counter without losing concurrent increments.
+#[inline(always)]
+pub fn add(counter: *mut u64, n: u64) {
+    // The bpf target does not declare 64-bit atomic RMW, so `AtomicU64` has
+    // no `fetch_add`; the intrinsic lowers to the BPF atomic add instruction.
+    // SAFETY: `counter` points into a live map value, 8-byte aligned.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, n) };
+}
+
+/// Sends a lifecycle event with a copy of the record.
+#[inline(always)]
+pub fn emit(kind: u32, sk: u64, st: *const ConnStats) {
+    match EVENTS.reserve::<ConnEvent>(0) {
+        Some(mut entry) => {
+            let ev = entry.as_mut_ptr();
+            // SAFETY: `ev` is a reserved, exclusively owned ring-buffer slot;
+            // `st` points at a live map value.
+            unsafe {
+                (*ev).kind = kind;
+                (*ev)._pad0 = 0;
+                (*ev).sk = sk;
+                (*ev).stats = *st;
+            }
+            let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > WAKEUP_THRESHOLD {
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                BPF_RB_NO_WAKEUP
+            };
+            entry.submit(flags as u64);
+        }
+        None => count_drop(DROP_RINGBUF),
+    }
+}

@@ -1,0 +1,26 @@
+//! tcptop's kernel programs: the "tracepoint" hook set.
+//!
+//! Data model: one [`ConnStats`] per TCP socket in the `CONNS` hash map, keyed
+//! by the kernel's `struct sock *`. Byte counters are added atomically at each
+//! send/receive call; state, RTT, segment and retransmit counters are copied
+//! from the socket at each event. Only lifecycle events (new, state change,
+//! close with final counters) go through the `EVENTS` ring buffer.
+#![no_std]
+#![no_main]
+// 64-bit atomic add for byte counters (see conn::add).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+mod conn;
+mod kernel;
+mod probes;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,58 @@
+//! `sock:inet_sock_set_state`, raw.
+//!
+//! TP_PROTO(const struct sock *sk, const int oldstate, const int newstate):
+//! fired by `inet_sk_set_state`/`tcp_set_state` on every TCP state change.
+//! A socket entering SYN_SENT (connect, process context) or SYN_RECV (a child
+//! created by a listener, softirq) is a connection born while we watch.
+
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+use tcptop_common::{
+    EVENT_STATE, IPPROTO_TCP, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
+};
+
+use crate::{conn, kernel};
+
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
+    if !kernel::ready() {
+        return 0;
+    }
+    let sk: u64 = ctx.arg(0);
+    let oldstate = ctx.arg::<u64>(1) as u8;
+    let newstate = ctx.arg::<u64>(2) as u8;
+    // Listening sockets are not connections.
+    if sk == 0 || newstate == TCP_LISTEN || oldstate == TCP_LISTEN {
+        return 0;
+    }
+    let skp = sk as *const u8;
+    match conn::lookup(sk) {
+        Some(st) => {
+            // Endpoints are filled in around the early transitions (the
+            // source port is picked after SYN_SENT, a child's addresses after
+            // SYN_RECV): refresh them on reaching ESTABLISHED, and never
+            // after, since closing releases the local port (reads as 0).
+            // SAFETY: `st` points at a live map value.
+            unsafe {
+                if newstate == TCP_ESTABLISHED {
+                    conn::read_tuple(skp, &mut (*st).tuple);
+                    (*st).tuple.proto = IPPROTO_TCP;
+                }
+                (*st).state = newstate;
+            }
+            conn::store_counters(st, &conn::read_counters(skp));
+            conn::emit(EVENT_STATE, sk, st);
+        }
+        None => {
+            if !conn::is_inet_tcp(skp) {
+                return 0;
+            }
+            let born = newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV;
+            if let Some(st) = conn::start(skp, born, newstate)
+                && newstate == TCP_SYN_SENT
+            {
+                conn::set_owner(st);
+            }
+        }
+    }
+    0
+}

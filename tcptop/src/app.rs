@@ -1,0 +1,112 @@
+//! The event loop: collect every interval, update the table, write output;
+//! stop on the iteration count, Ctrl-C or SIGTERM. Returning (on any path)
+//! drops the data source, which detaches the kernel programs.
+
+use std::io::{self, Write};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::{MissedTickBehavior, interval_at};
+
+use crate::cli::{Cli, Format};
+use crate::output::{self, jsonl, text};
+use crate::platform::DataSource;
+use crate::table::{ConnTable, Filter, Row};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Source(#[from] crate::platform::SourceError),
+    #[error("cannot write output: {0}")]
+    Output(io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(io::Error),
+}
+
+pub async fn run_batch(source: &mut dyn DataSource, cli: &Cli) -> Result<(), AppError> {
+    let filter = Filter {
+        pids: cli.pids.clone(),
+        ports: cli.ports.clone(),
+    };
+    let secs = cli.interval.as_secs_f64();
+    let mut table = ConnTable::new();
+    let mut ticker = interval_at(tokio::time::Instant::now() + cli.interval, cli.interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut sigint = signal(SignalKind::interrupt()).map_err(AppError::Signals)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(AppError::Signals)?;
+    if !cli.quiet {
+        eprintln!(
+            "tcptop: attached (hooks: {}); a snapshot every {secs} s",
+            source.hooks()
+        );
+    }
+    let stdout = io::stdout();
+    let mut done = 0u64;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+        let snap = source.collect()?;
+        table.apply(snap, Instant::now(), secs);
+        let mut rows: Vec<&Row> = table.rows().filter(|r| filter.matches(r)).collect();
+        output::sort_rows(&mut rows);
+        let mut out = stdout.lock();
+        let written = match cli.format {
+            Format::Jsonl => jsonl::write(&mut out, unix_now(), &rows),
+            Format::Text => text::write(
+                &mut out,
+                &text::Header {
+                    time: &clock_time(),
+                    hooks: source.hooks(),
+                    drops: table.drops(),
+                },
+                &rows,
+            ),
+        }
+        .and_then(|()| out.flush());
+        match written {
+            Ok(()) => {}
+            // `tcptop -b | head`: the reader is gone, stop quietly.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(AppError::Output(e)),
+        }
+        done += 1;
+        if cli.iterations.is_some_and(|n| done >= n) {
+            break;
+        }
+    }
+    if !cli.quiet {
+        let d = table.drops();
+        eprintln!(
+            "tcptop: dropped {} events (ring buffer full), {} connections (table full)",
+            d.events, d.conns
+        );
+    }
+    Ok(())
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Local wall-clock time as HH:MM:SS.
+fn clock_time() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let t = now as libc::time_t;
+    // SAFETY: localtime_r writes into the provided struct only.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = !unsafe { libc::localtime_r(&t, &mut tm) }.is_null();
+    if ok {
+        format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+    } else {
+        format!("{now}")
+    }
+}

@@ -1,0 +1,240 @@
+//! tcptop-testpeer: loopback TCP traffic with exact, known byte counts, for
+//! tcptop's integration tests and benchmarks. Not part of the product.
+//!
+//! Each connection: the client sends `--send` bytes, then reads `--recv`
+//! bytes; the server reads `--recv`, then sends `--send`. After the exchange
+//! each side prints one JSON line with the socket's endpoints and its kernel
+//! TCP_INFO (rtt, segments), holds, and closes (client first; the server
+//! closes when it reads EOF). `--name` renames the process (its `comm`).
+//!
+//!   tcptop-testpeer server --listen 127.0.0.1:5000 --conns 1 --recv 1000 --send 2000
+//!   tcptop-testpeer client --connect 127.0.0.1:5000 --conns 1 --send 1000 --recv 2000
+//!
+//! With `--wait-stdin` the client waits for a line on stdin after connecting
+//! (before sending) and again before closing, so a test can start tcptop
+//! against an already-open connection and sample it while idle.
+
+use std::io::{BufRead, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    Server {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[command(flatten)]
+        common: Common,
+    },
+    Client {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[command(flatten)]
+        common: Common,
+        /// Wait for a stdin line after connecting and before closing.
+        #[arg(long)]
+        wait_stdin: bool,
+        /// Bulk mode: send for this many seconds as fast as possible, report
+        /// bytes sent and throughput, ignore --send/--recv.
+        #[arg(long)]
+        bulk_secs: Option<f64>,
+    },
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// Process name (comm) to take.
+    #[arg(long)]
+    name: Option<String>,
+    /// Connections to handle, one after another.
+    #[arg(long, default_value_t = 1)]
+    conns: u32,
+    #[arg(long, default_value_t = 0)]
+    send: u64,
+    #[arg(long, default_value_t = 0)]
+    recv: u64,
+    /// Milliseconds to stay connected after the exchange.
+    #[arg(long, default_value_t = 0)]
+    hold_ms: u64,
+    /// Print a line per connection (default: only the first and a summary).
+    #[arg(long)]
+    verbose: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    match args.role {
+        Role::Server { listen, common } => server(listen, &common),
+        Role::Client {
+            connect,
+            common,
+            wait_stdin,
+            bulk_secs,
+        } => match bulk_secs {
+            Some(secs) => bulk(connect, &common, secs),
+            None => client(connect, &common, wait_stdin),
+        },
+    }
+}
+
+fn set_name(name: &Option<String>) -> Result<()> {
+    if let Some(n) = name {
+        let c = std::ffi::CString::new(n.as_bytes()).context("name has a NUL byte")?;
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string (truncated to 15 bytes).
+        if unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) } != 0 {
+            bail!(
+                "prctl(PR_SET_NAME) failed: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn tcp_info(s: &TcpStream) -> libc::tcp_info {
+    // SAFETY: getsockopt writes at most `len` bytes into the zeroed struct.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        );
+        info
+    }
+}
+
+fn report(event: &str, s: &TcpStream) -> Result<()> {
+    let info = tcp_info(s);
+    let line = serde_json::json!({
+        "event": event,
+        "pid": std::process::id(),
+        "local": s.local_addr()?.to_string(),
+        "remote": s.peer_addr()?.to_string(),
+        "rtt_us": info.tcpi_rtt,
+        "segs_out": info.tcpi_segs_out,
+        "segs_in": info.tcpi_segs_in,
+        "total_retrans": info.tcpi_total_retrans,
+    });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+fn send_n(s: &mut TcpStream, n: u64) -> Result<()> {
+    let buf = [0x5au8; 64 * 1024];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(buf.len() as u64) as usize;
+        s.write_all(&buf[..k])?;
+        left -= k as u64;
+    }
+    Ok(())
+}
+
+fn recv_n(s: &mut TcpStream, n: u64) -> Result<()> {
+    let mut buf = [0u8; 64 * 1024];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(buf.len() as u64) as usize;
+        let got = s.read(&mut buf[..k])?;
+        if got == 0 {
+            bail!("peer closed with {left} bytes still expected");
+        }
+        left -= got as u64;
+    }
+    Ok(())
+}
+
+fn wait_line() -> Result<()> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(())
+}
+
+fn server(listen: SocketAddr, c: &Common) -> Result<()> {
+    set_name(&c.name)?;
+    let l = TcpListener::bind(listen).with_context(|| format!("bind {listen}"))?;
+    println!(
+        "{}",
+        serde_json::json!({"event": "listening", "pid": std::process::id(), "local": l.local_addr()?.to_string()})
+    );
+    std::io::stdout().flush()?;
+    for i in 0..c.conns {
+        let (mut s, _) = l.accept()?;
+        recv_n(&mut s, c.recv)?;
+        send_n(&mut s, c.send)?;
+        if i == 0 || c.verbose {
+            report("done", &s)?;
+        }
+        // Close after the client does: read until EOF.
+        let mut sink = vec![0u8; 256 * 1024];
+        while s.read(&mut sink)? > 0 {}
+    }
+    println!(
+        "{}",
+        serde_json::json!({"event": "finished", "conns": c.conns})
+    );
+    Ok(())
+}
+
+fn client(connect: SocketAddr, c: &Common, wait_stdin: bool) -> Result<()> {
+    set_name(&c.name)?;
+    for i in 0..c.conns {
+        let mut s = TcpStream::connect(connect).with_context(|| format!("connect {connect}"))?;
+        let loud = i == 0 || c.verbose;
+        if wait_stdin {
+            report("connected", &s)?;
+            wait_line()?;
+        }
+        send_n(&mut s, c.send)?;
+        recv_n(&mut s, c.recv)?;
+        if loud {
+            report("done", &s)?;
+        }
+        if wait_stdin {
+            wait_line()?;
+        } else if c.hold_ms > 0 {
+            std::thread::sleep(Duration::from_millis(c.hold_ms));
+        }
+        drop(s);
+    }
+    println!(
+        "{}",
+        serde_json::json!({"event": "finished", "conns": c.conns})
+    );
+    Ok(())
+}
+
+fn bulk(connect: SocketAddr, c: &Common, secs: f64) -> Result<()> {
+    set_name(&c.name)?;
+    let mut s = TcpStream::connect(connect)?;
+    let buf = vec![0x5au8; 128 * 1024];
+    let start = Instant::now();
+    let limit = Duration::from_secs_f64(secs);
+    let mut sent: u64 = 0;
+    while start.elapsed() < limit {
+        s.write_all(&buf)?;
+        sent += buf.len() as u64;
+    }
+    let el = start.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"event": "bulk", "bytes": sent, "secs": el, "gbit_s": sent as f64 * 8.0 / el / 1e9})
+    );
+    Ok(())
+}

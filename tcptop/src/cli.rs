@@ -1,0 +1,92 @@
+//! Command-line interface.
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tcptop",
+    version,
+    about = "Top-style real-time monitor of network connections: per-connection bytes, \
+             packets, rates, TCP state and RTT, with the owning process.",
+    after_help = "Needs root, or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN \
+                  (sudo setcap cap_bpf,cap_perfmon,cap_net_admin+ep $(command -v tcptop))."
+)]
+pub struct Cli {
+    /// Print snapshots to stdout instead of the interactive display.
+    #[arg(short, long)]
+    pub batch: bool,
+
+    /// Seconds between snapshots (fractions allowed, 0.1 to 3600).
+    #[arg(short, long, default_value = "1", value_parser = parse_interval)]
+    pub interval: Duration,
+
+    /// Exit after this many snapshots (batch mode; default: run until interrupted).
+    #[arg(short = 'n', long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub iterations: Option<u64>,
+
+    /// Output format in batch mode.
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Show only connections of this process ID (repeatable).
+    #[arg(short, long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Show only connections with this local or remote port (repeatable).
+    #[arg(short = 'P', long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
+
+    /// Do not print the start-up line on stderr in batch mode.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// An aligned table per snapshot.
+    Text,
+    /// One JSON object per connection per snapshot.
+    Jsonl,
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not a number of seconds"))?;
+    if !secs.is_finite() || !(0.1..=3600.0).contains(&secs) {
+        return Err(format!("\"{s}\" is out of range: use 0.1 to 3600 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_parsing() {
+        assert_eq!(parse_interval("1").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_interval("0.25").unwrap(), Duration::from_millis(250));
+        assert!(parse_interval("0").is_err());
+        assert!(parse_interval("abc").is_err());
+        assert!(parse_interval("NaN").is_err());
+        assert!(parse_interval("1e9").is_err());
+    }
+
+    #[test]
+    fn parses_repeatable_filters() {
+        let cli = Cli::try_parse_from([
+            "tcptop", "--batch", "-p", "1", "--pid", "2", "--port", "80", "-P", "443", "-f",
+            "jsonl", "-n", "3",
+        ])
+        .unwrap();
+        assert_eq!(cli.pids, vec![1, 2]);
+        assert_eq!(cli.ports, vec![80, 443]);
+        assert_eq!(cli.format, Format::Jsonl);
+        assert_eq!(cli.iterations, Some(3));
+        assert!(Cli::try_parse_from(["tcptop", "-n", "0"]).is_err());
+        assert!(Cli::try_parse_from(["tcptop", "--port", "70000"]).is_err());
+    }
+}

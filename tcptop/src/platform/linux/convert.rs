@@ -1,0 +1,103 @@
+//! Kernel records to platform-neutral samples.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use tcptop_common::{AF_INET6, ConnStats, IPPROTO_UDP};
+
+use crate::model::{ConnKey, ConnSample, ConnState, Counters, Proto};
+
+fn addr(family: u16, raw: [u8; 16], port: u16) -> SocketAddr {
+    let ip = if family == AF_INET6 {
+        let v6 = Ipv6Addr::from(raw);
+        // An IPv4 peer on a dual-stack socket: show it as IPv4.
+        match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        }
+    } else {
+        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
+    };
+    SocketAddr::new(ip, port)
+}
+
+/// Name bytes up to the first NUL, lossily decoded (still untrusted).
+fn comm(raw: &[u8; 16]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+pub fn sample(sk: u64, st: &ConnStats) -> ConnSample {
+    let t = &st.tuple;
+    ConnSample {
+        key: ConnKey {
+            proto: if t.proto == IPPROTO_UDP {
+                Proto::Udp
+            } else {
+                Proto::Tcp
+            },
+            local: addr(t.family, t.saddr, t.sport),
+            remote: addr(t.family, t.daddr, t.dport),
+            netns: t.netns,
+        },
+        id: sk,
+        pid: st.pid,
+        comm: comm(&st.comm),
+        state: ConnState::from_tcp(st.state),
+        counters: Counters {
+            tx_bytes: st.tx_bytes,
+            rx_bytes: st.rx_bytes,
+            // Kernel segment counters are u32 and wrap.
+            tx_packets: u64::from(st.segs_out.wrapping_sub(st.segs_out_base)),
+            rx_packets: u64::from(st.segs_in.wrapping_sub(st.segs_in_base)),
+            retrans: u64::from(st.retrans.wrapping_sub(st.retrans_base)),
+        },
+        rtt_us: (st.srtt_us8 != 0).then_some(st.srtt_us8 >> 3),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tcptop_common::{AF_INET, ConnTuple, IPPROTO_TCP};
+
+    #[test]
+    fn converts_v4_v6_and_mapped() {
+        let mut st = ConnStats {
+            tuple: ConnTuple {
+                family: AF_INET,
+                proto: IPPROTO_TCP,
+                sport: 5000,
+                dport: 80,
+                netns: 7,
+                ..Default::default()
+            },
+            segs_in: 10,
+            segs_in_base: 4,
+            segs_out: 2,
+            segs_out_base: u32::MAX,
+            srtt_us8: 800,
+            pid: 42,
+            ..Default::default()
+        };
+        st.tuple.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        st.tuple.daddr[..4].copy_from_slice(&[10, 1, 2, 3]);
+        st.comm[..4].copy_from_slice(b"curl");
+        let s = sample(99, &st);
+        assert_eq!(s.key.local.to_string(), "127.0.0.1:5000");
+        assert_eq!(s.key.remote.to_string(), "10.1.2.3:80");
+        assert_eq!(s.comm, "curl");
+        assert_eq!(s.counters.rx_packets, 6);
+        assert_eq!(s.counters.tx_packets, 3, "wrapping counter");
+        assert_eq!(s.rtt_us, Some(100));
+        assert_eq!(s.id, 99);
+
+        st.tuple.family = AF_INET6;
+        st.tuple.saddr = Ipv6Addr::LOCALHOST.octets();
+        st.tuple.daddr = Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped().octets();
+        st.srtt_us8 = 0;
+        let s = sample(1, &st);
+        assert_eq!(s.key.local.to_string(), "[::1]:5000");
+        assert_eq!(s.key.remote.to_string(), "192.0.2.1:80");
+        assert_eq!(s.rtt_us, None);
+    }
+}

@@ -1,0 +1,327 @@
+//! Linux backend: eBPF programs attached to kernel hooks (crate `tcptop-ebpf`).
+//!
+//! Start-up: check privileges, read kernel struct offsets from BTF, load the
+//! programs with those offsets, attach, seed already-open connections from
+//! /proc. Each collection: read the connection map (live connections), then
+//! the lifecycle events a background thread drained from the ring buffer
+//! (closed connections with final counters), then the drop counters.
+
+mod btf;
+mod caps;
+mod convert;
+mod events;
+mod procfs;
+
+use std::collections::{HashMap as StdHashMap, HashSet};
+use std::path::Path;
+use std::sync::mpsc::Receiver;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, SockOps, links::CgroupAttachMode},
+};
+use tcptop_common::{
+    ConnEvent, ConnStats, DROP_MAP_FULL, DROP_RINGBUF, EVENT_CLOSE, GLOBAL_OFFSETS, MAP_CONNS,
+    MAP_DROPS, MAP_EVENTS, Offsets,
+};
+
+use super::{DataSource, SourceError};
+use crate::model::{ConnKey, ConnSample, ConnState, Counters, Drops, Proto, Snapshot};
+
+const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+
+/// Raw tracepoints of the "tracepoint" hook set, with the kernel that added them.
+const RAW_TRACEPOINTS: &[(&str, &str)] = &[
+    ("sock_send_length", "sock:sock_send_length (Linux 6.3)"),
+    ("sock_recv_length", "sock:sock_recv_length (Linux 6.3)"),
+    (
+        "inet_sock_set_state",
+        "sock:inet_sock_set_state (Linux 4.16)",
+    ),
+    ("tcp_destroy_sock", "tcp:tcp_destroy_sock (Linux 4.16)"),
+];
+
+/// The eBPF data source. Dropping it detaches every program.
+pub struct EbpfSource {
+    // Field order matters: maps and the event thread go before `_ebpf`.
+    conns: HashMap<MapData, u64, ConnStats>,
+    drops: PerCpuArray<MapData, u64>,
+    events: Receiver<ConnEvent>,
+    _drain: events::DrainThread,
+    /// Connections found in /proc at start-up that the kernel side has not
+    /// reported yet; reported with zero counters until it does.
+    seeds: Vec<ConnSample>,
+    hooks: String,
+    /// Keeps programs loaded and links attached.
+    _ebpf: Ebpf,
+}
+
+impl EbpfSource {
+    pub fn open() -> Result<Self, SourceError> {
+        caps::check()?;
+        let offsets = kernel_offsets()?;
+        caps::raise_memlock();
+
+        let bytes = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptop"));
+        let mut ebpf = EbpfLoader::new()
+            .override_global(GLOBAL_OFFSETS, &offsets, true)
+            .load(bytes)
+            .map_err(|e| load_error(&e))?;
+
+        for (name, what) in RAW_TRACEPOINTS {
+            attach_raw_tracepoint(&mut ebpf, name, what)?;
+        }
+        let mut hooks = String::from("tracepoint");
+        match attach_sock_ops(&mut ebpf) {
+            Ok(()) => hooks.push_str("+sock_ops"),
+            // RTT still comes from the socket at every event; only its
+            // freshness between the owner's calls is lost.
+            Err(e) => eprintln!("tcptop: warning: {e}"),
+        }
+
+        let conns = take_map(&mut ebpf, MAP_CONNS, HashMap::try_from)?;
+        let drops = take_map(&mut ebpf, MAP_DROPS, PerCpuArray::try_from)?;
+        let ring = take_map(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?;
+        let (drain, events) = events::DrainThread::spawn(ring)
+            .map_err(|e| SourceError::Failed(format!("cannot start the event thread: {e}")))?;
+
+        let seeds = seed_from_proc();
+        Ok(EbpfSource {
+            conns,
+            drops,
+            events,
+            _drain: drain,
+            seeds,
+            hooks,
+            _ebpf: ebpf,
+        })
+    }
+
+    fn read_drops(&self) -> Drops {
+        let sum = |idx: u32| -> u64 {
+            self.drops
+                .get(&idx, 0)
+                .map(|v| v.iter().copied().fold(0u64, u64::saturating_add))
+                .unwrap_or(0)
+        };
+        Drops {
+            events: sum(DROP_RINGBUF),
+            conns: sum(DROP_MAP_FULL),
+        }
+    }
+}
+
+impl DataSource for EbpfSource {
+    fn hooks(&self) -> &str {
+        &self.hooks
+    }
+
+    fn collect(&mut self) -> Result<Snapshot, SourceError> {
+        let mut live = Vec::new();
+        for item in self.conns.iter() {
+            match item {
+                Ok((sk, st)) => live.push(convert::sample(sk, &st)),
+                // An entry deleted while we walk the map: it will come as a close event.
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => {
+                    return Err(SourceError::Failed(format!(
+                        "cannot read the connection map: {e}"
+                    )));
+                }
+            }
+        }
+        // Events after the map walk: a connection that closed meanwhile is
+        // reported closed now, not live (its id is in both).
+        let mut closed = Vec::new();
+        while let Ok(ev) = self.events.try_recv() {
+            if ev.kind == EVENT_CLOSE {
+                closed.push(convert::sample(ev.sk, &ev.stats));
+            }
+        }
+        if !closed.is_empty() {
+            let gone: HashSet<u64> = closed.iter().map(|c| c.id).collect();
+            live.retain(|c| !gone.contains(&c.id));
+        }
+        if !self.seeds.is_empty() {
+            let known: HashSet<ConnKey> = live.iter().chain(closed.iter()).map(|c| c.key).collect();
+            self.seeds.retain(|s| !known.contains(&s.key));
+            live.extend(self.seeds.iter().cloned());
+        }
+        Ok(Snapshot {
+            live,
+            closed,
+            drops: self.read_drops(),
+        })
+    }
+}
+
+fn take_map<T, E: std::fmt::Display>(
+    ebpf: &mut Ebpf,
+    name: &str,
+    conv: impl FnOnce(aya::maps::Map) -> Result<T, E>,
+) -> Result<T, SourceError> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| SourceError::Failed(format!("eBPF object has no map {name:?}")))?;
+    conv(map).map_err(|e| SourceError::Failed(format!("eBPF map {name:?}: {e}")))
+}
+
+/// Offsets of every kernel field the programs read, from the running kernel's BTF.
+fn kernel_offsets() -> Result<Offsets, SourceError> {
+    let path = Path::new(BTF_PATH);
+    if !path.exists() {
+        return Err(SourceError::Unsupported(format!(
+            "this kernel ({}) does not expose BTF type information at {BTF_PATH}.\n\
+             tcptop reads kernel structures at offsets taken from BTF: use a kernel built \
+             with CONFIG_DEBUG_INFO_BTF=y (the default on Debian, Ubuntu, Fedora and RHEL \
+             kernels since 2020).",
+            caps::kernel_release()
+        )));
+    }
+    let btf = btf::Btf::from_file(path).map_err(|e| {
+        SourceError::Unsupported(format!("cannot use the kernel's BTF at {BTF_PATH}: {e}"))
+    })?;
+    let off = |s: &str, m: &str| {
+        btf.member_offset(s, m)
+            .map_err(|e| SourceError::Unsupported(format!("unsupported kernel layout: {e}")))
+    };
+    if off("sock", "__sk_common")? != 0 {
+        return Err(SourceError::Unsupported(
+            "unsupported kernel layout: struct sock does not start with __sk_common".into(),
+        ));
+    }
+    Ok(Offsets {
+        skc_daddr: off("sock_common", "skc_daddr")?,
+        skc_rcv_saddr: off("sock_common", "skc_rcv_saddr")?,
+        skc_dport: off("sock_common", "skc_dport")?,
+        skc_num: off("sock_common", "skc_num")?,
+        skc_family: off("sock_common", "skc_family")?,
+        skc_state: off("sock_common", "skc_state")?,
+        skc_v6_daddr: off("sock_common", "skc_v6_daddr")?,
+        skc_v6_rcv_saddr: off("sock_common", "skc_v6_rcv_saddr")?,
+        skc_net: off("sock_common", "skc_net")?,
+        sk_protocol: off("sock", "sk_protocol")?,
+        net_ns_inum: off("net", "ns.inum")?,
+        tcp_srtt_us: off("tcp_sock", "srtt_us")?,
+        tcp_segs_in: off("tcp_sock", "segs_in")?,
+        tcp_segs_out: off("tcp_sock", "segs_out")?,
+        tcp_total_retrans: off("tcp_sock", "total_retrans")?,
+        task_group_leader: off("task_struct", "group_leader")?,
+        task_comm: off("task_struct", "comm")?,
+        ready: 1,
+    })
+}
+
+fn load_error(e: &aya::EbpfError) -> SourceError {
+    if is_eperm(e) {
+        return SourceError::Privileges(caps::missing_message(&[]));
+    }
+    SourceError::Failed(format!(
+        "the kernel refused tcptop's eBPF programs: {e}\n{:?}",
+        e
+    ))
+}
+
+fn is_eperm(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.raw_os_error() == Some(libc::EPERM)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str, what: &str) -> Result<(), SourceError> {
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| SourceError::Failed(format!("eBPF object has no program {name:?}")))?
+        .try_into()
+        .map_err(|e| SourceError::Failed(format!("program {name:?}: {e}")))?;
+    prog.load().map_err(|e| {
+        if is_eperm(&e) {
+            SourceError::Privileges(caps::missing_message(&[]))
+        } else {
+            SourceError::Failed(format!(
+                "the kernel refused tcptop's program for {what}: {e}\n{e:?}"
+            ))
+        }
+    })?;
+    prog.attach(name).map_err(|e| {
+        SourceError::Unsupported(format!(
+            "cannot attach to the kernel tracepoint {what}: {e}.\n\
+             This kernel ({}) lacks a hook tcptop needs: its tracepoint hook set requires \
+             Linux 6.3 or newer.",
+            caps::kernel_release()
+        ))
+    })?;
+    Ok(())
+}
+
+fn attach_sock_ops(ebpf: &mut Ebpf) -> Result<(), String> {
+    let root = caps::cgroup2_root().ok_or_else(|| {
+        "no cgroup v2 mount found in /proc/mounts: RTT is refreshed only at send/receive calls"
+            .to_string()
+    })?;
+    let cgroup = std::fs::File::open(&root)
+        .map_err(|e| format!("cannot open cgroup {}: {e}", root.display()))?;
+    let prog: &mut SockOps = ebpf
+        .program_mut("tcptop_sockops")
+        .ok_or("eBPF object has no sock_ops program")?
+        .try_into()
+        .map_err(|e| format!("sock_ops program: {e}"))?;
+    prog.load()
+        .map_err(|e| format!("cannot load the sock_ops program: {e}"))?;
+    // Aya attaches through a BPF link on 5.7+; links always coexist with
+    // other programs on the cgroup, and the kernel rejects the legacy
+    // BPF_F_ALLOW_MULTI flag on link_create (EINVAL), so `Single` is right.
+    prog.attach(&cgroup, CgroupAttachMode::Single)
+        .map_err(|e| {
+            format!(
+                "cannot attach sock_ops to {}: {e} ({:?})",
+                root.display(),
+                std::error::Error::source(&e)
+            )
+        })?;
+    Ok(())
+}
+
+/// Connections open before we started, with their owners, as zero-counter samples.
+fn seed_from_proc() -> Vec<ConnSample> {
+    let Ok(found) = procfs::scan_tcp(Path::new("/proc")) else {
+        return Vec::new();
+    };
+    let mut seen = StdHashMap::new();
+    for s in found {
+        let state = ConnState::from_tcp(s.state);
+        // TIME_WAIT and request sockets are not full sockets: the kernel side
+        // will never report them, so they would linger.
+        if matches!(
+            state,
+            ConnState::TimeWait | ConnState::Listen | ConnState::NewSynRecv | ConnState::SynRecv
+        ) {
+            continue;
+        }
+        let key = ConnKey {
+            proto: Proto::Tcp,
+            local: s.local,
+            remote: s.remote,
+            netns: s.netns,
+        };
+        let (pid, comm) = s.owner.unwrap_or((0, String::new()));
+        seen.entry(key).or_insert(ConnSample {
+            key,
+            id: 0,
+            pid,
+            comm,
+            state,
+            counters: Counters::default(),
+            rtt_us: None,
+        });
+    }
+    seen.into_values().collect()
+}

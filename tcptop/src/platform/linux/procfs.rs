@@ -1,0 +1,543 @@
+//! Discovery of TCP connections that already exist when tcptop starts.
+//!
+//! Everything comes from `/proc`, in one pass over the process directories:
+//!
+//! * `/proc/<pid>/ns/net` tells which network namespace a process lives in.
+//!   `/proc/<pid>/net/tcp{,6}` shows the sockets of exactly that namespace, so
+//!   each distinct namespace is read once, through the first process (lowest
+//!   pid) that can be read in it.
+//! * `/proc/<pid>/fd/*` links to `socket:[<inode>]` name the processes holding
+//!   each socket. Pids are visited in ascending order and the first holder is
+//!   kept, so the lowest pid wins.
+//!
+//! Processes come and go during the scan; any failure to read something below
+//! one `/proc/<pid>` (ENOENT, ESRCH, EACCES, ...) only skips that item. Only a
+//! failure to list `proc_root` itself is reported as an error.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Kernel TCP state number of a listening socket (`TCP_LISTEN`).
+const TCP_LISTEN: u8 = 10;
+
+/// One TCP socket found in `/proc/<pid>/net/tcp` or `tcp6`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcSocket {
+    /// Inode number of the network namespace (as in `/proc/<pid>/ns/net` -> `net:[4026531840]`).
+    pub netns: u32,
+    /// Read from `tcp6`.
+    pub family_v6: bool,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// Kernel TCP state number (1 = ESTABLISHED ... 10 = LISTEN), hex field `st`.
+    pub state: u8,
+    pub inode: u64,
+    pub uid: u32,
+    /// `(pid, comm)` of a process holding an fd to `socket:[inode]`.
+    pub owner: Option<(u32, String)>,
+}
+
+/// Every TCP socket (v4 and v6) in every network namespace reachable through
+/// `/proc/<pid>/ns/net`, excluding LISTEN sockets (state 10). `proc_root` is
+/// normally `"/proc"` (parameterised for tests).
+///
+/// # Errors
+///
+/// Only if `proc_root` itself cannot be listed. Anything that fails below one
+/// `/proc/<pid>` (the process exited, permission denied, ...) is skipped.
+pub fn scan_tcp(proc_root: &Path) -> io::Result<Vec<ProcSocket>> {
+    let mut pids: Vec<u32> = fs::read_dir(proc_root)?
+        .filter_map(|entry| parse_pid(&entry.ok()?.file_name()))
+        .collect();
+    pids.sort_unstable();
+
+    // netns inode -> sockets of that namespace, in order of discovery.
+    let mut namespaces: Vec<Namespace> = Vec::new();
+    let mut ns_index: HashMap<u32, usize> = HashMap::new();
+    // socket inode -> (pid, comm) of its lowest-pid holder.
+    let mut owners: HashMap<u64, (u32, String)> = HashMap::new();
+
+    let mut path = PathBuf::from(proc_root);
+    for pid in pids {
+        path.push(pid.to_string());
+
+        if let Some(netns) = read_netns(&mut path) {
+            let idx = *ns_index.entry(netns).or_insert_with(|| {
+                namespaces.push(Namespace::new(netns));
+                namespaces.len() - 1
+            });
+            if let Some(ns) = namespaces.get_mut(idx) {
+                ns.read_missing(&mut path);
+            }
+        }
+
+        collect_owners(&mut path, pid, &mut owners);
+        path.pop();
+    }
+
+    let mut out = Vec::new();
+    for ns in namespaces {
+        for (family_v6, rows) in [(false, ns.v4), (true, ns.v6)] {
+            for (local, remote, state, inode, uid) in rows.unwrap_or_default() {
+                if state == TCP_LISTEN {
+                    continue;
+                }
+                // Sockets without an inode (TIME_WAIT, orphans) have no owner.
+                let owner = if inode == 0 {
+                    None
+                } else {
+                    owners.get(&inode).cloned()
+                };
+                out.push(ProcSocket {
+                    netns: ns.inode,
+                    family_v6,
+                    local,
+                    remote,
+                    state,
+                    inode,
+                    uid,
+                    owner,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One row of `/proc/net/tcp{,6}`: (local, remote, state, inode, uid).
+type Row = (SocketAddr, SocketAddr, u8, u64, u32);
+
+/// Sockets of one network namespace; `None` while its file has not been read
+/// successfully through any process yet.
+struct Namespace {
+    inode: u32,
+    v4: Option<Vec<Row>>,
+    v6: Option<Vec<Row>>,
+}
+
+impl Namespace {
+    fn new(inode: u32) -> Self {
+        Namespace {
+            inode,
+            v4: None,
+            v6: None,
+        }
+    }
+
+    /// Read whichever of `net/tcp` and `net/tcp6` is still missing through the
+    /// process directory `pid_dir`. A failed read (the process vanished, or
+    /// IPv6 is disabled) leaves it missing for the next process of the same
+    /// namespace to try; a namespace whose file never reads is simply empty.
+    fn read_missing(&mut self, pid_dir: &mut PathBuf) {
+        for (slot, name, v6) in [(&mut self.v4, "tcp", false), (&mut self.v6, "tcp6", true)] {
+            if slot.is_none() {
+                pid_dir.push("net");
+                pid_dir.push(name);
+                if let Ok(text) = fs::read_to_string(&*pid_dir) {
+                    *slot = Some(parse_net_tcp(&text, v6));
+                }
+                pid_dir.pop();
+                pid_dir.pop();
+            }
+        }
+    }
+}
+
+/// A `/proc` entry name that is a pid (all ASCII digits).
+fn parse_pid(name: &OsStr) -> Option<u32> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// Netns inode of the process directory `pid_dir`, from its `ns/net` link.
+fn read_netns(pid_dir: &mut PathBuf) -> Option<u32> {
+    pid_dir.push("ns");
+    pid_dir.push("net");
+    let target = fs::read_link(&*pid_dir);
+    pid_dir.pop();
+    pid_dir.pop();
+    bracketed_number(target.ok()?.as_os_str().as_bytes(), b"net:[")
+}
+
+/// Parses `<prefix><decimal>]`, e.g. `socket:[1234]` or `net:[4026531840]`.
+fn bracketed_number<T: std::str::FromStr>(link: &[u8], prefix: &[u8]) -> Option<T> {
+    let digits = link.strip_prefix(prefix)?.strip_suffix(b"]")?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Adds `(pid, comm)` for every socket held by the process directory
+/// `pid_dir` that has no owner yet. `comm` is read at most once, and only if
+/// the process holds such a socket.
+fn collect_owners(pid_dir: &mut PathBuf, pid: u32, owners: &mut HashMap<u64, (u32, String)>) {
+    pid_dir.push("fd");
+    let entries = fs::read_dir(&*pid_dir);
+    pid_dir.pop();
+    let Ok(entries) = entries else {
+        return;
+    };
+
+    let mut comm: Option<String> = None;
+    for entry in entries.flatten() {
+        let Ok(target) = fs::read_link(entry.path()) else {
+            continue;
+        };
+        let Some(inode) = bracketed_number::<u64>(target.as_os_str().as_bytes(), b"socket:[")
+        else {
+            continue;
+        };
+        if let Entry::Vacant(slot) = owners.entry(inode) {
+            let name = match &comm {
+                Some(name) => name.clone(),
+                None => {
+                    pid_dir.push("comm");
+                    let read = fs::read_to_string(&*pid_dir);
+                    pid_dir.pop();
+                    // No comm: the process is gone; its sockets may still be
+                    // found through a later holder.
+                    let Ok(text) = read else {
+                        return;
+                    };
+                    let name = text.strip_suffix('\n').unwrap_or(&text).to_owned();
+                    comm = Some(name.clone());
+                    name
+                }
+            };
+            slot.insert((pid, name));
+        }
+    }
+}
+
+/// Parse one `/proc/net/tcp` or `tcp6` file's text (header line included).
+///
+/// Returns `(local, remote, state, inode, uid)` per socket line; the header and
+/// malformed lines are skipped. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`)
+/// are returned as IPv4 socket addresses.
+pub fn parse_net_tcp(text: &str, v6: bool) -> Vec<(SocketAddr, SocketAddr, u8, u64, u32)> {
+    text.lines()
+        .filter_map(|line| parse_line(line, v6))
+        .collect()
+}
+
+/// One socket line:
+/// `sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode ...`
+fn parse_line(line: &str, v6: bool) -> Option<Row> {
+    let mut fields = line.split_whitespace();
+    let slot = fields.next()?;
+    // "0:" etc.; this rejects the header line ("sl").
+    if !slot.strip_suffix(':')?.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let local = parse_endpoint(fields.next()?, v6)?;
+    let remote = parse_endpoint(fields.next()?, v6)?;
+    let state = u8::try_from(parse_hex(fields.next()?, 2)?).ok()?;
+    let _queues = fields.next()?;
+    let _timer = fields.next()?;
+    let _retransmits = fields.next()?;
+    let uid = fields.next()?.parse().ok()?;
+    let _timeout = fields.next()?;
+    let inode = fields.next()?.parse().ok()?;
+    Some((local, remote, state, inode, uid))
+}
+
+/// `ADDR:PORT` with ADDR as 8 (v4) or 32 (v6) hex digits, PORT as 4 hex digits.
+fn parse_endpoint(field: &str, v6: bool) -> Option<SocketAddr> {
+    let (addr, port) = field.split_once(':')?;
+    if port.len() != 4 {
+        return None;
+    }
+    let port = u16::try_from(parse_hex(port, 4)?).ok()?;
+    if v6 {
+        if addr.len() != 32 {
+            return None;
+        }
+        let mut octets = [0u8; 16];
+        for (i, chunk) in octets.as_chunks_mut::<4>().0.iter_mut().enumerate() {
+            let word = parse_hex(addr.get(i * 8..i * 8 + 8)?, 8)?;
+            // The kernel printed the in-memory word as a host-order u32.
+            *chunk = word.to_ne_bytes();
+        }
+        let ip = Ipv6Addr::from(octets);
+        Some(match ip.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
+            None => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)),
+        })
+    } else {
+        if addr.len() != 8 {
+            return None;
+        }
+        let word = parse_hex(addr, 8)?;
+        let ip = Ipv4Addr::from(word.to_ne_bytes());
+        Some(SocketAddr::V4(SocketAddrV4::new(ip, port)))
+    }
+}
+
+/// Hex digits only (no sign, no prefix), at most `max_len` of them.
+fn parse_hex(s: &str, max_len: usize) -> Option<u32> {
+    if s.is_empty() || s.len() > max_len || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(s, 16).ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::unix::fs::symlink;
+    use std::str::FromStr;
+
+    fn sa(s: &str) -> SocketAddr {
+        SocketAddr::from_str(s).unwrap()
+    }
+
+    /// How the kernel prints an IPv4 address on this host.
+    fn hex_v4(ip: Ipv4Addr) -> String {
+        format!("{:08X}", u32::from_ne_bytes(ip.octets()))
+    }
+
+    /// How the kernel prints an IPv6 address on this host.
+    fn hex_v6(ip: Ipv6Addr) -> String {
+        let octets = ip.octets();
+        let (words, _) = octets.as_chunks::<4>();
+        words
+            .iter()
+            .map(|w| format!("{:08X}", u32::from_ne_bytes(*w)))
+            .collect()
+    }
+
+    const V4_SAMPLE: &str = "\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 23456 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 34567 1 0000000000000000 20 4 30 10 -1
+   2: 0F02000A:0016 0202000A:C350 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0000000000000000
+   3: 0100007F:1F9 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 1
+   4: 0100007G:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 1
+   5: 0100007F:1F90 0100007F:D431 01 00000000:00000000
+garbage
+";
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn parse_v4_sample() {
+        let rows = parse_net_tcp(V4_SAMPLE, false);
+        assert_eq!(
+            rows,
+            vec![
+                (sa("127.0.0.1:8080"), sa("0.0.0.0:0"), 10, 23456, 0),
+                (sa("127.0.0.1:8080"), sa("127.0.0.1:54321"), 1, 34567, 1000),
+                (sa("10.0.2.15:22"), sa("10.0.2.2:50000"), 6, 0, 0),
+            ]
+        );
+    }
+
+    const V6_SAMPLE: &str = "\
+  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000000000000:0016 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 11111 1 0000000000000000 100 0 0 10 0
+   1: 00000000000000000000000001000000:0050 00000000000000000000000001000000:A000 01 00000000:00000000 00:00000000 00000000   33        0 22222 1 0000000000000000 20 4 0 10 -1
+   2: 0000000000000000FFFF00000100007F:1F90 0000000000000000FFFF00000200007F:C000 01 00000000:00000000 00:00000000 00000000  1000        0 33333 1 0000000000000000 20 4 0 10 -1
+   3: B80D0120000000000000000001000000:01BB B80D0120000000000000000002000000:E000 08 00000000:00000000 00:00000000 00000000     0        0 44444 1 0000000000000000 20 4 0 10 -1
+   4: B80D01200000000000000000010000:01BB B80D0120000000000000000002000000:E000 08 00000000:00000000 00:00000000 00000000     0        0 1
+   5: 00000000000000000000000001000000:0050 00000000000000000000000001000000:A000 01 00000000:00000000 00:00000000 00000000   33        0 notanumber
+   6: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 34567
+";
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn parse_v6_sample() {
+        let rows = parse_net_tcp(V6_SAMPLE, true);
+        assert_eq!(
+            rows,
+            vec![
+                (sa("[::]:22"), sa("[::]:0"), 10, 11111, 0),
+                (sa("[::1]:80"), sa("[::1]:40960"), 1, 22222, 33),
+                // ::ffff:127.0.0.1 comes back as plain IPv4.
+                (sa("127.0.0.1:8080"), sa("127.0.0.2:49152"), 1, 33333, 1000),
+                (
+                    sa("[2001:db8::1]:443"),
+                    sa("[2001:db8::2]:57344"),
+                    8,
+                    44444,
+                    0
+                ),
+            ]
+        );
+        assert!(rows.iter().all(|r| r.0.is_ipv6() == r.1.is_ipv6()));
+        assert!(rows[2].0.is_ipv4());
+    }
+
+    #[test]
+    fn parse_any_endian_round_trip() {
+        let v4 = format!(
+            "header\n 0: {}:0050 {}:ABCD 01 0:0 0:0 0 7 0 99 1\n",
+            hex_v4(Ipv4Addr::new(192, 168, 1, 2)),
+            hex_v4(Ipv4Addr::new(8, 8, 4, 4)),
+        );
+        assert_eq!(
+            parse_net_tcp(&v4, false),
+            vec![(sa("192.168.1.2:80"), sa("8.8.4.4:43981"), 1, 99, 7)]
+        );
+        let v6 = format!(
+            "header\n 0: {}:0050 {}:ABCD 04 0:0 0:0 0 7 0 98 1\n",
+            hex_v6("fe80::1:2:3:4".parse().unwrap()),
+            hex_v6("::ffff:10.1.2.3".parse().unwrap()),
+        );
+        assert_eq!(
+            parse_net_tcp(&v6, true),
+            vec![(sa("[fe80::1:2:3:4]:80"), sa("10.1.2.3:43981"), 4, 98, 7)]
+        );
+        // A v4 line in a v6 file (and vice versa) is malformed.
+        assert!(parse_net_tcp(&v4, true).is_empty());
+        assert!(parse_net_tcp(&v6, false).is_empty());
+        assert!(parse_net_tcp("", false).is_empty());
+    }
+
+    fn own_netns() -> u32 {
+        let link = fs::read_link("/proc/self/ns/net").unwrap();
+        bracketed_number(link.as_os_str().as_bytes(), b"net:[").unwrap()
+    }
+
+    #[test]
+    fn real_loopback_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = listener.local_addr().unwrap();
+        let client = TcpStream::connect(server).unwrap();
+        let (accepted, peer) = listener.accept().unwrap();
+        let client_addr = client.local_addr().unwrap();
+        assert_eq!(peer, client_addr);
+        assert_eq!(accepted.local_addr().unwrap(), server);
+
+        let start = std::time::Instant::now();
+        let sockets = scan_tcp(Path::new("/proc")).unwrap();
+        eprintln!(
+            "scan_tcp(/proc): {} sockets in {:?}",
+            sockets.len(),
+            start.elapsed()
+        );
+
+        let netns = own_netns();
+        let pid = std::process::id();
+        let comm = fs::read_to_string("/proc/self/comm").unwrap();
+        let comm = comm.trim_end_matches('\n');
+
+        let find = |local: SocketAddr, remote: SocketAddr| {
+            let hits: Vec<&ProcSocket> = sockets
+                .iter()
+                .filter(|s| s.local == local && s.remote == remote)
+                .collect();
+            assert_eq!(hits.len(), 1, "{local} -> {remote}: {hits:?}");
+            hits[0].clone()
+        };
+        for s in [find(client_addr, server), find(server, client_addr)] {
+            assert_eq!(s.state, 1, "{s:?}");
+            assert_eq!(s.netns, netns, "{s:?}");
+            assert!(!s.family_v6, "{s:?}");
+            assert_ne!(s.inode, 0, "{s:?}");
+            let (owner_pid, owner_comm) = s.owner.clone().unwrap();
+            assert_eq!(owner_pid, pid, "{s:?}");
+            assert_eq!(owner_comm, comm);
+        }
+        assert!(
+            !sockets
+                .iter()
+                .any(|s| s.local == server && s.remote.port() == 0),
+            "listener reported"
+        );
+        assert!(sockets.iter().all(|s| s.state != TCP_LISTEN));
+        drop((listener, client, accepted));
+    }
+
+    /// A fake /proc: two namespaces, a vanished process, a shared socket.
+    #[test]
+    fn fake_proc_tree() {
+        let root = std::env::temp_dir().join(format!("procfs-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        // A tcp file with the header and one line per (local, remote, state, inode).
+        let tcp = |rows: &[(Ipv4Addr, Ipv4Addr, u8, u64)]| {
+            let mut text = String::from("  sl  local_address rem_address   st ...\n");
+            for (sl, (local, remote, st, inode)) in rows.iter().enumerate() {
+                text.push_str(&format!(
+                    "{sl:4}: {}:0050 {}:1000 {st:02X} 0:0 0:0 0 1000 0 {inode} 1\n",
+                    hex_v4(*local),
+                    hex_v4(*remote),
+                ));
+            }
+            Some(text)
+        };
+        let mk = |pid: u32, ns: u32, comm: &str, fds: &[&str], tcp: Option<String>| {
+            let dir = root.join(pid.to_string());
+            fs::create_dir_all(dir.join("ns")).unwrap();
+            fs::create_dir_all(dir.join("fd")).unwrap();
+            symlink(format!("net:[{ns}]"), dir.join("ns/net")).unwrap();
+            fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
+            for (i, target) in fds.iter().enumerate() {
+                symlink(target, dir.join("fd").join(i.to_string())).unwrap();
+            }
+            if let Some(tcp) = tcp {
+                fs::create_dir_all(dir.join("net")).unwrap();
+                fs::write(dir.join("net/tcp"), tcp).unwrap();
+                fs::write(dir.join("net/tcp6"), "header\n").unwrap();
+            }
+        };
+        let lo = Ipv4Addr::LOCALHOST;
+        let any = Ipv4Addr::UNSPECIFIED;
+        let a = Ipv4Addr::new(10, 0, 0, 1);
+        // Namespace 100: pid 7 has no readable net/ (as if it vanished), so
+        // the namespace is read through pid 9. Both hold socket 500.
+        mk(7, 100, "first", &["socket:[500]", "/dev/null"], None);
+        let ns100 = tcp(&[(lo, lo, 1, 500), (lo, lo, 1, 501), (lo, any, 10, 502)]);
+        let fds9 = ["socket:[500]", "socket:[501]", "socket:[502]"];
+        mk(9, 100, "second", &fds9, ns100);
+        // Namespace 200 is read through pid 12 only, not again through pid 30.
+        mk(12, 200, "third", &["pipe:[1]"], tcp(&[(a, a, 6, 0)]));
+        mk(
+            30,
+            200,
+            "fourth",
+            &["socket:[600]"],
+            tcp(&[(lo, lo, 1, 999)]),
+        );
+        // Not pids / not processes.
+        fs::create_dir_all(root.join("self")).unwrap();
+        fs::create_dir_all(root.join("1234")).unwrap();
+        fs::write(root.join("net"), "x").unwrap();
+
+        let mut got = scan_tcp(&root).unwrap();
+        got.sort_by_key(|s| (s.netns, s.inode));
+        let sock =
+            |netns, state, inode, local: Ipv4Addr, remote: Ipv4Addr, owner: Option<(u32, &str)>| {
+                ProcSocket {
+                    netns,
+                    family_v6: false,
+                    local: SocketAddr::new(local.into(), 80),
+                    remote: SocketAddr::new(remote.into(), 4096),
+                    state,
+                    inode,
+                    uid: 1000,
+                    owner: owner.map(|(p, c)| (p, c.to_owned())),
+                }
+            };
+        assert_eq!(
+            got,
+            vec![
+                sock(100, 1, 500, lo, lo, Some((7, "first"))),
+                sock(100, 1, 501, lo, lo, Some((9, "second"))),
+                sock(200, 6, 0, a, a, None),
+            ]
+        );
+        fs::remove_dir_all(&root).unwrap();
+        assert!(scan_tcp(&root).is_err());
+    }
+}

@@ -1,0 +1,46 @@
+//! The platform abstraction: where connection data comes from.
+//!
+//! This is the only module that knows which operating system it runs on;
+//! everything above [`DataSource`] is portable.
+
+use crate::model::Snapshot;
+
+#[cfg(target_os = "linux")]
+pub mod linux;
+
+/// A live source of per-connection data.
+///
+/// `collect` is called once per refresh interval from the event loop; it must
+/// not block for long. Connections that ended since the previous call are
+/// reported exactly once in [`Snapshot::closed`].
+pub trait DataSource {
+    /// Short name of the mechanism in use, e.g. the eBPF hook set.
+    fn hooks(&self) -> &str;
+    /// Everything that changed since the previous call.
+    fn collect(&mut self) -> Result<Snapshot, SourceError>;
+}
+
+/// What can go wrong starting or reading a data source. Messages are for the
+/// user: what is wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{0}")]
+    Privileges(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Opens the best data source for this machine.
+#[cfg(target_os = "linux")]
+pub fn open_default() -> Result<Box<dyn DataSource>, SourceError> {
+    Ok(Box::new(linux::EbpfSource::open()?))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn open_default() -> Result<Box<dyn DataSource>, SourceError> {
+    Err(SourceError::Unsupported(
+        "tcptop does not support this operating system yet (Linux only for now)".into(),
+    ))
+}

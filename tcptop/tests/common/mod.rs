@@ -1,0 +1,258 @@
+//! Harness for root integration tests: a fresh network namespace per test,
+//! the real tcptop binary in batch jsonl mode, and tcptop-testpeer processes
+//! that move exactly known byte counts and report their kernel TCP_INFO.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Root tests load programs and count the kernel's loaded programs: run them
+/// one at a time even when the harness runs tests in parallel.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// True if we may load eBPF programs; otherwise prints why the test is skipped.
+pub fn is_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipping {test}: needs root (loads eBPF programs, creates network namespaces)");
+    }
+    root
+}
+
+pub const TCPTOP: &str = env!("CARGO_BIN_EXE_tcptop");
+pub const PEER: &str = env!("CARGO_BIN_EXE_tcptop-testpeer");
+
+/// A network namespace with `lo` up, deleted on drop.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(tag: &str) -> NetNs {
+        let name = format!("tcptop-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        run(&["ip", "netns", "add", &name]);
+        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        NetNs { name }
+    }
+
+    /// Inode of the namespace, as tcptop reports it in `netns`.
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/run/netns/{}", self.name))
+            .unwrap()
+            .ino()
+    }
+
+    /// Starts tcptop-testpeer inside the namespace.
+    pub fn peer(&self, args: &[&str]) -> Peer {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, PEER])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let lines = lines_of(child.stdout.take().unwrap());
+        let stdin = child.stdin.take();
+        Peer {
+            child,
+            lines,
+            stdin,
+        }
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn run(cmd: &[&str]) {
+    let st = Command::new(cmd[0]).args(&cmd[1..]).status().unwrap();
+    assert!(st.success(), "{cmd:?} failed");
+}
+
+fn lines_of(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+pub struct Peer {
+    pub child: Child,
+    lines: Receiver<String>,
+    stdin: Option<ChildStdin>,
+}
+
+impl Peer {
+    /// Next JSON line with this `event`, within 20 s.
+    pub fn expect(&mut self, event: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("peer did not report {event:?}"));
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["event"] == event {
+                return v;
+            }
+        }
+    }
+
+    pub fn poke(&mut self) {
+        let s = self.stdin.as_mut().unwrap();
+        s.write_all(b"go\n").unwrap();
+        s.flush().unwrap();
+    }
+
+    pub fn pid(&self) -> u32 {
+        // `ip netns exec` execs the peer: same pid.
+        self.child.id()
+    }
+
+    pub fn wait_ok(mut self) {
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "peer failed: {st}");
+    }
+}
+
+/// The tcptop binary in batch jsonl mode.
+pub struct Tcptop {
+    child: Child,
+    lines: Receiver<String>,
+    stderr: Receiver<String>,
+    pub records: Vec<Value>,
+}
+
+pub const INTERVAL: &str = "0.2";
+
+impl Tcptop {
+    /// Starts tcptop and waits until its programs are attached.
+    pub fn start(extra: &[&str]) -> Tcptop {
+        let mut child = Command::new(TCPTOP)
+            .args(["--batch", "--format", "jsonl", "--interval", INTERVAL])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let first = stderr
+            .recv_timeout(Duration::from_secs(30))
+            .expect("tcptop printed nothing on stderr");
+        assert!(
+            first.starts_with("tcptop: attached"),
+            "tcptop did not start: {first}"
+        );
+        Tcptop {
+            child,
+            lines,
+            stderr,
+            records: Vec::new(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Collects records for `d`.
+    pub fn pump(&mut self, d: Duration) {
+        let deadline = Instant::now() + d;
+        while let Ok(l) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.records.push(serde_json::from_str(&l).unwrap());
+        }
+    }
+
+    /// Waits until a record matches `pred` (up to 10 s), returning it.
+    pub fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        if let Some(v) = self.records.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = self
+                .lines
+                .recv_timeout(left)
+                .expect("no matching tcptop record within 10 s");
+            let v: Value = serde_json::from_str(&l).unwrap();
+            self.records.push(v.clone());
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    /// SIGTERM, then the exit status and the rest of stderr.
+    pub fn stop(mut self) -> (Vec<Value>, String) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let st = self.child.wait().unwrap();
+        self.pump(Duration::from_millis(200));
+        let err: Vec<String> = self.stderr.try_iter().collect();
+        assert!(st.success(), "tcptop exited with {st}: {err:?}");
+        (self.records, err.join("\n"))
+    }
+}
+
+/// Records of one connection, by local and remote endpoint strings.
+pub fn of_conn<'a>(records: &'a [Value], local: &str, remote: &str) -> Vec<&'a Value> {
+    records
+        .iter()
+        .filter(|r| r["local"] == local && r["remote"] == remote)
+        .collect()
+}
+
+/// Names of tcptop's programs currently loaded in the kernel.
+pub fn loaded_tcptop_programs() -> Vec<String> {
+    const OURS: [&str; 5] = [
+        "sock_send_lengt",
+        "sock_recv_lengt",
+        "inet_sock_set_s",
+        "tcp_destroy_soc",
+        "tcptop_sockops",
+    ];
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| p.name_as_str().map(str::to_owned))
+        .filter(|n| OURS.iter().any(|o| n.starts_with(o)))
+        .collect()
+}
+
+/// Waits (up to 5 s) for the kernel to free tcptop's programs: a program
+/// goes away an RCU grace period after its last file descriptor closes.
+pub fn wait_no_programs() {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !loaded_tcptop_programs().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

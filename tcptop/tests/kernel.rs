@@ -1,0 +1,330 @@
+//! Root integration tests: the real binary, real kernel hooks, real loopback
+//! TCP traffic of known sizes inside a fresh network namespace.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{NetNs, Tcptop, of_conn};
+use serde_json::Value;
+
+const CLI_BYTES: u64 = 1_234_567;
+const SRV_BYTES: u64 = 765_432;
+
+fn u(v: &Value, f: &str) -> u64 {
+    v[f].as_u64()
+        .unwrap_or_else(|| panic!("field {f} missing in {v}"))
+}
+
+/// The one CLOSED record of a connection (exactly one must exist).
+fn closed<'a>(recs: &[&'a Value]) -> &'a Value {
+    let c: Vec<_> = recs.iter().filter(|r| r["state"] == "CLOSED").collect();
+    assert_eq!(c.len(), 1, "want exactly one CLOSED record, got {recs:#?}");
+    c[0]
+}
+
+/// One client/server exchange with exact bytes both ways; checks bytes,
+/// owner, state sequence, packets and RTT against the kernel's TCP_INFO.
+fn exchange(tag: &str, ip: &str, port: u16) {
+    let ns = NetNs::new(tag);
+    let mut top = Tcptop::start(&["--port", &port.to_string()]);
+    let addr = if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    };
+    let cli_n = CLI_BYTES.to_string();
+    let srv_n = SRV_BYTES.to_string();
+    let mut srv = ns.peer(&[
+        "server",
+        "--listen",
+        &addr,
+        "--name",
+        "tt-server",
+        "--recv",
+        &cli_n,
+        "--send",
+        &srv_n,
+    ]);
+    srv.expect("listening");
+    let mut cli = ns.peer(&[
+        "client",
+        "--connect",
+        &addr,
+        "--name",
+        "tt-client",
+        "--send",
+        &cli_n,
+        "--recv",
+        &srv_n,
+        "--wait-stdin",
+    ]);
+    let connected = cli.expect("connected");
+    let cli_local = connected["local"].as_str().unwrap().to_string();
+    cli.poke();
+    let cli_done = cli.expect("done");
+    let srv_done = srv.expect("done");
+
+    // Idle now: a snapshot taken meanwhile holds the RTT the kernel has.
+    let netns = ns.inode();
+    let idle = top.wait_for(|r| {
+        r["local"] == cli_local.as_str()
+            && r["tx_bytes"].as_u64() == Some(CLI_BYTES)
+            && r["rx_bytes"].as_u64() == Some(SRV_BYTES)
+    });
+    assert_eq!(idle["state"], "ESTABLISHED");
+    assert_eq!(u(&idle, "netns"), netns);
+    let kernel_rtt = u(&cli_done, "rtt_us") as f64;
+    let ours = u(&idle, "rtt_us") as f64;
+    assert!(
+        (ours - kernel_rtt).abs() <= 0.2 * kernel_rtt.max(1.0),
+        "rtt_us {ours} vs TCP_INFO {kernel_rtt}"
+    );
+
+    let (cli_pid, srv_pid) = (u64::from(cli.pid()), u64::from(srv.pid()));
+    cli.poke();
+    cli.wait_ok();
+    srv.expect("finished");
+    srv.wait_ok();
+    top.pump(Duration::from_millis(800));
+    let (records, stderr) = top.stop();
+    assert!(
+        stderr.contains("dropped 0 events (ring buffer full), 0 connections (table full)"),
+        "{stderr}"
+    );
+
+    // Client side.
+    let c = of_conn(&records, &cli_local, &addr);
+    let fin = closed(&c);
+    assert_eq!(u(fin, "tx_bytes"), CLI_BYTES);
+    assert_eq!(u(fin, "rx_bytes"), SRV_BYTES);
+    assert_eq!(u(fin, "pid"), cli_pid);
+    assert_eq!(fin["comm"], "tt-client");
+    assert_eq!(fin["proto"], "tcp");
+    // States: ESTABLISHED before CLOSED, nothing after CLOSED.
+    let states: Vec<&str> = c.iter().map(|r| r["state"].as_str().unwrap()).collect();
+    let est = states.iter().position(|s| *s == "ESTABLISHED").unwrap();
+    assert_eq!(states.last(), Some(&"CLOSED"), "{states:?}");
+    assert!(est < states.len() - 1);
+    // Packets: at least what TCP_INFO counted at the end of the exchange,
+    // plus at most the closing handshake.
+    let (tx_p, rx_p) = (u(fin, "tx_packets"), u(fin, "rx_packets"));
+    let (k_out, k_in) = (u(&cli_done, "segs_out"), u(&cli_done, "segs_in"));
+    assert!(
+        tx_p >= k_out && tx_p <= k_out + 4,
+        "tx_packets {tx_p} vs segs_out {k_out}"
+    );
+    assert!(
+        rx_p >= k_in && rx_p <= k_in + 4,
+        "rx_packets {rx_p} vs segs_in {k_in}"
+    );
+    assert_eq!(u(fin, "retrans"), 0);
+
+    // Server side (accepted socket): owned by the server process.
+    let s = of_conn(&records, &addr, &cli_local);
+    let fin = closed(&s);
+    assert_eq!(u(fin, "tx_bytes"), SRV_BYTES);
+    assert_eq!(u(fin, "rx_bytes"), CLI_BYTES);
+    assert_eq!(u(fin, "pid"), srv_pid);
+    assert_eq!(fin["comm"], "tt-server");
+    let (s_out, s_in) = (u(&srv_done, "segs_out"), u(&srv_done, "segs_in"));
+    let (tx_p, rx_p) = (u(fin, "tx_packets"), u(fin, "rx_packets"));
+    assert!(
+        tx_p >= s_out && tx_p <= s_out + 4,
+        "server tx_packets {tx_p} vs {s_out}"
+    );
+    assert!(
+        rx_p >= s_in && rx_p <= s_in + 4,
+        "server rx_packets {rx_p} vs {s_in}"
+    );
+    assert!(s.iter().any(|r| r["state"] == "ESTABLISHED"));
+}
+
+#[test]
+fn ipv4_exchange_exact() {
+    if !common::is_root("ipv4_exchange_exact") {
+        return;
+    }
+    let _g = common::serial();
+    exchange("v4", "127.0.0.1", 40101);
+}
+
+#[test]
+fn ipv6_exchange_exact() {
+    if !common::is_root("ipv6_exchange_exact") {
+        return;
+    }
+    let _g = common::serial();
+    exchange("v6", "::1", 40102);
+}
+
+/// A connection opened before tcptop starts is shown from the first
+/// snapshot (seeded from /proc with its owner), and its bytes since then are exact.
+#[test]
+fn existing_connection_is_seen() {
+    if !common::is_root("existing_connection_is_seen") {
+        return;
+    }
+    let _g = common::serial();
+    let ns = NetNs::new("existing");
+    let addr = "127.0.0.1:40103";
+    let mut srv = ns.peer(&[
+        "server",
+        "--listen",
+        addr,
+        "--name",
+        "tt-old-srv",
+        "--recv",
+        "5000",
+        "--send",
+        "7000",
+    ]);
+    srv.expect("listening");
+    let mut cli = ns.peer(&[
+        "client",
+        "--connect",
+        addr,
+        "--name",
+        "tt-old-cli",
+        "--send",
+        "5000",
+        "--recv",
+        "7000",
+        "--wait-stdin",
+    ]);
+    let local = cli.expect("connected")["local"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut top = Tcptop::start(&["--port", "40103"]);
+    let seeded = top.wait_for(|r| r["local"] == local.as_str());
+    assert_eq!(seeded["state"], "ESTABLISHED");
+    assert_eq!(u(&seeded, "pid"), u64::from(cli.pid()));
+    assert_eq!(seeded["comm"], "tt-old-cli");
+    assert_eq!(u(&seeded, "tx_bytes"), 0);
+
+    cli.poke();
+    cli.expect("done");
+    cli.poke();
+    cli.wait_ok();
+    srv.wait_ok();
+    top.pump(Duration::from_millis(800));
+    let (records, _) = top.stop();
+    let fin = closed(&of_conn(&records, &local, addr));
+    assert_eq!((u(fin, "tx_bytes"), u(fin, "rx_bytes")), (5000, 7000));
+    assert_eq!(fin["comm"], "tt-old-cli");
+    let fin = closed(&of_conn(&records, addr, &local));
+    assert_eq!((u(fin, "tx_bytes"), u(fin, "rx_bytes")), (7000, 5000));
+    assert_eq!(fin["comm"], "tt-old-srv");
+}
+
+/// 500 short-lived connections in a burst: every one is reported closed,
+/// once, with exact bytes on both sides, and nothing is dropped.
+#[test]
+fn burst_of_short_connections() {
+    if !common::is_root("burst_of_short_connections") {
+        return;
+    }
+    let _g = common::serial();
+    const N: usize = 500;
+    let ns = NetNs::new("burst");
+    let addr = "127.0.0.1:40104";
+    let mut top = Tcptop::start(&["--port", "40104"]);
+    let n = N.to_string();
+    let mut srv = ns.peer(&[
+        "server",
+        "--listen",
+        addr,
+        "--name",
+        "tt-burst-srv",
+        "--conns",
+        &n,
+        "--recv",
+        "1000",
+        "--send",
+        "3000",
+    ]);
+    srv.expect("listening");
+    let cli = ns.peer(&[
+        "client",
+        "--connect",
+        addr,
+        "--name",
+        "tt-burst-cli",
+        "--conns",
+        &n,
+        "--send",
+        "1000",
+        "--recv",
+        "3000",
+    ]);
+    let cli_pid = u64::from(cli.pid());
+    cli.wait_ok();
+    srv.wait_ok();
+    top.pump(Duration::from_millis(1000));
+    let (records, stderr) = top.stop();
+    assert!(
+        stderr.contains("dropped 0 events (ring buffer full), 0 connections (table full)"),
+        "{stderr}"
+    );
+    let closed: Vec<&Value> = records.iter().filter(|r| r["state"] == "CLOSED").collect();
+    let client_side: Vec<&&Value> = closed.iter().filter(|r| r["remote"] == addr).collect();
+    let server_side: Vec<&&Value> = closed.iter().filter(|r| r["local"] == addr).collect();
+    assert_eq!(client_side.len(), N);
+    assert_eq!(server_side.len(), N);
+    for r in &client_side {
+        assert_eq!((u(r, "tx_bytes"), u(r, "rx_bytes")), (1000, 3000), "{r}");
+        assert_eq!(u(r, "pid"), cli_pid);
+    }
+    for r in &server_side {
+        assert_eq!((u(r, "tx_bytes"), u(r, "rx_bytes")), (3000, 1000), "{r}");
+        assert_eq!(r["comm"], "tt-burst-srv");
+    }
+    // Each client port exactly once: no connection reported twice.
+    let mut ports: Vec<&str> = client_side
+        .iter()
+        .map(|r| r["local"].as_str().unwrap())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), N);
+}
+
+/// Programs are detached on every exit path: SIGTERM, Ctrl-C (SIGINT),
+/// reaching --iterations, and even SIGKILL (links are file descriptors).
+#[test]
+fn programs_detached_on_every_exit() {
+    if !common::is_root("programs_detached_on_every_exit") {
+        return;
+    }
+    let _g = common::serial();
+    // Programs of the previous test are freed after an RCU grace period.
+    common::wait_no_programs();
+    assert!(
+        common::loaded_tcptop_programs().is_empty(),
+        "programs left over before the test"
+    );
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGKILL] {
+        let top = Tcptop::start(&[]);
+        let loaded = common::loaded_tcptop_programs();
+        assert_eq!(loaded.len(), 5, "{loaded:?}");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(top.pid() as i32, sig) };
+        common::wait_no_programs();
+        assert_eq!(
+            common::loaded_tcptop_programs(),
+            Vec::<String>::new(),
+            "after signal {sig}"
+        );
+        drop(top);
+    }
+    let st = std::process::Command::new(common::TCPTOP)
+        .args(["--batch", "-n", "1", "-i", "0.1", "-q"])
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    common::wait_no_programs();
+    assert!(common::loaded_tcptop_programs().is_empty());
+}
