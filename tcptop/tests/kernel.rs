@@ -64,7 +64,7 @@ fn exchange(tag: &str, ip: &str, port: u16) {
     let cli_local = connected["local"].as_str().unwrap().to_string();
     cli.poke();
     let cli_done = cli.expect("done");
-    let srv_done = srv.expect("done");
+    srv.expect("done");
 
     // Idle now: a snapshot taken meanwhile holds the RTT the kernel has.
     let netns = ns.inode();
@@ -84,7 +84,9 @@ fn exchange(tag: &str, ip: &str, port: u16) {
 
     let (cli_pid, srv_pid) = (u64::from(cli.pid()), u64::from(srv.pid()));
     cli.poke();
+    let cli_end = cli.expect("closing");
     cli.wait_ok();
+    let srv_end = srv.expect("closing");
     srv.expect("finished");
     srv.wait_ok();
     top.pump(Duration::from_millis(800));
@@ -92,6 +94,15 @@ fn exchange(tag: &str, ip: &str, port: u16) {
     assert!(
         stderr.contains("dropped 0 events (ring buffer full), 0 connections (table full)"),
         "{stderr}"
+    );
+
+    // Listening sockets are not connections.
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["state"] == "LISTEN"
+                || r["remote"].as_str().is_some_and(|a| a.ends_with(":0"))),
+        "listener reported"
     );
 
     // Client side.
@@ -107,10 +118,10 @@ fn exchange(tag: &str, ip: &str, port: u16) {
     let est = states.iter().position(|s| *s == "ESTABLISHED").unwrap();
     assert_eq!(states.last(), Some(&"CLOSED"), "{states:?}");
     assert!(est < states.len() - 1);
-    // Packets: at least what TCP_INFO counted at the end of the exchange,
-    // plus at most the closing handshake.
+    // Packets: what TCP_INFO counted just before close, plus at most the
+    // closing handshake (FIN, ACK).
     let (tx_p, rx_p) = (u(fin, "tx_packets"), u(fin, "rx_packets"));
-    let (k_out, k_in) = (u(&cli_done, "segs_out"), u(&cli_done, "segs_in"));
+    let (k_out, k_in) = (u(&cli_end, "segs_out"), u(&cli_end, "segs_in"));
     assert!(
         tx_p >= k_out && tx_p <= k_out + 4,
         "tx_packets {tx_p} vs segs_out {k_out}"
@@ -128,7 +139,7 @@ fn exchange(tag: &str, ip: &str, port: u16) {
     assert_eq!(u(fin, "rx_bytes"), CLI_BYTES);
     assert_eq!(u(fin, "pid"), srv_pid);
     assert_eq!(fin["comm"], "tt-server");
-    let (s_out, s_in) = (u(&srv_done, "segs_out"), u(&srv_done, "segs_in"));
+    let (s_out, s_in) = (u(&srv_end, "segs_out"), u(&srv_end, "segs_in"));
     let (tx_p, rx_p) = (u(fin, "tx_packets"), u(fin, "rx_packets"));
     assert!(
         tx_p >= s_out && tx_p <= s_out + 4,

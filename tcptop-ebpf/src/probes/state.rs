@@ -7,7 +7,7 @@
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use tcptop_common::{
-    EVENT_STATE, IPPROTO_TCP, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
+    EVENT_STATE, IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
 };
 
 use crate::{conn, kernel};
@@ -20,8 +20,9 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let oldstate = ctx.arg::<u64>(1) as u8;
     let newstate = ctx.arg::<u64>(2) as u8;
-    // Listening sockets are not connections.
-    if sk == 0 || newstate == TCP_LISTEN || oldstate == TCP_LISTEN {
+    // Listening sockets are not connections. (A child socket cloned from a
+    // listener reports LISTEN -> SYN_RECV: that one we want.)
+    if sk == 0 || newstate == TCP_LISTEN || (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
         return 0;
     }
     let skp = sk as *const u8;

@@ -3,9 +3,9 @@
 //!
 //! Each connection: the client sends `--send` bytes, then reads `--recv`
 //! bytes; the server reads `--recv`, then sends `--send`. After the exchange
-//! each side prints one JSON line with the socket's endpoints and its kernel
-//! TCP_INFO (rtt, segments), holds, and closes (client first; the server
-//! closes when it reads EOF). `--name` renames the process (its `comm`).
+//! each side prints a JSON line ("done") with the socket's endpoints and its
+//! kernel TCP_INFO (rtt, segments), holds, prints another ("closing") and
+//! closes (client first; the server closes when it reads EOF). `--name` renames the process (its `comm`).
 //!
 //!   tcptop-testpeer server --listen 127.0.0.1:5000 --conns 1 --recv 1000 --send 2000
 //!   tcptop-testpeer client --connect 127.0.0.1:5000 --conns 1 --send 1000 --recv 2000
@@ -184,6 +184,9 @@ fn server(listen: SocketAddr, c: &Common) -> Result<()> {
         // Close after the client does: read until EOF.
         let mut sink = vec![0u8; 256 * 1024];
         while s.read(&mut sink)? > 0 {}
+        if i == 0 || c.verbose {
+            report("closing", &s)?;
+        }
     }
     println!(
         "{}",
@@ -210,6 +213,9 @@ fn client(connect: SocketAddr, c: &Common, wait_stdin: bool) -> Result<()> {
             wait_line()?;
         } else if c.hold_ms > 0 {
             std::thread::sleep(Duration::from_millis(c.hold_ms));
+        }
+        if loud {
+            report("closing", &s)?;
         }
         drop(s);
     }
