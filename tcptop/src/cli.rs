@@ -38,6 +38,11 @@ pub struct Cli {
     #[arg(short = 'P', long = "port", value_name = "PORT")]
     pub ports: Vec<u16>,
 
+    /// Kernel type information (BTF) to use instead of /sys/kernel/btf/vmlinux,
+    /// e.g. for a kernel built without CONFIG_DEBUG_INFO_BTF.
+    #[arg(long, value_name = "FILE")]
+    pub btf: Option<std::path::PathBuf>,
+
     /// Do not print the start-up line on stderr in batch mode.
     #[arg(short, long)]
     pub quiet: bool,

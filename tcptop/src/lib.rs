@@ -34,7 +34,9 @@ fn run(cli: &cli::Cli) -> Result<(), app::AppError> {
         .enable_all()
         .build()
         .map_err(app::AppError::Signals)?;
-    let mut source = platform::open_default()?;
+    let mut source = platform::open_default(&platform::SourceOptions {
+        btf: cli.btf.clone(),
+    })?;
     if !cli.batch {
         eprintln!(
             "tcptop: the interactive display is not built yet; printing text snapshots (as --batch)"

@@ -83,3 +83,23 @@ fn unprivileged_user_gets_capability_message() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// A bad --btf file: one message naming the file, exit 1, nothing loaded.
+#[test]
+fn bad_btf_file_is_a_clear_error() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "skipping bad_btf_file_is_a_clear_error: needs root (privileges are checked first)"
+        );
+        return;
+    }
+    let (code, err) = run(&["--batch", "-n", "1", "--btf", "/nonexistent/vmlinux"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("\"/nonexistent/vmlinux\""), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let (code, err) = run(&["--batch", "-n", "1", "--btf", "/proc/self/status"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("malformed kernel BTF"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one message: {err}");
+}

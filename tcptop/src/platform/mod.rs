@@ -32,14 +32,21 @@ pub enum SourceError {
     Failed(String),
 }
 
+/// How to open a source.
+#[derive(Clone, Debug, Default)]
+pub struct SourceOptions {
+    /// Kernel BTF file to use instead of the running kernel's own.
+    pub btf: Option<std::path::PathBuf>,
+}
+
 /// Opens the best data source for this machine.
 #[cfg(target_os = "linux")]
-pub fn open_default() -> Result<Box<dyn DataSource>, SourceError> {
-    Ok(Box::new(linux::EbpfSource::open()?))
+pub fn open_default(opts: &SourceOptions) -> Result<Box<dyn DataSource>, SourceError> {
+    Ok(Box::new(linux::EbpfSource::open(opts)?))
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn open_default() -> Result<Box<dyn DataSource>, SourceError> {
+pub fn open_default(_opts: &SourceOptions) -> Result<Box<dyn DataSource>, SourceError> {
     Err(SourceError::Unsupported(
         "tcptop does not support this operating system yet (Linux only for now)".into(),
     ))

@@ -26,7 +26,7 @@ use tcptop_common::{
     MAP_DROPS, MAP_EVENTS, Offsets,
 };
 
-use super::{DataSource, SourceError};
+use super::{DataSource, SourceError, SourceOptions};
 use crate::model::{ConnKey, ConnSample, ConnState, Counters, Drops, Proto, Snapshot};
 
 const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
@@ -58,9 +58,9 @@ pub struct EbpfSource {
 }
 
 impl EbpfSource {
-    pub fn open() -> Result<Self, SourceError> {
+    pub fn open(opts: &SourceOptions) -> Result<Self, SourceError> {
         caps::check()?;
-        let offsets = kernel_offsets()?;
+        let offsets = kernel_offsets(opts.btf.as_deref())?;
         caps::raise_memlock();
 
         let bytes = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptop"));
@@ -168,19 +168,22 @@ fn take_map<T, E: std::fmt::Display>(
 }
 
 /// Offsets of every kernel field the programs read, from the running kernel's BTF.
-fn kernel_offsets() -> Result<Offsets, SourceError> {
-    let path = Path::new(BTF_PATH);
-    if !path.exists() {
+fn kernel_offsets(btf_file: Option<&Path>) -> Result<Offsets, SourceError> {
+    let path = btf_file.unwrap_or(Path::new(BTF_PATH));
+    if btf_file.is_none() && !path.exists() {
         return Err(SourceError::Unsupported(format!(
             "this kernel ({}) does not expose BTF type information at {BTF_PATH}.\n\
              tcptop reads kernel structures at offsets taken from BTF: use a kernel built \
              with CONFIG_DEBUG_INFO_BTF=y (the default on Debian, Ubuntu, Fedora and RHEL \
-             kernels since 2020).",
+             kernels since 2020), or pass this kernel's BTF with --btf FILE.",
             caps::kernel_release()
         )));
     }
     let btf = btf::Btf::from_file(path).map_err(|e| {
-        SourceError::Unsupported(format!("cannot use the kernel's BTF at {BTF_PATH}: {e}"))
+        SourceError::Unsupported(format!(
+            "cannot use the kernel BTF at \"{}\": {e}",
+            path.display()
+        ))
     })?;
     let off = |s: &str, m: &str| {
         btf.member_offset(s, m)
