@@ -147,6 +147,11 @@ pub struct Offsets {
     // struct task_struct
     pub task_group_leader: u32,
     pub task_comm: u32,
+    /// Number of `tcp_recvmsg` arguments, i.e. the position of its return
+    /// value for fexit: 6 before Linux 5.19 (`int nonblock` before `flags`),
+    /// 5 since.
+    pub recv_ret_arg: u32,
+    pub _pad0: u32,
     /// Non-zero once filled in by user space; programs do nothing until then.
     pub ready: u32,
 }
@@ -173,6 +178,6 @@ mod tests {
             size_of::<ConnTuple>() + 4 + 4 * 8 + 8 * 4 + 16 + 2 + 6
         );
         assert_eq!(size_of::<ConnEvent>(), 16 + size_of::<ConnStats>());
-        assert_eq!(size_of::<Offsets>(), 18 * 4);
+        assert_eq!(size_of::<Offsets>(), 20 * 4);
     }
 }

@@ -206,3 +206,41 @@ pub fn emit(kind: u32, sk: u64, st: *const ConnStats) {
         None => count_drop(DROP_RINGBUF),
     }
 }
+
+/// `MSG_PEEK`: data is left in the queue and will be counted when read.
+const MSG_PEEK: i64 = 2;
+
+/// Accounts one send (`tx`) or receive call on `sk` that returned `ret`
+/// (bytes moved, or a negative errno). Called in the caller's context by
+/// every hook set, once per call.
+#[inline(always)]
+pub fn on_io(sk: u64, ret: i64, flags: i64, tx: bool) {
+    if !kernel::ready() || sk == 0 || ret <= 0 || (!tx && flags & MSG_PEEK != 0) {
+        return;
+    }
+    let st = match lookup(sk) {
+        Some(p) => p,
+        None => {
+            let skp = sk as *const u8;
+            if !is_inet_tcp(skp) {
+                return;
+            }
+            let state = kernel::read::<u8>(skp, off!(skc_state)).unwrap_or(0);
+            match start(skp, false, state) {
+                Some(p) => p,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: `st` points at a live map value.
+    let counter = unsafe {
+        if tx {
+            &raw mut (*st).tx_bytes
+        } else {
+            &raw mut (*st).rx_bytes
+        }
+    };
+    add(counter, ret as u64);
+    set_owner(st);
+    store_counters(st, &read_counters(sk as *const u8));
+}

@@ -26,6 +26,8 @@ static OFFSETS: Offsets = Offsets {
     tcp_total_retrans: 0,
     task_group_leader: 0,
     task_comm: 0,
+    recv_ret_arg: 0,
+    _pad0: 0,
     ready: 0,
 };
 

@@ -54,7 +54,7 @@ pub async fn run_batch(source: &mut dyn DataSource, cli: &Cli) -> Result<(), App
         output::sort_rows(&mut rows);
         let mut out = stdout.lock();
         let written = match cli.format {
-            Format::Jsonl => jsonl::write(&mut out, unix_now(), &rows),
+            Format::Jsonl => jsonl::write(&mut out, unix_now(), source.hooks(), &rows),
             Format::Text => text::write(
                 &mut out,
                 &text::Header {

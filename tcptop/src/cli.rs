@@ -38,6 +38,10 @@ pub struct Cli {
     #[arg(short = 'P', long = "port", value_name = "PORT")]
     pub ports: Vec<u16>,
 
+    /// Kernel hook set counting send/receive calls (default: the best this kernel has).
+    #[arg(long, value_enum)]
+    pub hooks: Option<Hooks>,
+
     /// Kernel type information (BTF) to use instead of /sys/kernel/btf/vmlinux,
     /// e.g. for a kernel built without CONFIG_DEBUG_INFO_BTF.
     #[arg(long, value_name = "FILE")]
@@ -54,6 +58,26 @@ pub enum Format {
     Text,
     /// One JSON object per connection per snapshot.
     Jsonl,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Hooks {
+    /// fexit programs on tcp_sendmsg/tcp_recvmsg (lowest cost).
+    Fentry,
+    /// kprobes on the same functions.
+    Kprobe,
+    /// sock:sock_send_length/sock_recv_length tracepoints (Linux 6.3+).
+    Tracepoint,
+}
+
+impl From<Hooks> for crate::platform::HookSet {
+    fn from(h: Hooks) -> Self {
+        match h {
+            Hooks::Fentry => crate::platform::HookSet::Fentry,
+            Hooks::Kprobe => crate::platform::HookSet::Kprobe,
+            Hooks::Tracepoint => crate::platform::HookSet::Tracepoint,
+        }
+    }
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {

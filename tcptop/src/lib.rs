@@ -36,6 +36,7 @@ fn run(cli: &cli::Cli) -> Result<(), app::AppError> {
         .map_err(app::AppError::Signals)?;
     let mut source = platform::open_default(&platform::SourceOptions {
         btf: cli.btf.clone(),
+        hooks: cli.hooks.map(Into::into),
     })?;
     if !cli.batch {
         eprintln!(

@@ -96,6 +96,13 @@ fn exchange(tag: &str, ip: &str, port: u16) {
         "{stderr}"
     );
 
+    // The hook set in use is in every record (and is the forced one, if any).
+    let hooks = records[0]["hooks"].as_str().unwrap().to_string();
+    assert!(records.iter().all(|r| r["hooks"] == hooks.as_str()));
+    if let Some(set) = common::forced_hooks() {
+        assert!(hooks.starts_with(&set), "{hooks} vs forced {set}");
+    }
+
     // Listening sockets are not connections.
     assert!(
         !records

@@ -1,5 +1,7 @@
 //! One file per kernel hook.
 mod destroy;
+mod fentry;
+mod kprobe;
 mod send_recv;
 mod sock_ops;
 mod state;

@@ -26,9 +26,11 @@ struct Record<'a> {
     rtt_us: Option<u32>,
     retrans: u64,
     netns: u32,
+    /// Kernel hook set that produced the numbers.
+    hooks: &'a str,
 }
 
-pub fn write(out: &mut impl Write, ts: f64, rows: &[&Row]) -> io::Result<()> {
+pub fn write(out: &mut impl Write, ts: f64, hooks: &str, rows: &[&Row]) -> io::Result<()> {
     let ts = (ts * 1000.0).round() / 1000.0;
     for r in rows {
         let comm = untrusted(&r.comm);
@@ -49,6 +51,7 @@ pub fn write(out: &mut impl Write, ts: f64, rows: &[&Row]) -> io::Result<()> {
             rtt_us: r.rtt_us,
             retrans: r.counters.retrans,
             netns: r.key.netns,
+            hooks,
         };
         serde_json::to_writer(&mut *out, &rec)?;
         out.write_all(b"\n")?;

@@ -37,6 +37,32 @@ pub enum SourceError {
 pub struct SourceOptions {
     /// Kernel BTF file to use instead of the running kernel's own.
     pub btf: Option<std::path::PathBuf>,
+    /// Force one hook set (None: the best the kernel has).
+    pub hooks: Option<HookSet>,
+}
+
+/// Kernel mechanisms that can count send/receive calls (Linux).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookSet {
+    /// fexit programs on the TCP send/receive functions (BTF tracing).
+    Fentry,
+    /// kprobe/kretprobe pairs on the same functions.
+    Kprobe,
+    /// The sock_send_length/sock_recv_length tracepoints (Linux 6.3+).
+    Tracepoint,
+}
+
+impl HookSet {
+    /// Best first.
+    pub const ALL: [HookSet; 3] = [HookSet::Fentry, HookSet::Kprobe, HookSet::Tracepoint];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookSet::Fentry => "fentry",
+            HookSet::Kprobe => "kprobe",
+            HookSet::Tracepoint => "tracepoint",
+        }
+    }
 }
 
 /// Opens the best data source for this machine.

@@ -153,11 +153,24 @@ pub struct Tcptop {
 
 pub const INTERVAL: &str = "0.2";
 
+/// `TCPTOP_TEST_HOOKS=fentry|kprobe|tracepoint` runs the suite with that
+/// hook set forced (scripts/test and the VM matrix run it once per set the
+/// kernel has); unset, tcptop picks the best.
+pub fn forced_hooks() -> Option<String> {
+    std::env::var("TCPTOP_TEST_HOOKS")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
 impl Tcptop {
     /// Starts tcptop and waits until its programs are attached.
     pub fn start(extra: &[&str]) -> Tcptop {
-        let mut child = Command::new(TCPTOP)
-            .args(["--batch", "--format", "jsonl", "--interval", INTERVAL])
+        let mut cmd = Command::new(TCPTOP);
+        cmd.args(["--batch", "--format", "jsonl", "--interval", INTERVAL]);
+        if let Some(set) = forced_hooks() {
+            cmd.args(["--hooks", &set]);
+        }
+        let mut child = cmd
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -382,6 +382,17 @@ impl Btf {
         Ok(&rest[..len])
     }
 
+    /// Number of parameters of the kernel function `name`, or `None` if the
+    /// kernel has no such function (in BTF). Linear scan: call rarely.
+    pub fn func_param_count(&self, name: &str) -> Option<usize> {
+        let func = self
+            .types
+            .iter()
+            .find(|t| t.kind == KIND_FUNC && self.name(t.name_off).ok() == Some(name.as_bytes()))?;
+        let proto = self.types.get(usize::try_from(func.size_or_type).ok()?)?;
+        (proto.kind == KIND_FUNC_PROTO).then_some(usize::from(proto.vlen))
+    }
+
     fn index_structs(&mut self) -> Result<(), BtfError> {
         let mut structs = HashMap::new();
         for (id, ty) in self.types.iter().enumerate() {
@@ -477,6 +488,20 @@ fn parse_types(buf: &[u8]) -> Result<(Vec<Type>, Vec<Member>), BtfError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn real_vmlinux_functions() {
+        let path = Path::new("/sys/kernel/btf/vmlinux");
+        if !path.exists() {
+            eprintln!("skipping: no {}", path.display());
+            return;
+        }
+        let btf = Btf::from_file(path).unwrap();
+        assert_eq!(btf.func_param_count("tcp_sendmsg"), Some(3));
+        // 5.19+ layout: sk, msg, len, flags, addr_len.
+        assert_eq!(btf.func_param_count("tcp_recvmsg"), Some(5));
+        assert_eq!(btf.func_param_count("no_such_function_here"), None);
+    }
 
     /// Builds small BTF blobs by hand.
     struct Builder {

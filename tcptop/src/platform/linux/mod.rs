@@ -10,6 +10,7 @@ mod btf;
 mod caps;
 mod convert;
 mod events;
+mod hooks;
 mod procfs;
 
 use std::collections::{HashMap as StdHashMap, HashSet};
@@ -19,28 +20,20 @@ use std::sync::mpsc::Receiver;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, SockOps, links::CgroupAttachMode},
+    programs::{SockOps, links::CgroupAttachMode},
 };
 use tcptop_common::{
     ConnEvent, ConnStats, DROP_MAP_FULL, DROP_RINGBUF, EVENT_CLOSE, GLOBAL_OFFSETS, MAP_CONNS,
     MAP_DROPS, MAP_EVENTS, Offsets,
 };
 
-use super::{DataSource, SourceError, SourceOptions};
+use super::{DataSource, HookSet, SourceError, SourceOptions};
 use crate::model::{ConnKey, ConnSample, ConnState, Counters, Drops, Proto, Snapshot};
 
 const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 
-/// Raw tracepoints of the "tracepoint" hook set, with the kernel that added them.
-const RAW_TRACEPOINTS: &[(&str, &str)] = &[
-    ("sock_send_length", "sock:sock_send_length (Linux 6.3)"),
-    ("sock_recv_length", "sock:sock_recv_length (Linux 6.3)"),
-    (
-        "inet_sock_set_state",
-        "sock:inet_sock_set_state (Linux 4.16)",
-    ),
-    ("tcp_destroy_sock", "tcp:tcp_destroy_sock (Linux 4.16)"),
-];
+/// Raw tracepoints every hook set uses: state changes and teardown.
+const LIFECYCLE_TRACEPOINTS: [&str; 2] = ["inet_sock_set_state", "tcp_destroy_sock"];
 
 /// The eBPF data source. Dropping it detaches every program.
 pub struct EbpfSource {
@@ -60,7 +53,9 @@ pub struct EbpfSource {
 impl EbpfSource {
     pub fn open(opts: &SourceOptions) -> Result<Self, SourceError> {
         caps::check()?;
-        let offsets = kernel_offsets(opts.btf.as_deref())?;
+        let btf_path = opts.btf.as_deref().unwrap_or(Path::new(BTF_PATH));
+        let btf = read_btf(btf_path, opts.btf.is_some())?;
+        let offsets = kernel_offsets(&btf)?;
         caps::raise_memlock();
 
         let bytes = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptop"));
@@ -69,10 +64,27 @@ impl EbpfSource {
             .load(bytes)
             .map_err(|e| load_error(&e))?;
 
-        for (name, what) in RAW_TRACEPOINTS {
-            attach_raw_tracepoint(&mut ebpf, name, what)?;
+        for name in LIFECYCLE_TRACEPOINTS {
+            hooks::attach_raw_tracepoint(&mut ebpf, name).map_err(|e| {
+                if e.contains("Operation not permitted") {
+                    SourceError::Privileges(caps::missing_message(&[]))
+                } else {
+                    SourceError::Unsupported(format!(
+                        "{e}.\nThis kernel ({}) lacks a hook tcptop needs (Linux 5.8 or newer \
+                         with BTF is required).",
+                        caps::kernel_release()
+                    ))
+                }
+            })?;
         }
-        let mut hooks = String::from("tracepoint");
+        let aya_btf = aya::Btf::parse_file(btf_path, aya::Endianness::default()).ok();
+        let candidates: Vec<HookSet> = match opts.hooks {
+            Some(set) => vec![set],
+            None => HookSet::ALL.to_vec(),
+        };
+        let set = hooks::attach_io(&mut ebpf, &candidates, &btf, aya_btf.as_ref())
+            .map_err(|errors| no_hook_set(&errors, opts.hooks.is_some()))?;
+        let mut hooks = String::from(set.as_str());
         match attach_sock_ops(&mut ebpf) {
             Ok(()) => hooks.push_str("+sock_ops"),
             // RTT still comes from the socket at every event; only its
@@ -167,10 +179,8 @@ fn take_map<T, E: std::fmt::Display>(
     conv(map).map_err(|e| SourceError::Failed(format!("eBPF map {name:?}: {e}")))
 }
 
-/// Offsets of every kernel field the programs read, from the running kernel's BTF.
-fn kernel_offsets(btf_file: Option<&Path>) -> Result<Offsets, SourceError> {
-    let path = btf_file.unwrap_or(Path::new(BTF_PATH));
-    if btf_file.is_none() && !path.exists() {
+fn read_btf(path: &Path, user_given: bool) -> Result<btf::Btf, SourceError> {
+    if !user_given && !path.exists() {
         return Err(SourceError::Unsupported(format!(
             "this kernel ({}) does not expose BTF type information at {BTF_PATH}.\n\
              tcptop reads kernel structures at offsets taken from BTF: use a kernel built \
@@ -179,12 +189,16 @@ fn kernel_offsets(btf_file: Option<&Path>) -> Result<Offsets, SourceError> {
             caps::kernel_release()
         )));
     }
-    let btf = btf::Btf::from_file(path).map_err(|e| {
+    btf::Btf::from_file(path).map_err(|e| {
         SourceError::Unsupported(format!(
             "cannot use the kernel BTF at \"{}\": {e}",
             path.display()
         ))
-    })?;
+    })
+}
+
+/// Offsets of every kernel field the programs read, from the kernel's BTF.
+fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, SourceError> {
     let off = |s: &str, m: &str| {
         btf.member_offset(s, m)
             .map_err(|e| SourceError::Unsupported(format!("unsupported kernel layout: {e}")))
@@ -212,6 +226,12 @@ fn kernel_offsets(btf_file: Option<&Path>) -> Result<Offsets, SourceError> {
         tcp_total_retrans: off("tcp_sock", "total_retrans")?,
         task_group_leader: off("task_struct", "group_leader")?,
         task_comm: off("task_struct", "comm")?,
+        // tcp_recvmsg(sk, msg, len, [nonblock,] flags, addr_len)
+        recv_ret_arg: match btf.func_param_count("tcp_recvmsg") {
+            Some(6) => 6,
+            _ => 5,
+        },
+        _pad0: 0,
         ready: 1,
     })
 }
@@ -239,30 +259,25 @@ fn is_eperm(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str, what: &str) -> Result<(), SourceError> {
-    let prog: &mut RawTracePoint = ebpf
-        .program_mut(name)
-        .ok_or_else(|| SourceError::Failed(format!("eBPF object has no program {name:?}")))?
-        .try_into()
-        .map_err(|e| SourceError::Failed(format!("program {name:?}: {e}")))?;
-    prog.load().map_err(|e| {
-        if is_eperm(&e) {
-            SourceError::Privileges(caps::missing_message(&[]))
-        } else {
-            SourceError::Failed(format!(
-                "the kernel refused tcptop's program for {what}: {e}\n{e:?}"
-            ))
-        }
-    })?;
-    prog.attach(name).map_err(|e| {
-        SourceError::Unsupported(format!(
-            "cannot attach to the kernel tracepoint {what}: {e}.\n\
-             This kernel ({}) lacks a hook tcptop needs: its tracepoint hook set requires \
-             Linux 6.3 or newer.",
-            caps::kernel_release()
-        ))
-    })?;
-    Ok(())
+/// The error when no hook set could count send/receive calls.
+fn no_hook_set(errors: &[(HookSet, String)], forced: bool) -> SourceError {
+    let mut msg = if forced {
+        String::from("the requested hook set is not available on this kernel")
+    } else {
+        String::from("no hook set can count send/receive calls on this kernel")
+    };
+    msg.push_str(&format!(" ({}):", caps::kernel_release()));
+    for (set, e) in errors {
+        // Verifier logs can be long: the first line says what failed.
+        let first: String = e.lines().next().unwrap_or("").chars().take(300).collect();
+        msg.push_str(&format!("\n  {}: {first}", set.as_str()));
+    }
+    if !forced {
+        msg.push_str(
+            "\ntcptop needs one of: BTF tracing programs (fentry), kprobes, or Linux 6.3+ tracepoints.",
+        );
+    }
+    SourceError::Unsupported(msg)
 }
 
 fn attach_sock_ops(ebpf: &mut Ebpf) -> Result<(), String> {
