@@ -149,7 +149,8 @@ pub struct Offsets {
     pub task_comm: u32,
     /// Number of `tcp_recvmsg` arguments, i.e. the position of its return
     /// value for fexit: 6 before Linux 5.19 (`int nonblock` before `flags`),
-    /// 5 since.
+    /// 5 until `addr_len` went away, 4 since. `flags` is at 4 when there are
+    /// 6, at 3 otherwise.
     pub recv_ret_arg: u32,
     pub _pad0: u32,
     /// Non-zero once filled in by user space; programs do nothing until then.

@@ -6,8 +6,8 @@
 //! - `int tcp_sendpage(struct sock *sk, struct page *page, int offset,
 //!   size_t size, int flags)` (sendfile/splice before Linux 6.5)
 //! - `int tcp_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
-//!   int flags, int *addr_len)` (5.19+; before: `int nonblock` before
-//!   `flags`); argument positions come from user space.
+//!   [int nonblock,] int flags[, int *addr_len])`: `nonblock` before 5.19,
+//!   `addr_len` until 6.16; the argument count comes from user space (BTF).
 //!
 //! fexit sees the return value: the bytes moved by the call, exactly once.
 //! (Receive accounting through `tcp_cleanup_rbuf` would count bytes more
@@ -36,11 +36,11 @@ pub fn fexit_tcp_sendpage(ctx: FExitContext) -> i32 {
 #[fexit(function = "tcp_recvmsg")]
 pub fn fexit_tcp_recvmsg(ctx: FExitContext) -> i32 {
     let sk: u64 = ctx.arg(0);
-    // Only the two layouts exist; constant indices keep the verifier happy.
-    let (flags, ret) = if off!(recv_ret_arg) == 6 {
-        (ctx.arg::<u64>(4), ctx.arg::<u64>(6))
-    } else {
-        (ctx.arg::<u64>(3), ctx.arg::<u64>(5))
+    // Three layouts exist; constant indices keep the verifier happy.
+    let (flags, ret) = match off!(recv_ret_arg) {
+        6 => (ctx.arg::<u64>(4), ctx.arg::<u64>(6)),
+        5 => (ctx.arg::<u64>(3), ctx.arg::<u64>(5)),
+        _ => (ctx.arg::<u64>(3), ctx.arg::<u64>(4)),
     };
     conn::on_io(sk, ret as i32 as i64, flags as i32 as i64, false);
     0

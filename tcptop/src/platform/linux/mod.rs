@@ -226,10 +226,15 @@ fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, SourceError> {
         tcp_total_retrans: off("tcp_sock", "total_retrans")?,
         task_group_leader: off("task_struct", "group_leader")?,
         task_comm: off("task_struct", "comm")?,
-        // tcp_recvmsg(sk, msg, len, [nonblock,] flags, addr_len)
+        // tcp_recvmsg(sk, msg, len, [nonblock,] flags, [addr_len]): the
+        // return value follows the arguments for fexit.
         recv_ret_arg: match btf.func_param_count("tcp_recvmsg") {
-            Some(6) => 6,
-            _ => 5,
+            Some(n @ 4..=6) => n as u32,
+            other => {
+                return Err(SourceError::Unsupported(format!(
+                    "unsupported kernel: tcp_recvmsg has {other:?} arguments in BTF (4 to 6 expected)"
+                )));
+            }
         },
         _pad0: 0,
         ready: 1,
