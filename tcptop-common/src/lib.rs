@@ -137,6 +137,10 @@ pub struct Offsets {
     pub skc_net: u32,
     // struct sock
     pub sk_protocol: u32,
+    pub sk_type: u32,
+    // struct inet_sock: source port, network order; unlike skc_num it is
+    // not cleared when the socket releases its port on close.
+    pub inet_sport: u32,
     // struct net: ns.inum
     pub net_ns_inum: u32,
     // struct tcp_sock
@@ -152,7 +156,6 @@ pub struct Offsets {
     /// 5 until `addr_len` went away, 4 since. `flags` is at 4 when there are
     /// 6, at 3 otherwise.
     pub recv_ret_arg: u32,
-    pub _pad0: u32,
     /// Non-zero once filled in by user space; programs do nothing until then.
     pub ready: u32,
 }
@@ -179,6 +182,6 @@ mod tests {
             size_of::<ConnTuple>() + 4 + 4 * 8 + 8 * 4 + 16 + 2 + 6
         );
         assert_eq!(size_of::<ConnEvent>(), 16 + size_of::<ConnStats>());
-        assert_eq!(size_of::<Offsets>(), 20 * 4);
+        assert_eq!(size_of::<Offsets>(), 21 * 4);
     }
 }

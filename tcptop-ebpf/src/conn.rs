@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use tcptop_common::{
     AF_INET, AF_INET6, ConnEvent, ConnStats, ConnTuple, DROP_COUNTERS, DROP_MAP_FULL, DROP_RINGBUF,
-    EVENTS_BYTES, IPPROTO_TCP, MAX_CONNS, ORIGIN_BORN, ORIGIN_EXISTING,
+    EVENT_CLOSE, EVENTS_BYTES, IPPROTO_TCP, MAX_CONNS, ORIGIN_BORN, ORIGIN_EXISTING,
 };
 
 use crate::kernel::{self, off};
@@ -28,6 +28,10 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_COUNTERS, 0)
 /// Wake user space only when the ring buffer is filling up: it drains on a
 /// timer otherwise, so a burst of short connections costs no wake-ups.
 const WAKEUP_THRESHOLD: u64 = (EVENTS_BYTES / 8) as u64;
+/// NEW and STATE events are informational (the map holds the same data):
+/// they are skipped once the buffer is half full, keeping the rest for
+/// CLOSE events, whose final counters exist nowhere else.
+const INFO_LIMIT: u64 = (EVENTS_BYTES / 2) as u64;
 
 pub fn count_drop(which: u32) {
     if let Some(p) = DROPS.get_ptr_mut(which) {
@@ -42,7 +46,10 @@ pub fn family(sk: *const u8) -> u16 {
     kernel::read::<u16>(sk, off!(skc_family)).unwrap_or(0)
 }
 
-/// True for TCP sockets of the inet families.
+/// `SOCK_STREAM`: raw sockets can have protocol TCP too, but are not connections.
+const SOCK_STREAM: u16 = 1;
+
+/// True for TCP stream sockets of the inet families.
 #[inline(always)]
 pub fn is_inet_tcp(sk: *const u8) -> bool {
     let fam = family(sk);
@@ -50,6 +57,7 @@ pub fn is_inet_tcp(sk: *const u8) -> bool {
         return false;
     }
     kernel::read::<u16>(sk, off!(sk_protocol)).unwrap_or(0) == IPPROTO_TCP as u16
+        && kernel::read::<u16>(sk, off!(sk_type)).unwrap_or(0) == SOCK_STREAM
 }
 
 /// Reads both endpoints and the network namespace of `sk`.
@@ -69,7 +77,9 @@ pub fn read_tuple(sk: *const u8, t: &mut ConnTuple) {
         t.saddr[..4].copy_from_slice(&s);
         t.daddr[..4].copy_from_slice(&d);
     }
-    t.sport = kernel::read::<u16>(sk, off!(skc_num)).unwrap_or(0);
+    // inet_sport, not skc_num: closing releases the port and zeroes skc_num
+    // before the CLOSE transition is traced.
+    t.sport = u16::from_be(kernel::read::<u16>(sk, off!(inet_sport)).unwrap_or(0));
     t.dport = u16::from_be(kernel::read::<u16>(sk, off!(skc_dport)).unwrap_or(0));
     let net = kernel::read::<u64>(sk, off!(skc_net)).unwrap_or(0) as *const u8;
     t.netns = if net.is_null() {
@@ -185,6 +195,9 @@ pub fn add(counter: *mut u64, n: u64) {
 /// Sends a lifecycle event with a copy of the record.
 #[inline(always)]
 pub fn emit(kind: u32, sk: u64, st: *const ConnStats) {
+    if kind != EVENT_CLOSE && EVENTS.query(BPF_RB_AVAIL_DATA as u64) > INFO_LIMIT {
+        return;
+    }
     match EVENTS.reserve::<ConnEvent>(0) {
         Some(mut entry) => {
             let ev = entry.as_mut_ptr();
@@ -209,13 +222,15 @@ pub fn emit(kind: u32, sk: u64, st: *const ConnStats) {
 
 /// `MSG_PEEK`: data is left in the queue and will be counted when read.
 const MSG_PEEK: i64 = 2;
+/// `MSG_ERRQUEUE`: reads queued errors and timestamps, not stream data.
+const MSG_ERRQUEUE: i64 = 0x2000;
 
 /// Accounts one send (`tx`) or receive call on `sk` that returned `ret`
 /// (bytes moved, or a negative errno). Called in the caller's context by
 /// every hook set, once per call.
 #[inline(always)]
 pub fn on_io(sk: u64, ret: i64, flags: i64, tx: bool) {
-    if !kernel::ready() || sk == 0 || ret <= 0 || (!tx && flags & MSG_PEEK != 0) {
+    if !kernel::ready() || sk == 0 || ret <= 0 || (!tx && flags & (MSG_PEEK | MSG_ERRQUEUE) != 0) {
         return;
     }
     let st = match lookup(sk) {

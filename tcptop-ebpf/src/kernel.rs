@@ -19,6 +19,8 @@ static OFFSETS: Offsets = Offsets {
     skc_v6_rcv_saddr: 0,
     skc_net: 0,
     sk_protocol: 0,
+    sk_type: 0,
+    inet_sport: 0,
     net_ns_inum: 0,
     tcp_srtt_us: 0,
     tcp_segs_in: 0,
@@ -27,7 +29,6 @@ static OFFSETS: Offsets = Offsets {
     task_group_leader: 0,
     task_comm: 0,
     recv_ret_arg: 0,
-    _pad0: 0,
     ready: 0,
 };
 

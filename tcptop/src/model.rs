@@ -41,6 +41,8 @@ pub enum ConnState {
     FinWait1,
     FinWait2,
     TimeWait,
+    /// TCP CLOSE while the owner still holds the socket (e.g. after a reset).
+    Close,
     /// The connection ended: shown once with its final counters.
     Closed,
     CloseWait,
@@ -61,7 +63,7 @@ impl ConnState {
             4 => ConnState::FinWait1,
             5 => ConnState::FinWait2,
             6 => ConnState::TimeWait,
-            7 => ConnState::Closed,
+            7 => ConnState::Close,
             8 => ConnState::CloseWait,
             9 => ConnState::LastAck,
             10 => ConnState::Listen,
@@ -79,6 +81,7 @@ impl ConnState {
             ConnState::FinWait1 => "FIN_WAIT1",
             ConnState::FinWait2 => "FIN_WAIT2",
             ConnState::TimeWait => "TIME_WAIT",
+            ConnState::Close => "CLOSE",
             ConnState::Closed => "CLOSED",
             ConnState::CloseWait => "CLOSE_WAIT",
             ConnState::LastAck => "LAST_ACK",

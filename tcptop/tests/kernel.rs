@@ -346,3 +346,70 @@ fn programs_detached_on_every_exit() {
     common::wait_no_programs();
     assert!(common::loaded_tcptop_programs().is_empty());
 }
+
+/// A refused connect is one connection, reported closed once with both of
+/// its ports (the kernel zeroes the local port number before the CLOSE
+/// transition; tcptop must not show ":0").
+#[test]
+fn refused_connect_keeps_its_ports() {
+    if !common::is_root("refused_connect_keeps_its_ports") {
+        return;
+    }
+    let _g = common::serial();
+    let ns = NetNs::new("refused");
+    let mut top = Tcptop::start(&["--port", "40105"]);
+    let cli = ns.peer(&[
+        "client",
+        "--connect",
+        "127.0.0.1:40105",
+        "--name",
+        "tt-refused",
+    ]);
+    let pid = u64::from(cli.pid());
+    let st = { cli }.child.wait().unwrap();
+    assert!(!st.success(), "connect should have been refused");
+    top.pump(Duration::from_millis(600));
+    let (records, _) = top.stop();
+    let mine: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["remote"] == "127.0.0.1:40105")
+        .collect();
+    assert_eq!(mine.len(), 1, "{mine:#?}");
+    let r = mine[0];
+    assert_eq!(r["state"], "CLOSED");
+    assert!(!r["local"].as_str().unwrap().ends_with(":0"), "{r}");
+    assert_eq!(u(r, "pid"), pid);
+    assert_eq!(r["comm"], "tt-refused");
+    assert_eq!((u(r, "tx_bytes"), u(r, "rx_bytes")), (0, 0));
+}
+
+/// Raw sockets with protocol TCP (sniffers, scanners) are not connections:
+/// they must not be tracked (they never reach tcp_destroy_sock).
+#[test]
+fn raw_tcp_sockets_are_not_connections() {
+    if !common::is_root("raw_tcp_sockets_are_not_connections") {
+        return;
+    }
+    let _g = common::serial();
+    let ns = NetNs::new("raw");
+    let mut top = Tcptop::start(&[]);
+    let script = "import socket\n\
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)\n\
+        s.sendto(b'\\x00' * 40, ('127.0.0.1', 0))\n\
+        s.settimeout(2)\n\
+        print(len(s.recv(100)))\n";
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3", "-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    top.pump(Duration::from_millis(600));
+    let (records, _) = top.stop();
+    let netns = ns.inode();
+    let mine: Vec<&Value> = records.iter().filter(|r| u(r, "netns") == netns).collect();
+    assert!(mine.is_empty(), "raw socket reported: {mine:#?}");
+}

@@ -6,9 +6,7 @@
 //! created by a listener, softirq) is a connection born while we watch.
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
-use tcptop_common::{
-    EVENT_STATE, IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
-};
+use tcptop_common::{EVENT_STATE, TCP_CLOSE, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT};
 
 use crate::{conn, kernel};
 
@@ -30,14 +28,10 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
         Some(st) => {
             // Endpoints are filled in around the early transitions (the
             // source port is picked after SYN_SENT, a child's addresses after
-            // SYN_RECV): refresh them on reaching ESTABLISHED, and never
-            // after, since closing releases the local port (reads as 0).
+            // SYN_RECV): refresh them at every transition.
             // SAFETY: `st` points at a live map value.
             unsafe {
-                if newstate == TCP_ESTABLISHED {
-                    conn::read_tuple(skp, &mut (*st).tuple);
-                    (*st).tuple.proto = IPPROTO_TCP;
-                }
+                conn::read_tuple(skp, &mut (*st).tuple);
                 (*st).state = newstate;
             }
             conn::store_counters(st, &conn::read_counters(skp));

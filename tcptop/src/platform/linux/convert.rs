@@ -26,7 +26,14 @@ fn comm(raw: &[u8; 16]) -> String {
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
-pub fn sample(sk: u64, st: &ConnStats) -> ConnSample {
+/// Identity of one connection instance: the kernel may reuse a socket's
+/// address for a new socket, so the address alone is not enough.
+pub fn instance_id(sk: u64, first_ns: u64) -> u64 {
+    sk ^ first_ns.rotate_left(32)
+}
+
+/// `ended`: from a CLOSE event (the socket is gone), not the live map.
+pub fn sample(sk: u64, st: &ConnStats, ended: bool) -> ConnSample {
     let t = &st.tuple;
     ConnSample {
         key: ConnKey {
@@ -39,10 +46,14 @@ pub fn sample(sk: u64, st: &ConnStats) -> ConnSample {
             remote: addr(t.family, t.daddr, t.dport),
             netns: t.netns,
         },
-        id: sk,
+        id: instance_id(sk, st.first_ns),
         pid: st.pid,
         comm: comm(&st.comm),
-        state: ConnState::from_tcp(st.state),
+        state: if ended {
+            ConnState::Closed
+        } else {
+            ConnState::from_tcp(st.state)
+        },
         counters: Counters {
             tx_bytes: st.tx_bytes,
             rx_bytes: st.rx_bytes,
@@ -82,7 +93,7 @@ mod tests {
         st.tuple.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         st.tuple.daddr[..4].copy_from_slice(&[10, 1, 2, 3]);
         st.comm[..4].copy_from_slice(b"curl");
-        let s = sample(99, &st);
+        let s = sample(99, &st, false);
         assert_eq!(s.key.local.to_string(), "127.0.0.1:5000");
         assert_eq!(s.key.remote.to_string(), "10.1.2.3:80");
         assert_eq!(s.comm, "curl");
@@ -90,12 +101,17 @@ mod tests {
         assert_eq!(s.counters.tx_packets, 3, "wrapping counter");
         assert_eq!(s.rtt_us, Some(100));
         assert_eq!(s.id, 99);
+        st.first_ns = 5;
+        assert_ne!(sample(99, &st, false).id, 99, "same address, later socket");
+        st.state = 7;
+        assert_eq!(sample(99, &st, false).state, ConnState::Close);
+        assert_eq!(sample(99, &st, true).state, ConnState::Closed);
 
         st.tuple.family = AF_INET6;
         st.tuple.saddr = Ipv6Addr::LOCALHOST.octets();
         st.tuple.daddr = Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped().octets();
         st.srtt_us8 = 0;
-        let s = sample(1, &st);
+        let s = sample(1, &st, false);
         assert_eq!(s.key.local.to_string(), "[::1]:5000");
         assert_eq!(s.key.remote.to_string(), "192.0.2.1:80");
         assert_eq!(s.rtt_us, None);

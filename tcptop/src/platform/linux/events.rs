@@ -1,15 +1,21 @@
-//! Drains the lifecycle ring buffer on a thread of its own.
+//! Drains the lifecycle ring buffer.
 //!
 //! The kernel side submits without waking us (it forces a wake-up only when
-//! the buffer is filling), so the thread also drains on a short timer: a
-//! burst of short connections costs no wake-ups per event, and the buffer
-//! never waits longer than `POLL_MS` to be emptied.
+//! the buffer is filling), so a thread drains it on a short timer into a
+//! bounded queue: a burst of short connections costs no wake-up per event,
+//! and the buffer never waits long to be emptied. `drain()` (at each
+//! collection) takes the queue and empties the ring itself, so it returns
+//! everything submitted before the call.
+//!
+//! Back-pressure: when the queue is full (the collector is not keeping up,
+//! e.g. stdout is blocked), the thread stops draining; the ring fills and the
+//! kernel side counts what it cannot submit. Memory stays bounded and every
+//! loss is counted.
 
 use std::os::fd::AsRawFd;
 use std::sync::{
-    Arc,
+    Arc, Mutex, MutexGuard,
     atomic::{AtomicBool, Ordering},
-    mpsc::{self, Receiver, Sender},
 };
 use std::thread::JoinHandle;
 
@@ -17,56 +23,82 @@ use aya::maps::{MapData, RingBuf};
 use tcptop_common::ConnEvent;
 
 const POLL_MS: i32 = 100;
+/// Events held between two collections (about 35 MB at most).
+const QUEUE_CAP: usize = 200_000;
 
-pub struct DrainThread {
-    stop: Arc<AtomicBool>,
+struct Shared {
+    ring: Mutex<RingBuf<MapData>>,
+    queue: Mutex<Vec<ConnEvent>>,
+    stop: AtomicBool,
+}
+
+pub struct EventQueue {
+    shared: Arc<Shared>,
     handle: Option<JoinHandle<()>>,
 }
 
-impl DrainThread {
-    pub fn spawn(ring: RingBuf<MapData>) -> std::io::Result<(Self, Receiver<ConnEvent>)> {
-        let (tx, rx) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = Arc::clone(&stop);
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere cannot leave these half-updated: keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl EventQueue {
+    pub fn start(ring: RingBuf<MapData>) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            ring: Mutex::new(ring),
+            queue: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        });
+        let s = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("tcptop-events".into())
-            .spawn(move || run(ring, &tx, &stop2))?;
-        Ok((
-            DrainThread {
-                stop,
-                handle: Some(handle),
-            },
-            rx,
-        ))
+            .spawn(move || run(&s))?;
+        Ok(EventQueue {
+            shared,
+            handle: Some(handle),
+        })
+    }
+
+    /// Everything submitted so far, in order.
+    pub fn drain(&self) -> Vec<ConnEvent> {
+        let mut ring = lock(&self.shared.ring);
+        let mut out = std::mem::take(&mut *lock(&self.shared.queue));
+        pull(&mut ring, &mut out, usize::MAX);
+        out
     }
 }
 
-impl Drop for DrainThread {
+impl Drop for EventQueue {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
     }
 }
 
-fn run(mut ring: RingBuf<MapData>, tx: &Sender<ConnEvent>, stop: &AtomicBool) {
-    let fd = ring.as_raw_fd();
-    while !stop.load(Ordering::Relaxed) {
+fn pull(ring: &mut RingBuf<MapData>, out: &mut Vec<ConnEvent>, cap: usize) {
+    while out.len() < cap {
+        let Some(item) = ring.next() else { break };
+        if let Some(ev) = decode(&item) {
+            out.push(ev);
+        }
+    }
+}
+
+fn run(s: &Shared) {
+    let fd = lock(&s.ring).as_raw_fd();
+    while !s.stop.load(Ordering::Relaxed) {
         let mut pfd = libc::pollfd {
             fd,
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one valid pollfd; a timeout bounds the wait.
+        // SAFETY: one valid pollfd; the timeout bounds the wait.
         let _ = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
-        while let Some(item) = ring.next() {
-            if let Some(ev) = decode(&item)
-                && tx.send(ev).is_err()
-            {
-                return;
-            }
-        }
+        let mut ring = lock(&s.ring);
+        let mut queue = lock(&s.queue);
+        pull(&mut ring, &mut queue, QUEUE_CAP);
     }
 }
 

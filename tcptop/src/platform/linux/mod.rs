@@ -15,7 +15,6 @@ mod procfs;
 
 use std::collections::{HashMap as StdHashMap, HashSet};
 use std::path::Path;
-use std::sync::mpsc::Receiver;
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -23,8 +22,8 @@ use aya::{
     programs::{SockOps, links::CgroupAttachMode},
 };
 use tcptop_common::{
-    ConnEvent, ConnStats, DROP_MAP_FULL, DROP_RINGBUF, EVENT_CLOSE, GLOBAL_OFFSETS, MAP_CONNS,
-    MAP_DROPS, MAP_EVENTS, Offsets,
+    ConnStats, DROP_MAP_FULL, DROP_RINGBUF, EVENT_CLOSE, GLOBAL_OFFSETS, MAP_CONNS, MAP_DROPS,
+    MAP_EVENTS, Offsets,
 };
 
 use super::{DataSource, HookSet, SourceError, SourceOptions};
@@ -32,16 +31,16 @@ use crate::model::{ConnKey, ConnSample, ConnState, Counters, Drops, Proto, Snaps
 
 const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 
-/// Raw tracepoints every hook set uses: state changes and teardown.
-const LIFECYCLE_TRACEPOINTS: [&str; 2] = ["inet_sock_set_state", "tcp_destroy_sock"];
+/// Raw tracepoints every hook set uses: teardown first, so that no socket
+/// starts being tracked before its teardown would be seen.
+const LIFECYCLE_TRACEPOINTS: [&str; 2] = ["tcp_destroy_sock", "inet_sock_set_state"];
 
 /// The eBPF data source. Dropping it detaches every program.
 pub struct EbpfSource {
     // Field order matters: maps and the event thread go before `_ebpf`.
     conns: HashMap<MapData, u64, ConnStats>,
     drops: PerCpuArray<MapData, u64>,
-    events: Receiver<ConnEvent>,
-    _drain: events::DrainThread,
+    events: events::EventQueue,
     /// Connections found in /proc at start-up that the kernel side has not
     /// reported yet; reported with zero counters until it does.
     seeds: Vec<ConnSample>,
@@ -95,7 +94,7 @@ impl EbpfSource {
         let conns = take_map(&mut ebpf, MAP_CONNS, HashMap::try_from)?;
         let drops = take_map(&mut ebpf, MAP_DROPS, PerCpuArray::try_from)?;
         let ring = take_map(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?;
-        let (drain, events) = events::DrainThread::spawn(ring)
+        let events = events::EventQueue::start(ring)
             .map_err(|e| SourceError::Failed(format!("cannot start the event thread: {e}")))?;
 
         let seeds = seed_from_proc();
@@ -103,7 +102,6 @@ impl EbpfSource {
             conns,
             drops,
             events,
-            _drain: drain,
             seeds,
             hooks,
             _ebpf: ebpf,
@@ -131,10 +129,18 @@ impl DataSource for EbpfSource {
 
     fn collect(&mut self) -> Result<Snapshot, SourceError> {
         let mut live = Vec::new();
+        let mut seen = HashSet::new();
         for item in self.conns.iter() {
             match item {
-                Ok((sk, st)) => live.push(convert::sample(sk, &st)),
-                // An entry deleted while we walk the map: it will come as a close event.
+                Ok((sk, st)) => {
+                    let sample = convert::sample(sk, &st, false);
+                    // A walk restarts from the first bucket when its cursor
+                    // key is deleted meanwhile: skip what it returns twice.
+                    if seen.insert(sample.id) {
+                        live.push(sample);
+                    }
+                }
+                // An entry deleted while we walk the map: it comes as a close event.
                 Err(aya::maps::MapError::KeyNotFound) => continue,
                 Err(e) => {
                     return Err(SourceError::Failed(format!(
@@ -143,14 +149,17 @@ impl DataSource for EbpfSource {
                 }
             }
         }
-        // Events after the map walk: a connection that closed meanwhile is
-        // reported closed now, not live (its id is in both).
-        let mut closed = Vec::new();
-        while let Ok(ev) = self.events.try_recv() {
-            if ev.kind == EVENT_CLOSE {
-                closed.push(convert::sample(ev.sk, &ev.stats));
-            }
-        }
+        // Events after the map walk, drained to the end now: a connection
+        // whose entry the walk missed because it was just deleted has its
+        // CLOSE event in the buffer already (it is submitted before the
+        // delete), so it is reported closed in this same snapshot.
+        let closed: Vec<ConnSample> = self
+            .events
+            .drain()
+            .into_iter()
+            .filter(|ev| ev.kind == EVENT_CLOSE)
+            .map(|ev| convert::sample(ev.sk, &ev.stats, true))
+            .collect();
         if !closed.is_empty() {
             let gone: HashSet<u64> = closed.iter().map(|c| c.id).collect();
             live.retain(|c| !gone.contains(&c.id));
@@ -219,6 +228,8 @@ fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, SourceError> {
         skc_v6_rcv_saddr: off("sock_common", "skc_v6_rcv_saddr")?,
         skc_net: off("sock_common", "skc_net")?,
         sk_protocol: off("sock", "sk_protocol")?,
+        sk_type: off("sock", "sk_type")?,
+        inet_sport: off("inet_sock", "inet_sport")?,
         net_ns_inum: off("net", "ns.inum")?,
         tcp_srtt_us: off("tcp_sock", "srtt_us")?,
         tcp_segs_in: off("tcp_sock", "segs_in")?,
@@ -236,7 +247,6 @@ fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, SourceError> {
                 )));
             }
         },
-        _pad0: 0,
         ready: 1,
     })
 }

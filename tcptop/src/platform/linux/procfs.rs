@@ -202,7 +202,9 @@ fn collect_owners(pid_dir: &mut PathBuf, pid: u32, owners: &mut HashMap<u64, (u3
                 Some(name) => name.clone(),
                 None => {
                     pid_dir.push("comm");
-                    let read = fs::read_to_string(&*pid_dir);
+                    // Any process can name itself with non-UTF-8 bytes: decode lossily.
+                    let read =
+                        fs::read(&*pid_dir).map(|b| String::from_utf8_lossy(&b).into_owned());
                     pid_dir.pop();
                     // No comm: the process is gone; its sockets may still be
                     // found through a later holder.
