@@ -52,6 +52,7 @@ pub struct EbpfSource {
 impl EbpfSource {
     pub fn open(opts: &SourceOptions) -> Result<Self, SourceError> {
         caps::check()?;
+        caps::check_kernel()?;
         let btf_path = opts.btf.as_deref().unwrap_or(Path::new(BTF_PATH));
         let btf = read_btf(btf_path, opts.btf.is_some())?;
         let offsets = kernel_offsets(&btf)?;
