@@ -2,7 +2,7 @@
 //! from counter deltas between two snapshots.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::model::{ConnKey, ConnSample, ConnState, Counters, Drops, Snapshot};
 
@@ -21,12 +21,16 @@ pub struct Row {
     /// Bytes per second over the last interval.
     pub tx_bps: f64,
     pub rx_bps: f64,
+    /// When the table first saw this connection.
+    pub first_seen: Instant,
+    /// When the table learnt that it ended (None while it is alive).
+    pub closed_at: Option<Instant>,
     /// Counters at the previous snapshot, for the next rate.
     prev: Counters,
 }
 
 impl Row {
-    fn new(s: ConnSample) -> Row {
+    fn new(s: ConnSample, now: Instant) -> Row {
         Row {
             key: s.key,
             id: s.id,
@@ -37,6 +41,8 @@ impl Row {
             rtt_us: s.rtt_us,
             tx_bps: 0.0,
             rx_bps: 0.0,
+            first_seen: now,
+            closed_at: None,
             prev: Counters::default(),
         }
     }
@@ -86,23 +92,41 @@ pub fn rate(now: u64, before: u64, secs: f64) -> f64 {
 pub struct ConnTable {
     /// Live connections.
     live: HashMap<ConnKey, Row>,
-    /// Connections that ended since the previous snapshot, shown once.
+    /// Connections that ended: those of the latest snapshot, plus older ones
+    /// still within `linger`.
     closed: Vec<Row>,
+    /// How long closed rows stay after the snapshot that reported them
+    /// (None: for that one snapshot only).
+    linger: Option<Duration>,
     drops: Drops,
     last: Option<Instant>,
+    /// Bytes seen since the table started, over all connections (rx, tx).
+    totals: (u64, u64),
 }
 
 impl ConnTable {
+    /// Closed connections are shown for one snapshot (batch output).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Closed connections stay, with their final counters and zero rates,
+    /// until `linger` has passed since the snapshot that reported them (the
+    /// interactive display dims them for a few seconds).
+    pub fn with_linger(linger: Duration) -> Self {
+        ConnTable {
+            linger: Some(linger),
+            ..Self::default()
+        }
     }
 
     /// Applies a snapshot taken at `now`. `nominal_secs` is used as the
     /// rate interval for the first snapshot.
     ///
     /// Connections closed since the previous snapshot are kept for this one
-    /// snapshot, state CLOSED, with final counters; then they leave. A
-    /// connection reusing the 4-tuple of a closed one is a new row.
+    /// snapshot (or for the linger time), state CLOSED, with final counters;
+    /// then they leave. A connection reusing the 4-tuple of a closed one is a
+    /// new row.
     pub fn apply(&mut self, snap: Snapshot, now: Instant, nominal_secs: f64) {
         let secs = match self.last {
             Some(t) => now.saturating_duration_since(t).as_secs_f64(),
@@ -110,6 +134,11 @@ impl ConnTable {
         };
         self.last = Some(now);
         self.drops = snap.drops;
+        if self.linger.is_some() {
+            self.expire(now);
+        } else {
+            self.closed.clear();
+        }
 
         let mut prev = std::mem::take(&mut self.live);
         let mut take = |s: ConnSample| match prev.remove(&s.key) {
@@ -120,27 +149,45 @@ impl ConnTable {
             Some(other) => {
                 // A different instance: keep it for its own sample.
                 prev.insert(other.key, other);
-                Row::new(s)
+                Row::new(s, now)
             }
-            None => Row::new(s),
+            None => Row::new(s, now),
         };
-        self.closed = snap
-            .closed
-            .into_iter()
-            .map(|mut s| {
-                s.state = ConnState::Closed;
-                take(s)
-            })
-            .collect();
+        for mut s in snap.closed {
+            s.state = ConnState::Closed;
+            let mut row = take(s);
+            row.closed_at = Some(now);
+            self.closed.push(row);
+        }
         for s in snap.live {
             let row = take(s);
             self.live.insert(row.key, row);
         }
+        let (mut rx, mut tx) = self.totals;
         for r in self.live.values_mut().chain(self.closed.iter_mut()) {
             r.tx_bps = rate(r.counters.tx_bytes, r.prev.tx_bytes, secs);
             r.rx_bps = rate(r.counters.rx_bytes, r.prev.rx_bytes, secs);
+            rx = rx.saturating_add(r.counters.rx_bytes.saturating_sub(r.prev.rx_bytes));
+            tx = tx.saturating_add(r.counters.tx_bytes.saturating_sub(r.prev.tx_bytes));
             r.prev = r.counters;
         }
+        self.totals = (rx, tx);
+    }
+
+    /// Removes closed rows whose linger time has passed at `now` (without a
+    /// linger time, closed rows leave only at the next snapshot).
+    pub fn expire(&mut self, now: Instant) {
+        if let Some(linger) = self.linger {
+            self.closed.retain(|r| {
+                r.closed_at
+                    .is_none_or(|t| now.saturating_duration_since(t) < linger)
+            });
+        }
+    }
+
+    /// Bytes received and sent over all connections since the table started.
+    pub fn totals(&self) -> (u64, u64) {
+        self.totals
     }
 
     /// Live connections, then those closed since the previous snapshot.
@@ -266,6 +313,73 @@ mod tests {
         assert_eq!((r.counters.tx_bytes, r.tx_bps), (30, 20.0));
         t.apply(snap(vec![], vec![]), t0 + Duration::from_secs(2), 1.0);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn closed_lingers_then_leaves() {
+        let mut t = ConnTable::with_linger(Duration::from_secs(5));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        t.apply(snap(vec![sample(1000, 7, 10, 0)], vec![]), t0, 1.0);
+        t.apply(snap(vec![], vec![sample(1000, 7, 30, 5)]), at(1), 1.0);
+        let r = t.rows().next().unwrap();
+        assert!(r.is_closed());
+        assert_eq!(r.closed_at, Some(at(1)));
+        assert_eq!((r.counters.tx_bytes, r.tx_bps, r.rx_bps), (30, 20.0, 5.0));
+        for s in 2..=5 {
+            t.apply(snap(vec![], vec![]), at(s), 1.0);
+            let r = t.rows().next().unwrap();
+            assert_eq!(
+                (r.counters.tx_bytes, r.counters.rx_bytes, r.tx_bps, r.rx_bps),
+                (30, 5, 0.0, 0.0),
+                "final counters and zero rates at {s} s"
+            );
+        }
+        t.apply(snap(vec![], vec![]), at(6), 1.0);
+        assert!(t.is_empty(), "gone 5 s after the close was reported");
+        assert_eq!(t.totals(), (5, 30));
+    }
+
+    #[test]
+    fn expire_between_snapshots_and_reused_tuple() {
+        let mut t = ConnTable::with_linger(Duration::from_secs(5));
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        t.apply(snap(vec![sample(1000, 7, 10, 0)], vec![]), t0, 1.0);
+        t.apply(
+            snap(vec![sample(1000, 8, 1, 0)], vec![sample(1000, 7, 10, 0)]),
+            at(1000),
+            1.0,
+        );
+        assert_eq!(t.len(), 2, "the new instance and the lingering old one");
+        t.expire(at(5999));
+        assert_eq!(t.len(), 2);
+        t.expire(at(6000));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.rows().next().unwrap().id, 8);
+    }
+
+    #[test]
+    fn without_linger_expire_keeps_the_snapshot() {
+        let mut t = ConnTable::new();
+        let t0 = Instant::now();
+        t.apply(snap(vec![], vec![sample(1000, 7, 10, 0)]), t0, 1.0);
+        t.expire(t0 + Duration::from_secs(3600));
+        assert_eq!(t.len(), 1, "batch mode shows each closed row once");
+    }
+
+    #[test]
+    fn first_seen_is_kept_across_updates() {
+        let mut t = ConnTable::new();
+        let t0 = Instant::now();
+        t.apply(snap(vec![sample(1000, 7, 10, 0)], vec![]), t0, 1.0);
+        t.apply(
+            snap(vec![sample(1000, 7, 20, 0)], vec![]),
+            t0 + Duration::from_secs(1),
+            1.0,
+        );
+        assert_eq!(t.rows().next().unwrap().first_seen, t0);
+        assert_eq!(t.totals(), (0, 20));
     }
 
     #[test]
