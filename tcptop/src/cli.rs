@@ -47,6 +47,10 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub btf: Option<std::path::PathBuf>,
 
+    /// Show rates in bits per second (kbit/s, Mbit/s) instead of bytes per second.
+    #[arg(long)]
+    pub bits: bool,
+
     /// Do not print the start-up line on stderr in batch mode.
     #[arg(short, long)]
     pub quiet: bool,
@@ -116,6 +120,7 @@ mod tests {
         assert_eq!(cli.format, Format::Jsonl);
         assert_eq!(cli.iterations, Some(3));
         assert!(Cli::try_parse_from(["tcptop", "-n", "0"]).is_err());
+        assert!(Cli::try_parse_from(["tcptop", "--bits"]).unwrap().bits);
         assert!(Cli::try_parse_from(["tcptop", "--port", "70000"]).is_err());
     }
 }

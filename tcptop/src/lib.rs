@@ -3,7 +3,7 @@
 //! Layers, bottom up: `platform` (where data comes from: the eBPF backend on
 //! Linux, behind the `DataSource` trait), `model` (platform-neutral samples),
 //! `table` (connection state and rates), `output` (text and JSON lines),
-//! `app` (the event loop), `cli` (flags).
+//! `app` (the batch event loop), `ui` (the interactive display), `cli` (flags).
 
 pub mod app;
 pub mod cli;
@@ -11,6 +11,7 @@ pub mod model;
 pub mod output;
 pub mod platform;
 pub mod table;
+pub mod ui;
 
 use std::process::ExitCode;
 
@@ -29,7 +30,7 @@ pub fn main_entry() -> ExitCode {
     }
 }
 
-fn run(cli: &cli::Cli) -> Result<(), app::AppError> {
+fn run(cli: &cli::Cli) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -38,10 +39,10 @@ fn run(cli: &cli::Cli) -> Result<(), app::AppError> {
         btf: cli.btf.clone(),
         hooks: cli.hooks.map(Into::into),
     })?;
-    if !cli.batch {
-        eprintln!(
-            "tcptop: the interactive display is not built yet; printing text snapshots (as --batch)"
-        );
+    if cli.batch {
+        return Ok(rt.block_on(app::run_batch(source.as_mut(), cli))?);
     }
-    rt.block_on(app::run_batch(source.as_mut(), cli))
+    // Privileges and the kernel were checked by open_default, before the
+    // terminal changes; errors print after the guard restored it.
+    Ok(rt.block_on(ui::event::run_interactive(source.as_mut(), cli))?)
 }

@@ -12,6 +12,26 @@ pub fn rate(bps: f64) -> String {
     scaled(bps, "/s")
 }
 
+/// Bits per second with decimal prefixes, as link speeds are quoted:
+/// "0 bit/s", "12.3 kbit/s", "1.0 Gbit/s".
+pub fn bit_rate(bytes_per_sec: f64) -> String {
+    const BITS: [&str; 7] = ["bit", "kbit", "Mbit", "Gbit", "Tbit", "Pbit", "Ebit"];
+    let mut v = bytes_per_sec * 8.0;
+    if !v.is_finite() || v < 0.0 {
+        v = 0.0;
+    }
+    let mut i = 0;
+    while v >= 999.95 && i + 1 < BITS.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{} bit/s", v.round() as u64)
+    } else {
+        format!("{v:.1} {}/s", BITS[i])
+    }
+}
+
 fn scaled(mut v: f64, suffix: &str) -> String {
     if !v.is_finite() || v < 0.0 {
         v = 0.0;
@@ -64,6 +84,17 @@ mod tests {
         assert_eq!(rate(2048.0), "2.0 KiB/s");
         assert_eq!(rate(f64::NAN), "0 B/s");
         assert_eq!(rate(-5.0), "0 B/s");
+    }
+
+    #[test]
+    fn bit_rates() {
+        assert_eq!(bit_rate(0.0), "0 bit/s");
+        assert_eq!(bit_rate(100.0), "800 bit/s");
+        assert_eq!(bit_rate(125.0), "1.0 kbit/s");
+        assert_eq!(bit_rate(1_250_000.0), "10.0 Mbit/s");
+        assert_eq!(bit_rate(124_999.0), "1.0 Mbit/s");
+        assert_eq!(bit_rate(f64::INFINITY), "0 bit/s");
+        assert_eq!(bit_rate(-1.0), "0 bit/s");
     }
 
     #[test]

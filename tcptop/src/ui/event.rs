@@ -1,0 +1,120 @@
+//! The interactive event loop: one `tokio::select!` over data (the refresh
+//! interval), input, a render tick and shutdown signals, turned into one
+//! [`AppEvent`] at a time. Data rate and render rate are independent: data
+//! comes every interval, the screen is redrawn at most every render tick and
+//! only when something changed.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use crossterm::event::Event;
+use futures_util::{Stream, StreamExt};
+use ratatui::Terminal;
+use ratatui::backend::Backend;
+use tokio::time::{Instant, MissedTickBehavior, interval};
+
+use super::App;
+use crate::model::Snapshot;
+use crate::platform::{DataSource, SourceError};
+
+/// At most this often the screen is redrawn (if anything changed).
+pub const RENDER_TICK: Duration = Duration::from_millis(50);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UiError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("cannot read the keyboard: {0}")]
+    Input(io::Error),
+    #[error("cannot draw on the terminal: {0}")]
+    Draw(String),
+}
+
+/// Everything the loop reacts to.
+#[derive(Debug)]
+pub enum AppEvent {
+    Data(Result<Snapshot, SourceError>),
+    Input(Event),
+    InputError(io::Error),
+    InputClosed,
+    Render,
+    Shutdown,
+}
+
+/// Runs until the user quits, input ends, `shutdown` resolves (SIGINT,
+/// SIGTERM) or the source fails. The first collection happens at once.
+pub async fn run<B: Backend>(
+    terminal: &mut Terminal<B>,
+    app: &mut App,
+    source: &mut dyn DataSource,
+    mut input: impl Stream<Item = io::Result<Event>> + Unpin,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), UiError> {
+    let mut data = interval(app.settings.interval);
+    data.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut render = interval(RENDER_TICK);
+    render.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    tokio::pin!(shutdown);
+    while !app.should_quit() {
+        let ev = tokio::select! {
+            biased;
+            _ = data.tick() => AppEvent::Data(source.collect()),
+            ev = input.next() => match ev {
+                Some(Ok(ev)) => AppEvent::Input(ev),
+                Some(Err(e)) => AppEvent::InputError(e),
+                None => AppEvent::InputClosed,
+            },
+            _ = render.tick() => AppEvent::Render,
+            () = &mut shutdown => AppEvent::Shutdown,
+        };
+        match ev {
+            AppEvent::Data(snap) => app.on_snapshot(snap?, Instant::now().into_std()),
+            AppEvent::Input(ev) => {
+                app.on_event(&ev);
+            }
+            AppEvent::InputError(e) => return Err(UiError::Input(e)),
+            AppEvent::InputClosed | AppEvent::Shutdown => break,
+            AppEvent::Render => {
+                app.on_tick(Instant::now().into_std());
+                if app.take_dirty() {
+                    terminal
+                        .draw(|f| app.draw(f))
+                        .map_err(|e| UiError::Draw(e.to_string()))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The interactive display on the real terminal, with the real keyboard;
+/// SIGINT and SIGTERM quit. The terminal is restored before this returns.
+pub async fn run_interactive(
+    source: &mut dyn DataSource,
+    cli: &crate::cli::Cli,
+) -> Result<(), UiError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let signals = |k| signal(k).map_err(UiError::Input);
+    let mut sigint = signals(SignalKind::interrupt())?;
+    let mut sigterm = signals(SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+    };
+    let settings = super::Settings {
+        hooks: source.hooks().to_string(),
+        interval: cli.interval,
+        bits: cli.bits,
+        filter: crate::table::Filter {
+            pids: cli.pids.clone(),
+            ports: cli.ports.clone(),
+        },
+    };
+    let mut app = App::new(settings, Instant::now().into_std());
+    let mut guard = super::terminal::TerminalGuard::enter().map_err(UiError::Input)?;
+    let input = crossterm::event::EventStream::new();
+    run(&mut guard.terminal, &mut app, source, input, shutdown).await
+}

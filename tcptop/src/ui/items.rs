@@ -1,0 +1,438 @@
+//! What the table shows: connections, or sums of them per process or per
+//! remote host, filtered by the live filter and sorted by a column.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::model::{ConnKey, ConnState, Proto};
+use crate::output::{escape::untrusted, units};
+use crate::table::Row;
+
+/// How rows are grouped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Grouping {
+    #[default]
+    Connection,
+    Process,
+    RemoteHost,
+}
+
+impl Grouping {
+    pub fn next(self) -> Grouping {
+        match self {
+            Grouping::Connection => Grouping::Process,
+            Grouping::Process => Grouping::RemoteHost,
+            Grouping::RemoteHost => Grouping::Connection,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grouping::Connection => "connection",
+            Grouping::Process => "process",
+            Grouping::RemoteHost => "remote",
+        }
+    }
+}
+
+/// Identity of a line on screen, stable across refreshes: the selection
+/// follows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ItemId {
+    /// One connection instance (key and source id).
+    Conn(ConnKey, u64),
+    /// All connections of one process (0: owner not known yet).
+    Process(u32),
+    /// All connections to one remote address.
+    Remote(IpAddr),
+}
+
+/// The columns, in display order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Column {
+    Pid,
+    Process,
+    Proto,
+    Local,
+    Remote,
+    State,
+    RxRate,
+    TxRate,
+    RxTotal,
+    TxTotal,
+    Rtt,
+    Retrans,
+}
+
+impl Column {
+    pub const ALL: [Column; 12] = [
+        Column::Pid,
+        Column::Process,
+        Column::Proto,
+        Column::Local,
+        Column::Remote,
+        Column::State,
+        Column::RxRate,
+        Column::TxRate,
+        Column::RxTotal,
+        Column::TxTotal,
+        Column::Rtt,
+        Column::Retrans,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Column::Pid => "PID",
+            Column::Process => "PROCESS",
+            Column::Proto => "PROTO",
+            Column::Local => "LOCAL",
+            Column::Remote => "REMOTE",
+            Column::State => "STATE",
+            Column::RxRate => "RX/s",
+            Column::TxRate => "TX/s",
+            Column::RxTotal => "RX",
+            Column::TxTotal => "TX",
+            Column::Rtt => "RTT",
+            Column::Retrans => "RETRANS",
+        }
+    }
+
+    pub fn right_aligned(self) -> bool {
+        matches!(
+            self,
+            Column::Pid
+                | Column::RxRate
+                | Column::TxRate
+                | Column::RxTotal
+                | Column::TxTotal
+                | Column::Rtt
+                | Column::Retrans
+        )
+    }
+
+    /// Lower is kept longer when the terminal is narrow.
+    pub fn priority(self) -> u8 {
+        match self {
+            Column::Process => 0,
+            Column::RxRate => 1,
+            Column::TxRate => 2,
+            Column::Remote => 3,
+            Column::Pid => 4,
+            Column::Local => 5,
+            Column::State => 6,
+            Column::Rtt => 7,
+            Column::RxTotal => 8,
+            Column::TxTotal => 9,
+            Column::Proto => 10,
+            Column::Retrans => 11,
+        }
+    }
+}
+
+/// What the table is sorted by: a column, or the default, current
+/// bandwidth (RX/s + TX/s), which sits between STATE and RX/s when the
+/// user moves the sort with `<` and `>`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SortKey {
+    #[default]
+    Bandwidth,
+    Column(Column),
+}
+
+impl SortKey {
+    /// The cycle `<` / `>` moves along.
+    const ORDER: [SortKey; 13] = [
+        SortKey::Column(Column::Pid),
+        SortKey::Column(Column::Process),
+        SortKey::Column(Column::Proto),
+        SortKey::Column(Column::Local),
+        SortKey::Column(Column::Remote),
+        SortKey::Column(Column::State),
+        SortKey::Bandwidth,
+        SortKey::Column(Column::RxRate),
+        SortKey::Column(Column::TxRate),
+        SortKey::Column(Column::RxTotal),
+        SortKey::Column(Column::TxTotal),
+        SortKey::Column(Column::Rtt),
+        SortKey::Column(Column::Retrans),
+    ];
+
+    /// The next key to the right (`step` 1) or left (`step` -1), wrapping.
+    pub fn step(self, step: isize) -> SortKey {
+        let n = Self::ORDER.len() as isize;
+        let i = Self::ORDER.iter().position(|k| *k == self).unwrap_or(0) as isize;
+        Self::ORDER[(i + step).rem_euclid(n) as usize]
+    }
+
+    /// Numbers sort biggest first, text A to Z, unless reversed.
+    pub fn descending_by_default(self) -> bool {
+        match self {
+            SortKey::Bandwidth => true,
+            SortKey::Column(c) => c.right_aligned(),
+        }
+    }
+
+    /// Shown in the header: is this column the sort column?
+    pub fn marks(self, c: Column) -> bool {
+        match self {
+            SortKey::Bandwidth => matches!(c, Column::RxRate | Column::TxRate),
+            SortKey::Column(k) => k == c,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SortKey::Bandwidth => "RX/s+TX/s",
+            SortKey::Column(c) => c.title(),
+        }
+    }
+}
+
+/// One line of the table: a connection or a group of them.
+#[derive(Clone, Debug)]
+pub struct Item<'a> {
+    pub id: ItemId,
+    /// Owner (0: unknown, or several processes in a group).
+    pub pid: u32,
+    /// Process name as reported: untrusted, escape before display.
+    pub comm: &'a str,
+    /// Distinct processes in a group (1 for a connection).
+    pub procs: usize,
+    /// Connections in a group (1 for a connection).
+    pub conns: usize,
+    /// None: a group with several protocols.
+    pub proto: Option<Proto>,
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    pub remote_ip: Option<IpAddr>,
+    /// None: a group whose connections are in several states.
+    pub state: Option<ConnState>,
+    pub rx_bps: f64,
+    pub tx_bps: f64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// Mean over the connections that have one.
+    pub rtt_us: Option<u32>,
+    pub retrans: u64,
+    /// Every connection of it has ended.
+    pub closed: bool,
+    /// The connection itself (connection view only).
+    pub row: Option<&'a Row>,
+}
+
+impl<'a> Item<'a> {
+    fn of_row(r: &'a Row) -> Item<'a> {
+        Item {
+            id: ItemId::Conn(r.key, r.id),
+            pid: r.pid,
+            comm: &r.comm,
+            procs: 1,
+            conns: 1,
+            proto: Some(r.key.proto),
+            local: Some(r.key.local),
+            remote: Some(r.key.remote),
+            remote_ip: Some(r.key.remote.ip()),
+            state: Some(r.state),
+            rx_bps: r.rx_bps,
+            tx_bps: r.tx_bps,
+            rx_bytes: r.counters.rx_bytes,
+            tx_bytes: r.counters.tx_bytes,
+            rtt_us: r.rtt_us,
+            retrans: r.counters.retrans,
+            closed: r.is_closed(),
+            row: Some(r),
+        }
+    }
+
+    pub fn bandwidth(&self) -> f64 {
+        self.rx_bps + self.tx_bps
+    }
+
+    fn total(&self) -> u64 {
+        self.rx_bytes.saturating_add(self.tx_bytes)
+    }
+
+    /// The text of one cell. Rates in bits per second if `bits`.
+    pub fn cell(&self, c: Column, bits: bool) -> String {
+        let rate = |v: f64| {
+            if bits {
+                units::bit_rate(v)
+            } else {
+                units::rate(v)
+            }
+        };
+        match c {
+            Column::Pid if self.pid == 0 || self.procs > 1 => "-".into(),
+            Column::Pid => self.pid.to_string(),
+            Column::Process if self.procs > 1 => format!("({} processes)", self.procs),
+            Column::Process => untrusted(self.comm).into_owned(),
+            Column::Proto => self.proto.map_or("-", Proto::as_str).into(),
+            Column::Local => match (self.local, self.conns) {
+                (Some(a), 1) => a.to_string(),
+                (_, n) => format!("{n} conns"),
+            },
+            Column::Remote => match (self.remote, self.remote_ip) {
+                (_, Some(ip)) if matches!(self.id, ItemId::Remote(_)) => ip.to_string(),
+                (Some(a), _) if self.conns == 1 => a.to_string(),
+                (_, Some(ip)) => ip.to_string(),
+                _ => "-".into(),
+            },
+            Column::State => self.state.map_or("mixed", ConnState::as_str).into(),
+            Column::RxRate => rate(self.rx_bps),
+            Column::TxRate => rate(self.tx_bps),
+            Column::RxTotal => units::bytes(self.rx_bytes),
+            Column::TxTotal => units::bytes(self.tx_bytes),
+            Column::Rtt => units::rtt(self.rtt_us),
+            Column::Retrans => self.retrans.to_string(),
+        }
+    }
+
+    /// Compares by one sort key, in its natural direction (ascending).
+    fn cmp_by(&self, other: &Item<'_>, key: SortKey) -> Ordering {
+        let Some(c) = (match key {
+            SortKey::Bandwidth => None,
+            SortKey::Column(c) => Some(c),
+        }) else {
+            return self.bandwidth().total_cmp(&other.bandwidth());
+        };
+        match c {
+            Column::Pid => self.pid.cmp(&other.pid),
+            Column::Process => self.comm.cmp(other.comm).then(self.procs.cmp(&other.procs)),
+            Column::Proto => self.proto.cmp(&other.proto),
+            Column::Local => self.local.cmp(&other.local),
+            Column::Remote => self
+                .remote_ip
+                .cmp(&other.remote_ip)
+                .then(self.remote.cmp(&other.remote)),
+            Column::State => self.state.cmp(&other.state),
+            Column::RxRate => self.rx_bps.total_cmp(&other.rx_bps),
+            Column::TxRate => self.tx_bps.total_cmp(&other.tx_bps),
+            Column::RxTotal => self.rx_bytes.cmp(&other.rx_bytes),
+            Column::TxTotal => self.tx_bytes.cmp(&other.tx_bytes),
+            Column::Rtt => self.rtt_us.cmp(&other.rtt_us),
+            Column::Retrans => self.retrans.cmp(&other.retrans),
+        }
+    }
+}
+
+/// Sorts by `key` (reversed if `reverse`), ties broken as the batch output
+/// does (busiest first, then bytes, then identity) so that lines never swap
+/// places between frames.
+pub fn sort(items: &mut [Item<'_>], key: SortKey, reverse: bool) {
+    let descending = key.descending_by_default() != reverse;
+    items.sort_by(|a, b| {
+        let primary = a.cmp_by(b, key);
+        let primary = if descending {
+            primary.reverse()
+        } else {
+            primary
+        };
+        primary
+            .then_with(|| b.bandwidth().total_cmp(&a.bandwidth()))
+            .then_with(|| b.total().cmp(&a.total()))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+}
+
+/// True if the live filter text (lower case) occurs in the process name,
+/// PID, protocol, either endpoint (address or port) or the state.
+pub fn matches(r: &Row, needle: &str, buf: &mut String) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    buf.clear();
+    let _ = write!(
+        buf,
+        "{} {} {} {} {} {}",
+        untrusted(&r.comm),
+        r.pid,
+        r.key.proto.as_str(),
+        r.key.local,
+        r.key.remote,
+        r.state.as_str(),
+    );
+    buf.make_ascii_lowercase();
+    buf.contains(needle)
+}
+
+/// The lines for `rows` under a grouping.
+pub fn build<'a>(rows: &[&'a Row], grouping: Grouping) -> Vec<Item<'a>> {
+    match grouping {
+        Grouping::Connection => rows.iter().map(|r| Item::of_row(r)).collect(),
+        Grouping::Process => group(rows, |r| ItemId::Process(r.pid)),
+        Grouping::RemoteHost => group(rows, |r| ItemId::Remote(r.key.remote.ip())),
+    }
+}
+
+fn group<'a>(rows: &[&'a Row], id_of: impl Fn(&Row) -> ItemId) -> Vec<Item<'a>> {
+    struct Acc<'a> {
+        item: Item<'a>,
+        pids: Vec<u32>,
+        rtt_sum: u64,
+        rtt_n: u64,
+    }
+    let mut groups: HashMap<ItemId, Acc<'a>> = HashMap::new();
+    for r in rows {
+        let id = id_of(r);
+        let one = Item::of_row(r);
+        match groups.get_mut(&id) {
+            None => {
+                let mut item = one;
+                item.id = id;
+                item.row = None;
+                if !matches!(id, ItemId::Remote(_)) {
+                    item.remote_ip = None;
+                }
+                groups.insert(
+                    id,
+                    Acc {
+                        item,
+                        pids: vec![r.pid],
+                        rtt_sum: r.rtt_us.map_or(0, u64::from),
+                        rtt_n: u64::from(r.rtt_us.is_some()),
+                    },
+                );
+            }
+            Some(acc) => {
+                let g = &mut acc.item;
+                g.conns += 1;
+                if !acc.pids.contains(&r.pid) {
+                    acc.pids.push(r.pid);
+                }
+                if g.proto != one.proto {
+                    g.proto = None;
+                }
+                if g.state != one.state {
+                    g.state = None;
+                }
+                g.rx_bps += one.rx_bps;
+                g.tx_bps += one.tx_bps;
+                g.rx_bytes = g.rx_bytes.saturating_add(one.rx_bytes);
+                g.tx_bytes = g.tx_bytes.saturating_add(one.tx_bytes);
+                g.retrans = g.retrans.saturating_add(one.retrans);
+                g.closed &= one.closed;
+                if let Some(rtt) = r.rtt_us {
+                    acc.rtt_sum += u64::from(rtt);
+                    acc.rtt_n += 1;
+                }
+                // Keep a name and a (smallest) local address for sorting.
+                if g.comm.is_empty() {
+                    g.comm = one.comm;
+                }
+                g.local = g.local.min(one.local);
+                g.remote = g.remote.min(one.remote);
+            }
+        }
+    }
+    groups
+        .into_values()
+        .map(|mut acc| {
+            acc.item.procs = acc.pids.len();
+            acc.item.rtt_us =
+                (acc.rtt_n > 0).then(|| u32::try_from(acc.rtt_sum / acc.rtt_n).unwrap_or(u32::MAX));
+            acc.item
+        })
+        .collect()
+}

@@ -1,0 +1,600 @@
+//! Headless tests of the interactive display: scripted snapshots and keys,
+//! drawn on ratatui's TestBackend, compared with committed insta snapshots
+//! (`cargo insta review` to update them). No sleeps: time is given
+//! explicitly, or tokio's paused clock drives the event loop.
+
+use std::collections::VecDeque;
+use std::io;
+use std::time::{Duration, Instant};
+
+use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::style::{Color, Modifier};
+
+use super::process::ProcInfo;
+use super::{App, Settings};
+use crate::model::{ConnKey, ConnSample, ConnState, Counters, Drops, Proto, Snapshot};
+use crate::platform::{DataSource, SourceError};
+use crate::table::Filter;
+
+/// A data source that replays scripted snapshots (then empty ones).
+pub struct ScriptedSource {
+    pub script: VecDeque<Result<Snapshot, SourceError>>,
+}
+
+impl DataSource for ScriptedSource {
+    fn hooks(&self) -> &str {
+        "scripted"
+    }
+
+    fn collect(&mut self) -> Result<Snapshot, SourceError> {
+        self.script
+            .pop_front()
+            .unwrap_or_else(|| Ok(Snapshot::default()))
+    }
+}
+
+fn conn(
+    pid: u32,
+    comm: &str,
+    local: &str,
+    remote: &str,
+    state: ConnState,
+    rx: u64,
+    tx: u64,
+) -> ConnSample {
+    ConnSample {
+        key: ConnKey {
+            proto: Proto::Tcp,
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            netns: 4026531840,
+        },
+        id: u64::from(pid) << 16 | u64::from(local.len() as u16),
+        pid,
+        comm: comm.into(),
+        state,
+        counters: Counters {
+            rx_bytes: rx,
+            tx_bytes: tx,
+            rx_packets: rx / 1000,
+            tx_packets: tx / 1000,
+            retrans: pid as u64 % 3,
+        },
+        rtt_us: Some(200 + pid % 1000 * 10),
+    }
+}
+
+/// Five connections; `t` scales their counters (t-th second of traffic).
+fn scene(t: u64) -> Vec<ConnSample> {
+    use ConnState::*;
+    vec![
+        conn(
+            4242,
+            "curl",
+            "10.0.0.2:51000",
+            "93.184.216.34:443",
+            Established,
+            t * 3_000_000,
+            t * 20_000,
+        ),
+        conn(
+            812,
+            "sshd",
+            "10.0.0.2:22",
+            "10.0.0.9:60022",
+            Established,
+            t * 4_000,
+            t * 90_000,
+        ),
+        conn(
+            3100,
+            "postgres",
+            "127.0.0.1:5432",
+            "127.0.0.1:41234",
+            Established,
+            t * 500,
+            t * 500,
+        ),
+        conn(
+            3100,
+            "postgres",
+            "127.0.0.1:5432",
+            "127.0.0.1:41236",
+            CloseWait,
+            0,
+            0,
+        ),
+        conn(
+            666,
+            "evil\x1b[2Jname",
+            "[2001:db8::1]:40000",
+            "[2001:db8::2]:443",
+            Established,
+            t * 150_000_000,
+            t * 10,
+        ),
+    ]
+}
+
+fn snap(live: Vec<ConnSample>) -> Snapshot {
+    Snapshot {
+        live,
+        ..Default::default()
+    }
+}
+
+fn settings() -> Settings {
+    Settings {
+        hooks: "scripted".into(),
+        interval: Duration::from_secs(1),
+        bits: false,
+        filter: Filter::default(),
+    }
+}
+
+fn fake_proc(pid: u32) -> ProcInfo {
+    ProcInfo {
+        cmdline: Some(format!("fake-{pid} --title \x1b]0;pwned\x07 -v")),
+        user: Some("alice\x1b[31m".into()),
+    }
+}
+
+struct Harness {
+    app: App,
+    term: Terminal<TestBackend>,
+    t0: Instant,
+}
+
+impl Harness {
+    fn new(w: u16, h: u16) -> Harness {
+        let t0 = Instant::now();
+        Harness {
+            app: App::new(settings(), t0).with_proc_lookup(Box::new(fake_proc)),
+            term: Terminal::new(TestBackend::new(w, h)).unwrap(),
+            t0,
+        }
+    }
+
+    /// Feeds scene(1..=n) one second apart.
+    fn with_scene(mut self, n: u64) -> Harness {
+        for t in 1..=n {
+            self.feed(t, snap(scene(t)));
+        }
+        self
+    }
+
+    fn feed(&mut self, sec: u64, s: Snapshot) {
+        let now = self.t0 + Duration::from_secs(sec);
+        self.app.on_snapshot(s, now);
+    }
+
+    fn keys(&mut self, keys: &str) {
+        for c in keys.chars() {
+            self.code(KeyCode::Char(c));
+        }
+    }
+
+    fn code(&mut self, code: KeyCode) {
+        self.app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
+    }
+
+    fn draw(&mut self) -> String {
+        let app = &mut self.app;
+        self.term.draw(|f| app.draw(f)).unwrap();
+        let text = screen(self.term.backend().buffer());
+        assert!(!text.contains('\x1b'), "raw escape on screen:\n{text}");
+        text
+    }
+
+    fn buffer(&self) -> &Buffer {
+        self.term.backend().buffer()
+    }
+}
+
+/// The screen as plain lines (trailing spaces trimmed).
+fn screen(b: &Buffer) -> String {
+    let w = b.area.width as usize;
+    let mut out = String::new();
+    for line in b.content.chunks(w) {
+        let s: String = line.iter().map(|c| c.symbol()).collect();
+        out.push_str(s.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Row index of the first screen line containing `needle`.
+fn line_of(b: &Buffer, needle: &str) -> u16 {
+    screen(b)
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not on screen")) as u16
+}
+
+#[test]
+fn default_view() {
+    let mut h = Harness::new(140, 14).with_scene(2);
+    insta::assert_snapshot!(h.draw());
+    // The busiest connection first, and it is selected.
+    let b = h.buffer();
+    let y = line_of(b, "evil");
+    assert_eq!(y, 4);
+    assert!(b[(0, y)].modifier.contains(Modifier::REVERSED));
+    // Rates are coloured by magnitude.
+    let x = screen(b)
+        .lines()
+        .nth(y as usize)
+        .unwrap()
+        .find("143.1 MiB/s")
+        .unwrap() as u16;
+    assert_eq!(b[(x + 2, y)].fg, Color::Red);
+}
+
+#[test]
+fn waiting_for_first_snapshot() {
+    let mut h = Harness::new(100, 8);
+    insta::assert_snapshot!(h.draw());
+}
+
+#[test]
+fn sorting_moves_and_reverses() {
+    let mut h = Harness::new(140, 12).with_scene(2);
+    // From the default (RX/s+TX/s) five steps left: PROCESS, A to Z.
+    h.keys("<<<<<");
+    insta::assert_snapshot!("sort_process", h.draw());
+    h.keys("r");
+    insta::assert_snapshot!("sort_process_reversed", h.draw());
+    // Right past the end wraps around to PID.
+    h.keys(">>>>>>>>>>>>");
+    let s = h.draw();
+    assert!(s.contains("sort: PID ▼"), "numbers: biggest first\n{s}");
+    assert!(s.contains("PID▼"), "{s}");
+}
+
+#[test]
+fn ties_are_stable() {
+    // Two idle connections with equal numbers keep their order frame to frame.
+    let mut h = Harness::new(140, 12);
+    let idle = |port: u16| {
+        conn(
+            9,
+            "idle",
+            &format!("127.0.0.1:{port}"),
+            "127.0.0.1:80",
+            ConnState::Established,
+            0,
+            0,
+        )
+    };
+    let mut first = None;
+    for t in 1..=5 {
+        let mut live = vec![idle(1001), idle(1002), idle(1003)];
+        if t % 2 == 0 {
+            live.reverse();
+        }
+        h.feed(t, snap(live));
+        let s = h.draw();
+        let order: Vec<usize> = ["1001", "1002", "1003"]
+            .iter()
+            .map(|p| s.find(&format!("127.0.0.1:{p}")).unwrap())
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{s}");
+        first.get_or_insert(s.clone());
+        assert_eq!(first.as_deref(), Some(s.as_str()));
+    }
+}
+
+#[test]
+fn live_filter() {
+    let mut h = Harness::new(140, 12).with_scene(2);
+    h.keys("/443");
+    insta::assert_snapshot!("filter_typing", h.draw());
+    h.code(KeyCode::Enter);
+    h.keys("q"); // not typed into the filter any more: quits
+    assert!(h.app.should_quit());
+    let mut h = Harness::new(140, 12).with_scene(2);
+    h.keys("/POSTGRES");
+    h.code(KeyCode::Enter);
+    let s = h.draw();
+    assert_eq!(s.matches("postgres").count(), 2, "{s}");
+    h.keys("/");
+    h.code(KeyCode::Backspace);
+    h.code(KeyCode::Esc);
+    let s = h.draw();
+    assert!(
+        s.contains("curl") && s.contains("q quit"),
+        "Esc clears:\n{s}"
+    );
+    h.keys("/close_wait");
+    let s = h.draw();
+    assert!(s.contains("41236") && !s.contains("41234"), "{s}");
+    h.keys("/");
+    h.code(KeyCode::Esc);
+    h.keys("/no such thing");
+    insta::assert_snapshot!("filter_no_match", h.draw());
+}
+
+#[test]
+fn pause_freezes_display_while_collecting() {
+    let mut h = Harness::new(140, 12).with_scene(2);
+    h.keys("p");
+    let paused = h.draw();
+    insta::assert_snapshot!("paused", paused);
+    h.feed(3, snap(scene(30)));
+    assert_eq!(h.draw(), paused, "frozen while paused");
+    h.keys("p");
+    let resumed = h.draw();
+    assert!(!resumed.contains("PAUSED"));
+    assert_ne!(
+        resumed,
+        paused.replace("   PAUSED", ""),
+        "new data after resume"
+    );
+    assert!(resumed.contains("4.0 GiB"), "{resumed}");
+}
+
+#[test]
+fn help_overlay() {
+    let mut h = Harness::new(100, 24).with_scene(2);
+    h.keys("?");
+    insta::assert_snapshot!(h.draw());
+    h.code(KeyCode::Down);
+    assert!(!h.draw().contains(" keys "), "any key closes help");
+}
+
+#[test]
+fn detail_pane() {
+    let mut h = Harness::new(110, 30).with_scene(1);
+    for t in 2..=40 {
+        // Varying load so the sparklines have a shape.
+        let mut s = scene(t);
+        s[0].counters.rx_bytes = (1..=t).map(|i| (i % 7) * 100_000).sum();
+        s[0].rtt_us = Some(300 + (t as u32 % 5) * 100);
+        h.feed(t, snap(s));
+    }
+    h.code(KeyCode::Down);
+    h.code(KeyCode::Enter);
+    let s = h.draw();
+    insta::assert_snapshot!(s);
+    assert!(s.contains("fake-4242 --title \\x1b]0;pwned\\x07 -v"), "{s}");
+    assert!(s.contains("user alice\\x1b[31m"), "{s}");
+    // Moving the selection moves the pane to the next connection.
+    h.code(KeyCode::Down);
+    assert!(h.draw().contains("10.0.0.2:22 → 10.0.0.9:60022"));
+    h.code(KeyCode::Esc);
+    assert!(!h.draw().contains("Esc closes"));
+}
+
+#[test]
+fn grouping_by_process_and_remote() {
+    let mut h = Harness::new(140, 12).with_scene(2);
+    h.keys("g");
+    insta::assert_snapshot!("group_process", h.draw());
+    h.keys("g");
+    insta::assert_snapshot!("group_remote", h.draw());
+    h.keys("g");
+    assert!(h.draw().contains("group: connection"));
+    // Enter on a process group lists its connections.
+    h.keys("g");
+    h.code(KeyCode::End);
+    h.code(KeyCode::Enter);
+    let s = h.draw();
+    assert!(
+        s.contains("group: connection") && s.contains("filter: 3100"),
+        "{s}"
+    );
+}
+
+#[test]
+fn narrow_terminal() {
+    let mut h = Harness::new(80, 24).with_scene(2);
+    let s = h.draw();
+    insta::assert_snapshot!(s);
+    for col in ["PID", "PROCESS", "REMOTE", "RX/s", "TX/s"] {
+        assert!(s.lines().nth(3).unwrap().contains(col), "{col} kept:\n{s}");
+    }
+}
+
+#[test]
+fn tiny_terminal_does_not_panic() {
+    for (w, h) in [(1, 1), (10, 3), (20, 5), (40, 6)] {
+        let mut h = Harness::new(w, h).with_scene(2);
+        h.keys("?");
+        h.draw();
+        h.code(KeyCode::Esc);
+        h.code(KeyCode::Enter);
+        h.draw();
+        h.code(KeyCode::PageDown);
+        h.draw();
+    }
+}
+
+#[test]
+fn closed_rows_dimmed_then_gone() {
+    let mut h = Harness::new(140, 12).with_scene(1);
+    let mut live = scene(2);
+    let gone = live.remove(1);
+    let mut closed = gone.clone();
+    closed.counters.tx_bytes += 1000;
+    h.app.on_snapshot(
+        Snapshot {
+            live,
+            closed: vec![closed],
+            drops: Drops::default(),
+        },
+        h.t0 + Duration::from_secs(2),
+    );
+    let s = h.draw();
+    insta::assert_snapshot!("closed_dimmed", s);
+    let y = line_of(h.buffer(), "sshd");
+    let cell = &h.buffer()[(0, y)];
+    assert!(cell.modifier.contains(Modifier::DIM), "{cell:?}");
+    assert_eq!(cell.fg, Color::DarkGray);
+    // Still there 4.9 s later, with its final counters; gone at 5 s.
+    h.app.on_tick(h.t0 + Duration::from_millis(6900));
+    assert!(h.draw().contains("sshd"));
+    h.app.on_tick(h.t0 + Duration::from_millis(7000));
+    assert!(!h.draw().contains("sshd"));
+}
+
+#[test]
+fn drops_in_warning_colour() {
+    let mut h = Harness::new(140, 8);
+    let mut s = snap(scene(1));
+    s.drops = Drops {
+        events: 3,
+        conns: 1,
+    };
+    h.app.on_snapshot(s, h.t0);
+    let text = h.draw();
+    assert!(text.contains("dropped: 3 events, 1 conns"), "{text}");
+    let y = line_of(h.buffer(), "dropped");
+    let x = text
+        .lines()
+        .nth(y as usize)
+        .unwrap()
+        .find("dropped")
+        .unwrap() as u16;
+    assert_eq!(h.buffer()[(x, y)].bg, Color::Red);
+}
+
+#[test]
+fn selection_follows_connection() {
+    let mut h = Harness::new(140, 12).with_scene(2);
+    h.code(KeyCode::Down); // curl, second busiest
+    h.draw();
+    // sshd becomes the busiest: curl moves, the selection goes with it.
+    let mut s = scene(3);
+    s[1].counters.tx_bytes = 10_000_000_000;
+    h.feed(3, snap(s));
+    let text = h.draw();
+    let y = line_of(h.buffer(), "curl");
+    assert!(
+        h.buffer()[(0, y)].modifier.contains(Modifier::REVERSED),
+        "{text}"
+    );
+    assert_ne!(y, line_of(h.buffer(), "sshd"));
+    // Home / End / PageDown.
+    h.code(KeyCode::End);
+    h.draw();
+    let y = line_of(h.buffer(), "41236");
+    assert!(h.buffer()[(0, y)].modifier.contains(Modifier::REVERSED));
+}
+
+#[test]
+fn bits_flag() {
+    let mut h = Harness::new(140, 10).with_scene(2);
+    h.keys("b");
+    let s = h.draw();
+    assert!(s.contains("Gbit/s") && s.contains("Mbit/s"), "{s}");
+}
+
+/// Keys delivered by the paused tokio clock at the given offsets.
+fn scripted_keys(
+    keys: Vec<(u64, KeyEvent)>,
+) -> impl futures_util::Stream<Item = io::Result<Event>> + Unpin {
+    Box::pin(futures_util::stream::unfold(
+        (tokio::time::Instant::now(), keys.into_iter()),
+        |(start, mut it)| async move {
+            let (ms, key) = it.next()?;
+            tokio::time::sleep_until(start + Duration::from_millis(ms)).await;
+            Some((Ok(Event::Key(key)), (start, it)))
+        },
+    ))
+}
+
+fn key(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
+}
+
+#[tokio::test(start_paused = true)]
+async fn event_loop_quits_on_q_and_ctrl_c() {
+    for quit in [
+        key('q'),
+        KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL),
+    ] {
+        let mut term = Terminal::new(TestBackend::new(120, 10)).unwrap();
+        let mut app = App::new(settings(), tokio::time::Instant::now().into_std());
+        let mut source = ScriptedSource {
+            script: (1..=10).map(|t| Ok(snap(scene(t)))).collect(),
+        };
+        let keys = scripted_keys(vec![
+            (1210, key('/')),
+            (1220, key('c')),
+            (1230, key('u')),
+            (1240, KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)),
+            (2225, quit),
+        ]);
+        super::event::run(
+            &mut term,
+            &mut app,
+            &mut source,
+            keys,
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+        let s = screen(term.backend().buffer());
+        assert!(s.contains("filter: cu"), "{s}");
+        assert!(s.contains("curl") && !s.contains("sshd"), "{s}");
+        // Three collections (0 s, 1 s, 2 s): data and rendering were both live.
+        assert_eq!(source.script.len(), 7);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn event_loop_stops_on_shutdown_and_end_of_input() {
+    let mut term = Terminal::new(TestBackend::new(120, 10)).unwrap();
+    let mut app = App::new(settings(), tokio::time::Instant::now().into_std());
+    let mut source = ScriptedSource {
+        script: VecDeque::new(),
+    };
+    let shutdown = tokio::time::sleep(Duration::from_secs(3));
+    super::event::run(
+        &mut term,
+        &mut app,
+        &mut source,
+        futures_util::stream::pending(),
+        shutdown,
+    )
+    .await
+    .unwrap();
+    super::event::run(
+        &mut term,
+        &mut app,
+        &mut source,
+        futures_util::stream::empty(),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn collector_error_ends_the_loop_with_its_message() {
+    let mut term = Terminal::new(TestBackend::new(120, 10)).unwrap();
+    let mut app = App::new(settings(), tokio::time::Instant::now().into_std());
+    let mut source = ScriptedSource {
+        script: VecDeque::from([
+            Ok(snap(scene(1))),
+            Ok(snap(scene(2))),
+            Err(SourceError::Failed(
+                "cannot read the connection map: Bad file descriptor (os error 9)".into(),
+            )),
+        ]),
+    };
+    let err = super::event::run(
+        &mut term,
+        &mut app,
+        &mut source,
+        futures_util::stream::pending(),
+        std::future::pending(),
+    )
+    .await
+    .unwrap_err();
+    let last_frame = screen(term.backend().buffer());
+    insta::assert_snapshot!(format!("{last_frame}---\ntcptop: {err}"));
+}
