@@ -272,3 +272,104 @@ pub fn wait_no_programs() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A private tmux server (its own socket) with one pane, for driving the
+/// interactive display like a user; killed on drop.
+pub struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// True if tmux is installed (scripts/setup installs it).
+    pub fn available() -> bool {
+        Command::new("tmux")
+            .arg("-V")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Starts `cmd` (run by sh) in a `w` x `h` pane.
+    pub fn start(tag: &str, w: u16, h: u16, cmd: &str) -> Tmux {
+        let t = Tmux {
+            socket: format!("tcptop-{tag}-{}", std::process::id()),
+        };
+        let st = t
+            .cmd()
+            .args(["new-session", "-d", "-s", "t", "-x"])
+            .arg(w.to_string())
+            .arg("-y")
+            .arg(h.to_string())
+            .args(["sh", "-c", cmd])
+            .status()
+            .unwrap();
+        assert!(st.success(), "tmux did not start");
+        t
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
+    }
+
+    /// `tmux send-keys` with key names ("Enter", "Escape", "q").
+    pub fn keys(&self, keys: &[&str]) {
+        let st = self
+            .cmd()
+            .args(["send-keys", "-t", "t"])
+            .args(keys)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// Types `text` literally, one key at a time.
+    pub fn type_text(&self, text: &str) {
+        let st = self
+            .cmd()
+            .args(["send-keys", "-t", "t", "-l", text])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// The pane's visible text.
+    pub fn capture(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", "t"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// True while the program in the pane uses the alternate screen.
+    pub fn alternate_screen(&self) -> bool {
+        let out = self
+            .cmd()
+            .args(["display-message", "-p", "-t", "t", "#{alternate_on}"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "1"
+    }
+
+    /// Polls the pane (up to 15 s) until `pred` holds; returns the screen.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = self.capture();
+            if pred(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{what}: not on screen:\n{s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").status();
+    }
+}

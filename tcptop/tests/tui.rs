@@ -1,0 +1,95 @@
+//! End to end: the real binary's interactive display in a tmux pane, as
+//! root, watching real loopback traffic in a fresh network namespace; the
+//! user filters with `/` and quits with `q`, and the terminal is restored.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{NetNs, TCPTOP, Tmux, forced_hooks};
+
+#[test]
+fn interactive_display_shows_filters_and_quits() {
+    if !common::is_root("interactive_display_shows_filters_and_quits") {
+        return;
+    }
+    if !Tmux::available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "tmux is missing: run scripts/setup"
+        );
+        eprintln!("skipping interactive_display_shows_filters_and_quits: tmux is not installed");
+        return;
+    }
+    let _serial = common::serial();
+    let ns = NetNs::new("tui");
+    let port = 47_123;
+    let addr = format!("127.0.0.1:{port}");
+    let mut srv = ns.peer(&[
+        "server",
+        "--listen",
+        &addr,
+        "--name",
+        "tt-tuisrv",
+        "--recv",
+        "300000",
+        "--send",
+        "200000",
+    ]);
+    srv.expect("listening");
+
+    let hooks = forced_hooks()
+        .map(|h| format!(" --hooks {h}"))
+        .unwrap_or_default();
+    let tmux = Tmux::start(
+        "tui",
+        160,
+        40,
+        &format!("{TCPTOP} --interval 0.3{hooks}; echo \"tcptop exited: $?\"; exec sh"),
+    );
+    tmux.wait_for("the header", |s| s.contains("hooks:"));
+    assert!(tmux.alternate_screen());
+
+    let mut cli = ns.peer(&[
+        "client",
+        "--connect",
+        &addr,
+        "--name",
+        "tt-tuicli",
+        "--send",
+        "300000",
+        "--recv",
+        "200000",
+        "--wait-stdin",
+    ]);
+    cli.expect("connected");
+    cli.poke();
+    cli.expect("done");
+    srv.expect("done");
+
+    // Both ends, by process name, with the server's port.
+    let s = tmux.wait_for("both peers with their totals", |s| {
+        s.contains("tt-tuicli") && s.contains("tt-tuisrv") && s.contains("293.0 KiB")
+    });
+    assert!(s.contains(&format!(":{port}")), "{s}");
+
+    // `/` filters as the user types.
+    tmux.type_text("/tt-tuicli");
+    let s = tmux.wait_for("the filtered table", |s| {
+        s.contains("/tt-tuicli") && !s.contains("tt-tuisrv")
+    });
+    let rows: Vec<&str> = s.lines().filter(|l| l.contains("tt-tuicli")).collect();
+    // One table row and the filter line.
+    assert_eq!(rows.len(), 2, "{s}");
+    assert!(rows[0].contains(&format!("127.0.0.1:{port}")), "{s}");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the kept filter", |s| s.contains("filter: tt-tuicli"));
+
+    tmux.keys(&["q"]);
+    let s = tmux.wait_for("the shell again", |s| s.contains("tcptop exited: 0"));
+    assert!(!tmux.alternate_screen(), "alternate screen left:\n{s}");
+    assert!(!s.contains("hooks:"), "the display is gone:\n{s}");
+
+    cli.poke();
+    cli.wait_ok();
+    srv.wait_ok();
+}
