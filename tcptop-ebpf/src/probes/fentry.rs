@@ -15,7 +15,7 @@
 
 use aya_ebpf::{macros::fexit, programs::FExitContext};
 
-use crate::{conn, kernel::off};
+use crate::conn;
 
 #[fexit(function = "tcp_sendmsg")]
 pub fn fexit_tcp_sendmsg(ctx: FExitContext) -> i32 {
@@ -33,15 +33,30 @@ pub fn fexit_tcp_sendpage(ctx: FExitContext) -> i32 {
     0
 }
 
+// One program per argument layout: the return value sits right after the
+// arguments, and reading past them is rejected by the verifier, so user space
+// loads the one matching the kernel's BTF (see `recv_ret_arg`).
+
+/// `tcp_recvmsg(sk, msg, len, flags)` (6.16+)
 #[fexit(function = "tcp_recvmsg")]
-pub fn fexit_tcp_recvmsg(ctx: FExitContext) -> i32 {
-    let sk: u64 = ctx.arg(0);
-    // Three layouts exist; constant indices keep the verifier happy.
-    let (flags, ret) = match off!(recv_ret_arg) {
-        6 => (ctx.arg::<u64>(4), ctx.arg::<u64>(6)),
-        5 => (ctx.arg::<u64>(3), ctx.arg::<u64>(5)),
-        _ => (ctx.arg::<u64>(3), ctx.arg::<u64>(4)),
-    };
+pub fn fexit_tcp_recvmsg4(ctx: FExitContext) -> i32 {
+    recv(ctx.arg(0), ctx.arg::<u64>(3), ctx.arg::<u64>(4))
+}
+
+/// `tcp_recvmsg(sk, msg, len, flags, addr_len)` (5.19 to 6.15)
+#[fexit(function = "tcp_recvmsg")]
+pub fn fexit_tcp_recvmsg5(ctx: FExitContext) -> i32 {
+    recv(ctx.arg(0), ctx.arg::<u64>(3), ctx.arg::<u64>(5))
+}
+
+/// `tcp_recvmsg(sk, msg, len, nonblock, flags, addr_len)` (before 5.19)
+#[fexit(function = "tcp_recvmsg")]
+pub fn fexit_tcp_recvmsg6(ctx: FExitContext) -> i32 {
+    recv(ctx.arg(0), ctx.arg::<u64>(4), ctx.arg::<u64>(6))
+}
+
+#[inline(always)]
+fn recv(sk: u64, flags: u64, ret: u64) -> i32 {
     conn::on_io(sk, ret as i32 as i64, flags as i32 as i64, false);
     0
 }

@@ -4,6 +4,8 @@
 //! entry probe saves the socket (and receive flags) per thread, the return
 //! probe accounts the call's return value.
 
+use core::hint::black_box;
+
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{kprobe, kretprobe, map},
@@ -61,11 +63,12 @@ pub fn kretprobe_tcp_sendpage(ctx: RetProbeContext) -> u32 {
 
 #[kprobe]
 pub fn kprobe_tcp_recvmsg(ctx: ProbeContext) -> u32 {
-    let flags = if off!(recv_ret_arg) == 6 {
-        ctx.arg::<u64>(4)
-    } else {
-        ctx.arg::<u64>(3)
-    };
+    // Read both candidates at constant offsets, then choose a value: left
+    // alone, the compiler turns the choice into a variable offset into the
+    // context (pt_regs), which the verifier rejects.
+    let a3 = black_box(ctx.arg::<u64>(3));
+    let a4 = black_box(ctx.arg::<u64>(4));
+    let flags = if off!(recv_ret_arg) == 6 { a4 } else { a3 };
     enter(ctx.arg::<u64>(0), flags.unwrap_or(0));
     0
 }

@@ -66,7 +66,11 @@ fn fentry(ebpf: &mut Ebpf, btf: &Btf, aya_btf: Option<&aya::Btf>) -> Result<(), 
         if optional && !present(btf, func) {
             continue;
         }
-        let name = format!("fexit_{func}");
+        // tcp_recvmsg has one program per argument layout.
+        let name = match btf.func_param_count(func) {
+            Some(n) if func == "tcp_recvmsg" => format!("fexit_{func}{n}"),
+            _ => format!("fexit_{func}"),
+        };
         let prog: &mut FExit = program(ebpf, &name)?
             .try_into()
             .map_err(|e| format!("{name}: {e}"))?;
@@ -128,7 +132,15 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Program, String
 /// Detaches and unloads whatever part of a set got loaded.
 fn unload_set(ebpf: &mut Ebpf, set: HookSet) {
     let names: Vec<String> = match set {
-        HookSet::Fentry => IO_FUNCS.iter().map(|(f, _)| format!("fexit_{f}")).collect(),
+        HookSet::Fentry => [
+            "fexit_tcp_sendmsg",
+            "fexit_tcp_sendpage",
+            "fexit_tcp_recvmsg4",
+            "fexit_tcp_recvmsg5",
+            "fexit_tcp_recvmsg6",
+        ]
+        .map(String::from)
+        .to_vec(),
         HookSet::Kprobe => IO_FUNCS
             .iter()
             .flat_map(|(f, _)| [format!("kprobe_{f}"), format!("kretprobe_{f}")])

@@ -275,6 +275,28 @@ fn is_eperm(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// A verifier log can run to thousands of lines: keep its first line (what
+/// failed) and the last lines before the instruction count (why).
+fn brief(e: &str) -> String {
+    let lines: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() <= 4 {
+        return lines.join(" / ");
+    }
+    let tail: Vec<&str> = lines
+        .iter()
+        .rev()
+        .filter(|l| !l.starts_with("processed ") && !l.starts_with("verification time"))
+        .take(2)
+        .copied()
+        .collect();
+    let mut out = lines[0].to_string();
+    for l in tail.into_iter().rev() {
+        out.push_str(" / … ");
+        out.push_str(l);
+    }
+    out
+}
+
 /// The error when no hook set could count send/receive calls.
 fn no_hook_set(errors: &[(HookSet, String)], forced: bool) -> SourceError {
     let mut msg = if forced {
@@ -284,9 +306,7 @@ fn no_hook_set(errors: &[(HookSet, String)], forced: bool) -> SourceError {
     };
     msg.push_str(&format!(" ({}):", caps::kernel_release()));
     for (set, e) in errors {
-        // Verifier logs can be long: the first line says what failed.
-        let first: String = e.lines().next().unwrap_or("").chars().take(300).collect();
-        msg.push_str(&format!("\n  {}: {first}", set.as_str()));
+        msg.push_str(&format!("\n  {}: {}", set.as_str(), brief(e)));
     }
     if !forced {
         msg.push_str(
