@@ -12,7 +12,8 @@
 //!
 //! With `--wait-stdin` the client waits for a line on stdin after connecting
 //! (before sending) and again before closing, so a test can start tcptop
-//! against an already-open connection and sample it while idle.
+//! against an already-open connection and sample it while idle; the server
+//! waits for one after accepting (before reading).
 
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -35,6 +36,9 @@ enum Role {
         listen: SocketAddr,
         #[command(flatten)]
         common: Common,
+        /// Wait for a stdin line after accepting, before reading.
+        #[arg(long)]
+        wait_stdin: bool,
     },
     Client {
         #[arg(long)]
@@ -77,7 +81,11 @@ struct Common {
 fn main() -> Result<()> {
     let args = Args::parse();
     match args.role {
-        Role::Server { listen, common } => server(listen, &common),
+        Role::Server {
+            listen,
+            common,
+            wait_stdin,
+        } => server(listen, &common, wait_stdin),
         Role::Client {
             connect,
             common,
@@ -170,7 +178,7 @@ fn wait_line() -> Result<()> {
     Ok(())
 }
 
-fn server(listen: SocketAddr, c: &Common) -> Result<()> {
+fn server(listen: SocketAddr, c: &Common, wait_stdin: bool) -> Result<()> {
     set_name(&c.name)?;
     let l = TcpListener::bind(listen).with_context(|| format!("bind {listen}"))?;
     println!(
@@ -180,6 +188,10 @@ fn server(listen: SocketAddr, c: &Common) -> Result<()> {
     std::io::stdout().flush()?;
     for i in 0..c.conns {
         let (mut s, _) = l.accept()?;
+        if wait_stdin {
+            report("accepted", &s)?;
+            wait_line()?;
+        }
         recv_n(&mut s, c.recv)?;
         send_n(&mut s, c.send)?;
         if i == 0 || c.verbose {

@@ -240,6 +240,23 @@ impl Tcptop {
     }
 }
 
+/// The hook set tcptop picks on this kernel (honouring TCPTOP_TEST_HOOKS),
+/// read from the text header.
+pub fn active_hooks() -> String {
+    let mut cmd = Command::new(TCPTOP);
+    cmd.args(["--batch", "-n", "1", "-i", "0.1", "-q"]);
+    if let Some(set) = forced_hooks() {
+        cmd.args(["--hooks", &set]);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "hooks:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no hook set in {text}"))
+        .to_string()
+}
+
 /// Records of one connection, by local and remote endpoint strings.
 pub fn of_conn<'a>(records: &'a [Value], local: &str, remote: &str) -> Vec<&'a Value> {
     records
@@ -250,12 +267,15 @@ pub fn of_conn<'a>(records: &'a [Value], local: &str, remote: &str) -> Vec<&'a V
 
 /// Names of tcptop's programs currently loaded in the kernel.
 pub fn loaded_tcptop_programs() -> Vec<String> {
-    const OURS: [&str; 5] = [
+    const OURS: [&str; 8] = [
         "sock_send_lengt",
         "sock_recv_lengt",
         "inet_sock_set_s",
         "tcp_destroy_soc",
         "tcptop_sockops",
+        "fexit_tcp_",
+        "kprobe_tcp_",
+        "kretprobe_tcp_",
     ];
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
