@@ -15,12 +15,11 @@ pub mod view;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use crate::model::{Drops, Snapshot};
+use crate::model::{ConnState, Drops, Snapshot};
 use crate::table::{ConnTable, Filter, Row};
 use history::History;
 use items::{Grouping, Item, ItemId, SortKey};
@@ -360,28 +359,35 @@ impl App {
             .or(Some(self.sel_index.min(items.len() - 1)))
     }
 
-    /// Settles the selection and scroll offset for a table `height` lines
-    /// high; returns the selected index.
-    fn settle(&mut self, items: &[ItemId], height: usize) -> Option<usize> {
-        self.page = height.max(1);
-        let index = if items.is_empty() {
-            None
-        } else {
-            self.selected
-                .and_then(|id| items.iter().position(|i| *i == id))
-                .or(Some(self.sel_index.min(items.len() - 1)))
-        };
+    /// Where the selection and the scroll offset settle for a table
+    /// `height` lines high showing `items`.
+    fn settle(&self, items: &[Item<'_>], height: usize) -> Settled {
+        let page = height.max(1);
+        let index = self.resolve(items);
+        let mut offset = self.offset;
         if let Some(i) = index {
-            self.selected = Some(items[i]);
-            self.sel_index = i;
-            if i < self.offset {
-                self.offset = i;
-            } else if i >= self.offset + self.page {
-                self.offset = i + 1 - self.page;
+            if i < offset {
+                offset = i;
+            } else if i >= offset + page {
+                offset = i + 1 - page;
             }
         }
-        self.offset = self.offset.min(items.len().saturating_sub(self.page));
-        index
+        Settled {
+            index,
+            id: index.map(|i| items[i].id),
+            offset: offset.min(items.len().saturating_sub(page)),
+            page,
+        }
+    }
+
+    /// Keeps what `settle` computed, for the next frame and for keys.
+    fn keep(&mut self, s: &Settled) {
+        self.page = s.page;
+        self.offset = s.offset;
+        if let (Some(i), Some(id)) = (s.index, s.id) {
+            self.sel_index = i;
+            self.selected = Some(id);
+        }
     }
 
     fn selected_item_id(&self) -> Option<ItemId> {
@@ -420,13 +426,26 @@ impl App {
     }
 }
 
+/// Selection and scroll position for one frame.
+#[derive(Clone, Copy, Debug)]
+struct Settled {
+    index: Option<usize>,
+    id: Option<ItemId>,
+    offset: usize,
+    page: usize,
+}
+
 /// The app's counts by state, most common first (ties by name).
-fn state_counts(items: &[&Row]) -> Vec<(&'static str, usize)> {
-    let mut m: HashMap<&'static str, usize> = HashMap::new();
-    for r in items {
-        *m.entry(r.state.as_str()).or_default() += 1;
+fn state_counts(rows: &[&Row]) -> Vec<(&'static str, usize)> {
+    // A handful of distinct states: a linear scan beats hashing 10,000 rows.
+    let mut v: Vec<(ConnState, usize)> = Vec::new();
+    for r in rows {
+        match v.iter_mut().find(|(s, _)| *s == r.state) {
+            Some((_, n)) => *n += 1,
+            None => v.push((r.state, 1)),
+        }
     }
-    let mut v: Vec<_> = m.into_iter().collect();
+    let mut v: Vec<(&'static str, usize)> = v.into_iter().map(|(s, n)| (s.as_str(), n)).collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     v
 }

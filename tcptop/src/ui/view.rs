@@ -1,6 +1,7 @@
 //! Drawing: the summary header, the connection table, the footer, and the
 //! help and detail overlays. Pure functions of the app state, except that
-//! drawing settles the scroll offset for the terminal's height.
+//! that drawing settles the selection and scroll offset for the
+//! terminal's height.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row as TableRow, Sparkline, Table, Wrap};
 
 use super::items::{Column, Grouping, Item, ItemId};
-use super::{App, state_counts};
+use super::{App, Settled, state_counts};
 use crate::output::{escape::untrusted, units};
 use crate::table::Row;
 
@@ -42,15 +43,15 @@ pub fn draw(app: &mut App, frame: &mut Frame<'_>) {
     .areas(area);
     // The table's header line takes one line.
     let height = usize::from(table.height.saturating_sub(1));
-    let (ids, shown) = {
+    let settled = {
         let items = app.items();
-        (items.iter().map(|i| i.id).collect::<Vec<_>>(), items.len())
+        let settled = app.settle(&items, height);
+        draw_header(app, frame, header, items.len());
+        draw_table(app, frame, table, &items, &settled);
+        draw_footer(app, frame, footer, items.len());
+        settled
     };
-    let selected = app.settle(&ids, height);
-    let items = app.items();
-    draw_header(app, frame, header, shown);
-    draw_table(app, frame, table, &items, selected);
-    draw_footer(app, frame, footer, shown);
+    app.keep(&settled);
     if app.detail {
         draw_detail(app, frame, area);
     }
@@ -194,15 +195,9 @@ fn fit_columns(widths: &[usize; 12], width: usize) -> Vec<(Column, usize)> {
         .collect()
 }
 
-fn draw_table(
-    app: &App,
-    frame: &mut Frame<'_>,
-    area: Rect,
-    items: &[Item<'_>],
-    selected: Option<usize>,
-) {
-    let visible = &items[app.offset.min(items.len())..]
-        [..items.len().saturating_sub(app.offset).min(app.page)];
+fn draw_table(app: &App, frame: &mut Frame<'_>, area: Rect, items: &[Item<'_>], at: &Settled) {
+    let visible =
+        &items[at.offset.min(items.len())..][..items.len().saturating_sub(at.offset).min(at.page)];
     let bits = app.settings.bits;
     let cells: Vec<[String; 12]> = visible
         .iter()
@@ -251,7 +246,7 @@ fn draw_table(
         .zip(cells)
         .enumerate()
         .map(|(n, (it, text))| {
-            let is_selected = selected == Some(app.offset + n);
+            let is_selected = at.index == Some(at.offset + n);
             let row_cells = cols.iter().map(|(c, _)| {
                 let t = text[index(*c)].clone();
                 let style = match c {
