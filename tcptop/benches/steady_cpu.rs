@@ -24,13 +24,21 @@ fn cpu_time() -> Duration {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return; // `cargo bench -- --list` / `cargo test --benches`
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
     }
+    // `cargo bench` passes --bench; `cargo test --all-targets` does not: a
+    // one-second smoke run then.
+    let default_secs = if args.iter().any(|a| a == "--bench") {
+        30
+    } else {
+        1
+    };
     let secs: u64 = std::env::var("TCPTOP_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+        .unwrap_or(default_secs);
     let conns = 1000;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
