@@ -93,3 +93,34 @@ fn interactive_display_shows_filters_and_quits() {
     cli.wait_ok();
     srv.wait_ok();
 }
+
+#[test]
+fn sigterm_restores_the_terminal() {
+    if !common::is_root("sigterm_restores_the_terminal") || !Tmux::available() {
+        return;
+    }
+    let _serial = common::serial();
+    let pidfile = std::env::temp_dir().join(format!("tcptop-tui-{}.pid", std::process::id()));
+    let _ = std::fs::remove_file(&pidfile);
+    let tmux = Tmux::start(
+        "tuiterm",
+        100,
+        30,
+        &format!(
+            "sh -c 'echo $$ > {}; exec {TCPTOP} --interval 0.5'; echo \"tcptop exited: $?\"; exec sh",
+            pidfile.display()
+        ),
+    );
+    tmux.wait_for("the header", |s| s.contains("hooks:"));
+    assert!(tmux.alternate_screen());
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: signalling the tcptop we started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let s = tmux.wait_for("the shell again", |s| s.contains("tcptop exited: 0"));
+    assert!(!tmux.alternate_screen(), "alternate screen left:\n{s}");
+    let _ = std::fs::remove_file(&pidfile);
+}
