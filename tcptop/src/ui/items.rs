@@ -3,7 +3,6 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::model::{ConnKey, ConnState, Proto};
@@ -339,23 +338,8 @@ pub fn sort(items: &mut [Item<'_>], key: SortKey, reverse: bool) {
 
 /// True if the live filter text (lower case) occurs in the process name,
 /// PID, protocol, either endpoint (address or port) or the state.
-pub fn matches(r: &Row, needle: &str, buf: &mut String) -> bool {
-    if needle.is_empty() {
-        return true;
-    }
-    buf.clear();
-    let _ = write!(
-        buf,
-        "{} {} {} {} {} {}",
-        untrusted(&r.comm),
-        r.pid,
-        r.key.proto.as_str(),
-        r.key.local,
-        r.key.remote,
-        r.state.as_str(),
-    );
-    buf.make_ascii_lowercase();
-    buf.contains(needle)
+pub fn matches(r: &Row, needle: &str) -> bool {
+    needle.is_empty() || r.search_text().contains(needle)
 }
 
 /// The lines for `rows` under a grouping.

@@ -337,11 +337,10 @@ impl App {
     /// The lines of the table, in display order.
     pub fn items(&self) -> Vec<Item<'_>> {
         let needle = self.filter.to_lowercase();
-        let mut buf = String::new();
         let rows: Vec<&Row> = self
             .rows()
             .into_iter()
-            .filter(|r| items::matches(r, &needle, &mut buf))
+            .filter(|r| items::matches(r, &needle))
             .collect();
         let mut list = items::build(&rows, self.grouping);
         items::sort(&mut list, self.sort, self.reverse);
