@@ -69,6 +69,7 @@ fn main() {
             &mut source,
             futures_util::stream::pending(),
             tokio::time::sleep(Duration::from_secs(secs)),
+            None,
         )
         .await
     })

@@ -9,7 +9,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::{MissedTickBehavior, interval_at};
 
 use crate::cli::{Cli, Format};
-use crate::output::{self, jsonl, text};
+use crate::output::{self, csv, jsonl, text};
 use crate::platform::DataSource;
 use crate::table::{ConnTable, Filter, Row};
 
@@ -23,7 +23,11 @@ pub enum AppError {
     Signals(io::Error),
 }
 
-pub async fn run_batch(source: &mut dyn DataSource, cli: &Cli) -> Result<(), AppError> {
+pub async fn run_batch(
+    source: &mut dyn DataSource,
+    cli: &Cli,
+    mut log: Option<csv::CsvLog>,
+) -> Result<(), AppError> {
     let filter = Filter {
         pids: cli.pids.clone(),
         ports: cli.ports.clone(),
@@ -52,9 +56,17 @@ pub async fn run_batch(source: &mut dyn DataSource, cli: &Cli) -> Result<(), App
         table.apply(snap, Instant::now(), secs);
         let mut rows: Vec<&Row> = table.rows().filter(|r| filter.matches(r)).collect();
         output::sort_rows(&mut rows);
+        let ts = unix_now();
+        if let Some(log) = log.as_mut()
+            && let Err(e) = log.append(ts, source.hooks(), &rows)
+        {
+            // Keep monitoring: the next snapshot tries again.
+            eprintln!("tcptop: {e}");
+        }
         let mut out = stdout.lock();
         let written = match cli.format {
-            Format::Jsonl => jsonl::write(&mut out, unix_now(), source.hooks(), &rows),
+            Format::Jsonl => jsonl::write(&mut out, ts, source.hooks(), &rows),
+            Format::Csv => csv::write(&mut out, done == 0, ts, source.hooks(), &rows),
             Format::Text => text::write(
                 &mut out,
                 &text::Header {
@@ -87,7 +99,7 @@ pub async fn run_batch(source: &mut dyn DataSource, cli: &Cli) -> Result<(), App
     Ok(())
 }
 
-fn unix_now() -> f64 {
+pub fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

@@ -51,6 +51,11 @@ pub struct Cli {
     #[arg(long)]
     pub bits: bool,
 
+    /// Append CSV rows to FILE every interval (a header first if the file
+    /// is new), in batch mode and in the interactive display.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<std::path::PathBuf>,
+
     /// Do not print the start-up line on stderr in batch mode.
     #[arg(short, long)]
     pub quiet: bool,
@@ -62,6 +67,8 @@ pub enum Format {
     Text,
     /// One JSON object per connection per snapshot.
     Jsonl,
+    /// CSV: a header, then one row per connection per snapshot.
+    Csv,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -35,14 +35,20 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .map_err(app::AppError::Signals)?;
+    // A log that cannot be opened is an error before anything starts.
+    let log = cli
+        .log
+        .as_deref()
+        .map(output::csv::CsvLog::open)
+        .transpose()?;
     let mut source = platform::open_default(&platform::SourceOptions {
         btf: cli.btf.clone(),
         hooks: cli.hooks.map(Into::into),
     })?;
     if cli.batch {
-        return Ok(rt.block_on(app::run_batch(source.as_mut(), cli))?);
+        return Ok(rt.block_on(app::run_batch(source.as_mut(), cli, log))?);
     }
     // Privileges and the kernel were checked by open_default, before the
     // terminal changes; errors print after the guard restored it.
-    Ok(rt.block_on(ui::event::run_interactive(source.as_mut(), cli))?)
+    Ok(rt.block_on(ui::event::run_interactive(source.as_mut(), cli, log))?)
 }

@@ -1,7 +1,9 @@
 //! Batch output: aligned text tables and JSON lines.
 
+pub mod csv;
 pub mod escape;
 pub mod jsonl;
+pub mod record;
 pub mod text;
 pub mod units;
 

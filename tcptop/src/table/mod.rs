@@ -153,6 +153,16 @@ impl ConnTable {
         }
     }
 
+    /// The rows of the latest snapshot only: live connections and those that
+    /// closed in it (not the ones still lingering from earlier snapshots).
+    /// What a log writes, so a closed connection is logged once.
+    pub fn latest(&self) -> impl Iterator<Item = &Row> {
+        let last = self.last;
+        self.live
+            .values()
+            .chain(self.closed.iter().filter(move |r| r.closed_at == last))
+    }
+
     /// Applies a snapshot taken at `now`. `nominal_secs` is used as the
     /// rate interval for the first snapshot.
     ///
@@ -460,6 +470,27 @@ mod tests {
         t.apply(snap(vec![s], vec![]), t0 + Duration::from_secs(1), 1.0);
         let r = t.rows().next().unwrap();
         assert_eq!((r.id, r.pid, r.counters.tx_bytes), (5, 33, 40));
+    }
+
+    #[test]
+    fn latest_excludes_lingering_closed_rows() {
+        let mut t = ConnTable::with_linger(Duration::from_secs(5));
+        let t0 = Instant::now();
+        t.apply(snap(vec![sample(1000, 7, 10, 0)], vec![]), t0, 1.0);
+        t.apply(
+            snap(vec![sample(2000, 8, 1, 0)], vec![sample(1000, 7, 30, 5)]),
+            t0 + Duration::from_secs(1),
+            1.0,
+        );
+        assert_eq!(t.latest().count(), 2);
+        t.apply(
+            snap(vec![sample(2000, 8, 2, 0)], vec![]),
+            t0 + Duration::from_secs(2),
+            1.0,
+        );
+        assert_eq!(t.len(), 2, "closed row still lingers on screen");
+        let latest: Vec<u16> = t.latest().map(|r| r.key.local.port()).collect();
+        assert_eq!(latest, [2000], "but is logged once");
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub async fn run<B: Backend>(
     source: &mut dyn DataSource,
     mut input: impl Stream<Item = io::Result<Event>> + Unpin,
     shutdown: impl Future<Output = ()>,
+    mut log: Option<&mut crate::output::csv::CsvLog>,
 ) -> Result<(), UiError> {
     let mut data = interval(app.settings.interval);
     data.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -69,7 +70,16 @@ pub async fn run<B: Backend>(
             () = &mut shutdown => AppEvent::Shutdown,
         };
         match ev {
-            AppEvent::Data(snap) => app.on_snapshot(snap?, Instant::now().into_std()),
+            AppEvent::Data(snap) => {
+                app.on_snapshot(snap?, Instant::now().into_std());
+                if let Some(log) = log.as_deref_mut() {
+                    // A failed write (disk full…) is shown, not fatal; the
+                    // next snapshot tries again and clears it on success.
+                    let written =
+                        log.append(crate::app::unix_now(), source.hooks(), &app.snapshot_rows());
+                    app.set_status(written.err());
+                }
+            }
             AppEvent::Input(ev) => {
                 app.on_event(&ev);
             }
@@ -93,6 +103,7 @@ pub async fn run<B: Backend>(
 pub async fn run_interactive(
     source: &mut dyn DataSource,
     cli: &crate::cli::Cli,
+    mut log: Option<crate::output::csv::CsvLog>,
 ) -> Result<(), UiError> {
     use tokio::signal::unix::{SignalKind, signal};
     let signals = |k| signal(k).map_err(UiError::Input);
@@ -116,5 +127,13 @@ pub async fn run_interactive(
     let mut app = App::new(settings, Instant::now().into_std());
     let mut guard = super::terminal::TerminalGuard::enter().map_err(UiError::Input)?;
     let input = crossterm::event::EventStream::new();
-    run(&mut guard.terminal, &mut app, source, input, shutdown).await
+    run(
+        &mut guard.terminal,
+        &mut app,
+        source,
+        input,
+        shutdown,
+        log.as_mut(),
+    )
+    .await
 }

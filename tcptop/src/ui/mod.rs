@@ -87,6 +87,8 @@ pub struct App {
     quit: bool,
     dirty: bool,
     proc_lookup: ProcLookup,
+    /// A non-fatal problem to show in the footer (e.g. the log cannot be written).
+    status: Option<String>,
 }
 
 impl App {
@@ -113,6 +115,7 @@ impl App {
             quit: false,
             dirty: true,
             proc_lookup: Box::new(process::lookup),
+            status: None,
         }
     }
 
@@ -130,6 +133,27 @@ impl App {
     /// redraws only then.
     pub fn take_dirty(&mut self) -> bool {
         std::mem::take(&mut self.dirty)
+    }
+
+    /// Shows (or clears) a non-fatal problem in the footer.
+    pub fn set_status(&mut self, status: Option<String>) {
+        if self.status != status {
+            self.status = status;
+            self.dirty = true;
+        }
+    }
+
+    pub fn status(&self) -> Option<&str> {
+        self.status.as_deref()
+    }
+
+    /// The latest snapshot's rows (closed ones once), `--pid`/`--port`
+    /// applied, in output order: what `--log` writes.
+    pub fn snapshot_rows(&self) -> Vec<&Row> {
+        let f = &self.settings.filter;
+        let mut rows: Vec<&Row> = self.table.latest().filter(|r| f.matches(r)).collect();
+        crate::output::sort_rows(&mut rows);
+        rows
     }
 
     /// A new snapshot from the data source, taken at `now`. Collected even

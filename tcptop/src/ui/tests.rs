@@ -534,6 +534,7 @@ async fn event_loop_quits_on_q_and_ctrl_c() {
             &mut source,
             keys,
             std::future::pending(),
+            None,
         )
         .await
         .unwrap();
@@ -559,6 +560,7 @@ async fn event_loop_stops_on_shutdown_and_end_of_input() {
         &mut source,
         futures_util::stream::pending(),
         shutdown,
+        None,
     )
     .await
     .unwrap();
@@ -568,6 +570,7 @@ async fn event_loop_stops_on_shutdown_and_end_of_input() {
         &mut source,
         futures_util::stream::empty(),
         std::future::pending(),
+        None,
     )
     .await
     .unwrap();
@@ -592,9 +595,55 @@ async fn collector_error_ends_the_loop_with_its_message() {
         &mut source,
         futures_util::stream::pending(),
         std::future::pending(),
+        None,
     )
     .await
     .unwrap_err();
     let last_frame = screen(term.backend().buffer());
     insta::assert_snapshot!(format!("{last_frame}---\ntcptop: {err}"));
+}
+
+/// `--log` failing while running (disk full): the message is shown in the
+/// footer, escaped, the display keeps working, and success clears it.
+#[test]
+fn log_write_error_in_status_line() {
+    let mut h = Harness::new(100, 8).with_scene(1);
+    h.app.set_status(Some(
+        "log file \"/dev/full\": No space left on device (os error 28)".into(),
+    ));
+    let s = h.draw();
+    assert!(
+        s.lines()
+            .last()
+            .unwrap_or("")
+            .contains("No space left on device"),
+        "{s}"
+    );
+    insta::assert_snapshot!(s);
+    h.app.set_status(None);
+    let s = h.draw();
+    assert!(s.contains("quit"), "{s}");
+}
+
+/// What `--log` writes: the latest snapshot's rows, a closed connection
+/// once (not again while it lingers dimmed on screen).
+#[test]
+fn snapshot_rows_log_closed_connections_once() {
+    let mut h = Harness::new(100, 8).with_scene(2);
+    let n = h.app.snapshot_rows().len();
+    assert!(n > 0);
+    let mut closing = scene(3);
+    let gone = closing.remove(0);
+    let mut s = snap(closing);
+    s.closed.push(gone.clone());
+    h.feed(3, s);
+    let rows = h.app.snapshot_rows();
+    assert_eq!(rows.len(), n);
+    assert_eq!(rows.iter().filter(|r| r.is_closed()).count(), 1);
+    let mut later = scene(4);
+    later.retain(|c| c.key != gone.key);
+    h.feed(4, snap(later));
+    let rows = h.app.snapshot_rows();
+    assert_eq!(rows.iter().filter(|r| r.is_closed()).count(), 0);
+    assert_eq!(rows.len(), n - 1);
 }

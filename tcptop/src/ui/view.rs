@@ -308,6 +308,11 @@ fn draw_footer(app: &App, frame: &mut Frame<'_>, area: Rect, shown: usize) {
             Span::raw(filter.into_owned()).yellow(),
             Span::raw(format!("   {shown} shown  /: edit  Esc: clear")).dark_gray(),
         ])
+    } else if let Some(status) = app.status() {
+        Line::from(Span::styled(
+            format!("⚠ {}", untrusted(status)),
+            Style::new().red().bold(),
+        ))
     } else {
         let mut spans = Vec::new();
         for (k, what) in [

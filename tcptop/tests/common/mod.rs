@@ -143,6 +143,15 @@ impl Peer {
     }
 }
 
+/// A failing test must not leave processes behind (they would hold the
+/// harness's pipes open).
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The tcptop binary in batch jsonl mode.
 pub struct Tcptop {
     child: Child,
@@ -236,7 +245,7 @@ impl Tcptop {
         self.pump(Duration::from_millis(200));
         let err: Vec<String> = self.stderr.try_iter().collect();
         assert!(st.success(), "tcptop exited with {st}: {err:?}");
-        (self.records, err.join("\n"))
+        (std::mem::take(&mut self.records), err.join("\n"))
     }
 }
 
@@ -255,6 +264,13 @@ pub fn active_hooks() -> String {
         .nth(1)
         .unwrap_or_else(|| panic!("no hook set in {text}"))
         .to_string()
+}
+
+impl Drop for Tcptop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Records of one connection, by local and remote endpoint strings.
