@@ -11,7 +11,7 @@ use tokio::time::{MissedTickBehavior, interval_at};
 use crate::cli::{Cli, Format};
 use crate::output::{self, csv, jsonl, text};
 use crate::platform::DataSource;
-use crate::table::{ConnTable, Filter, Row};
+use crate::table::{ConnTable, Row};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -28,12 +28,10 @@ pub async fn run_batch(
     cli: &Cli,
     mut log: Option<csv::CsvLog>,
 ) -> Result<(), AppError> {
-    let filter = Filter {
-        pids: cli.pids.clone(),
-        ports: cli.ports.clone(),
-    };
+    let filter = cli.filter();
     let secs = cli.interval.as_secs_f64();
     let mut table = ConnTable::new();
+    table.set_window(cli.rate_window.into());
     let mut ticker = interval_at(tokio::time::Instant::now() + cli.interval, cli.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut sigint = signal(SignalKind::interrupt()).map_err(AppError::Signals)?;

@@ -51,6 +51,27 @@ pub struct Cli {
     #[arg(long)]
     pub bits: bool,
 
+    /// Show only IPv4 connections (IPv4-mapped IPv6 peers count as IPv4).
+    #[arg(short = '4', long = "ipv4")]
+    pub ipv4: bool,
+
+    /// Show only IPv6 connections.
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+
+    /// Show only TCP connections.
+    #[arg(long)]
+    pub tcp: bool,
+
+    /// Show only UDP flows.
+    #[arg(long)]
+    pub udp: bool,
+
+    /// Average rates over the last interval or a rolling window of 2, 10 or
+    /// 40 seconds, like iftop (key `w` in the interactive display).
+    #[arg(long, value_enum, default_value_t = Window::Interval)]
+    pub rate_window: Window,
+
     /// Append CSV rows to FILE every interval (a header first if the file
     /// is new), in batch mode and in the interactive display.
     #[arg(long, value_name = "FILE")]
@@ -69,6 +90,43 @@ pub enum Format {
     Jsonl,
     /// CSV: a header, then one row per connection per snapshot.
     Csv,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Window {
+    Interval,
+    #[value(name = "2s")]
+    S2,
+    #[value(name = "10s")]
+    S10,
+    #[value(name = "40s")]
+    S40,
+}
+
+impl From<Window> for crate::table::RateWindow {
+    fn from(w: Window) -> Self {
+        use crate::table::RateWindow;
+        match w {
+            Window::Interval => RateWindow::Interval,
+            Window::S2 => RateWindow::Secs2,
+            Window::S10 => RateWindow::Secs10,
+            Window::S40 => RateWindow::Secs40,
+        }
+    }
+}
+
+impl Cli {
+    /// The connections the flags select.
+    pub fn filter(&self) -> crate::table::Filter {
+        crate::table::Filter {
+            pids: self.pids.clone(),
+            ports: self.ports.clone(),
+            only_v4: self.ipv4,
+            only_v6: self.ipv6,
+            only_tcp: self.tcp,
+            only_udp: self.udp,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -127,6 +185,14 @@ mod tests {
         assert_eq!(cli.format, Format::Jsonl);
         assert_eq!(cli.iterations, Some(3));
         assert!(Cli::try_parse_from(["tcptop", "-n", "0"]).is_err());
+        let cli = Cli::try_parse_from(["tcptop", "-6", "--udp", "--rate-window", "10s"]).unwrap();
+        let f = cli.filter();
+        assert!(f.only_v6 && !f.only_v4 && f.only_udp && !f.only_tcp);
+        assert_eq!(
+            crate::table::RateWindow::from(cli.rate_window),
+            crate::table::RateWindow::Secs10
+        );
+        assert!(Cli::try_parse_from(["tcptop", "--rate-window", "5s"]).is_err());
         assert!(Cli::try_parse_from(["tcptop", "--bits"]).unwrap().bits);
         assert!(Cli::try_parse_from(["tcptop", "--port", "70000"]).is_err());
     }

@@ -1,7 +1,7 @@
 //! The connection table: latest counters per connection, and rates computed
 //! from counter deltas between two snapshots.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::model::{ConnKey, ConnSample, ConnState, Counters, Drops, Snapshot};
@@ -27,6 +27,11 @@ pub struct Row {
     pub closed_at: Option<Instant>,
     /// Counters at the previous snapshot, for the next rate.
     prev: Counters,
+    /// Rates over the last interval (tx, rx); `tx_bps`/`rx_bps` hold the
+    /// table's chosen window.
+    interval_bps: (f64, f64),
+    /// (time, tx_bytes, rx_bytes) at each snapshot over the longest window.
+    samples: VecDeque<(Instant, u64, u64)>,
     /// Lower-case text the live filter searches, rebuilt only when the
     /// fields in it change (formatting it per frame cost ~3 ms at 10,000 rows).
     search: String,
@@ -47,10 +52,56 @@ impl Row {
             first_seen: now,
             closed_at: None,
             prev: Counters::default(),
+            interval_bps: (0.0, 0.0),
+            samples: VecDeque::new(),
             search: String::new(),
         };
         row.refresh_search();
         row
+    }
+
+    fn record_sample(&mut self, now: Instant) {
+        self.samples
+            .push_back((now, self.counters.tx_bytes, self.counters.rx_bytes));
+        // Keep one sample at or beyond the longest window as its baseline.
+        while self.samples.len() > 2
+            && self
+                .samples
+                .get(1)
+                .is_some_and(|s| now.saturating_duration_since(s.0) >= RateWindow::LONGEST)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Sets `tx_bps`/`rx_bps` to the average over `w` ending at `now`: from
+    /// the newest sample at least `w` old (or the oldest there is, if the
+    /// connection is younger). With a single sample, the interval rate.
+    fn apply_window(&mut self, w: RateWindow, now: Instant) {
+        let (tx, rx) = match w.duration() {
+            None => self.interval_bps,
+            Some(span) => {
+                let base = self
+                    .samples
+                    .iter()
+                    .rev()
+                    .find(|s| now.saturating_duration_since(s.0) >= span)
+                    .or(self.samples.front())
+                    .copied();
+                match base {
+                    Some((t, btx, brx)) if t < now => {
+                        let secs = now.saturating_duration_since(t).as_secs_f64();
+                        (
+                            rate(self.counters.tx_bytes, btx, secs),
+                            rate(self.counters.rx_bytes, brx, secs),
+                        )
+                    }
+                    _ => self.interval_bps,
+                }
+            }
+        };
+        self.tx_bps = tx;
+        self.rx_bps = rx;
     }
 
     /// Process name (escaped), PID, protocol, both endpoints and state, in
@@ -112,6 +163,48 @@ impl Row {
     }
 }
 
+/// How rates are averaged (iftop's 2 s / 10 s / 40 s, or the last interval).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RateWindow {
+    #[default]
+    Interval,
+    Secs2,
+    Secs10,
+    Secs40,
+}
+
+impl RateWindow {
+    const LONGEST: Duration = Duration::from_secs(40);
+
+    pub fn duration(self) -> Option<Duration> {
+        match self {
+            RateWindow::Interval => None,
+            RateWindow::Secs2 => Some(Duration::from_secs(2)),
+            RateWindow::Secs10 => Some(Duration::from_secs(10)),
+            RateWindow::Secs40 => Some(Self::LONGEST),
+        }
+    }
+
+    /// The next window, for a key that cycles them.
+    pub fn next(self) -> RateWindow {
+        match self {
+            RateWindow::Interval => RateWindow::Secs2,
+            RateWindow::Secs2 => RateWindow::Secs10,
+            RateWindow::Secs10 => RateWindow::Secs40,
+            RateWindow::Secs40 => RateWindow::Interval,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RateWindow::Interval => "interval",
+            RateWindow::Secs2 => "2s",
+            RateWindow::Secs10 => "10s",
+            RateWindow::Secs40 => "40s",
+        }
+    }
+}
+
 /// Bytes per second from two cumulative counter readings. A counter that
 /// went backwards or a zero-length interval gives 0, never a panic or NaN.
 pub fn rate(now: u64, before: u64, secs: f64) -> f64 {
@@ -135,6 +228,7 @@ pub struct ConnTable {
     last: Option<Instant>,
     /// Bytes seen since the table started, over all connections (rx, tx).
     totals: (u64, u64),
+    window: RateWindow,
 }
 
 impl ConnTable {
@@ -208,13 +302,31 @@ impl ConnTable {
         }
         let (mut rx, mut tx) = self.totals;
         for r in self.live.values_mut().chain(self.closed.iter_mut()) {
-            r.tx_bps = rate(r.counters.tx_bytes, r.prev.tx_bytes, secs);
-            r.rx_bps = rate(r.counters.rx_bytes, r.prev.rx_bytes, secs);
+            r.interval_bps = (
+                rate(r.counters.tx_bytes, r.prev.tx_bytes, secs),
+                rate(r.counters.rx_bytes, r.prev.rx_bytes, secs),
+            );
+            r.record_sample(now);
+            r.apply_window(self.window, now);
             rx = rx.saturating_add(r.counters.rx_bytes.saturating_sub(r.prev.rx_bytes));
             tx = tx.saturating_add(r.counters.tx_bytes.saturating_sub(r.prev.tx_bytes));
             r.prev = r.counters;
         }
         self.totals = (rx, tx);
+    }
+
+    /// Chooses how rates are averaged, and recomputes them now.
+    pub fn set_window(&mut self, w: RateWindow) {
+        self.window = w;
+        if let Some(now) = self.last {
+            for r in self.live.values_mut().chain(self.closed.iter_mut()) {
+                r.apply_window(w, now);
+            }
+        }
+    }
+
+    pub fn window(&self) -> RateWindow {
+        self.window
     }
 
     /// Removes closed rows whose linger time has passed at `now` (without a
@@ -256,14 +368,24 @@ impl ConnTable {
 pub struct Filter {
     pub pids: Vec<u32>,
     pub ports: Vec<u16>,
+    /// `-4` / `-6`: only these families (neither set: both).
+    pub only_v4: bool,
+    pub only_v6: bool,
+    /// `--tcp` / `--udp`: only these protocols (neither set: both).
+    pub only_tcp: bool,
+    pub only_udp: bool,
 }
 
 impl Filter {
     pub fn matches(&self, r: &Row) -> bool {
+        let v4 = r.key.remote.is_ipv4();
+        let tcp = r.key.proto == crate::model::Proto::Tcp;
         (self.pids.is_empty() || self.pids.contains(&r.pid))
             && (self.ports.is_empty()
                 || self.ports.contains(&r.key.local.port())
                 || self.ports.contains(&r.key.remote.port()))
+            && (self.only_v4 == self.only_v6 || if v4 { self.only_v4 } else { self.only_v6 })
+            && (self.only_tcp == self.only_udp || if tcp { self.only_tcp } else { self.only_udp })
     }
 }
 
@@ -473,6 +595,60 @@ mod tests {
     }
 
     #[test]
+    fn rolling_windows() {
+        let mut t = ConnTable::new();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // 1000 B/s for 10 s, then 11000 B/s for 2 s.
+        let mut tx = 0;
+        for s in 0..=12u64 {
+            tx += if s == 0 {
+                0
+            } else if s <= 10 {
+                1000
+            } else {
+                11_000
+            };
+            t.apply(snap(vec![sample(1000, 7, tx, 0)], vec![]), at(s), 1.0);
+        }
+        let r = |t: &ConnTable| t.rows().next().unwrap().tx_bps;
+        assert_eq!(r(&t), 11_000.0, "interval");
+        t.set_window(RateWindow::Secs2);
+        assert_eq!(r(&t), 11_000.0);
+        t.set_window(RateWindow::Secs10);
+        assert_eq!(r(&t), (8_000.0 + 22_000.0) / 10.0);
+        // Younger than the window: averaged over its whole life.
+        t.set_window(RateWindow::Secs40);
+        assert_eq!(r(&t), 32_000.0 / 12.0);
+        assert_eq!(t.window(), RateWindow::Secs40);
+        // The window survives new snapshots.
+        t.apply(
+            snap(vec![sample(1000, 7, tx + 1200, 0)], vec![]),
+            at(13),
+            1.0,
+        );
+        assert_eq!(r(&t), 33_200.0 / 13.0);
+        assert_eq!(RateWindow::Secs40.next(), RateWindow::Interval);
+    }
+
+    #[test]
+    fn window_samples_are_bounded() {
+        let mut t = ConnTable::new();
+        let t0 = Instant::now();
+        for s in 0..200u64 {
+            t.apply(
+                snap(vec![sample(1000, 7, s * 10, 0)], vec![]),
+                t0 + Duration::from_secs(s),
+                1.0,
+            );
+        }
+        let row = t.rows().next().unwrap();
+        assert!(row.samples.len() <= 42, "{}", row.samples.len());
+        t.set_window(RateWindow::Secs40);
+        assert_eq!(t.rows().next().unwrap().tx_bps, 10.0);
+    }
+
+    #[test]
     fn latest_excludes_lingering_closed_rows() {
         let mut t = ConnTable::with_linger(Duration::from_secs(5));
         let t0 = Instant::now();
@@ -515,6 +691,36 @@ mod tests {
     }
 
     #[test]
+    fn filter_by_family_and_protocol() {
+        let mut t = ConnTable::new();
+        let mut v6 = sample(3000, 3, 0, 0);
+        v6.key.local = "[::1]:3000".parse().unwrap();
+        v6.key.remote = "[::1]:80".parse().unwrap();
+        let mut udp = sample(4000, 4, 0, 0);
+        udp.key.proto = Proto::Udp;
+        t.apply(
+            snap(vec![sample(1000, 1, 0, 0), v6, udp], vec![]),
+            Instant::now(),
+            1.0,
+        );
+        let count = |f: Filter| t.rows().filter(|r| f.matches(r)).count();
+        assert_eq!(count(Filter::default()), 3);
+        let only = |v4, v6, tcp, udp| Filter {
+            only_v4: v4,
+            only_v6: v6,
+            only_tcp: tcp,
+            only_udp: udp,
+            ..Filter::default()
+        };
+        assert_eq!(count(only(true, false, false, false)), 2);
+        assert_eq!(count(only(false, true, false, false)), 1);
+        assert_eq!(count(only(true, true, false, false)), 3);
+        assert_eq!(count(only(false, false, true, false)), 2);
+        assert_eq!(count(only(false, false, false, true)), 1);
+        assert_eq!(count(only(false, true, false, true)), 0);
+    }
+
+    #[test]
     fn filter_by_pid_and_port() {
         let mut t = ConnTable::new();
         t.apply(
@@ -525,16 +731,19 @@ mod tests {
         let f = Filter {
             pids: vec![],
             ports: vec![2000],
+            ..Filter::default()
         };
         assert_eq!(t.rows().filter(|r| f.matches(r)).count(), 1);
         let f = Filter {
             pids: vec![10],
             ports: vec![80],
+            ..Filter::default()
         };
         assert_eq!(t.rows().filter(|r| f.matches(r)).count(), 2);
         let f = Filter {
             pids: vec![11],
             ports: vec![],
+            ..Filter::default()
         };
         assert_eq!(t.rows().filter(|r| f.matches(r)).count(), 0);
     }

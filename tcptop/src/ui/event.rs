@@ -119,12 +119,10 @@ pub async fn run_interactive(
         hooks: source.hooks().to_string(),
         interval: cli.interval,
         bits: cli.bits,
-        filter: crate::table::Filter {
-            pids: cli.pids.clone(),
-            ports: cli.ports.clone(),
-        },
+        filter: cli.filter(),
     };
     let mut app = App::new(settings, Instant::now().into_std());
+    app.set_rate_window(cli.rate_window.into());
     let mut guard = super::terminal::TerminalGuard::enter().map_err(UiError::Input)?;
     let input = crossterm::event::EventStream::new();
     run(

@@ -135,6 +135,16 @@ impl App {
         std::mem::take(&mut self.dirty)
     }
 
+    /// Averages rates over the last interval or a rolling window.
+    pub fn set_rate_window(&mut self, w: crate::table::RateWindow) {
+        self.table.set_window(w);
+        self.dirty = true;
+    }
+
+    pub fn rate_window(&self) -> crate::table::RateWindow {
+        self.table.window()
+    }
+
     /// Shows (or clears) a non-fatal problem in the footer.
     pub fn set_status(&mut self, status: Option<String>) {
         if self.status != status {
@@ -231,6 +241,10 @@ impl App {
                 self.close_detail();
             }
             KeyCode::Char('b') => self.settings.bits = !self.settings.bits,
+            KeyCode::Char('w') => {
+                let next = self.table.window().next();
+                self.set_rate_window(next);
+            }
             KeyCode::Enter if self.detail => self.close_detail(),
             KeyCode::Enter => self.open(),
             _ => return EventState::NotConsumed,

@@ -647,3 +647,14 @@ fn snapshot_rows_log_closed_connections_once() {
     assert_eq!(rows.iter().filter(|r| r.is_closed()).count(), 0);
     assert_eq!(rows.len(), n - 1);
 }
+
+/// `w` cycles the rate window; the header says which one is in use.
+#[test]
+fn rate_window_key() {
+    let mut h = Harness::new(140, 8).with_scene(3);
+    assert!(h.draw().contains("rates: interval"));
+    h.keys("w");
+    assert!(h.draw().contains("rates: 2s"));
+    h.keys("www");
+    assert!(h.draw().contains("rates: interval"));
+}

@@ -16,7 +16,7 @@ use super::{App, Settled, state_counts};
 use crate::output::{escape::untrusted, units};
 use crate::table::Row;
 
-const KEYS: [(&str, &str); 14] = [
+const KEYS: &[(&str, &str)] = &[
     ("q, Ctrl-C", "quit"),
     ("?", "this help (any key closes it)"),
     ("/", "filter: process, PID, address, port, state"),
@@ -30,6 +30,7 @@ const KEYS: [(&str, &str); 14] = [
     ("PgUp PgDn", "a page up / down"),
     ("Home End", "first / last line"),
     ("b", "rates in bits / bytes per second"),
+    ("w", "rates over the interval / 2 s / 10 s / 40 s"),
     ("", "closed connections stay dimmed for 5 s"),
 ];
 
@@ -86,9 +87,10 @@ fn draw_header(app: &App, frame: &mut Frame<'_>, area: Rect, shown: usize) {
     let mut title = vec![
         Span::styled(" tcptop ", Style::new().bold().reversed()),
         Span::raw(format!(
-            "  hooks: {}  interval: {}  group: {}  sort: {} {dir}",
+            "  hooks: {}  interval: {}  rates: {}  group: {}  sort: {} {dir}",
             app.settings.hooks,
             interval_text(app.settings.interval),
+            app.rate_window().label(),
             app.grouping.as_str(),
             app.sort.label(),
         )),
