@@ -460,3 +460,52 @@ fn raw_tcp_sockets_are_not_connections() {
     let mine: Vec<&Value> = records.iter().filter(|r| u(r, "netns") == netns).collect();
     assert!(mine.is_empty(), "raw socket reported: {mine:#?}");
 }
+
+/// A dual-stack server ([::]) accepting an IPv4 client: its socket is IPv6
+/// with IPv4-mapped addresses, shown as IPv4, bytes exact on both ends.
+#[test]
+fn ipv4_mapped_server_socket_shown_as_ipv4() {
+    if !common::is_root("ipv4_mapped_server_socket_shown_as_ipv4") {
+        return;
+    }
+    let _g = common::serial();
+    let ns = NetNs::new("mapped");
+    let mut top = Tcptop::start(&["--port", "40107"]);
+    let mut srv = ns.peer(&[
+        "server",
+        "--listen",
+        "[::]:40107",
+        "--name",
+        "tt-dual-srv",
+        "--recv",
+        "2222",
+        "--send",
+        "3333",
+    ]);
+    srv.expect("listening");
+    let mut cli = ns.peer(&[
+        "client",
+        "--connect",
+        "127.0.0.1:40107",
+        "--name",
+        "tt-v4-cli",
+        "--send",
+        "2222",
+        "--recv",
+        "3333",
+    ]);
+    let local = cli.expect("done")["local"].as_str().unwrap().to_string();
+    cli.wait_ok();
+    srv.wait_ok();
+    top.pump(Duration::from_millis(600));
+    let (records, _) = top.stop();
+    let fin = closed(&of_conn(&records, "127.0.0.1:40107", &local));
+    assert_eq!((u(fin, "tx_bytes"), u(fin, "rx_bytes")), (3333, 2222));
+    assert_eq!(fin["comm"], "tt-dual-srv");
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["local"].as_str().unwrap().contains("::ffff:")),
+        "mapped address shown raw"
+    );
+}
