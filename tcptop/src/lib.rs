@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cli;
 pub mod model;
+pub mod names;
 pub mod output;
 pub mod platform;
 pub mod table;
