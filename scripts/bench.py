@@ -42,10 +42,11 @@ def cpu_secs(pid):
     return total / 1e9
 
 
-def peak_rss_kib(pid):
+def rss_kib(pid, field):
+    """VmHWM (peak) or VmRSS (now) of a process, KiB."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -80,7 +81,7 @@ class Monitor:
     def stop(self):
         cpu = cpu_secs(self.p.pid) - self.cpu0
         wall = time.monotonic() - self.t0
-        rss = peak_rss_kib(self.p.pid)
+        rss = (rss_kib(self.p.pid, "VmHWM"), rss_kib(self.p.pid, "VmRSS"))
         self.p.send_signal(signal.SIGTERM)
         self.p.wait(timeout=10)
         return cpu / wall, rss
@@ -116,7 +117,7 @@ def main():
             res[kind]["tcptop"].append(mon[key])
             res[kind]["ratio"].append(mon[key] / base[key])
             print(f"round {r + 1} {kind}: none {base[key]:.3f} tcptop {mon[key]:.3f} "
-                  f"tcptop cpu {c * 100:.2f}% rss {rss} KiB", file=sys.stderr)
+                  f"tcptop cpu {c * 100:.2f}% rss peak/now {rss[0]}/{rss[1]} KiB", file=sys.stderr)
 
     med = statistics.median
     bulk, small = res["bulk"], res["small"]
@@ -133,7 +134,9 @@ def main():
         f"tcptop CPU under load: {med(mon_cpu) * 100:.2f}% of one core "
         f"(max {max(mon_cpu) * 100:.2f}%)",
         f"tcptop CPU idle machine: {med(idle_cpu) * 100:.2f}% of one core",
-        f"tcptop peak RSS: {max(mon_rss) / 1024:.1f} MiB",
+        f"tcptop RSS at the end of a load: {max(r[1] for r in mon_rss) / 1024:.1f} MiB "
+        f"(peak {max(r[0] for r in mon_rss) / 1024:.1f} MiB, during start-up: "
+        f"parsing the kernel's BTF to try the fentry set)",
     ]
     if a.markdown:
         print("\n".join(f"- {l}" for l in lines))

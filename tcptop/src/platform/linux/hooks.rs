@@ -36,12 +36,12 @@ pub fn attach_io(
     ebpf: &mut Ebpf,
     candidates: &[HookSet],
     btf: &Btf,
-    aya_btf: Option<&aya::Btf>,
+    btf_path: &std::path::Path,
 ) -> Result<HookSet, Vec<(HookSet, String)>> {
     let mut errors = Vec::new();
     for &set in candidates {
         let attempt = match set {
-            HookSet::Fentry => fentry(ebpf, btf, aya_btf),
+            HookSet::Fentry => fentry(ebpf, btf, btf_path),
             HookSet::Kprobe => kprobe(ebpf, btf),
             HookSet::Tracepoint => tracepoint(ebpf),
         };
@@ -60,8 +60,12 @@ fn present(btf: &Btf, func: &str) -> bool {
     btf.func_param_count(func).is_some()
 }
 
-fn fentry(ebpf: &mut Ebpf, btf: &Btf, aya_btf: Option<&aya::Btf>) -> Result<(), String> {
-    let aya_btf = aya_btf.ok_or("the kernel's BTF could not be loaded for tracing programs")?;
+fn fentry(ebpf: &mut Ebpf, btf: &Btf, btf_path: &std::path::Path) -> Result<(), String> {
+    // Aya's full BTF model of the kernel (tens of MB) is needed only to load
+    // tracing programs: parsed here, dropped on return.
+    let aya_btf = aya::Btf::parse_file(btf_path, aya::Endianness::default())
+        .map_err(|e| format!("cannot load the kernel's BTF for tracing programs: {e}"))?;
+    let aya_btf = &aya_btf;
     for (func, optional) in IO_FUNCS {
         if optional && !present(btf, func) {
             continue;

@@ -77,12 +77,11 @@ impl EbpfSource {
                 }
             })?;
         }
-        let aya_btf = aya::Btf::parse_file(btf_path, aya::Endianness::default()).ok();
         let candidates: Vec<HookSet> = match opts.hooks {
             Some(set) => vec![set],
             None => HookSet::ALL.to_vec(),
         };
-        let set = hooks::attach_io(&mut ebpf, &candidates, &btf, aya_btf.as_ref())
+        let set = hooks::attach_io(&mut ebpf, &candidates, &btf, btf_path)
             .map_err(|errors| no_hook_set(&errors, opts.hooks.is_some()))?;
         let mut hooks = String::from(set.as_str());
         match attach_sock_ops(&mut ebpf) {
@@ -99,6 +98,11 @@ impl EbpfSource {
             .map_err(|e| SourceError::Failed(format!("cannot start the event thread: {e}")))?;
 
         let seeds = seed_from_proc();
+        drop(btf);
+        // Start-up parsed the kernel's BTF (megabytes) and is done with it:
+        // hand the freed heap back to the system for the long run.
+        // SAFETY: malloc_trim only releases free memory.
+        unsafe { libc::malloc_trim(0) };
         Ok(EbpfSource {
             conns,
             drops,
