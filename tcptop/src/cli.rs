@@ -72,6 +72,16 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = Window::Interval)]
     pub rate_window: Window,
 
+    /// Do not look up host names of remote addresses (reverse DNS) in the
+    /// interactive display (key `n`); batch output is always numeric.
+    #[arg(long)]
+    pub no_dns: bool,
+
+    /// Do not show port names such as https for 443 in the interactive
+    /// display (key `s`).
+    #[arg(long)]
+    pub no_port_names: bool,
+
     /// Append CSV rows to FILE every interval (a header first if the file
     /// is new), in batch mode and in the interactive display.
     #[arg(long, value_name = "FILE")]
@@ -194,6 +204,8 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["tcptop", "--rate-window", "5s"]).is_err());
         assert!(Cli::try_parse_from(["tcptop", "--bits"]).unwrap().bits);
+        let cli = Cli::try_parse_from(["tcptop", "--no-dns", "--no-port-names"]).unwrap();
+        assert!(cli.no_dns && cli.no_port_names);
         assert!(Cli::try_parse_from(["tcptop", "--port", "70000"]).is_err());
     }
 }

@@ -44,7 +44,7 @@ fn interactive_display_shows_filters_and_quits() {
         "tui",
         160,
         40,
-        &format!("{TCPTOP} --interval 0.3{hooks}; echo \"tcptop exited: $?\"; exec sh"),
+        &format!("{TCPTOP} --interval 0.3 --no-dns{hooks}; echo \"tcptop exited: $?\"; exec sh"),
     );
     tmux.wait_for("the header", |s| s.contains("hooks:"));
     assert!(tmux.alternate_screen());
@@ -107,7 +107,7 @@ fn sigterm_restores_the_terminal() {
         100,
         30,
         &format!(
-            "sh -c 'echo $$ > {}; exec {TCPTOP} --interval 0.5'; echo \"tcptop exited: $?\"; exec sh",
+            "sh -c 'echo $$ > {}; exec {TCPTOP} --interval 0.5 --no-dns'; echo \"tcptop exited: $?\"; exec sh",
             pidfile.display()
         ),
     );

@@ -6,6 +6,7 @@
 pub mod dns;
 pub mod services;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 pub use dns::Resolver;
@@ -13,16 +14,31 @@ pub use services::Services;
 
 use crate::output::escape::untrusted;
 
-/// `addr:port` with the host shown as `host` (a name: escaped) and the port
-/// as `service` when given: `example.com:443`, `10.0.0.1:https`,
-/// `[2001:db8::1]:https`, `example.com:https`.
+/// Host names are cut to this many characters in the table, so that the
+/// port still shows in a 47-column endpoint.
+pub const HOST_WIDTH: usize = 40;
+
+/// A host name for the table: escaped, cut to [`HOST_WIDTH`] with `…`.
+pub fn host(name: &str) -> Cow<'_, str> {
+    let name = untrusted(name);
+    if name.chars().count() <= HOST_WIDTH {
+        return name;
+    }
+    let mut short: String = name.chars().take(HOST_WIDTH - 1).collect();
+    short.push('…');
+    Cow::Owned(short)
+}
+
+/// `addr:port` with the host shown as `host` (a name: escaped, shortened)
+/// and the port as `service` when given: `example.com:443`,
+/// `10.0.0.1:https`, `[2001:db8::1]:https`, `example.com:https`.
 pub fn endpoint(addr: SocketAddr, host: Option<&str>, service: Option<&str>) -> String {
     let port = match service {
         Some(s) => untrusted(s),
         None => addr.port().to_string().into(),
     };
     match (host, addr) {
-        (Some(h), _) => format!("{}:{port}", untrusted(h)),
+        (Some(h), _) => format!("{}:{port}", self::host(h)),
         (None, SocketAddr::V4(a)) => format!("{}:{port}", a.ip()),
         (None, SocketAddr::V6(a)) => format!("[{}]:{port}", a.ip()),
     }
@@ -51,6 +67,10 @@ mod tests {
             endpoint(v4, Some("a\x1b[2Jb"), Some("https")),
             "a\\x1b[2Jb:https"
         );
+        let long = format!("{}.example", "x".repeat(60));
+        let shown = endpoint(v4, Some(&long), None);
+        assert_eq!(shown.chars().count(), HOST_WIDTH + 4, "{shown}");
+        assert!(shown.ends_with("x…:443"), "{shown}");
     }
 
     #[test]

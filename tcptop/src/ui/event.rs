@@ -87,6 +87,8 @@ pub async fn run<B: Backend>(
             AppEvent::InputClosed | AppEvent::Shutdown => break,
             AppEvent::Render => {
                 app.on_tick(Instant::now().into_std());
+                // Host names looked up meanwhile (never waits for one).
+                app.poll_names();
                 if app.take_dirty() {
                     terminal
                         .draw(|f| app.draw(f))
@@ -121,7 +123,10 @@ pub async fn run_interactive(
         bits: cli.bits,
         filter: cli.filter(),
     };
-    let mut app = App::new(settings, Instant::now().into_std());
+    let mut app = App::new(settings, Instant::now().into_std())
+        .with_resolver(crate::names::Resolver::system())
+        .with_services(crate::names::Services::load())
+        .show_names(!cli.no_dns, !cli.no_port_names);
     app.set_rate_window(cli.rate_window.into());
     let mut guard = super::terminal::TerminalGuard::enter().map_err(UiError::Input)?;
     let input = crossterm::event::EventStream::new();

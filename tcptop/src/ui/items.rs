@@ -2,10 +2,11 @@
 //! remote host, filtered by the live filter and sorted by a column.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::model::{ConnKey, ConnState, Proto};
+use crate::names::{self, Resolver, Services};
 use crate::output::{escape::untrusted, units};
 use crate::table::Row;
 
@@ -189,6 +190,68 @@ impl SortKey {
     }
 }
 
+/// The names shown instead of numbers; None: off.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Names<'a> {
+    /// Host names of remote addresses (cached reverse DNS).
+    pub hosts: Option<&'a Resolver>,
+    /// Port names.
+    pub services: Option<&'a Services>,
+}
+
+impl<'a> Names<'a> {
+    /// The cached host name of `ip` (untrusted: escape before display).
+    pub fn host(&self, ip: IpAddr) -> Option<&'a str> {
+        self.hosts?.cached(ip)
+    }
+
+    pub fn service(&self, proto: Option<Proto>, port: u16) -> Option<&'a str> {
+        self.services?.name(proto?, port)
+    }
+
+    /// `addr:port` with the names that are on.
+    fn endpoint(&self, proto: Option<Proto>, a: SocketAddr, host: bool) -> String {
+        let host = if host { self.host(a.ip()) } else { None };
+        names::endpoint(a, host, self.service(proto, a.port()))
+    }
+}
+
+/// Rows whose shown names contain the live filter text: the addresses and
+/// ports with such a name, found once per frame in the (bounded) name
+/// tables rather than once per row.
+#[derive(Debug, Default)]
+pub struct NameMatch {
+    ips: HashSet<IpAddr>,
+    ports: HashSet<(Proto, u16)>,
+}
+
+impl NameMatch {
+    /// `needle` in lower case; nothing matches an empty one.
+    pub fn new(names: Names<'_>, needle: &str) -> NameMatch {
+        if needle.is_empty() {
+            return NameMatch::default();
+        }
+        NameMatch {
+            ips: names
+                .hosts
+                .map(|r| r.matching(needle).collect())
+                .unwrap_or_default(),
+            ports: names
+                .services
+                .map(|s| s.matching(needle).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn matches(&self, r: &Row) -> bool {
+        let k = &r.key;
+        (!self.ips.is_empty() && self.ips.contains(&k.remote.ip()))
+            || (!self.ports.is_empty()
+                && (self.ports.contains(&(k.proto, k.local.port()))
+                    || self.ports.contains(&(k.proto, k.remote.port()))))
+    }
+}
+
 /// One line of the table: a connection or a group of them.
 #[derive(Clone, Debug)]
 pub struct Item<'a> {
@@ -253,8 +316,9 @@ impl<'a> Item<'a> {
         self.rx_bytes.saturating_add(self.tx_bytes)
     }
 
-    /// The text of one cell. Rates in bits per second if `bits`.
-    pub fn cell(&self, c: Column, bits: bool) -> String {
+    /// The text of one cell. Rates in bits per second if `bits`; host and
+    /// port names as `names` says.
+    pub fn cell(&self, c: Column, bits: bool, names: Names<'_>) -> String {
         let rate = |v: f64| {
             if bits {
                 units::bit_rate(v)
@@ -269,15 +333,22 @@ impl<'a> Item<'a> {
             Column::Process => untrusted(self.comm).into_owned(),
             Column::Proto => self.proto.map_or("-", Proto::as_str).into(),
             Column::Local => match (self.local, self.conns) {
-                (Some(a), 1) => a.to_string(),
+                (Some(a), 1) => names.endpoint(self.proto, a, false),
                 (_, n) => format!("{n} conns"),
             },
-            Column::Remote => match (self.remote, self.remote_ip) {
-                (_, Some(ip)) if matches!(self.id, ItemId::Remote(_)) => ip.to_string(),
-                (Some(a), _) if self.conns == 1 => a.to_string(),
-                (_, Some(ip)) => ip.to_string(),
-                _ => "-".into(),
-            },
+            Column::Remote => {
+                let host = |ip: IpAddr| {
+                    names
+                        .host(ip)
+                        .map_or_else(|| ip.to_string(), |h| names::host(h).into_owned())
+                };
+                match (self.remote, self.remote_ip) {
+                    (_, Some(ip)) if matches!(self.id, ItemId::Remote(_)) => host(ip),
+                    (Some(a), _) if self.conns == 1 => names.endpoint(self.proto, a, true),
+                    (_, Some(ip)) => host(ip),
+                    _ => "-".into(),
+                }
+            }
             Column::State => self.state.map_or("mixed", ConnState::as_str).into(),
             Column::RxRate => rate(self.rx_bps),
             Column::TxRate => rate(self.tx_bps),

@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::model::{ConnState, Drops, Snapshot};
+use crate::names::{Resolver, Services};
 use crate::table::{ConnTable, Filter, Row};
 use history::History;
-use items::{Grouping, Item, ItemId, SortKey};
+use items::{Grouping, Item, ItemId, NameMatch, Names, SortKey};
 use process::ProcInfo;
 
 /// How long a closed connection stays on screen, dimmed.
@@ -89,6 +90,12 @@ pub struct App {
     proc_lookup: ProcLookup,
     /// A non-fatal problem to show in the footer (e.g. the log cannot be written).
     status: Option<String>,
+    /// Reverse DNS of remote addresses, shown if `show_dns` (key `n`).
+    resolver: Resolver,
+    show_dns: bool,
+    /// Port names, shown if `show_ports` (key `s`).
+    services: Services,
+    show_ports: bool,
 }
 
 impl App {
@@ -116,6 +123,63 @@ impl App {
             dirty: true,
             proc_lookup: Box::new(process::lookup),
             status: None,
+            resolver: Resolver::none(),
+            show_dns: false,
+            services: Services::builtin(),
+            show_ports: false,
+        }
+    }
+
+    /// Replaces the reverse DNS resolver (by default none: nothing is
+    /// looked up; the interactive display passes the system's).
+    pub fn with_resolver(mut self, resolver: Resolver) -> App {
+        self.resolver = resolver;
+        self
+    }
+
+    /// Replaces the port names (by default the built-in table).
+    pub fn with_services(mut self, services: Services) -> App {
+        self.services = services;
+        self
+    }
+
+    /// Whether host names (reverse DNS) and port names are shown; both off
+    /// by default, toggled by `n` and `s`.
+    pub fn show_names(mut self, dns: bool, ports: bool) -> App {
+        self.show_dns = dns;
+        self.show_ports = ports;
+        self.dirty = true;
+        self
+    }
+
+    /// Collects finished DNS lookups without blocking (the event loop calls
+    /// it every render tick); true, and a redraw due, if a shown name changed.
+    pub fn poll_names(&mut self) -> bool {
+        let changed = self.resolver.poll() && self.show_dns;
+        self.dirty |= changed;
+        changed
+    }
+
+    /// DNS lookups queued or running.
+    pub fn names_pending(&self) -> usize {
+        self.resolver.pending()
+    }
+
+    /// The names on display (None: off).
+    fn names(&self) -> Names<'_> {
+        Names {
+            hosts: self.show_dns.then_some(&self.resolver),
+            services: self.show_ports.then_some(&self.services),
+        }
+    }
+
+    /// Asks for the names of `ips` (the remote hosts on screen) if host
+    /// names are shown: cached ones are kept fresh, others looked up.
+    fn want_names(&mut self, ips: &[std::net::IpAddr]) {
+        if self.show_dns {
+            for ip in ips {
+                self.resolver.lookup(*ip);
+            }
         }
     }
 
@@ -241,6 +305,8 @@ impl App {
                 self.close_detail();
             }
             KeyCode::Char('b') => self.settings.bits = !self.settings.bits,
+            KeyCode::Char('n') => self.show_dns = !self.show_dns,
+            KeyCode::Char('s') => self.show_ports = !self.show_ports,
             KeyCode::Char('w') => {
                 let next = self.table.window().next();
                 self.set_rate_window(next);
@@ -375,10 +441,12 @@ impl App {
     /// The lines of the table, in display order.
     pub fn items(&self) -> Vec<Item<'_>> {
         let needle = self.filter.to_lowercase();
+        // The filter also finds the names on display.
+        let names = NameMatch::new(self.names(), &needle);
         let rows: Vec<&Row> = self
             .rows()
             .into_iter()
-            .filter(|r| items::matches(r, &needle))
+            .filter(|r| items::matches(r, &needle) || names.matches(r))
             .collect();
         let mut list = items::build(&rows, self.grouping);
         items::sort(&mut list, self.sort, self.reverse);

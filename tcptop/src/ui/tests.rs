@@ -658,3 +658,251 @@ fn rate_window_key() {
     h.keys("www");
     assert!(h.draw().contains("rates: interval"));
 }
+
+// Host and port names. The fake resolver answers at once on the resolver's
+// worker threads; `settle_names` draws and polls until every lookup the
+// screen asked for has come back.
+
+/// A fake reverse DNS: names for some of `scene`'s addresses.
+fn fake_dns(ip: std::net::IpAddr) -> Option<String> {
+    match ip.to_string().as_str() {
+        "93.184.216.34" => Some("www.example.org.".into()),
+        "10.0.0.9" => Some("bastion.lan".into()),
+        "127.0.0.1" => Some("localhost".into()),
+        "2001:db8::2" => Some("evil\x1b[2J\x1b]0;pwned\x07.example".into()),
+        _ => None,
+    }
+}
+
+fn fake_resolver() -> crate::names::Resolver {
+    crate::names::Resolver::new(Default::default(), std::sync::Arc::new(fake_dns))
+}
+
+/// A fixed port table, whatever /etc/services says on this machine.
+fn fake_services() -> crate::names::Services {
+    crate::names::Services::parse("ssh 22/tcp\nhttps 443/tcp\npostgresql 5432/tcp\n")
+}
+
+impl Harness {
+    /// Names on (`dns`, `ports`), from the fakes.
+    fn with_names(mut self, dns: bool, ports: bool) -> Harness {
+        self.app = self
+            .app
+            .with_resolver(fake_resolver())
+            .with_services(fake_services())
+            .show_names(dns, ports);
+        self
+    }
+
+    /// Draws and polls until no lookup is outstanding; the last frame.
+    fn settle_names(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let s = self.draw();
+            let changed = self.app.poll_names();
+            if !changed && self.app.names_pending() == 0 {
+                return self.draw();
+            }
+            assert!(Instant::now() < deadline, "lookups never finished:\n{s}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+#[test]
+fn host_names_shown() {
+    let mut h = Harness::new(140, 12).with_scene(2).with_names(true, false);
+    let s = h.settle_names();
+    insta::assert_snapshot!(s);
+    assert!(s.contains("www.example.org:443"), "{s}");
+    assert!(
+        s.contains("bastion.lan:60022") && s.contains("localhost:41234"),
+        "{s}"
+    );
+    // Local addresses keep their numbers; so does an address without a name.
+    assert!(
+        s.contains("10.0.0.2:51000") && s.contains("[2001:db8::1]:40000"),
+        "{s}"
+    );
+    // The live filter finds the names on display.
+    h.keys("/bastion");
+    let f = h.draw();
+    assert!(f.contains("sshd") && !f.contains("curl"), "{f}");
+    h.code(KeyCode::Esc);
+    // `n` turns them off and on again, live.
+    h.keys("n");
+    let off = h.draw();
+    assert!(
+        off.contains("93.184.216.34:443") && !off.contains("example.org"),
+        "{off}"
+    );
+    h.keys("/bastion");
+    assert!(
+        h.draw().contains("no connections match"),
+        "names off: not found"
+    );
+    h.code(KeyCode::Esc);
+    h.keys("n");
+    assert!(h.draw().contains("www.example.org:443"));
+    // Grouped by remote host: the names alone.
+    h.keys("gg");
+    let g = h.settle_names();
+    assert!(
+        g.contains("www.example.org ") && g.contains("localhost "),
+        "{g}"
+    );
+}
+
+#[test]
+fn detail_pane_shows_host_name() {
+    let mut h = Harness::new(110, 30).with_scene(2).with_names(true, false);
+    h.settle_names();
+    h.code(KeyCode::Down); // curl → 93.184.216.34
+    h.code(KeyCode::Enter);
+    let s = h.settle_names();
+    insta::assert_snapshot!(s);
+    assert!(s.contains("host      www.example.org"), "{s}");
+    // Numbers stay in the endpoints line.
+    assert!(s.contains("10.0.0.2:51000 → 93.184.216.34:443"), "{s}");
+    h.code(KeyCode::Up); // evil → 2001:db8::2, a hostile name
+    let s = h.draw();
+    assert!(
+        s.contains("host      evil\\x1b[2J\\x1b]0;pwned\\x07.example"),
+        "{s}"
+    );
+    // A remote address without a name.
+    h.code(KeyCode::Esc);
+    h.app.on_snapshot(
+        snap(vec![conn(
+            7,
+            "nameless",
+            "10.0.0.2:40000",
+            "192.0.2.7:9999",
+            ConnState::Established,
+            1_000_000_000,
+            0,
+        )]),
+        h.t0 + Duration::from_secs(3),
+    );
+    h.code(KeyCode::Home);
+    h.code(KeyCode::Enter);
+    let s = h.settle_names();
+    assert!(s.contains("host      (no name)"), "{s}");
+    assert!(s.contains("192.0.2.7:9999"), "{s}");
+}
+
+#[test]
+fn hostile_dns_name_escaped() {
+    let mut h = Harness::new(140, 12).with_scene(2).with_names(true, true);
+    // `draw` also asserts that no raw ESC reaches the screen.
+    let s = h.settle_names();
+    insta::assert_snapshot!(s);
+    assert!(
+        s.contains("evil\\x1b[2J\\x1b]0;pwned\\x07.example:https"),
+        "{s}"
+    );
+}
+
+#[test]
+fn port_names_on_and_off() {
+    let mut h = Harness::new(140, 12).with_scene(2).with_names(false, true);
+    let s = h.draw();
+    insta::assert_snapshot!("port_names_on", s);
+    assert!(
+        s.contains("93.184.216.34:https") && s.contains("[2001:db8::2]:https"),
+        "{s}"
+    );
+    assert!(
+        s.contains("10.0.0.2:ssh") && s.contains("127.0.0.1:postgresql"),
+        "{s}"
+    );
+    // Ports without a name keep their number.
+    assert!(
+        s.contains("10.0.0.2:51000") && s.contains("127.0.0.1:41234"),
+        "{s}"
+    );
+    // The live filter finds port names (local or remote).
+    // ("postgresql": not in the process name "postgres")
+    h.keys("/postgresql");
+    h.code(KeyCode::Enter);
+    let f = h.draw();
+    assert_eq!(f.matches("postgresql").count(), 3, "2 rows + filter:\n{f}");
+    h.code(KeyCode::Esc);
+    h.keys("/ssh");
+    h.code(KeyCode::Enter);
+    let f = h.draw();
+    assert!(f.contains("sshd") && !f.contains("curl"), "{f}");
+    h.code(KeyCode::Esc);
+    h.keys("s");
+    let off = h.draw();
+    insta::assert_snapshot!("port_names_off", off);
+    assert!(
+        off.contains("93.184.216.34:443") && !off.contains("https"),
+        "{off}"
+    );
+    h.keys("/https");
+    assert!(h.draw().contains("no connections match"));
+}
+
+#[test]
+fn names_arriving_mark_the_display_dirty() {
+    let mut h = Harness::new(140, 12).with_scene(2).with_names(true, false);
+    h.draw();
+    h.app.take_dirty();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !h.app.poll_names() {
+        assert!(Instant::now() < deadline, "no name arrived");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(h.app.take_dirty(), "a new name redraws");
+    // Names off: lookups that finish change nothing on screen.
+    let mut h = Harness::new(140, 12).with_scene(2).with_names(true, false);
+    h.draw();
+    h.keys("n");
+    h.app.take_dirty();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.app.names_pending() > 0 {
+        assert!(!h.app.poll_names());
+        assert!(Instant::now() < deadline, "lookups never finished");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(!h.app.take_dirty());
+}
+
+/// A resolver that blocks until the test ends never holds up the loop:
+/// data, keys and frames go on, addresses stay numeric.
+#[tokio::test(start_paused = true)]
+async fn event_loop_never_waits_for_dns() {
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate);
+    let blocking = crate::names::Resolver::new(
+        Default::default(),
+        std::sync::Arc::new(move |_| {
+            let _ = gate.lock().map(|g| g.recv());
+            Some("late.example".into())
+        }),
+    );
+    let mut term = Terminal::new(TestBackend::new(140, 12)).unwrap();
+    let mut app = App::new(settings(), tokio::time::Instant::now().into_std())
+        .with_resolver(blocking)
+        .show_names(true, false);
+    let mut source = ScriptedSource {
+        script: (1..=10).map(|t| Ok(snap(scene(t)))).collect(),
+    };
+    let keys = scripted_keys(vec![(1210, key('/')), (1220, key('c')), (2225, key('q'))]);
+    super::event::run(
+        &mut term,
+        &mut app,
+        &mut source,
+        keys,
+        std::future::pending(),
+        None,
+    )
+    .await
+    .unwrap();
+    let s = screen(term.backend().buffer());
+    assert!(s.contains("/c") && s.contains("93.184.216.34:443"), "{s}");
+    assert_eq!(source.script.len(), 7);
+    assert!(app.names_pending() > 0);
+    drop(release);
+}

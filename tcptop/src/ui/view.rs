@@ -3,6 +3,7 @@
 //! that drawing settles the selection and scroll offset for the
 //! terminal's height.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use ratatui::Frame;
@@ -31,6 +32,8 @@ const KEYS: &[(&str, &str)] = &[
     ("Home End", "first / last line"),
     ("b", "rates in bits / bytes per second"),
     ("w", "rates over the interval / 2 s / 10 s / 40 s"),
+    ("n", "host names of remote addresses (reverse DNS)"),
+    ("s", "port names (https for 443)"),
     ("", "closed connections stay dimmed for 5 s"),
 ];
 
@@ -44,21 +47,34 @@ pub fn draw(app: &mut App, frame: &mut Frame<'_>) {
     .areas(area);
     // The table's header line takes one line.
     let height = usize::from(table.height.saturating_sub(1));
-    let settled = {
+    let (settled, hosts) = {
         let items = app.items();
         let settled = app.settle(&items, height);
         draw_header(app, frame, header, items.len());
         draw_table(app, frame, table, &items, &settled);
         draw_footer(app, frame, footer, items.len());
-        settled
+        (settled, remote_hosts(&items, &settled))
     };
     app.keep(&settled);
+    // Names for what is on screen arrive on later frames.
+    app.want_names(&hosts);
     if app.detail {
         draw_detail(app, frame, area);
     }
     if app.help {
         draw_help(frame, area);
     }
+}
+
+/// The remote addresses on screen (lines of one remote host or connection).
+fn remote_hosts(items: &[Item<'_>], at: &Settled) -> Vec<IpAddr> {
+    items
+        .iter()
+        .skip(at.offset)
+        .take(at.page)
+        .filter(|it| matches!(it.id, ItemId::Conn(..) | ItemId::Remote(_)))
+        .filter_map(|it| it.remote_ip)
+        .collect()
 }
 
 fn rate_text(app: &App, v: f64) -> String {
@@ -201,9 +217,10 @@ fn draw_table(app: &App, frame: &mut Frame<'_>, area: Rect, items: &[Item<'_>], 
     let visible =
         &items[at.offset.min(items.len())..][..items.len().saturating_sub(at.offset).min(at.page)];
     let bits = app.settings.bits;
+    let names = app.names();
     let cells: Vec<[String; 12]> = visible
         .iter()
-        .map(|it| Column::ALL.map(|c| it.cell(c, bits)))
+        .map(|it| Column::ALL.map(|c| it.cell(c, bits, names)))
         .collect();
     let dir = if app.sort.descending_by_default() != app.reverse {
         "▼"
@@ -326,7 +343,14 @@ fn draw_footer(app: &App, frame: &mut Frame<'_>, area: Rect, shown: usize) {
             ("r", "reverse"),
             ("g", "group"),
             ("Enter", "details"),
+            ("n", "dns"),
+            ("s", "ports"),
         ] {
+            // Hints that do not fit are left out (all are in the help).
+            let used: usize = spans.iter().map(Span::width).sum();
+            if used + k.len() + 1 + what.len() > usize::from(area.width) {
+                break;
+            }
             spans.push(Span::styled(k, Style::new().bold()));
             spans.push(Span::raw(format!(" {what}  ")));
         }
@@ -403,7 +427,7 @@ fn draw_detail(app: &App, frame: &mut Frame<'_>, area: Rect) {
         ),
         None => String::new(),
     };
-    let lines = vec![
+    let mut lines = vec![
         Line::from(vec![
             label("endpoints"),
             Span::raw(format!(
@@ -458,10 +482,27 @@ fn draw_detail(app: &App, frame: &mut Frame<'_>, area: Rect) {
             )),
         ]),
     ];
+    if app.show_dns {
+        lines.insert(
+            1,
+            Line::from(vec![label("host"), Span::raw(host_text(app, row))]),
+        );
+    }
     let [info, graphs] =
         Layout::vertical([Constraint::Length(lines.len() as u16), Constraint::Min(0)]).areas(inner);
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), info);
     draw_sparklines(app, frame, graphs, row);
+}
+
+/// The remote host's name for the detail pane, in full (escaped).
+fn host_text(app: &App, row: &Row) -> String {
+    let ip = row.key.remote.ip();
+    match app.resolver.cached(ip) {
+        Some(name) => untrusted(name).into_owned(),
+        None if ip.is_unspecified() => "-".into(),
+        None if app.resolver.is_known(ip) && !app.resolver.is_pending(ip) => "(no name)".into(),
+        None => "(looking up…)".into(),
+    }
 }
 
 fn draw_sparklines(app: &App, frame: &mut Frame<'_>, area: Rect, row: &Row) {
