@@ -41,15 +41,20 @@ pub fn unneutralize(s: &str) -> &str {
     }
 }
 
-fn guarded(mut r: Record) -> Record {
-    for f in [
+/// The text fields of a record: the ones the formula guard applies to.
+fn text_fields(r: &mut Record) -> [&mut String; 6] {
+    [
         &mut r.comm,
         &mut r.proto,
         &mut r.local,
         &mut r.remote,
         &mut r.state,
         &mut r.hooks,
-    ] {
+    ]
+}
+
+fn guarded(mut r: Record) -> Record {
+    for f in text_fields(&mut r) {
         if needs_guard(f) {
             *f = neutralize(f).into_owned();
         }
@@ -104,14 +109,7 @@ pub fn read(input: impl io::Read) -> Result<Vec<Record>, csv::Error> {
     let mut out = Vec::new();
     for rec in csv::Reader::from_reader(input).deserialize::<Record>() {
         let mut r = rec?;
-        for f in [
-            &mut r.comm,
-            &mut r.proto,
-            &mut r.local,
-            &mut r.remote,
-            &mut r.state,
-            &mut r.hooks,
-        ] {
+        for f in text_fields(&mut r) {
             let v = unneutralize(f).to_string();
             *f = v;
         }
