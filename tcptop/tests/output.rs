@@ -143,3 +143,66 @@ fn unusable_log_files() {
         "all snapshots still printed"
     );
 }
+
+/// A process whose name carries terminal escape sequences: the text table,
+/// JSON lines and CSV show the name escaped, never a raw control byte.
+#[test]
+fn hostile_process_name_is_escaped_everywhere() {
+    if !common::is_root("hostile_process_name_is_escaped_everywhere") {
+        return;
+    }
+    let _g = common::serial();
+    let ns = NetNs::new("hostile");
+    let evil = "\x1b[2J\x1b]0;x\x07ev";
+    let dir = std::env::temp_dir().join(format!("tcptop-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("h.csv");
+    let _ = std::fs::remove_file(&log);
+    let text = Command::new(TCPTOP)
+        .args(["--batch", "-q", "-i", "0.3", "-n", "8", "--port", "40202"])
+        .args(["--log", log.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut srv = ns.peer(&[
+        "server",
+        "--listen",
+        "127.0.0.1:40202",
+        &format!("--name={evil}"),
+        "--recv",
+        "10",
+        "--send",
+        "10",
+    ]);
+    srv.expect("listening");
+    let cli = ns.peer(&[
+        "client",
+        "--connect",
+        "127.0.0.1:40202",
+        "--send",
+        "10",
+        "--recv",
+        "10",
+        "--hold-ms",
+        "700",
+    ]);
+    cli.wait_ok();
+    srv.wait_ok();
+    let out = text.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(shown.contains("\\x1b[2J\\x1b]0;x\\x07ev"), "{shown}");
+    assert!(
+        !shown.bytes().any(|b| b == 0x1b || b == 0x07),
+        "raw control byte on stdout"
+    );
+    let logged = std::fs::read(&log).unwrap();
+    assert!(
+        !logged.iter().any(|&b| b == 0x1b || b == 0x07),
+        "raw control byte in the log"
+    );
+    let recs = csv::read(logged.as_slice()).unwrap();
+    assert!(recs.iter().any(|r| r.comm == "\\x1b[2J\\x1b]0;x\\x07ev"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
