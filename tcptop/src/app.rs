@@ -36,6 +36,9 @@ pub async fn run_batch(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut sigint = signal(SignalKind::interrupt()).map_err(AppError::Signals)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(AppError::Signals)?;
+    for w in source.warnings() {
+        eprintln!("tcptop: warning: {w}");
+    }
     if !cli.quiet {
         eprintln!(
             "tcptop: attached (hooks: {}); a snapshot every {secs} s",

@@ -18,6 +18,11 @@ pub trait DataSource {
     fn hooks(&self) -> &str;
     /// Everything that changed since the previous call.
     fn collect(&mut self) -> Result<Snapshot, SourceError>;
+    /// Problems found at start-up that do not stop collection (e.g. a
+    /// hook that could not attach, with what is lost), for the user to see.
+    fn warnings(&self) -> &[String] {
+        &[]
+    }
 }
 
 /// What can go wrong starting or reading a data source. Messages are for the

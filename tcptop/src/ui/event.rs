@@ -57,6 +57,10 @@ pub async fn run<B: Backend>(
     let mut render = interval(RENDER_TICK);
     render.set_missed_tick_behavior(MissedTickBehavior::Skip);
     tokio::pin!(shutdown);
+    // Start-up warnings go to the status line (stderr is under the display);
+    // a log write error takes the line while it lasts.
+    let warning = source.warnings().first().map(|w| format!("warning: {w}"));
+    app.set_status(warning.clone());
     while !app.should_quit() {
         let ev = tokio::select! {
             biased;
@@ -77,7 +81,7 @@ pub async fn run<B: Backend>(
                     // next snapshot tries again and clears it on success.
                     let written =
                         log.append(crate::app::unix_now(), source.hooks(), &app.snapshot_rows());
-                    app.set_status(written.err());
+                    app.set_status(written.err().or_else(|| warning.clone()));
                 }
             }
             AppEvent::Input(ev) => {

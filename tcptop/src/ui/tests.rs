@@ -906,3 +906,48 @@ async fn event_loop_never_waits_for_dns() {
     assert!(app.names_pending() > 0);
     drop(release);
 }
+
+/// A start-up warning from the data source (e.g. sock_ops could not attach)
+/// is shown in the status line, not written under the display.
+#[tokio::test(start_paused = true)]
+async fn source_warning_in_status_line() {
+    struct Warned(ScriptedSource, Vec<String>);
+    impl DataSource for Warned {
+        fn hooks(&self) -> &str {
+            self.0.hooks()
+        }
+        fn collect(&mut self) -> Result<Snapshot, SourceError> {
+            self.0.collect()
+        }
+        fn warnings(&self) -> &[String] {
+            &self.1
+        }
+    }
+    let mut term = Terminal::new(TestBackend::new(100, 8)).unwrap();
+    let mut app = App::new(settings(), Instant::now());
+    let mut source = Warned(
+        ScriptedSource {
+            script: (1..=3).map(|t| Ok(snap(scene(t)))).collect(),
+        },
+        vec!["no cgroup v2 mount found".into()],
+    );
+    let keys = scripted_keys(vec![(1500, key('q'))]);
+    super::event::run(
+        &mut term,
+        &mut app,
+        &mut source,
+        keys,
+        std::future::pending(),
+        None,
+    )
+    .await
+    .unwrap();
+    let s = screen(term.backend().buffer());
+    assert!(
+        s.lines()
+            .last()
+            .unwrap_or("")
+            .contains("warning: no cgroup v2 mount found"),
+        "{s}"
+    );
+}

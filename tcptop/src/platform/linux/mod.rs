@@ -45,6 +45,7 @@ pub struct EbpfSource {
     /// reported yet; reported with zero counters until it does.
     seeds: Vec<ConnSample>,
     hooks: String,
+    warnings: Vec<String>,
     /// Keeps programs loaded and links attached.
     _ebpf: Ebpf,
 }
@@ -84,11 +85,12 @@ impl EbpfSource {
         let set = hooks::attach_io(&mut ebpf, &candidates, &btf, btf_path)
             .map_err(|errors| no_hook_set(&errors, opts.hooks.is_some()))?;
         let mut hooks = String::from(set.as_str());
+        let mut warnings = Vec::new();
         match attach_sock_ops(&mut ebpf) {
             Ok(()) => hooks.push_str("+sock_ops"),
             // RTT still comes from the socket at every event; only its
             // freshness between the owner's calls is lost.
-            Err(e) => eprintln!("tcptop: warning: {e}"),
+            Err(e) => warnings.push(e),
         }
 
         let conns = take_map(&mut ebpf, MAP_CONNS, HashMap::try_from)?;
@@ -109,6 +111,7 @@ impl EbpfSource {
             events,
             seeds,
             hooks,
+            warnings,
             _ebpf: ebpf,
         })
     }
@@ -130,6 +133,10 @@ impl EbpfSource {
 impl DataSource for EbpfSource {
     fn hooks(&self) -> &str {
         &self.hooks
+    }
+
+    fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     fn collect(&mut self) -> Result<Snapshot, SourceError> {
