@@ -10,21 +10,12 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use tcptop::platform::DataSource;
-use tcptop::table::Filter;
-use tcptop::ui::{App, Settings};
+use tcptop::ui::App;
 
 fn app_with(n: usize) -> App {
     let mut source = fake::Busy::new(n);
     let t0 = Instant::now();
-    let mut app = App::new(
-        Settings {
-            hooks: "bench".into(),
-            interval: Duration::from_secs(1),
-            bits: false,
-            filter: Filter::default(),
-        },
-        t0,
-    );
+    let mut app = App::new(fake::settings(), t0);
     for s in 1..=3 {
         app.on_snapshot(source.collect().unwrap(), t0 + Duration::from_secs(s));
     }

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use ratatui::backend::CrosstermBackend;
 use ratatui::layout::Rect;
 use ratatui::{Terminal, TerminalOptions, Viewport};
-use tcptop::table::Filter;
-use tcptop::ui::{App, Settings, event};
+use tcptop::ui::{App, event};
 
 fn cpu_time() -> Duration {
     // SAFETY: getrusage fills the struct it is given.
@@ -52,15 +51,7 @@ fn main() {
         },
     )
     .unwrap();
-    let mut app = App::new(
-        Settings {
-            hooks: "bench".into(),
-            interval: Duration::from_secs(1),
-            bits: false,
-            filter: Filter::default(),
-        },
-        Instant::now(),
-    );
+    let mut app = App::new(fake::settings(), Instant::now());
     let (wall0, cpu0) = (Instant::now(), cpu_time());
     rt.block_on(async {
         event::run(

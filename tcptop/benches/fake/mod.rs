@@ -59,3 +59,13 @@ impl DataSource for Busy {
         })
     }
 }
+
+/// Display settings every benchmark uses: 1 s interval, no filter.
+pub fn settings() -> tcptop::ui::Settings {
+    tcptop::ui::Settings {
+        hooks: "bench".into(),
+        interval: std::time::Duration::from_secs(1),
+        bits: false,
+        filter: tcptop::table::Filter::default(),
+    }
+}

@@ -1,4 +1,4 @@
-//! Batch output: aligned text tables and JSON lines.
+//! Batch output: aligned text tables, JSON lines and CSV.
 
 pub mod csv;
 pub mod escape;
@@ -6,8 +6,6 @@ pub mod jsonl;
 pub mod record;
 pub mod text;
 pub mod units;
-
-use std::net::SocketAddr;
 
 use crate::table::Row;
 
@@ -23,9 +21,4 @@ pub fn sort_rows(rows: &mut [&Row]) {
             .then_with(|| a.key.cmp(&b.key))
             .then_with(|| a.id.cmp(&b.id))
     });
-}
-
-/// "1.2.3.4:80" or "[::1]:80".
-pub fn fmt_addr(a: &SocketAddr) -> String {
-    a.to_string()
 }
