@@ -11,11 +11,17 @@ pub const MAP_CONNS: &str = "CONNS";
 pub const MAP_EVENTS: &str = "EVENTS";
 /// Name of the per-CPU array of drop counters, indexed by `DROP_*`.
 pub const MAP_DROPS: &str = "DROPS";
+/// Name of the hash map `ConnTuple -> UdpFlow` (UDP flows by 5-tuple and netns).
+pub const MAP_UDP_FLOWS: &str = "UDP_FLOWS";
+/// Name of the hash map `sk pointer -> UdpOwner` (last process to use a UDP socket).
+pub const MAP_UDP_OWNERS: &str = "UDP_OWNERS";
 /// Name of the global holding kernel struct offsets ([`Offsets`]).
 pub const GLOBAL_OFFSETS: &str = "OFFSETS";
 
 /// Default capacity of the connection map.
 pub const MAX_CONNS: u32 = 65_536;
+/// Default capacity of the UDP flow map (and of the UDP owner map).
+pub const MAX_UDP_FLOWS: u32 = 65_536;
 /// Ring buffer size in bytes (power of two, multiple of the page size).
 pub const EVENTS_BYTES: u32 = 4 << 20;
 
@@ -23,8 +29,10 @@ pub const EVENTS_BYTES: u32 = 4 << 20;
 pub const DROP_RINGBUF: u32 = 0;
 /// A connection could not be tracked: the connection map was full.
 pub const DROP_MAP_FULL: u32 = 1;
+/// A UDP flow could not be tracked: the flow map was full.
+pub const DROP_UDP_FLOWS: u32 = 2;
 /// Number of drop counters.
-pub const DROP_COUNTERS: u32 = 2;
+pub const DROP_COUNTERS: u32 = 3;
 
 /// Address families, as in `<sys/socket.h>`.
 pub const AF_INET: u16 = 2;
@@ -119,6 +127,38 @@ pub struct ConnEvent {
     pub stats: ConnStats,
 }
 
+/// One UDP flow in [`MAP_UDP_FLOWS`], keyed by its [`ConnTuple`] (local
+/// and remote address and port as on the wire, protocol UDP, network
+/// namespace): counted per datagram at the cgroup skb hooks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UdpFlow {
+    /// UDP payload bytes (datagram length minus the 8-byte UDP header).
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+    /// Datagrams (a UDP GSO/GRO packet counts as its segments).
+    pub tx_packets: u64,
+    pub rx_packets: u64,
+    /// `bpf_ktime_get_ns()` of the first and the last datagram.
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// TGID of the last process known to send or receive on the flow's socket
+    /// (0: not known yet).
+    pub pid: u32,
+    pub _pad0: u32,
+    /// Thread-group leader's name, NUL padded.
+    pub comm: [u8; 16],
+}
+
+/// The last process seen using a UDP socket, in [`MAP_UDP_OWNERS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UdpOwner {
+    pub pid: u32,
+    pub _pad0: u32,
+    pub comm: [u8; 16],
+}
+
 /// Byte offsets of the kernel struct fields the programs read, computed by
 /// user space from the running kernel's BTF and written into the programs'
 /// read-only data before load.
@@ -151,6 +191,7 @@ pub struct Offsets {
     // struct task_struct
     pub task_group_leader: u32,
     pub task_comm: u32,
+    pub task_tgid: u32,
     /// Number of `tcp_recvmsg` arguments, i.e. the position of its return
     /// value for fexit: 6 before Linux 5.19 (`int nonblock` before `flags`),
     /// 5 until `addr_len` went away, 4 since. `flags` is at 4 when there are
@@ -167,6 +208,9 @@ mod user {
     unsafe impl aya::Pod for super::ConnStats {}
     unsafe impl aya::Pod for super::ConnEvent {}
     unsafe impl aya::Pod for super::Offsets {}
+    unsafe impl aya::Pod for super::ConnTuple {}
+    unsafe impl aya::Pod for super::UdpFlow {}
+    unsafe impl aya::Pod for super::UdpOwner {}
 }
 
 #[cfg(test)]
@@ -182,6 +226,8 @@ mod tests {
             size_of::<ConnTuple>() + 4 + 4 * 8 + 8 * 4 + 16 + 2 + 6
         );
         assert_eq!(size_of::<ConnEvent>(), 16 + size_of::<ConnStats>());
-        assert_eq!(size_of::<Offsets>(), 21 * 4);
+        assert_eq!(size_of::<Offsets>(), 22 * 4);
+        assert_eq!(size_of::<UdpFlow>(), 6 * 8 + 8 + 16);
+        assert_eq!(size_of::<UdpOwner>(), 8 + 16);
     }
 }

@@ -11,10 +11,11 @@ use aya_ebpf::{
 };
 use tcptop_common::{
     AF_INET, AF_INET6, ConnEvent, ConnStats, ConnTuple, DROP_COUNTERS, DROP_MAP_FULL, DROP_RINGBUF,
-    EVENT_CLOSE, EVENTS_BYTES, IPPROTO_TCP, MAX_CONNS, ORIGIN_BORN, ORIGIN_EXISTING,
+    EVENT_CLOSE, EVENTS_BYTES, IPPROTO_TCP, IPPROTO_UDP, MAX_CONNS, ORIGIN_BORN, ORIGIN_EXISTING,
 };
 
 use crate::kernel::{self, off};
+use crate::udp;
 
 #[map(name = "CONNS")]
 static CONNS: HashMap<u64, ConnStats> = HashMap::with_max_entries(MAX_CONNS, 0);
@@ -49,15 +50,47 @@ pub fn family(sk: *const u8) -> u16 {
 /// `SOCK_STREAM`: raw sockets can have protocol TCP too, but are not connections.
 const SOCK_STREAM: u16 = 1;
 
+/// What an inet socket is, for the send/receive hooks.
+#[derive(PartialEq, Eq)]
+pub enum Kind {
+    Tcp,
+    Udp,
+    Other,
+}
+
+/// TCP stream or UDP datagram socket of the inet families, or anything else.
+#[inline(always)]
+pub fn kind(sk: *const u8) -> Kind {
+    let fam = family(sk);
+    if fam != AF_INET && fam != AF_INET6 {
+        return Kind::Other;
+    }
+    let proto = kernel::read::<u16>(sk, off!(sk_protocol)).unwrap_or(0);
+    let ty = kernel::read::<u16>(sk, off!(sk_type)).unwrap_or(0);
+    if proto == IPPROTO_TCP as u16 && ty == SOCK_STREAM {
+        Kind::Tcp
+    } else if proto == IPPROTO_UDP as u16 && ty == udp::SOCK_DGRAM {
+        Kind::Udp
+    } else {
+        Kind::Other
+    }
+}
+
 /// True for TCP stream sockets of the inet families.
 #[inline(always)]
 pub fn is_inet_tcp(sk: *const u8) -> bool {
-    let fam = family(sk);
-    if fam != AF_INET && fam != AF_INET6 {
-        return false;
+    kind(sk) == Kind::Tcp
+}
+
+/// Inode number of the network namespace of `sk` (0 if unreadable).
+#[inline(always)]
+pub fn netns(sk: *const u8) -> u32 {
+    let net = kernel::read::<u64>(sk, off!(skc_net)).unwrap_or(0) as *const u8;
+    if net.is_null() {
+        0
+    } else {
+        kernel::read::<u32>(net, off!(net_ns_inum)).unwrap_or(0)
     }
-    kernel::read::<u16>(sk, off!(sk_protocol)).unwrap_or(0) == IPPROTO_TCP as u16
-        && kernel::read::<u16>(sk, off!(sk_type)).unwrap_or(0) == SOCK_STREAM
 }
 
 /// Reads both endpoints and the network namespace of `sk`.
@@ -81,12 +114,7 @@ pub fn read_tuple(sk: *const u8, t: &mut ConnTuple) {
     // before the CLOSE transition is traced.
     t.sport = u16::from_be(kernel::read::<u16>(sk, off!(inet_sport)).unwrap_or(0));
     t.dport = u16::from_be(kernel::read::<u16>(sk, off!(skc_dport)).unwrap_or(0));
-    let net = kernel::read::<u64>(sk, off!(skc_net)).unwrap_or(0) as *const u8;
-    t.netns = if net.is_null() {
-        0
-    } else {
-        kernel::read::<u32>(net, off!(net_ns_inum)).unwrap_or(0)
-    };
+    t.netns = netns(sk);
 }
 
 /// Socket counters of a `tcp_sock`.
@@ -237,8 +265,16 @@ pub fn on_io(sk: u64, ret: i64, flags: i64, tx: bool) {
         Some(p) => p,
         None => {
             let skp = sk as *const u8;
-            if !is_inet_tcp(skp) {
-                return;
+            match kind(skp) {
+                Kind::Tcp => {}
+                Kind::Udp => {
+                    // Bytes are counted per datagram (udp.rs); the call tells
+                    // who uses the socket, which receive-side flows need.
+                    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+                    udp::note_owner(sk, pid, kernel::leader_comm);
+                    return;
+                }
+                Kind::Other => return,
             }
             let state = kernel::read::<u8>(skp, off!(skc_state)).unwrap_or(0);
             match start(skp, false, state) {

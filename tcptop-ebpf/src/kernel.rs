@@ -28,6 +28,7 @@ static OFFSETS: Offsets = Offsets {
     tcp_total_retrans: 0,
     task_group_leader: 0,
     task_comm: 0,
+    task_tgid: 0,
     recv_ret_arg: 0,
     ready: 0,
 };
@@ -69,4 +70,24 @@ pub fn leader_comm() -> [u8; 16] {
         Err(_) => return [0; 16],
     };
     read::<[u8; 16]>(leader, off!(task_comm)).unwrap_or([0; 16])
+}
+
+/// TGID of the current task, read from `task_struct` (for program types
+/// without `bpf_get_current_pid_tgid`, e.g. cgroup skb on older kernels).
+#[inline(always)]
+pub fn current_tgid() -> u32 {
+    // SAFETY: returns the current task pointer; only read through probe reads.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    read::<u32>(task, off!(task_tgid)).unwrap_or(0)
+}
+
+/// Turns a pointer the verifier types as a socket (no arithmetic allowed on
+/// it) into a plain number, by copying it through the stack with a probe
+/// read: `read` can then take field offsets from it. Needs the privileged
+/// pointer-leak allowance (CAP_PERFMON), which tcptop has.
+#[inline(always)]
+pub fn launder(p: u64) -> u64 {
+    let slot = core::hint::black_box(p);
+    // SAFETY: reads our own stack slot.
+    unsafe { bpf_probe_read_kernel(&raw const slot) }.unwrap_or(0)
 }

@@ -14,6 +14,7 @@
 mod conn;
 mod kernel;
 mod probes;
+mod udp;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -67,6 +67,12 @@ pub struct Cli {
     #[arg(long)]
     pub udp: bool,
 
+    /// Seconds without a datagram after which a UDP flow has ended: it is
+    /// shown once more as CLOSED with its final counters (fractions
+    /// allowed, 0.1 to 3600).
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_interval)]
+    pub idle_timeout: Duration,
+
     /// Average rates over the last interval or a rolling window of 2, 10 or
     /// 40 seconds, like iftop (key `w` in the interactive display).
     #[arg(long, value_enum, default_value_t = Window::Interval)]

@@ -45,6 +45,7 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
     let mut source = platform::open_default(&platform::SourceOptions {
         btf: cli.btf.clone(),
         hooks: cli.hooks.map(Into::into),
+        udp_idle: cli.idle_timeout,
     })?;
     if cli.batch {
         return Ok(rt.block_on(app::run_batch(source.as_mut(), cli, log))?);

@@ -50,6 +50,8 @@ pub enum ConnState {
     Listen,
     Closing,
     NewSynRecv,
+    /// A UDP flow that is still active (UDP has no states): shown as `-`.
+    Flow,
     Unknown(u8),
 }
 
@@ -88,6 +90,7 @@ impl ConnState {
             ConnState::Listen => "LISTEN",
             ConnState::Closing => "CLOSING",
             ConnState::NewSynRecv => "NEW_SYN_RECV",
+            ConnState::Flow => "-",
             ConnState::Unknown(_) => "UNKNOWN",
         }
     }

@@ -5,3 +5,4 @@ mod kprobe;
 mod send_recv;
 mod sock_ops;
 mod state;
+mod udp;

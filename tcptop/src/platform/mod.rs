@@ -38,13 +38,18 @@ pub enum SourceError {
 }
 
 /// How to open a source.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SourceOptions {
     /// Kernel BTF file to use instead of the running kernel's own.
     pub btf: Option<std::path::PathBuf>,
     /// Force one hook set (None: the best the kernel has).
     pub hooks: Option<HookSet>,
+    /// A UDP flow with no datagram for this long has ended.
+    pub udp_idle: std::time::Duration,
 }
+
+/// Default for [`SourceOptions::udp_idle`].
+pub const DEFAULT_UDP_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Kernel mechanisms that can count send/receive calls (Linux).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

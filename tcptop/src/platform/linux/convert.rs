@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use tcptop_common::{AF_INET6, ConnStats, IPPROTO_UDP};
+use tcptop_common::{AF_INET6, ConnStats, ConnTuple, IPPROTO_UDP, UdpFlow};
 
 use crate::model::{ConnKey, ConnSample, ConnState, Counters, Proto};
 
@@ -66,10 +66,39 @@ pub fn sample(sk: u64, st: &ConnStats, ended: bool) -> ConnSample {
     }
 }
 
+/// A UDP flow from the flow map; `ended`: idle past the timeout, removed.
+pub fn udp_sample(t: &ConnTuple, f: &UdpFlow, ended: bool) -> ConnSample {
+    ConnSample {
+        key: ConnKey {
+            proto: Proto::Udp,
+            local: addr(t.family, t.saddr, t.sport),
+            remote: addr(t.family, t.daddr, t.dport),
+            netns: t.netns,
+        },
+        // The key is the 5-tuple: the start time tells successive flows apart.
+        id: instance_id(u64::from(IPPROTO_UDP), f.first_ns),
+        pid: f.pid,
+        comm: comm(&f.comm),
+        state: if ended {
+            ConnState::Closed
+        } else {
+            ConnState::Flow
+        },
+        counters: Counters {
+            tx_bytes: f.tx_bytes,
+            rx_bytes: f.rx_bytes,
+            tx_packets: f.tx_packets,
+            rx_packets: f.rx_packets,
+            retrans: 0,
+        },
+        rtt_us: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tcptop_common::{AF_INET, ConnTuple, IPPROTO_TCP};
+    use tcptop_common::{AF_INET, IPPROTO_TCP};
 
     #[test]
     fn converts_v4_v6_and_mapped() {

@@ -12,6 +12,7 @@ mod convert;
 mod events;
 mod hooks;
 mod procfs;
+mod udp;
 
 use std::collections::{HashMap as StdHashMap, HashSet};
 use std::path::Path;
@@ -22,7 +23,7 @@ use aya::{
     programs::{SockOps, links::CgroupAttachMode},
 };
 use tcptop_common::{
-    ConnStats, DROP_MAP_FULL, DROP_RINGBUF, EVENT_CLOSE, GLOBAL_OFFSETS, MAP_CONNS, MAP_DROPS,
+    ConnStats, DROP_MAP_FULL, DROP_RINGBUF, DROP_UDP_FLOWS, EVENT_CLOSE, GLOBAL_OFFSETS, MAP_CONNS, MAP_DROPS,
     MAP_EVENTS, Offsets,
 };
 
@@ -41,6 +42,8 @@ pub struct EbpfSource {
     conns: HashMap<MapData, u64, ConnStats>,
     drops: PerCpuArray<MapData, u64>,
     events: events::EventQueue,
+    /// None when the UDP programs could not attach (a warning says so).
+    udp: Option<udp::UdpFlows>,
     /// Connections found in /proc at start-up that the kernel side has not
     /// reported yet; reported with zero counters until it does.
     seeds: Vec<ConnSample>,
@@ -92,6 +95,19 @@ impl EbpfSource {
             // freshness between the owner's calls is lost.
             Err(e) => warnings.push(e),
         }
+        let udp = match caps::cgroup2_root() {
+            Some(root) => match udp::UdpFlows::attach(&mut ebpf, &root, opts.udp_idle) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    warnings.push(e);
+                    None
+                }
+            },
+            None => {
+                warnings.push("UDP flows are not shown: no cgroup v2 mount in /proc/mounts".into());
+                None
+            }
+        };
 
         let conns = take_map(&mut ebpf, MAP_CONNS, HashMap::try_from)?;
         let drops = take_map(&mut ebpf, MAP_DROPS, PerCpuArray::try_from)?;
@@ -109,6 +125,7 @@ impl EbpfSource {
             conns,
             drops,
             events,
+            udp,
             seeds,
             hooks,
             warnings,
@@ -125,7 +142,7 @@ impl EbpfSource {
         };
         Drops {
             events: sum(DROP_RINGBUF),
-            conns: sum(DROP_MAP_FULL),
+            conns: sum(DROP_MAP_FULL).saturating_add(sum(DROP_UDP_FLOWS)),
         }
     }
 }
@@ -165,7 +182,7 @@ impl DataSource for EbpfSource {
         // whose entry the walk missed because it was just deleted has its
         // CLOSE event in the buffer already (it is submitted before the
         // delete), so it is reported closed in this same snapshot.
-        let closed: Vec<ConnSample> = self
+        let mut closed: Vec<ConnSample> = self
             .events
             .drain()
             .into_iter()
@@ -175,6 +192,9 @@ impl DataSource for EbpfSource {
         if !closed.is_empty() {
             let gone: HashSet<u64> = closed.iter().map(|c| c.id).collect();
             live.retain(|c| !gone.contains(&c.id));
+        }
+        if let Some(udp) = &mut self.udp {
+            udp.collect(&mut live, &mut closed);
         }
         if !self.seeds.is_empty() {
             let known: HashSet<ConnKey> = live.iter().chain(closed.iter()).map(|c| c.key).collect();
@@ -249,6 +269,7 @@ fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, SourceError> {
         tcp_total_retrans: off("tcp_sock", "total_retrans")?,
         task_group_leader: off("task_struct", "group_leader")?,
         task_comm: off("task_struct", "comm")?,
+        task_tgid: off("task_struct", "tgid")?,
         // tcp_recvmsg(sk, msg, len, [nonblock,] flags, [addr_len]): the
         // return value follows the arguments for fexit.
         recv_ret_arg: match btf.func_param_count("tcp_recvmsg") {
