@@ -50,7 +50,8 @@ pub fn tcptop_udp_release(ctx: SockContext) -> i32 {
 #[inline(always)]
 fn is_udp(ctx: &SockContext) -> bool {
     // SAFETY: context fields the verifier lets cgroup sock programs read.
-    let (family, ty, proto) = unsafe { ((*ctx.sock).family, (*ctx.sock).type_, (*ctx.sock).protocol) };
+    let (family, ty, proto) =
+        unsafe { ((*ctx.sock).family, (*ctx.sock).type_, (*ctx.sock).protocol) };
     (family == u32::from(AF_INET) || family == u32::from(AF_INET6))
         && ty == u32::from(udp::SOCK_DGRAM)
         && proto == u32::from(IPPROTO_UDP)

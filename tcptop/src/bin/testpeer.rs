@@ -10,13 +10,23 @@
 //!   tcptop-testpeer server --listen 127.0.0.1:5000 --conns 1 --recv 1000 --send 2000
 //!   tcptop-testpeer client --connect 127.0.0.1:5000 --conns 1 --send 1000 --recv 2000
 //!
+//! UDP (`udp-server`, `udp-client`): the client sends `--count` datagrams
+//! of `--size` bytes to each `--to` address (with `sendto`, or `send` on a
+//! connected socket with `--connected`), waiting for a `--reply`-byte answer
+//! to each; the server answers every datagram from whoever sent it until it
+//! has received `--datagrams`, then prints what each peer sent.
+//!
+//!   tcptop-testpeer udp-server --listen 127.0.0.1:5000 --datagrams 20 --reply 10
+//!   tcptop-testpeer udp-client --to 127.0.0.1:5000 --count 20 --size 100 --reply 10
+//!
 //! With `--wait-stdin` the client waits for a line on stdin after connecting
 //! (before sending) and again before closing, so a test can start tcptop
 //! against an already-open connection and sample it while idle; the server
 //! waits for one after accepting (before reading).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -55,6 +65,43 @@ enum Role {
         /// Bytes per send call in bulk mode.
         #[arg(long, default_value_t = 128 * 1024)]
         chunk: usize,
+    },
+    UdpServer {
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Process name (comm) to take.
+        #[arg(long)]
+        name: Option<String>,
+        /// Datagrams to receive (from any peers) before finishing.
+        #[arg(long)]
+        datagrams: u64,
+        /// Bytes to answer each datagram with (0: no answer).
+        #[arg(long, default_value_t = 0)]
+        reply: usize,
+    },
+    UdpClient {
+        /// Destination (repeatable: one unconnected socket sends to each).
+        #[arg(long = "to", required = true)]
+        to: Vec<SocketAddr>,
+        /// Local address to bind (default: the wildcard of the first
+        /// destination's family, port chosen by the kernel).
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+        /// connect() to the (single) destination and use send/recv.
+        #[arg(long)]
+        connected: bool,
+        /// Datagrams to send to each destination.
+        #[arg(long)]
+        count: u64,
+        /// Payload bytes per datagram.
+        #[arg(long)]
+        size: usize,
+        /// Bytes of the answer expected to each datagram (0: none).
+        #[arg(long, default_value_t = 0)]
+        reply: usize,
+        /// Process name (comm) to take.
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -96,6 +143,21 @@ fn main() -> Result<()> {
             Some(secs) => bulk(connect, &common, secs, chunk),
             None => client(connect, &common, wait_stdin),
         },
+        Role::UdpServer {
+            listen,
+            name,
+            datagrams,
+            reply,
+        } => udp_server(listen, &name, datagrams, reply),
+        Role::UdpClient {
+            to,
+            bind,
+            connected,
+            count,
+            size,
+            reply,
+            name,
+        } => udp_client(&to, bind, connected, count, size, reply, &name),
     }
 }
 
@@ -270,4 +332,107 @@ fn bulk(connect: SocketAddr, c: &Common, secs: f64, chunk: usize) -> Result<()> 
         })
     );
     Ok(())
+}
+
+/// No test waits longer than this for a datagram on loopback.
+const UDP_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn udp_server(
+    listen: SocketAddr,
+    name: &Option<String>,
+    datagrams: u64,
+    reply: usize,
+) -> Result<()> {
+    set_name(name)?;
+    let s = UdpSocket::bind(listen).with_context(|| format!("bind {listen}"))?;
+    s.set_read_timeout(Some(UDP_TIMEOUT))?;
+    println!(
+        "{}",
+        serde_json::json!({"event": "listening", "pid": std::process::id(), "local": s.local_addr()?.to_string()})
+    );
+    std::io::stdout().flush()?;
+    let answer = vec![0xa5u8; reply];
+    let mut buf = vec![0u8; 65536];
+    let mut peers: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for _ in 0..datagrams {
+        let (n, from) = s.recv_from(&mut buf).context("waiting for a datagram")?;
+        let e = peers.entry(from.to_string()).or_default();
+        e.0 += 1;
+        e.1 += n as u64;
+        if reply > 0 {
+            s.send_to(&answer, from)?;
+        }
+    }
+    let peers: serde_json::Map<String, serde_json::Value> = peers
+        .into_iter()
+        .map(|(k, (d, b))| (k, serde_json::json!({"datagrams": d, "bytes": b})))
+        .collect();
+    println!("{}", serde_json::json!({"event": "done", "peers": peers}));
+    Ok(())
+}
+
+fn udp_client(
+    to: &[SocketAddr],
+    bind: Option<SocketAddr>,
+    connected: bool,
+    count: u64,
+    size: usize,
+    reply: usize,
+    name: &Option<String>,
+) -> Result<()> {
+    set_name(name)?;
+    let first = to[0];
+    let bind = bind.unwrap_or_else(|| match first {
+        SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("literal"),
+        SocketAddr::V6(_) => "[::]:0".parse().expect("literal"),
+    });
+    let s = UdpSocket::bind(bind).with_context(|| format!("bind {bind}"))?;
+    s.set_read_timeout(Some(UDP_TIMEOUT))?;
+    if connected {
+        if to.len() != 1 {
+            bail!("--connected takes one --to");
+        }
+        s.connect(first)
+            .with_context(|| format!("connect {first}"))?;
+    }
+    let payload = vec![0x5au8; size];
+    let mut buf = vec![0u8; 65536];
+    let mut last_round = 0.0;
+    for _ in 0..count {
+        last_round = unix_now();
+        for dest in to {
+            if connected {
+                s.send(&payload)?;
+            } else {
+                s.send_to(&payload, dest)?;
+            }
+            if reply > 0 {
+                let n = if connected {
+                    s.recv(&mut buf)
+                } else {
+                    s.recv_from(&mut buf).map(|(n, _)| n)
+                }
+                .context("waiting for the answer")?;
+                if n != reply {
+                    bail!("answer of {n} bytes, {reply} expected");
+                }
+            }
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "event": "done", "pid": std::process::id(), "local": s.local_addr()?.to_string(),
+            // Wall clock before the last round of datagrams: every flow of
+            // this socket saw a datagram after it.
+            "last_round_ts": last_round,
+        })
+    );
+    Ok(())
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }

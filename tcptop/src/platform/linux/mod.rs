@@ -23,8 +23,8 @@ use aya::{
     programs::{SockOps, links::CgroupAttachMode},
 };
 use tcptop_common::{
-    ConnStats, DROP_MAP_FULL, DROP_RINGBUF, DROP_UDP_FLOWS, EVENT_CLOSE, GLOBAL_OFFSETS, MAP_CONNS, MAP_DROPS,
-    MAP_EVENTS, Offsets,
+    ConnStats, DROP_MAP_FULL, DROP_RINGBUF, DROP_UDP_FLOWS, EVENT_CLOSE, GLOBAL_OFFSETS, MAP_CONNS,
+    MAP_DROPS, MAP_EVENTS, Offsets,
 };
 
 use super::{DataSource, HookSet, SourceError, SourceOptions};

@@ -1,0 +1,367 @@
+//! Root integration tests for UDP flows: the real binary and kernel, real
+//! datagrams of known sizes inside a fresh network namespace; every flow's
+//! bytes and datagrams asserted exactly, on both ends.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{NetNs, Peer, Tcptop, of_conn};
+use serde_json::Value;
+
+fn u(v: &Value, f: &str) -> u64 {
+    v[f].as_u64()
+        .unwrap_or_else(|| panic!("field {f} missing in {v}"))
+}
+
+fn sock(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// What one flow must add up to, seen from its `local` end.
+struct Want<'a> {
+    local: String,
+    remote: String,
+    tx: (u64, u64),
+    rx: (u64, u64),
+    pid: u32,
+    comm: &'a str,
+    /// Wall clock before its client's last round of datagrams.
+    last_round: f64,
+}
+
+/// The flow was seen live (state "-") and then ended exactly once, as
+/// CLOSED with exact final counters, no sooner than the idle timeout
+/// after its last datagram, and nothing was reported for it afterwards.
+fn check_flow(records: &[Value], w: &Want, netns: u64, idle: f64) {
+    let recs = of_conn(records, &w.local, &w.remote);
+    let ctx = format!("flow {} -> {}", w.local, w.remote);
+    assert!(!recs.is_empty(), "{ctx}: no records");
+    assert!(recs.iter().all(|r| r["proto"] == "udp"), "{ctx}");
+    assert!(
+        recs.iter().any(|r| r["state"] == "-"),
+        "{ctx}: never seen live: {recs:#?}"
+    );
+    let closed: Vec<_> = recs.iter().filter(|r| r["state"] == "CLOSED").collect();
+    assert_eq!(closed.len(), 1, "{ctx}: want one CLOSED record: {recs:#?}");
+    assert_eq!(
+        recs.last().unwrap()["state"],
+        "CLOSED",
+        "{ctx}: records after CLOSED"
+    );
+    let fin = closed[0];
+    assert_eq!(
+        (u(fin, "tx_bytes"), u(fin, "tx_packets")),
+        w.tx,
+        "{ctx}: sent bytes, datagrams"
+    );
+    assert_eq!(
+        (u(fin, "rx_bytes"), u(fin, "rx_packets")),
+        w.rx,
+        "{ctx}: received bytes, datagrams"
+    );
+    assert_eq!(u(fin, "pid"), u64::from(w.pid), "{ctx}: owner");
+    assert_eq!(fin["comm"], w.comm, "{ctx}");
+    assert_eq!(u(fin, "netns"), netns, "{ctx}");
+    assert!(fin["rtt_us"].is_null(), "{ctx}");
+    let ended = fin["ts"].as_f64().unwrap();
+    // The flow's last datagram came after its client's last round began.
+    assert!(
+        ended >= w.last_round + idle - 0.05,
+        "{ctx}: ended {:.2} s after its last round of datagrams began (idle timeout {idle} s)",
+        ended - w.last_round
+    );
+}
+
+/// Three servers and three clients exchange datagrams of known sizes:
+/// - A, connected, 20 x 100 bytes to S1, answered with 10 bytes each;
+/// - C, unconnected, 5 x 64 bytes to S1 (IPv4-mapped from a v6 socket when
+///   `mapped`), answered with 10 bytes each: S1's one socket has two flows;
+/// - B, unconnected, 15 x 333 bytes to each of S2 and S3, which only
+///   receive: B's one socket has two flows, and the receivers' owners
+///   come from the receive side alone.
+fn flows(tag: &str, ip: &str, base: u16, mapped: bool) {
+    const IDLE: f64 = 1.5;
+    let ns = NetNs::new(tag);
+    let mut top = Tcptop::start(&["--udp", "--idle-timeout", &IDLE.to_string()]);
+    let (s1, s2, s3) = (sock(ip, base), sock(ip, base + 1), sock(ip, base + 2));
+    let server = |addr: &str, name: &str, datagrams: &str, reply: &str| -> Peer {
+        let mut p = ns.peer(&[
+            "udp-server",
+            "--listen",
+            addr,
+            "--name",
+            name,
+            "--datagrams",
+            datagrams,
+            "--reply",
+            reply,
+        ]);
+        p.expect("listening");
+        p
+    };
+    let mut srv1 = server(&s1, "tt-udp-s1", "25", "10");
+    let mut srv2 = server(&s2, "tt-udp-s2", "15", "0");
+    let mut srv3 = server(&s3, "tt-udp-s3", "15", "0");
+
+    let mut a = ns.peer(&[
+        "udp-client",
+        "--to",
+        &s1,
+        "--connected",
+        "--count",
+        "20",
+        "--size",
+        "100",
+        "--reply",
+        "10",
+        "--name",
+        "tt-udp-a",
+    ]);
+    let c_to = if mapped {
+        format!("[::ffff:{ip}]:{base}")
+    } else {
+        s1.clone()
+    };
+    let mut c = ns.peer(&[
+        "udp-client",
+        "--to",
+        &c_to,
+        "--count",
+        "5",
+        "--size",
+        "64",
+        "--reply",
+        "10",
+        "--name",
+        "tt-udp-c",
+    ]);
+    let mut b = ns.peer(&[
+        "udp-client",
+        "--to",
+        &s2,
+        "--to",
+        &s3,
+        "--count",
+        "15",
+        "--size",
+        "333",
+        "--name",
+        "tt-udp-b",
+    ]);
+    let (a_done, b_done, c_done) = (a.expect("done"), b.expect("done"), c.expect("done"));
+    let local = |d: &Value| d["local"].as_str().unwrap().to_string();
+    let (a_local, b_local, c_local) = (local(&a_done), local(&b_done), local(&c_done));
+    let last = |d: &Value| d["last_round_ts"].as_f64().unwrap();
+    let (a_last, b_last, c_last) = (last(&a_done), last(&b_done), last(&c_done));
+    // What the servers saw, by peer: the truth the flows must match.
+    let by_peer = [
+        srv1.expect("done"),
+        srv2.expect("done"),
+        srv3.expect("done"),
+    ];
+    let pids = (
+        a.pid(),
+        b.pid(),
+        c.pid(),
+        srv1.pid(),
+        srv2.pid(),
+        srv3.pid(),
+    );
+    for p in [a, b, c, srv1, srv2, srv3] {
+        p.wait_ok();
+    }
+    // Clients bound to the wildcard: their flows carry the address used.
+    let (a_at, b_at, c_at) = (
+        sock(ip, port_of(&a_local)),
+        sock(ip, port_of(&b_local)),
+        sock(ip, port_of(&c_local)),
+    );
+    assert_eq!(by_peer[0]["peers"][&a_at]["bytes"], 2000, "{by_peer:?}");
+    assert_eq!(by_peer[0]["peers"][&c_at]["bytes"], 320, "{by_peer:?}");
+    assert_eq!(by_peer[1]["peers"][&b_at]["bytes"], 4995, "{by_peer:?}");
+    assert_eq!(by_peer[2]["peers"][&b_at]["bytes"], 4995, "{by_peer:?}");
+
+    // Every flow ends after the idle timeout; wait for the last one.
+    for (l, r) in [(&s3, &b_at), (&b_at, &s3)] {
+        top.wait_for(|v| {
+            v["local"] == l.as_str() && v["remote"] == r.as_str() && v["state"] == "CLOSED"
+        });
+    }
+    top.pump(Duration::from_millis(600));
+    let (records, stderr) = top.stop();
+    assert!(
+        stderr.contains("dropped 0 events (ring buffer full), 0 connections (table full)"),
+        "{stderr}"
+    );
+    assert!(
+        records.iter().all(|r| r["proto"] == "udp"),
+        "--udp shows UDP only"
+    );
+
+    let netns = ns.inode();
+    let (a_pid, b_pid, c_pid, s1_pid, s2_pid, s3_pid) = pids;
+    let wants = [
+        Want {
+            local: a_at.clone(),
+            remote: s1.clone(),
+            tx: (2000, 20),
+            rx: (200, 20),
+            pid: a_pid,
+            comm: "tt-udp-a",
+            last_round: a_last,
+        },
+        Want {
+            local: s1.clone(),
+            remote: a_at.clone(),
+            tx: (200, 20),
+            rx: (2000, 20),
+            pid: s1_pid,
+            comm: "tt-udp-s1",
+            last_round: a_last,
+        },
+        Want {
+            local: c_at.clone(),
+            remote: s1.clone(),
+            tx: (320, 5),
+            rx: (50, 5),
+            pid: c_pid,
+            comm: "tt-udp-c",
+            last_round: c_last,
+        },
+        Want {
+            local: s1.clone(),
+            remote: c_at.clone(),
+            tx: (50, 5),
+            rx: (320, 5),
+            pid: s1_pid,
+            comm: "tt-udp-s1",
+            last_round: c_last,
+        },
+        Want {
+            local: b_at.clone(),
+            remote: s2.clone(),
+            tx: (4995, 15),
+            rx: (0, 0),
+            pid: b_pid,
+            comm: "tt-udp-b",
+            last_round: b_last,
+        },
+        Want {
+            local: b_at.clone(),
+            remote: s3.clone(),
+            tx: (4995, 15),
+            rx: (0, 0),
+            pid: b_pid,
+            comm: "tt-udp-b",
+            last_round: b_last,
+        },
+        Want {
+            local: s2.clone(),
+            remote: b_at.clone(),
+            tx: (0, 0),
+            rx: (4995, 15),
+            pid: s2_pid,
+            comm: "tt-udp-s2",
+            last_round: b_last,
+        },
+        Want {
+            local: s3.clone(),
+            remote: b_at.clone(),
+            tx: (0, 0),
+            rx: (4995, 15),
+            pid: s3_pid,
+            comm: "tt-udp-s3",
+            last_round: b_last,
+        },
+    ];
+    for w in &wants {
+        check_flow(&records, w, netns, IDLE);
+    }
+    // Nothing else in the namespace: exactly these eight flows.
+    let mut seen: Vec<(String, String)> = records
+        .iter()
+        .filter(|r| r["netns"].as_u64() == Some(netns))
+        .map(|r| {
+            (
+                r["local"].as_str().unwrap().into(),
+                r["remote"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), wants.len(), "{seen:#?}");
+}
+
+#[test]
+fn udp_v4_flows_exact() {
+    if !common::is_root("udp_v4_flows_exact") {
+        return;
+    }
+    let _g = common::serial();
+    flows("udp4", "127.0.0.1", 40301, true);
+}
+
+#[test]
+fn udp_v6_flows_exact() {
+    if !common::is_root("udp_v6_flows_exact") {
+        return;
+    }
+    let _g = common::serial();
+    flows("udp6", "::1", 40311, false);
+}
+
+/// `--tcp` shows no UDP flow, `--udp` no TCP connection.
+#[test]
+fn protocol_filters() {
+    if !common::is_root("protocol_filters") {
+        return;
+    }
+    let _g = common::serial();
+    let ns = NetNs::new("udpf");
+    let mut tcp_only = Tcptop::start(&["--tcp"]);
+    let mut udp_only = Tcptop::start(&["--udp"]);
+    let mut srv = ns.peer(&[
+        "udp-server",
+        "--listen",
+        "127.0.0.1:40321",
+        "--datagrams",
+        "3",
+        "--reply",
+        "1",
+    ]);
+    srv.expect("listening");
+    let mut cli = ns.peer(&[
+        "udp-client",
+        "--to",
+        "127.0.0.1:40321",
+        "--count",
+        "3",
+        "--size",
+        "9",
+        "--reply",
+        "1",
+    ]);
+    cli.expect("done");
+    let mut tsrv = ns.peer(&["server", "--listen", "127.0.0.1:40322", "--recv", "5"]);
+    tsrv.expect("listening");
+    let mut tcli = ns.peer(&["client", "--connect", "127.0.0.1:40322", "--send", "5"]);
+    tcli.expect("done");
+    let netns = ns.inode();
+    udp_only.wait_for(|r| r["netns"].as_u64() == Some(netns) && r["rx_bytes"] == 3);
+    tcp_only.wait_for(|r| r["netns"].as_u64() == Some(netns) && r["tx_bytes"] == 5);
+    let (t, _) = tcp_only.stop();
+    let (u, _) = udp_only.stop();
+    assert!(t.iter().all(|r| r["proto"] == "tcp"), "{t:#?}");
+    assert!(u.iter().all(|r| r["proto"] == "udp"), "{u:#?}");
+}
