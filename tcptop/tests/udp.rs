@@ -365,3 +365,48 @@ fn protocol_filters() {
     assert!(t.iter().all(|r| r["proto"] == "tcp"), "{t:#?}");
     assert!(u.iter().all(|r| r["proto"] == "udp"), "{u:#?}");
 }
+
+/// A receive-only UDP socket opened before tcptop starts is attributed to
+/// its owner (from /proc at start-up, or the receive calls), and its flow is
+/// exact from the first datagram.
+#[test]
+fn existing_receive_only_socket_owner() {
+    if !common::is_root("existing_receive_only_socket_owner") {
+        return;
+    }
+    let _g = common::serial();
+    let ns = NetNs::new("udpold");
+    let addr = "127.0.0.1:40331";
+    let mut srv = ns.peer(&[
+        "udp-server",
+        "--listen",
+        addr,
+        "--name",
+        "tt-udp-old",
+        "--datagrams",
+        "4",
+    ]);
+    srv.expect("listening");
+    let mut top = Tcptop::start(&["--udp"]);
+    let mut cli = ns.peer(&[
+        "udp-client",
+        "--to",
+        addr,
+        "--count",
+        "4",
+        "--size",
+        "1000",
+        "--name",
+        "tt-udp-new",
+    ]);
+    let local = cli.expect("done")["local"].as_str().unwrap().to_string();
+    let from = format!("127.0.0.1:{}", port_of(&local));
+    srv.expect("done");
+    let srv_pid = u64::from(srv.pid());
+    let r = top
+        .wait_for(|r| r["local"] == addr && r["remote"] == from.as_str() && r["rx_packets"] == 4);
+    assert_eq!(u(&r, "rx_bytes"), 4000);
+    assert_eq!(u(&r, "tx_bytes"), 0);
+    assert_eq!(u(&r, "pid"), srv_pid, "{r}");
+    assert_eq!(r["comm"], "tt-udp-old");
+}

@@ -56,16 +56,18 @@ pub fn write(out: &mut impl Write, h: &Header<'_>, rows: &[&Row]) -> io::Result<
         .filter(|r| r.state == ConnState::Established)
         .count();
     let closed = rows.iter().filter(|r| r.is_closed()).count();
+    let udp = rows.iter().filter(|r| r.state == ConnState::Flow).count();
     let (rx, tx) = rows
         .iter()
         .fold((0.0, 0.0), |(rx, tx), r| (rx + r.rx_bps, tx + r.tx_bps));
     writeln!(
         out,
-        "tcptop {}  hooks: {}  connections: {} ({} established, {} closed)  RX {}  TX {}  dropped: {} events, {} connections",
+        "tcptop {}  hooks: {}  connections: {} ({} established, {} UDP, {} closed)  RX {}  TX {}  dropped: {} events, {} connections",
         h.time,
         h.hooks,
         rows.len(),
         established,
+        udp,
         closed,
         units::rate(rx),
         units::rate(tx),

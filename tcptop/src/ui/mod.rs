@@ -550,7 +550,20 @@ fn state_counts(rows: &[&Row]) -> Vec<(&'static str, usize)> {
             None => v.push((r.state, 1)),
         }
     }
-    let mut v: Vec<(&'static str, usize)> = v.into_iter().map(|(s, n)| (s.as_str(), n)).collect();
+    let mut v: Vec<(&'static str, usize)> = v
+        .into_iter()
+        // Active UDP flows have no state word of their own ("-" in the table).
+        .map(|(s, n)| {
+            (
+                if s == ConnState::Flow {
+                    "UDP"
+                } else {
+                    s.as_str()
+                },
+                n,
+            )
+        })
+        .collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     v
 }

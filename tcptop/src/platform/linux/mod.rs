@@ -95,14 +95,17 @@ impl EbpfSource {
             // freshness between the owner's calls is lost.
             Err(e) => warnings.push(e),
         }
+        let (seeds, udp_owners) = seed_from_proc();
         let udp = match caps::cgroup2_root() {
-            Some(root) => match udp::UdpFlows::attach(&mut ebpf, &root, opts.udp_idle) {
-                Ok(u) => Some(u),
-                Err(e) => {
-                    warnings.push(e);
-                    None
+            Some(root) => {
+                match udp::UdpFlows::attach(&mut ebpf, &root, opts.udp_idle, udp_owners) {
+                    Ok(u) => Some(u),
+                    Err(e) => {
+                        warnings.push(e);
+                        None
+                    }
                 }
-            },
+            }
             None => {
                 warnings.push("UDP flows are not shown: no cgroup v2 mount in /proc/mounts".into());
                 None
@@ -115,7 +118,6 @@ impl EbpfSource {
         let events = events::EventQueue::start(ring)
             .map_err(|e| SourceError::Failed(format!("cannot start the event thread: {e}")))?;
 
-        let seeds = seed_from_proc();
         drop(btf);
         // Start-up parsed the kernel's BTF (megabytes) and is done with it:
         // hand the freed heap back to the system for the long run.
@@ -376,13 +378,21 @@ fn attach_sock_ops(ebpf: &mut Ebpf) -> Result<(), String> {
     Ok(())
 }
 
-/// Connections open before we started, with their owners, as zero-counter samples.
-fn seed_from_proc() -> Vec<ConnSample> {
-    let Ok(found) = procfs::scan_tcp(Path::new("/proc")) else {
-        return Vec::new();
+/// Connections open before we started, with their owners, as zero-counter
+/// samples; and the owners of UDP sockets open before we started.
+fn seed_from_proc() -> (Vec<ConnSample>, udp::ProcOwners) {
+    let Ok(found) = procfs::scan_sockets(Path::new("/proc")) else {
+        return (Vec::new(), udp::ProcOwners::default());
     };
     let mut seen = StdHashMap::new();
+    let mut udp_owners = udp::ProcOwners::default();
     for s in found {
+        if s.udp {
+            if let Some(owner) = s.owner {
+                udp_owners.insert(s.netns, s.local, owner);
+            }
+            continue;
+        }
         let state = ConnState::from_tcp(s.state);
         // TIME_WAIT and request sockets are not full sockets: the kernel side
         // will never report them, so they would linger.
@@ -409,5 +419,5 @@ fn seed_from_proc() -> Vec<ConnSample> {
             rtt_us: None,
         });
     }
-    seen.into_values().collect()
+    (seen.into_values().collect(), udp_owners)
 }

@@ -26,13 +26,15 @@ use std::path::{Path, PathBuf};
 /// Kernel TCP state number of a listening socket (`TCP_LISTEN`).
 const TCP_LISTEN: u8 = 10;
 
-/// One TCP socket found in `/proc/<pid>/net/tcp` or `tcp6`.
+/// One TCP or UDP socket found in `/proc/<pid>/net/{tcp,tcp6,udp,udp6}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcSocket {
     /// Inode number of the network namespace (as in `/proc/<pid>/ns/net` -> `net:[4026531840]`).
     pub netns: u32,
-    /// Read from `tcp6`.
+    /// Read from `tcp6` or `udp6`.
     pub family_v6: bool,
+    /// Read from `udp` or `udp6`.
+    pub udp: bool,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     /// Kernel TCP state number (1 = ESTABLISHED ... 10 = LISTEN), hex field `st`.
@@ -43,15 +45,15 @@ pub struct ProcSocket {
     pub owner: Option<(u32, String)>,
 }
 
-/// Every TCP socket (v4 and v6) in every network namespace reachable through
-/// `/proc/<pid>/ns/net`, excluding LISTEN sockets (state 10). `proc_root` is
+/// Every TCP and UDP socket (v4 and v6) in every network namespace reachable
+/// through `/proc/<pid>/ns/net`, excluding TCP LISTEN sockets (state 10). `proc_root` is
 /// normally `"/proc"` (parameterised for tests).
 ///
 /// # Errors
 ///
 /// Only if `proc_root` itself cannot be listed. Anything that fails below one
 /// `/proc/<pid>` (the process exited, permission denied, ...) is skipped.
-pub fn scan_tcp(proc_root: &Path) -> io::Result<Vec<ProcSocket>> {
+pub fn scan_sockets(proc_root: &Path) -> io::Result<Vec<ProcSocket>> {
     let mut pids: Vec<u32> = fs::read_dir(proc_root)?
         .filter_map(|entry| parse_pid(&entry.ok()?.file_name()))
         .collect();
@@ -83,9 +85,15 @@ pub fn scan_tcp(proc_root: &Path) -> io::Result<Vec<ProcSocket>> {
 
     let mut out = Vec::new();
     for ns in namespaces {
-        for (family_v6, rows) in [(false, ns.v4), (true, ns.v6)] {
+        let files = [
+            (false, false, ns.v4),
+            (true, false, ns.v6),
+            (false, true, ns.u4),
+            (true, true, ns.u6),
+        ];
+        for (family_v6, udp, rows) in files {
             for (local, remote, state, inode, uid) in rows.unwrap_or_default() {
-                if state == TCP_LISTEN {
+                if !udp && state == TCP_LISTEN {
                     continue;
                 }
                 // Sockets without an inode (TIME_WAIT, orphans) have no owner.
@@ -97,6 +105,7 @@ pub fn scan_tcp(proc_root: &Path) -> io::Result<Vec<ProcSocket>> {
                 out.push(ProcSocket {
                     netns: ns.inode,
                     family_v6,
+                    udp,
                     local,
                     remote,
                     state,
@@ -119,6 +128,8 @@ struct Namespace {
     inode: u32,
     v4: Option<Vec<Row>>,
     v6: Option<Vec<Row>>,
+    u4: Option<Vec<Row>>,
+    u6: Option<Vec<Row>>,
 }
 
 impl Namespace {
@@ -127,15 +138,23 @@ impl Namespace {
             inode,
             v4: None,
             v6: None,
+            u4: None,
+            u6: None,
         }
     }
 
-    /// Read whichever of `net/tcp` and `net/tcp6` is still missing through the
+    /// Read whichever of `net/tcp`, `tcp6`, `udp`, `udp6` is still missing through the
     /// process directory `pid_dir`. A failed read (the process vanished, or
     /// IPv6 is disabled) leaves it missing for the next process of the same
     /// namespace to try; a namespace whose file never reads is simply empty.
     fn read_missing(&mut self, pid_dir: &mut PathBuf) {
-        for (slot, name, v6) in [(&mut self.v4, "tcp", false), (&mut self.v6, "tcp6", true)] {
+        let files = [
+            (&mut self.v4, "tcp", false),
+            (&mut self.v6, "tcp6", true),
+            (&mut self.u4, "udp", false),
+            (&mut self.u6, "udp6", true),
+        ];
+        for (slot, name, v6) in files {
             if slot.is_none() {
                 pid_dir.push("net");
                 pid_dir.push(name);
@@ -221,7 +240,7 @@ fn collect_owners(pid_dir: &mut PathBuf, pid: u32, owners: &mut HashMap<u64, (u3
     }
 }
 
-/// Parse one `/proc/net/tcp` or `tcp6` file's text (header line included).
+/// Parse one `/proc/net/tcp`, `tcp6`, `udp` or `udp6` file's text (same format) (header line included).
 ///
 /// Returns `(local, remote, state, inode, uid)` per socket line; the header and
 /// malformed lines are skipped. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`)
@@ -412,6 +431,24 @@ garbage
     }
 
     #[test]
+    fn real_udp_socket_with_owner() {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let local = s.local_addr().unwrap();
+        let sockets = scan_sockets(Path::new("/proc")).unwrap();
+        let hit: Vec<&ProcSocket> = sockets
+            .iter()
+            .filter(|p| p.udp && p.local == local)
+            .collect();
+        assert_eq!(hit.len(), 1, "{local} not found once: {hit:?}");
+        assert_eq!(hit[0].netns, own_netns());
+        assert_eq!(hit[0].owner.as_ref().unwrap().0, std::process::id());
+        assert!(
+            !sockets.iter().any(|p| !p.udp && p.local == local),
+            "UDP socket reported as TCP"
+        );
+    }
+
+    #[test]
     fn real_loopback_connection() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let server = listener.local_addr().unwrap();
@@ -422,9 +459,9 @@ garbage
         assert_eq!(accepted.local_addr().unwrap(), server);
 
         let start = std::time::Instant::now();
-        let sockets = scan_tcp(Path::new("/proc")).unwrap();
+        let sockets = scan_sockets(Path::new("/proc")).unwrap();
         eprintln!(
-            "scan_tcp(/proc): {} sockets in {:?}",
+            "scan_sockets(/proc): {} sockets in {:?}",
             sockets.len(),
             start.elapsed()
         );
@@ -516,13 +553,14 @@ garbage
         fs::create_dir_all(root.join("1234")).unwrap();
         fs::write(root.join("net"), "x").unwrap();
 
-        let mut got = scan_tcp(&root).unwrap();
+        let mut got = scan_sockets(&root).unwrap();
         got.sort_by_key(|s| (s.netns, s.inode));
         let sock =
             |netns, state, inode, local: Ipv4Addr, remote: Ipv4Addr, owner: Option<(u32, &str)>| {
                 ProcSocket {
                     netns,
                     family_v6: false,
+                    udp: false,
                     local: SocketAddr::new(local.into(), 80),
                     remote: SocketAddr::new(remote.into(), 4096),
                     state,
@@ -540,6 +578,6 @@ garbage
             ]
         );
         fs::remove_dir_all(&root).unwrap();
-        assert!(scan_tcp(&root).is_err());
+        assert!(scan_sockets(&root).is_err());
     }
 }

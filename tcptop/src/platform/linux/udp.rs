@@ -6,6 +6,7 @@
 //! starts a new flow, with fresh counters, if the 5-tuple is used again) and
 //! reported once as closed with its final counters.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::time::Duration;
@@ -30,12 +31,58 @@ const SOCK_PROGRAMS: [&str; 2] = ["tcptop_udp_release", "tcptop_udp_create"];
 pub struct UdpFlows {
     flows: HashMap<MapData, ConnTuple, UdpFlow>,
     idle_ns: u64,
+    /// Owners of sockets that existed before we started, for flows whose
+    /// socket has not been used by a process since (receive-only sockets).
+    proc_owners: ProcOwners,
+}
+
+/// UDP socket owners found in /proc at start-up, by namespace and local
+/// address (the wildcard address matches any).
+#[derive(Default)]
+pub struct ProcOwners(std::collections::HashMap<(u32, SocketAddr), (u32, String)>);
+
+impl ProcOwners {
+    pub fn insert(&mut self, netns: u32, local: SocketAddr, owner: (u32, String)) {
+        self.0.entry((netns, local)).or_insert(owner);
+    }
+
+    fn get(&self, netns: u32, local: SocketAddr) -> Option<&(u32, String)> {
+        let any = match local.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        self.0
+            .get(&(netns, local))
+            .or_else(|| self.0.get(&(netns, SocketAddr::new(any, local.port()))))
+            // A dual-stack socket bound to [::] receives IPv4 too.
+            .or_else(|| {
+                self.0.get(&(
+                    netns,
+                    SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), local.port()),
+                ))
+            })
+    }
+
+    /// Fills in the owner of a flow the kernel has none for.
+    fn fill(&self, s: &mut ConnSample) {
+        if s.pid == 0
+            && let Some((pid, comm)) = self.get(s.key.netns, s.key.local)
+        {
+            s.pid = *pid;
+            s.comm.clone_from(comm);
+        }
+    }
 }
 
 impl UdpFlows {
     /// Attaches the UDP programs to the cgroup v2 root and takes the flow
     /// map. On failure nothing stays attached and the error says what is lost.
-    pub fn attach(ebpf: &mut Ebpf, cgroup2: &Path, idle: Duration) -> Result<Self, String> {
+    pub fn attach(
+        ebpf: &mut Ebpf,
+        cgroup2: &Path,
+        idle: Duration,
+        proc_owners: ProcOwners,
+    ) -> Result<Self, String> {
         let result = attach_all(ebpf, cgroup2);
         if let Err(e) = result {
             for name in SOCK_PROGRAMS
@@ -60,6 +107,7 @@ impl UdpFlows {
         Ok(UdpFlows {
             flows,
             idle_ns: u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX),
+            proc_owners,
         })
     }
 
@@ -73,14 +121,18 @@ impl UdpFlows {
             if now.saturating_sub(flow.last_ns) > self.idle_ns {
                 idle.push(tuple);
             } else {
-                live.push(convert::udp_sample(&tuple, &flow, false));
+                let mut s = convert::udp_sample(&tuple, &flow, false);
+                self.proc_owners.fill(&mut s);
+                live.push(s);
             }
         }
         for tuple in idle {
             // The final value comes from the delete itself: a datagram
             // counted between our read and the delete is not lost.
             if let Some(flow) = lookup_and_delete(self.flows.map(), &tuple) {
-                closed.push(convert::udp_sample(&tuple, &flow, true));
+                let mut s = convert::udp_sample(&tuple, &flow, true);
+                self.proc_owners.fill(&mut s);
+                closed.push(s);
             }
         }
     }
