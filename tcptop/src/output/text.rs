@@ -150,7 +150,7 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains('\x1b'));
         let expected = "\
-tcptop 12:00:00  hooks: test  connections: 1 (1 established, 0 closed)  RX 50 B/s  TX 1.0 KiB/s  dropped: 0 events, 0 connections
+tcptop 12:00:00  hooks: test  connections: 1 (1 established, 0 UDP, 0 closed)  RX 50 B/s  TX 1.0 KiB/s  dropped: 0 events, 0 connections
     PID PROCESS         PROTO LOCAL                 REMOTE                STATE             RX/s       TX/s         RX         TX     RTT RETRANS
    4242 evil\\x1b[2J     tcp   127.0.0.1:40000       [::1]:443             ESTABLISHED     50 B/s  1.0 KiB/s      100 B    2.0 KiB   120us       0
 
