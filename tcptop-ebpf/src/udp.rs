@@ -14,7 +14,7 @@ use aya_ebpf::{
     bindings::{__sk_buff, BPF_NOEXIST},
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{HashMap, LruHashMap},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::SkBuffContext,
 };
 use tcptop_common::{
@@ -31,6 +31,22 @@ static UDP_FLOWS: HashMap<ConnTuple, UdpFlow> = HashMap::with_max_entries(MAX_UD
 /// whose release we never saw must not fill it for good).
 #[map(name = "UDP_OWNERS")]
 static UDP_OWNERS: LruHashMap<u64, UdpOwner> = LruHashMap::with_max_entries(MAX_UDP_FLOWS, 0);
+
+/// The datagram the ingress program counted last on this CPU, so that
+/// `udp_fail_queue_rcv_skb`, which fires right after on the same CPU when
+/// the socket's receive buffer is full, can take it back out.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LastRx {
+    sk: u64,
+    tuple: ConnTuple,
+    _pad: u32,
+    payload: u64,
+    datagrams: u64,
+}
+
+#[map(name = "UDP_LAST_RX")]
+static UDP_LAST_RX: PerCpuArray<LastRx> = PerCpuArray::with_max_entries(1, 0);
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -190,6 +206,15 @@ pub fn on_skb(ctx: &SkBuffContext, egress: bool) {
         }
         (*f).last_ns = now;
     }
+    if !egress && let Some(last) = UDP_LAST_RX.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, only this CPU touches it while we run.
+        unsafe {
+            (*last).sk = sk;
+            (*last).tuple = t;
+            (*last).payload = payload;
+            (*last).datagrams = datagrams;
+        }
+    }
     if egress {
         // UDP output runs synchronously in the sender's context.
         let pid = kernel::current_tgid();
@@ -208,6 +233,28 @@ pub fn on_skb(ctx: &SkBuffContext, egress: bool) {
                 (*f).pid = (*o).pid;
                 (*f).comm = (*o).comm;
             }
+        }
+    }
+}
+
+/// The socket `sk` could not queue the datagram just counted by ingress on
+/// this CPU (receive buffer full): the application never gets it, so it is
+/// taken back out of the flow's received counters.
+#[inline(always)]
+pub fn on_queue_failed(sk: u64) {
+    let Some(last) = UDP_LAST_RX.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU slot, only this CPU touches it while we run.
+    unsafe {
+        if sk == 0 || (*last).sk != sk {
+            return;
+        }
+        (*last).sk = 0;
+        if let Some(f) = UDP_FLOWS.get_ptr_mut(&(*last).tuple) {
+            // Two's complement: adding the negation subtracts, atomically.
+            conn::add(&raw mut (*f).rx_bytes, (*last).payload.wrapping_neg());
+            conn::add(&raw mut (*f).rx_packets, (*last).datagrams.wrapping_neg());
         }
     }
 }

@@ -8,11 +8,15 @@
 //! - `cgroup/sock_create`, `cgroup/sock_release`: a UDP socket's creator is
 //!   its first known owner; its owner entry goes with it.
 //!
+//! - raw tracepoint `udp_fail_queue_rcv_skb(rc, sk, ...)`: a datagram the
+//!   ingress program just counted did not fit the socket's receive buffer
+//!   (IPv4 always; IPv6 since Linux 6.6).
+//!
 //! Both skb programs return 1: they observe, never drop.
 
 use aya_ebpf::{
-    macros::{cgroup_skb, cgroup_sock},
-    programs::{SkBuffContext, SockContext},
+    macros::{cgroup_skb, cgroup_sock, raw_tracepoint},
+    programs::{RawTracePointContext, SkBuffContext, SockContext},
 };
 use tcptop_common::{AF_INET, AF_INET6, IPPROTO_UDP};
 
@@ -28,6 +32,14 @@ pub fn tcptop_udp_egress(ctx: SkBuffContext) -> i32 {
 pub fn tcptop_udp_ingress(ctx: SkBuffContext) -> i32 {
     udp::on_skb(&ctx, false);
     1
+}
+
+#[raw_tracepoint(tracepoint = "udp_fail_queue_rcv_skb")]
+pub fn udp_fail_queue_rcv_skb(ctx: RawTracePointContext) -> i32 {
+    if kernel::ready() {
+        udp::on_queue_failed(ctx.arg::<u64>(1));
+    }
+    0
 }
 
 #[cgroup_sock(sock_create)]

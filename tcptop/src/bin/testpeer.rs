@@ -78,6 +78,17 @@ enum Role {
         /// Bytes to answer each datagram with (0: no answer).
         #[arg(long, default_value_t = 0)]
         reply: usize,
+        /// SO_RCVBUF in bytes (the kernel doubles it).
+        #[arg(long)]
+        rcvbuf: Option<usize>,
+        /// Sleep this long after "listening" before reading (lets a burst
+        /// overflow a small receive buffer).
+        #[arg(long, default_value_t = 0)]
+        read_after_ms: u64,
+        /// Stop once no datagram came for this long (--datagrams is then a
+        /// maximum).
+        #[arg(long)]
+        drain_ms: Option<u64>,
     },
     UdpClient {
         /// Destination (repeatable: one unconnected socket sends to each).
@@ -148,7 +159,18 @@ fn main() -> Result<()> {
             name,
             datagrams,
             reply,
-        } => udp_server(listen, &name, datagrams, reply),
+            rcvbuf,
+            read_after_ms,
+            drain_ms,
+        } => udp_server(
+            listen,
+            &name,
+            datagrams,
+            reply,
+            rcvbuf,
+            Duration::from_millis(read_after_ms),
+            drain_ms.map(Duration::from_millis),
+        ),
         Role::UdpClient {
             to,
             bind,
@@ -342,20 +364,52 @@ fn udp_server(
     name: &Option<String>,
     datagrams: u64,
     reply: usize,
+    rcvbuf: Option<usize>,
+    read_after: Duration,
+    drain: Option<Duration>,
 ) -> Result<()> {
     set_name(name)?;
     let s = UdpSocket::bind(listen).with_context(|| format!("bind {listen}"))?;
-    s.set_read_timeout(Some(UDP_TIMEOUT))?;
+    s.set_read_timeout(Some(drain.unwrap_or(UDP_TIMEOUT)))?;
+    if let Some(n) = rcvbuf {
+        let v = n as libc::c_int;
+        // SAFETY: setsockopt reads one int.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&raw const v).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            bail!("SO_RCVBUF: {}", std::io::Error::last_os_error());
+        }
+    }
     println!(
         "{}",
         serde_json::json!({"event": "listening", "pid": std::process::id(), "local": s.local_addr()?.to_string()})
     );
     std::io::stdout().flush()?;
+    std::thread::sleep(read_after);
     let answer = vec![0xa5u8; reply];
     let mut buf = vec![0u8; 65536];
     let mut peers: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for _ in 0..datagrams {
-        let (n, from) = s.recv_from(&mut buf).context("waiting for a datagram")?;
+        let (n, from) = match s.recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(e)
+                if drain.is_some()
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+            {
+                break;
+            }
+            Err(e) => return Err(e).context("waiting for a datagram"),
+        };
         let e = peers.entry(from.to_string()).or_default();
         e.0 += 1;
         e.1 += n as u64;

@@ -283,7 +283,8 @@ pub fn of_conn<'a>(records: &'a [Value], local: &str, remote: &str) -> Vec<&'a V
 
 /// Names of tcptop's programs currently loaded in the kernel.
 pub fn loaded_tcptop_programs() -> Vec<String> {
-    const OURS: [&str; 9] = [
+    const OURS: [&str; 10] = [
+        "udp_fail_queue_",
         "tcptop_udp_",
         "sock_send_lengt",
         "sock_recv_lengt",

@@ -27,6 +27,8 @@ const SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
 ];
 /// Release before create: no owner entry is made that would not be removed.
 const SOCK_PROGRAMS: [&str; 2] = ["tcptop_udp_release", "tcptop_udp_create"];
+/// Takes back datagrams a full receive buffer dropped; before ingress counts.
+const QUEUE_FAILED: &str = "udp_fail_queue_rcv_skb";
 
 pub struct UdpFlows {
     flows: HashMap<MapData, ConnTuple, UdpFlow>,
@@ -88,12 +90,14 @@ impl UdpFlows {
             for name in SOCK_PROGRAMS
                 .iter()
                 .copied()
+                .chain([QUEUE_FAILED])
                 .chain(SKB_PROGRAMS.iter().map(|(n, _)| *n))
             {
                 if let Some(p) = ebpf.program_mut(name) {
                     let _ = match p {
                         aya::programs::Program::CgroupSkb(p) => p.unload(),
                         aya::programs::Program::CgroupSock(p) => p.unload(),
+                        aya::programs::Program::RawTracePoint(p) => p.unload(),
                         _ => Ok(()),
                     };
                 }
@@ -152,6 +156,7 @@ fn attach_all(ebpf: &mut Ebpf, cgroup2: &Path) -> Result<(), String> {
         prog.attach(cgroup.as_fd(), CgroupAttachMode::Single)
             .map_err(|e| format!("cannot attach {name}: {}", hooks::chain(&e)))?;
     }
+    hooks::attach_raw_tracepoint(ebpf, QUEUE_FAILED)?;
     for (name, at) in SKB_PROGRAMS {
         let prog: &mut CgroupSkb = ebpf
             .program_mut(name)
