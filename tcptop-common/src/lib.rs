@@ -112,7 +112,10 @@ pub struct ConnStats {
     pub state: u8,
     /// One of `ORIGIN_*`.
     pub origin: u8,
-    pub _pad0: [u8; 6],
+    pub _pad0: [u8; 2],
+    /// `bpf_ktime_get_ns() >> 30` (about a second) when `comm` was read:
+    /// the name is re-read once per such epoch, so an exec shows.
+    pub comm_epoch: u32,
 }
 
 /// A lifecycle event, sent through [`MAP_EVENTS`].
@@ -145,7 +148,8 @@ pub struct UdpFlow {
     /// TGID of the last process known to send or receive on the flow's socket
     /// (0: not known yet).
     pub pid: u32,
-    pub _pad0: u32,
+    /// As [`ConnStats::comm_epoch`], for egress.
+    pub comm_epoch: u32,
     /// Thread-group leader's name, NUL padded.
     pub comm: [u8; 16],
 }
@@ -155,7 +159,8 @@ pub struct UdpFlow {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct UdpOwner {
     pub pid: u32,
-    pub _pad0: u32,
+    /// As [`ConnStats::comm_epoch`].
+    pub comm_epoch: u32,
     pub comm: [u8; 16],
 }
 
@@ -223,7 +228,7 @@ mod tests {
         assert_eq!(size_of::<ConnTuple>(), 16 + 16 + 2 + 2 + 2 + 1 + 1 + 4);
         assert_eq!(
             size_of::<ConnStats>(),
-            size_of::<ConnTuple>() + 4 + 4 * 8 + 8 * 4 + 16 + 2 + 6
+            size_of::<ConnTuple>() + 4 + 4 * 8 + 8 * 4 + 16 + 2 + 2 + 4
         );
         assert_eq!(size_of::<ConnEvent>(), 16 + size_of::<ConnStats>());
         assert_eq!(size_of::<Offsets>(), 22 * 4);

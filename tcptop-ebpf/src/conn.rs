@@ -153,17 +153,27 @@ pub fn store_counters(st: *mut ConnStats, c: &SockCounters) {
 
 /// Records the calling process as the connection's owner. Only called from
 /// process context (send/receive calls, connect), never from softirq, where
-/// `current` is whichever task the packet happened to interrupt.
+/// `current` is whichever task the packet happened to interrupt. The name is
+/// re-read when the owner changes and once a second (an exec renames).
 #[inline(always)]
 pub fn set_owner(st: *mut ConnStats) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let epoch = comm_epoch();
     // SAFETY: `st` points at a live map value.
     unsafe {
-        if (*st).pid != tgid {
+        if (*st).pid != tgid || (*st).comm_epoch != epoch {
             (*st).pid = tgid;
             (*st).comm = kernel::leader_comm();
+            (*st).comm_epoch = epoch;
         }
     }
+}
+
+/// About one second (2^30 ns) per value.
+#[inline(always)]
+pub fn comm_epoch() -> u32 {
+    // SAFETY: helper without preconditions.
+    (unsafe { bpf_ktime_get_ns() } >> 30) as u32
 }
 
 #[inline(always)]

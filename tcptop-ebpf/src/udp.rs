@@ -53,22 +53,25 @@ const ETH_P_IPV6: u16 = 0x86DD;
 const UDP_HEADER: u32 = 8;
 pub const SOCK_DGRAM: u16 = 2;
 
-/// Records `pid` (named `comm`) as the last user of socket `sk`.
+/// Records `pid` (named `comm`) as the last user of socket `sk`; the name
+/// is re-read when the user changes and once a second (an exec renames).
 #[inline(always)]
 pub fn note_owner(sk: u64, pid: u32, comm: impl FnOnce() -> [u8; 16]) {
+    let epoch = conn::comm_epoch();
     if let Some(o) = UDP_OWNERS.get_ptr_mut(&sk) {
         // SAFETY: `o` points at a live map value.
         unsafe {
-            if (*o).pid != pid {
+            if (*o).pid != pid || (*o).comm_epoch != epoch {
                 (*o).pid = pid;
                 (*o).comm = comm();
+                (*o).comm_epoch = epoch;
             }
         }
         return;
     }
     let o = UdpOwner {
         pid,
-        _pad0: 0,
+        comm_epoch: epoch,
         comm: comm(),
     };
     let _ = UDP_OWNERS.insert(&sk, &o, 0);
@@ -219,19 +222,22 @@ pub fn on_skb(ctx: &SkBuffContext, egress: bool) {
         // UDP output runs synchronously in the sender's context.
         let pid = kernel::current_tgid();
         note_owner(sk, pid, kernel::leader_comm);
+        let epoch = (now >> 30) as u32;
         // SAFETY: as above.
         unsafe {
-            if (*f).pid != pid {
+            if (*f).pid != pid || (*f).comm_epoch != epoch {
                 (*f).pid = pid;
                 (*f).comm = kernel::leader_comm();
+                (*f).comm_epoch = epoch;
             }
         }
     } else if let Some(o) = UDP_OWNERS.get_ptr(&sk) {
         // SAFETY: `f` and `o` point at live map values.
         unsafe {
-            if (*f).pid != (*o).pid {
+            if (*f).pid != (*o).pid || (*f).comm_epoch != (*o).comm_epoch {
                 (*f).pid = (*o).pid;
                 (*f).comm = (*o).comm;
+                (*f).comm_epoch = (*o).comm_epoch;
             }
         }
     }

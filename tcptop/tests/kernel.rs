@@ -509,3 +509,62 @@ fn ipv4_mapped_server_socket_shown_as_ipv4() {
         "mapped address shown raw"
     );
 }
+
+/// The owner is whoever uses a connection now: a forked child writing on an
+/// inherited socket takes it over, and a process that execs shows its new
+/// name (same PID). Bytes stay exact across both.
+#[test]
+fn owner_follows_fork_and_exec() {
+    if !common::is_root("owner_follows_fork_and_exec") {
+        return;
+    }
+    let _g = common::serial();
+    let ns = NetNs::new("exec");
+    let mut top = Tcptop::start(&["--port", "40111"]);
+    let mut srv = ns.peer(&[
+        "server",
+        "--listen",
+        "127.0.0.1:40111",
+        "--name",
+        "tt-exec-srv",
+        "--recv",
+        "1111",
+    ]);
+    srv.expect("listening");
+    // bash writes 5 bytes, then execs python3 (same PID), which writes 1100
+    // on the same socket (fd 3), then forks a child that writes 6.
+    let script = r#"
+        exec 3<>/dev/tcp/127.0.0.1/40111
+        printf hello >&3
+        echo "{\"event\":\"wrote\",\"pid\":$$}"
+        sleep 1.5
+        exec python3 -c 'import os, time
+os.write(3, b"x" * 1100)
+print("{\"event\":\"exec\"}", flush=True)
+time.sleep(1.5)
+pid = os.fork()
+if pid == 0:
+    os.write(3, b"world!")
+    print("{\"event\":\"child\",\"pid\":%d}" % os.getpid(), flush=True)
+    time.sleep(1.5)
+    os._exit(0)
+os.waitpid(pid, 0)'
+    "#;
+    let mut sh = ns.spawn("bash", &["-c", script]);
+    let bash_pid = sh.expect("wrote")["pid"].as_u64().unwrap();
+    let first = top.wait_for(|r| r["tx_bytes"] == 5);
+    assert_eq!(u(&first, "pid"), bash_pid, "{first}");
+    assert_eq!(first["comm"], "bash", "{first}");
+    sh.expect("exec");
+    let execd = top.wait_for(|r| r["tx_bytes"] == 1105);
+    assert_eq!(u(&execd, "pid"), bash_pid, "{execd}");
+    assert_eq!(execd["comm"], "python3", "exec renames: {execd}");
+    let child_pid = sh.expect("child")["pid"].as_u64().unwrap();
+    assert_ne!(child_pid, bash_pid);
+    let forked = top.wait_for(|r| r["tx_bytes"] == 1111);
+    assert_eq!(u(&forked, "pid"), child_pid, "{forked}");
+    sh.wait_ok();
+    srv.expect("finished");
+    let done = top.wait_for(|r| r["state"] == "CLOSED" && r["tx_bytes"] == 1111);
+    assert_eq!(done["comm"], "python3", "{done}");
+}

@@ -81,8 +81,8 @@ enum Role {
         /// SO_RCVBUF in bytes (the kernel doubles it).
         #[arg(long)]
         rcvbuf: Option<usize>,
-        /// Sleep this long after "listening" before reading (lets a burst
-        /// overflow a small receive buffer).
+        /// Sleep this long after the first datagram before reading on
+        /// (lets a burst overflow a small receive buffer).
         #[arg(long, default_value_t = 0)]
         read_after_ms: u64,
         /// Stop once no datagram came for this long (--datagrams is then a
@@ -357,7 +357,7 @@ fn bulk(connect: SocketAddr, c: &Common, secs: f64, chunk: usize) -> Result<()> 
 }
 
 /// No test waits longer than this for a datagram on loopback.
-const UDP_TIMEOUT: Duration = Duration::from_secs(10);
+const UDP_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn udp_server(
     listen: SocketAddr,
@@ -370,7 +370,7 @@ fn udp_server(
 ) -> Result<()> {
     set_name(name)?;
     let s = UdpSocket::bind(listen).with_context(|| format!("bind {listen}"))?;
-    s.set_read_timeout(Some(drain.unwrap_or(UDP_TIMEOUT)))?;
+    s.set_read_timeout(Some(UDP_TIMEOUT))?;
     if let Some(n) = rcvbuf {
         let v = n as libc::c_int;
         // SAFETY: setsockopt reads one int.
@@ -392,11 +392,18 @@ fn udp_server(
         serde_json::json!({"event": "listening", "pid": std::process::id(), "local": s.local_addr()?.to_string()})
     );
     std::io::stdout().flush()?;
-    std::thread::sleep(read_after);
     let answer = vec![0xa5u8; reply];
     let mut buf = vec![0u8; 65536];
     let mut peers: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for _ in 0..datagrams {
+    for i in 0..datagrams {
+        if i == 1 {
+            // After the first datagram: let the rest of a burst pile up,
+            // then stop reading once none came for `drain`.
+            std::thread::sleep(read_after);
+            if drain.is_some() {
+                s.set_read_timeout(drain)?;
+            }
+        }
         let (n, from) = match s.recv_from(&mut buf) {
             Ok(got) => got,
             Err(e)

@@ -59,8 +59,14 @@ impl NetNs {
 
     /// Starts tcptop-testpeer inside the namespace.
     pub fn peer(&self, args: &[&str]) -> Peer {
+        self.spawn(PEER, args)
+    }
+
+    /// Starts `program` inside the namespace; it reports JSON lines with
+    /// an `event` field on stdout, like the test peer.
+    pub fn spawn(&self, program: &str, args: &[&str]) -> Peer {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name, PEER])
+            .args(["netns", "exec", &self.name, program])
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
