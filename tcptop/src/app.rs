@@ -93,8 +93,9 @@ pub async fn run_batch(
     if !cli.quiet {
         let d = table.drops();
         eprintln!(
-            "tcptop: dropped {} events (ring buffer full), {} connections (table full)",
-            d.events, d.conns
+            "tcptop: dropped {} events (ring buffer full), {} connections (table full), \
+             evicted {} idle UDP flows (table nearly full)",
+            d.events, d.conns, d.evicted
         );
     }
     Ok(())

@@ -73,6 +73,14 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_interval)]
     pub idle_timeout: Duration,
 
+    /// Capacity of the kernel tables: TCP connections, and UDP flows (each
+    /// about 200 bytes of kernel memory). A connection beyond it is counted
+    /// as dropped; UDP flows are ended early, longest idle first, when the
+    /// flow table is 90% full.
+    #[arg(long, value_name = "N", default_value_t = crate::platform::DEFAULT_MAX_CONNS,
+          value_parser = clap::value_parser!(u32).range(1024..=4_194_304))]
+    pub max_conns: u32,
+
     /// Average rates over the last interval or a rolling window of 2, 10 or
     /// 40 seconds, like iftop (key `w` in the interactive display).
     #[arg(long, value_enum, default_value_t = Window::Interval)]

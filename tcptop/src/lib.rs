@@ -46,6 +46,7 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
         btf: cli.btf.clone(),
         hooks: cli.hooks.map(Into::into),
         udp_idle: cli.idle_timeout,
+        max_conns: cli.max_conns,
     })?;
     if cli.batch {
         return Ok(rt.block_on(app::run_batch(source.as_mut(), cli, log))?);

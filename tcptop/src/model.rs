@@ -136,11 +136,14 @@ pub struct Drops {
     pub events: u64,
     /// Connections not tracked because the connection map was full.
     pub conns: u64,
+    /// UDP flows ended early (longest idle first) because the flow table
+    /// was nearly full; each is reported CLOSED with its counters so far.
+    pub evicted: u64,
 }
 
 impl Drops {
     pub fn any(&self) -> bool {
-        self.events != 0 || self.conns != 0
+        self.events != 0 || self.conns != 0 || self.evicted != 0
     }
 }
 

@@ -113,6 +113,12 @@ enum Role {
         /// Process name (comm) to take.
         #[arg(long)]
         name: Option<String>,
+        /// Also send to the next N-1 ports after each --to (a port scan).
+        #[arg(long, default_value_t = 1)]
+        ports: u16,
+        /// Microseconds to wait between datagrams.
+        #[arg(long, default_value_t = 0)]
+        gap_us: u64,
     },
 }
 
@@ -179,7 +185,18 @@ fn main() -> Result<()> {
             size,
             reply,
             name,
-        } => udp_client(&to, bind, connected, count, size, reply, &name),
+            ports,
+            gap_us,
+        } => {
+            let to: Vec<SocketAddr> = to
+                .iter()
+                .flat_map(|a| {
+                    (0..ports).map(move |i| SocketAddr::new(a.ip(), a.port().wrapping_add(i)))
+                })
+                .collect();
+            let gap = Duration::from_micros(gap_us);
+            udp_client(&to, bind, connected, count, size, reply, &name, gap)
+        }
     }
 }
 
@@ -432,6 +449,7 @@ fn udp_server(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn udp_client(
     to: &[SocketAddr],
     bind: Option<SocketAddr>,
@@ -440,6 +458,7 @@ fn udp_client(
     size: usize,
     reply: usize,
     name: &Option<String>,
+    gap: Duration,
 ) -> Result<()> {
     set_name(name)?;
     let first = to[0];
@@ -462,6 +481,9 @@ fn udp_client(
     for _ in 0..count {
         last_round = unix_now();
         for dest in to {
+            if !gap.is_zero() {
+                std::thread::sleep(gap);
+            }
             if connected {
                 s.send(&payload)?;
             } else {

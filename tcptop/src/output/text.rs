@@ -74,6 +74,13 @@ pub fn write(out: &mut impl Write, h: &Header<'_>, rows: &[&Row]) -> io::Result<
         h.drops.events,
         h.drops.conns,
     )?;
+    if h.drops.evicted != 0 {
+        writeln!(
+            out,
+            "evicted {} idle UDP flows (flow table nearly full)",
+            h.drops.evicted
+        )?;
+    }
     let body: Vec<[String; 12]> = rows.iter().map(|r| cells(r)).collect();
     let mut widths: Vec<usize> = COLS.iter().map(|c| c.0.len().max(c.1)).collect();
     for row in &body {

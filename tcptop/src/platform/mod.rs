@@ -46,7 +46,12 @@ pub struct SourceOptions {
     pub hooks: Option<HookSet>,
     /// A UDP flow with no datagram for this long has ended.
     pub udp_idle: std::time::Duration,
+    /// Capacity of the kernel's connection table and of its UDP flow table.
+    pub max_conns: u32,
 }
+
+/// Default for [`SourceOptions::max_conns`].
+pub const DEFAULT_MAX_CONNS: u32 = 65_536;
 
 /// Default for [`SourceOptions::udp_idle`].
 pub const DEFAULT_UDP_IDLE: std::time::Duration = std::time::Duration::from_secs(30);

@@ -447,6 +447,7 @@ fn drops_in_warning_colour() {
     s.drops = Drops {
         events: 3,
         conns: 1,
+        evicted: 0,
     };
     h.app.on_snapshot(s, h.t0);
     let text = h.draw();

@@ -132,7 +132,14 @@ fn draw_header(app: &App, frame: &mut Frame<'_>, area: Rect, shown: usize) {
     let mut counts = vec![
         Span::raw(format!("connections: {}  ", rows.len())),
         Span::styled(
-            format!("dropped: {} events, {} conns", drops.events, drops.conns),
+            if drops.evicted == 0 {
+                format!("dropped: {} events, {} conns", drops.events, drops.conns)
+            } else {
+                format!(
+                    "dropped: {} events, {} conns, {} evicted",
+                    drops.events, drops.conns, drops.evicted
+                )
+            },
             drop_style,
         ),
     ];
@@ -516,6 +523,7 @@ fn draw_sparklines(app: &App, frame: &mut Frame<'_>, area: Rect, row: &Row) {
     };
     let rx = tail(series.rx_bps.iter().map(|v| v.round() as u64).collect());
     let tx = tail(series.tx_bps.iter().map(|v| v.round() as u64).collect());
+    // (f32 samples: rounding error far below a sparkline's resolution.)
     let rtt = tail(series.rtt_us.iter().map(|v| u64::from(*v)).collect());
     let max = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
     let secs = app.settings.interval.as_secs_f64() * series.len() as f64;

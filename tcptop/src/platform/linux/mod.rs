@@ -24,7 +24,7 @@ use aya::{
 };
 use tcptop_common::{
     ConnStats, DROP_MAP_FULL, DROP_RINGBUF, DROP_UDP_FLOWS, EVENT_CLOSE, GLOBAL_OFFSETS, MAP_CONNS,
-    MAP_DROPS, MAP_EVENTS, Offsets,
+    MAP_DROPS, MAP_EVENTS, MAP_UDP_FLOWS, MAP_UDP_OWNERS, Offsets,
 };
 
 use super::{DataSource, HookSet, SourceError, SourceOptions};
@@ -65,6 +65,9 @@ impl EbpfSource {
         let bytes = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptop"));
         let mut ebpf = EbpfLoader::new()
             .override_global(GLOBAL_OFFSETS, &offsets, true)
+            .map_max_entries(MAP_CONNS, opts.max_conns)
+            .map_max_entries(MAP_UDP_FLOWS, opts.max_conns)
+            .map_max_entries(MAP_UDP_OWNERS, opts.max_conns)
             .load(bytes)
             .map_err(|e| load_error(&e))?;
 
@@ -97,15 +100,13 @@ impl EbpfSource {
         }
         let (seeds, udp_owners) = seed_from_proc();
         let udp = match caps::cgroup2_root() {
-            Some(root) => {
-                match udp::UdpFlows::attach(&mut ebpf, &root, opts.udp_idle, udp_owners) {
-                    Ok(u) => Some(u),
-                    Err(e) => {
-                        warnings.push(e);
-                        None
-                    }
+            Some(root) => match udp::UdpFlows::attach(&mut ebpf, &root, opts, udp_owners) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    warnings.push(e);
+                    None
                 }
-            }
+            },
             None => {
                 warnings.push("UDP flows are not shown: no cgroup v2 mount in /proc/mounts".into());
                 None
@@ -145,6 +146,7 @@ impl EbpfSource {
         Drops {
             events: sum(DROP_RINGBUF),
             conns: sum(DROP_MAP_FULL).saturating_add(sum(DROP_UDP_FLOWS)),
+            evicted: self.udp.as_ref().map_or(0, udp::UdpFlows::evicted),
         }
     }
 }

@@ -9,7 +9,6 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
-use std::time::Duration;
 
 use aya::{
     Ebpf,
@@ -20,6 +19,7 @@ use tcptop_common::{ConnTuple, MAP_UDP_FLOWS, UdpFlow};
 
 use super::{convert, hooks};
 use crate::model::ConnSample;
+use crate::platform::SourceOptions;
 
 const SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
     ("tcptop_udp_ingress", CgroupSkbAttachType::Ingress),
@@ -33,6 +33,10 @@ const QUEUE_FAILED: &str = "udp_fail_queue_rcv_skb";
 pub struct UdpFlows {
     flows: HashMap<MapData, ConnTuple, UdpFlow>,
     idle_ns: u64,
+    /// The flow map's capacity: above 90% of it, the longest idle flows
+    /// are ended early, down to 80%, so that new flows always find room.
+    capacity: usize,
+    evicted: u64,
     /// Owners of sockets that existed before we started, for flows whose
     /// socket has not been used by a process since (receive-only sockets).
     proc_owners: ProcOwners,
@@ -82,7 +86,7 @@ impl UdpFlows {
     pub fn attach(
         ebpf: &mut Ebpf,
         cgroup2: &Path,
-        idle: Duration,
+        opts: &SourceOptions,
         proc_owners: ProcOwners,
     ) -> Result<Self, String> {
         let result = attach_all(ebpf, cgroup2);
@@ -110,25 +114,47 @@ impl UdpFlows {
         let flows = HashMap::try_from(map).map_err(|e| format!("UDP flows are not shown: {e}"))?;
         Ok(UdpFlows {
             flows,
-            idle_ns: u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX),
+            idle_ns: u64::try_from(opts.udp_idle.as_nanos()).unwrap_or(u64::MAX),
+            capacity: opts.max_conns as usize,
+            evicted: 0,
             proc_owners,
         })
     }
 
-    /// Live flows into `live`; flows idle past the timeout are removed from
-    /// the kernel and go into `closed` with their final counters.
+    /// UDP flows ended early so far because the table was nearly full.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Live flows into `live`; flows idle past the timeout (or the longest
+    /// idle ones, when the table is nearly full) are removed from the
+    /// kernel and go into `closed` with their final counters.
     pub fn collect(&mut self, live: &mut Vec<ConnSample>, closed: &mut Vec<ConnSample>) {
         let now = monotonic_ns();
         let mut idle = Vec::new();
+        let mut active: Vec<(u64, ConnTuple, UdpFlow)> = Vec::new();
         for item in self.flows.iter() {
             let Ok((tuple, flow)) = item else { continue };
             if now.saturating_sub(flow.last_ns) > self.idle_ns {
                 idle.push(tuple);
             } else {
-                let mut s = convert::udp_sample(&tuple, &flow, false);
-                self.proc_owners.fill(&mut s);
-                live.push(s);
+                active.push((flow.last_ns, tuple, flow));
             }
+        }
+        if (active.len() + idle.len()) * 10 >= self.capacity * 9 {
+            let keep = (self.capacity * 8 / 10).min(active.len());
+            // Longest idle first.
+            active.sort_unstable_by_key(|(last, _, _)| *last);
+            let excess = active.len() - keep;
+            for (_, tuple, _) in active.drain(..excess) {
+                idle.push(tuple);
+                self.evicted += 1;
+            }
+        }
+        for (_, tuple, flow) in active {
+            let mut s = convert::udp_sample(&tuple, &flow, false);
+            self.proc_owners.fill(&mut s);
+            live.push(s);
         }
         for tuple in idle {
             // The final value comes from the delete itself: a datagram
