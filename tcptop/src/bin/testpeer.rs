@@ -62,6 +62,10 @@ enum Role {
         /// bytes sent, send calls and throughput; ignores --send/--recv.
         #[arg(long)]
         bulk_secs: Option<f64>,
+        /// Open connections at this many per second (default: one after
+        /// another, as fast as they complete).
+        #[arg(long)]
+        rate: Option<f64>,
         /// Bytes per send call in bulk mode.
         #[arg(long, default_value_t = 128 * 1024)]
         chunk: usize,
@@ -156,9 +160,10 @@ fn main() -> Result<()> {
             wait_stdin,
             bulk_secs,
             chunk,
+            rate,
         } => match bulk_secs {
             Some(secs) => bulk(connect, &common, secs, chunk),
-            None => client(connect, &common, wait_stdin),
+            None => client(connect, &common, wait_stdin, rate),
         },
         Role::UdpServer {
             listen,
@@ -312,9 +317,15 @@ fn server(listen: SocketAddr, c: &Common, wait_stdin: bool) -> Result<()> {
     Ok(())
 }
 
-fn client(connect: SocketAddr, c: &Common, wait_stdin: bool) -> Result<()> {
+fn client(connect: SocketAddr, c: &Common, wait_stdin: bool, rate: Option<f64>) -> Result<()> {
     set_name(&c.name)?;
+    let start = Instant::now();
     for i in 0..c.conns {
+        if let Some(r) = rate.filter(|r| *r > 0.0) {
+            // Keep to the schedule; when late, go on at once (no catch-up sleep).
+            let due = start + Duration::from_secs_f64(f64::from(i) / r);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
         let mut s = TcpStream::connect(connect).with_context(|| format!("connect {connect}"))?;
         let loud = i == 0 || c.verbose;
         if wait_stdin {
@@ -336,9 +347,11 @@ fn client(connect: SocketAddr, c: &Common, wait_stdin: bool) -> Result<()> {
         }
         drop(s);
     }
+    let secs = start.elapsed().as_secs_f64();
     println!(
         "{}",
-        serde_json::json!({"event": "finished", "conns": c.conns})
+        serde_json::json!({"event": "finished", "conns": c.conns, "secs": secs,
+                           "per_sec": f64::from(c.conns) / secs})
     );
     Ok(())
 }

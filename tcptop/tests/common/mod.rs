@@ -132,6 +132,19 @@ impl Peer {
         }
     }
 
+    /// Next JSON line with this `event` within `wait`, or None.
+    pub fn try_expect(&mut self, event: &str, wait: Duration) -> Option<Value> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["event"] == event {
+                return Some(v);
+            }
+        }
+    }
+
     pub fn poke(&mut self) {
         let s = self.stdin.as_mut().unwrap();
         s.write_all(b"go\n").unwrap();
