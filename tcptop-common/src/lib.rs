@@ -48,9 +48,7 @@ pub const TCP_SYN_RECV: u8 = 3;
 pub const TCP_CLOSE: u8 = 7;
 pub const TCP_LISTEN: u8 = 10;
 
-/// Event kinds.
-pub const EVENT_NEW: u32 = 1;
-pub const EVENT_STATE: u32 = 2;
+/// Event kinds: a connection's final record (the only kind sent).
 pub const EVENT_CLOSE: u32 = 3;
 
 /// How the kernel side learned about a connection.
@@ -112,7 +110,10 @@ pub struct ConnStats {
     pub state: u8,
     /// One of `ORIGIN_*`.
     pub origin: u8,
-    pub _pad0: [u8; 2],
+    /// Non-zero once the sock_ops RTT callback keeps the socket counters
+    /// fresh (on every ACK): send calls then skip reading them.
+    pub sockops: u8,
+    pub _pad0: u8,
     /// `bpf_ktime_get_ns() >> 30` (about a second) when `comm` was read:
     /// the name is re-read once per such epoch, so an exec shows.
     pub comm_epoch: u32,
@@ -228,7 +229,7 @@ mod tests {
         assert_eq!(size_of::<ConnTuple>(), 16 + 16 + 2 + 2 + 2 + 1 + 1 + 4);
         assert_eq!(
             size_of::<ConnStats>(),
-            size_of::<ConnTuple>() + 4 + 4 * 8 + 8 * 4 + 16 + 2 + 2 + 4
+            size_of::<ConnTuple>() + 4 + 4 * 8 + 8 * 4 + 16 + 2 + 1 + 1 + 4
         );
         assert_eq!(size_of::<ConnEvent>(), 16 + size_of::<ConnStats>());
         assert_eq!(size_of::<Offsets>(), 22 * 4);

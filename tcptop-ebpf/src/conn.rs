@@ -29,10 +29,6 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_COUNTERS, 0)
 /// Wake user space only when the ring buffer is filling up: it drains on a
 /// timer otherwise, so a burst of short connections costs no wake-ups.
 const WAKEUP_THRESHOLD: u64 = (EVENTS_BYTES / 8) as u64;
-/// NEW and STATE events are informational (the map holds the same data):
-/// they are skipped once the buffer is half full, keeping the rest for
-/// CLOSE events, whose final counters exist nowhere else.
-const INFO_LIMIT: u64 = (EVENTS_BYTES / 2) as u64;
 
 pub fn count_drop(which: u32) {
     if let Some(p) = DROPS.get_ptr_mut(which) {
@@ -216,9 +212,7 @@ pub fn start(sk: *const u8, born: bool, state: u8) -> Option<*mut ConnStats> {
         count_drop(DROP_MAP_FULL);
         return None;
     }
-    let p = lookup(key)?;
-    emit(tcptop_common::EVENT_NEW, key, p);
-    Some(p)
+    lookup(key)
 }
 
 /// Adds `n` to a byte counter without losing concurrent increments.
@@ -230,19 +224,20 @@ pub fn add(counter: *mut u64, n: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, n) };
 }
 
-/// Sends a lifecycle event with a copy of the record.
+/// Sends a connection's final record. The only event there is: while a
+/// connection lives, user space reads the map; its final counters exist
+/// nowhere else once the entry is deleted. (Per-transition events would
+/// cost a ring-buffer write per state change and user-space memory under
+/// churn, for nothing the map does not show.)
 #[inline(always)]
-pub fn emit(kind: u32, sk: u64, st: *const ConnStats) {
-    if kind != EVENT_CLOSE && EVENTS.query(BPF_RB_AVAIL_DATA as u64) > INFO_LIMIT {
-        return;
-    }
+pub fn emit_close(sk: u64, st: *const ConnStats) {
     match EVENTS.reserve::<ConnEvent>(0) {
         Some(mut entry) => {
             let ev = entry.as_mut_ptr();
             // SAFETY: `ev` is a reserved, exclusively owned ring-buffer slot;
             // `st` points at a live map value.
             unsafe {
-                (*ev).kind = kind;
+                (*ev).kind = EVENT_CLOSE;
                 (*ev)._pad0 = 0;
                 (*ev).sk = sk;
                 (*ev).stats = *st;
@@ -303,5 +298,15 @@ pub fn on_io(sk: u64, ret: i64, flags: i64, tx: bool) {
     };
     add(counter, ret as u64);
     set_owner(st);
-    store_counters(st, &read_counters(sk as *const u8));
+    // SAFETY: `st` points at a live map value.
+    unsafe {
+        if tx && (*st).sockops != 0 {
+            // A sender's counters arrive with every ACK it gets back
+            // (sock_ops RTT callback): skip four probe reads. A receiver
+            // gets no RTT samples while it only receives, so it reads.
+            (*st).last_ns = bpf_ktime_get_ns();
+        } else {
+            store_counters(st, &read_counters(sk as *const u8));
+        }
+    }
 }

@@ -6,7 +6,7 @@
 //! counters leave through the ring buffer.
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
-use tcptop_common::{EVENT_CLOSE, TCP_CLOSE};
+use tcptop_common::TCP_CLOSE;
 
 use crate::{conn, kernel};
 
@@ -20,7 +20,7 @@ pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
         conn::store_counters(st, &conn::read_counters(sk as *const u8));
         // SAFETY: `st` points at a live map value.
         unsafe { (*st).state = TCP_CLOSE };
-        conn::emit(EVENT_CLOSE, sk, st);
+        conn::emit_close(sk, st);
         conn::remove(sk);
     }
     0

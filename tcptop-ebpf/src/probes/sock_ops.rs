@@ -59,5 +59,7 @@ fn on_rtt(ctx: &SockOpsContext) {
                 retrans,
             },
         );
+        // SAFETY: `st` points at a live map value.
+        unsafe { (*st).sockops = 1 };
     }
 }

@@ -6,7 +6,7 @@
 //! created by a listener, softirq) is a connection born while we watch.
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
-use tcptop_common::{EVENT_STATE, TCP_CLOSE, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT};
+use tcptop_common::{TCP_CLOSE, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT};
 
 use crate::{conn, kernel};
 
@@ -35,7 +35,6 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
                 (*st).state = newstate;
             }
             conn::store_counters(st, &conn::read_counters(skp));
-            conn::emit(EVENT_STATE, sk, st);
         }
         None => {
             if !conn::is_inet_tcp(skp) {
