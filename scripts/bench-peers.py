@@ -704,11 +704,13 @@ def main():
         return churn_client(int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]))
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds (medians over them)")
     ap.add_argument("--secs", type=float, default=10.0, help="seconds per load run")
     ap.add_argument("--rate", type=float, default=1000.0, help="fixed churn rate, conns/s")
-    ap.add_argument("--tools", default=",".join(ALL_TOOLS))
-    ap.add_argument("--loads", default=",".join(ALL_LOADS))
+    ap.add_argument("--tools", default=",".join(ALL_TOOLS),
+                    help=f"comma-separated monitors (default {','.join(ALL_TOOLS)})")
+    ap.add_argument("--loads", default=",".join(ALL_LOADS),
+                    help=f"comma-separated loads (default {','.join(ALL_LOADS)})")
     ap.add_argument("--markdown", action="store_true", help="print a BENCHMARKS.md section")
     ap.add_argument("--no-install", action="store_true", help="do not apt/cargo install")
     a = ap.parse_args()
@@ -858,7 +860,9 @@ def report(a, tools, loads, runs, errors, info):
               "tools print totals for it with `nethogs -v 2`, `iftop -B`, `bandwhich -t`.", ""]
     L.append(f"Machine: {info['ncpu']} CPU {info['cpu']}, Linux {info['kernel']}, "
              f"{info['date']}, commit {info['commit']}; load average at the start "
-             f"{' '.join(info['loadavg'])}.")
+             f"{' '.join(info['loadavg'])}"
+             + (" (the machine was not idle: expect noise)."
+                if float(info["loadavg"][0]) > 0.5 else "."))
     L.append("Versions: " + "; ".join(f"{k}: {v}" for k, v in info["versions"].items()) + ".")
     L.append("")
     summary = {}
