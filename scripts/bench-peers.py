@@ -486,9 +486,10 @@ def iftop_size(s):
 
 
 def parse_bytes(tool, text, srv_port, cli_port, srv_pid, cli_pid):
-    """What the tool reported for the transfer: (sender tx, receiver rx);
-    None where the tool reports no such number."""
-    tx = rx = None
+    """What the tool reported for the transfer: (sender tx, receiver rx).
+    A connection or process the tool does not list counts as 0; None where
+    the tool has no such number (iftop counts flows, not each end's rx)."""
+    tx = rx = 0
     if tool == "tcptop":
         for line in text.splitlines():
             try:
@@ -540,7 +541,7 @@ def parse_bytes(tool, text, srv_port, cli_port, srv_pid, cli_pid):
                 c2s = (c2s or 0) + iftop_size(cum_ab)
             if (a, b) == (srv, cli):
                 c2s = (c2s or 0) + iftop_size(cum_ba)
-        tx = c2s  # a flow, not a socket: no separate receiver count
+        tx, rx = c2s or 0, None  # a flow, not a socket: no receiver count
     elif tool == "bandwhich":
         pat = re.compile(r"connection: <\d+> <\S+>:(\d+) => \S+:(\d+) \(tcp\) "
                          r"up/down Bps: (\d+)/(\d+)")
@@ -585,7 +586,13 @@ def run_bytes(tool, tag):
     with open(path, errors="replace") as f:
         text = f.read()
     tx, rx = parse_bytes(tool, text, port, cli_port, srv.pid, cli.pid)
-    return {"tx": tx, "rx": rx}
+    res = {"tx": tx, "rx": rx, "port": port, "cli_port": cli_port,
+           "srv_pid": srv.pid, "cli_pid": cli.pid}
+    if tool == "nethogs":
+        # What nethogs could not attribute to a process (last refresh).
+        m = re.findall(r"^unknown TCP/0/0\t(\S+)\t", text, re.M)
+        res["unattributed"] = round(float(m[-1])) if m else 0
+    return res
 
 
 # ------------------------------------------------------------------ running
@@ -902,11 +909,12 @@ def report(a, tools, loads, runs, errors, info):
     if "bytes" in loads:
         L += [f"**bytes**: {BYTES:,} bytes over one connection, what each tool reported "
               "(median over rounds; error against the truth)", "",
-              "| monitor | sender's tx | error | receiver's rx | error |", "|---|---|---|---|---|"]
+              "| monitor | sender's tx | error | receiver's rx | error | tx each round (MB) |",
+              "|---|---|---|---|---|---|"]
         for t in tools:
             b = [x for x in runs if x["load"] == "bytes" and x["tool"] == t]
             if not b:
-                L.append(f"| {t} | failed: see below | | | |")
+                L.append(f"| {t} | failed: see below | | | | |")
                 continue
             cols = []
             for k in ("tx", "rx"):
@@ -914,7 +922,12 @@ def report(a, tools, loads, runs, errors, info):
                 v = round(med(vals)) if vals else None
                 cols += [f"{v:,}" if v is not None else "not reported", fmt_err(v)]
                 summary[("bytes", t, k)] = [x[k] for x in b]
+            cols.append(", ".join(f"{x['tx'] / 1e6:.2f}" for x in b))
             L.append(f"| {t} | " + " | ".join(cols) + " |")
+        nh = [x.get("unattributed") for x in runs if x["load"] == "bytes" and x["tool"] == "nethogs"]
+        if nh:
+            L += ["", "nethogs' \"unknown TCP\" line (traffic it could not attribute to a "
+                  "process) each round (MB): " + ", ".join(f"{v / 1e6:.2f}" for v in nh)]
         L.append("")
     L += targets(tools, loads, summary)
     if errors:
