@@ -92,10 +92,16 @@ pub fn netns(sk: *const u8) -> u32 {
 /// Reads both endpoints and the network namespace of `sk`.
 #[inline(always)]
 pub fn read_tuple(sk: *const u8, t: &mut ConnTuple) {
-    let fam = family(sk);
-    t.family = fam;
+    t.family = family(sk);
     t.proto = IPPROTO_TCP;
-    if fam == AF_INET6 {
+    read_endpoints(sk, t);
+    t.netns = netns(sk);
+}
+
+/// Re-reads addresses and ports (family and namespace never change).
+#[inline(always)]
+pub fn read_endpoints(sk: *const u8, t: &mut ConnTuple) {
+    if t.family == AF_INET6 {
         t.saddr = kernel::read(sk, off!(skc_v6_rcv_saddr)).unwrap_or([0; 16]);
         t.daddr = kernel::read(sk, off!(skc_v6_daddr)).unwrap_or([0; 16]);
     } else {
@@ -110,7 +116,6 @@ pub fn read_tuple(sk: *const u8, t: &mut ConnTuple) {
     // before the CLOSE transition is traced.
     t.sport = u16::from_be(kernel::read::<u16>(sk, off!(inet_sport)).unwrap_or(0));
     t.dport = u16::from_be(kernel::read::<u16>(sk, off!(skc_dport)).unwrap_or(0));
-    t.netns = netns(sk);
 }
 
 /// Socket counters of a `tcp_sock`.
@@ -188,14 +193,16 @@ pub fn start(sk: *const u8, born: bool, state: u8) -> Option<*mut ConnStats> {
     let key = sk as u64;
     let mut st = ConnStats::default();
     read_tuple(sk, &mut st.tuple);
-    let c = read_counters(sk);
-    st.srtt_us8 = c.srtt_us8;
-    st.segs_in = c.segs_in;
-    st.segs_out = c.segs_out;
-    st.retrans = c.retrans;
     if born {
+        // Counters start at zero: the first send, receive, ACK or the
+        // teardown fills them in (no need for four reads now).
         st.origin = ORIGIN_BORN;
     } else {
+        let c = read_counters(sk);
+        st.srtt_us8 = c.srtt_us8;
+        st.segs_in = c.segs_in;
+        st.segs_out = c.segs_out;
+        st.retrans = c.retrans;
         st.origin = ORIGIN_EXISTING;
         st.segs_in_base = c.segs_in;
         st.segs_out_base = c.segs_out;

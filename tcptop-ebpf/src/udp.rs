@@ -81,6 +81,21 @@ pub fn forget_owner(sk: u64) {
     let _ = UDP_OWNERS.remove(&sk);
 }
 
+/// The byte at `off` from the network header, by direct packet access (no
+/// helper call: this runs for every packet, TCP included). None when the
+/// linear part of the packet is shorter (the caller then skips the packet;
+/// IP headers always sit in the linear part).
+#[inline(always)]
+fn l4_proto(skb: *const __sk_buff, off: usize) -> Option<u8> {
+    // SAFETY: context fields; the bounds check below is the verifier's.
+    let (data, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
+    if data + off + 1 > end {
+        return None;
+    }
+    // SAFETY: within [data, data_end), checked above.
+    Some(unsafe { *((data + off) as *const u8) })
+}
+
 /// Counts one datagram (or UDP GSO/GRO train) leaving (`egress`) or reaching
 /// a socket. `skb->data` is at the network header at both hooks.
 #[inline(always)]
@@ -107,8 +122,8 @@ pub fn on_skb(ctx: &SkBuffContext, egress: bool) {
     };
     let (l3, ports): (u32, [u8; 4]);
     if proto == u32::from(ETH_P_IP.to_be()) {
-        // Most packets are TCP: one byte decides.
-        if ctx.load::<u8>(9) != Ok(IPPROTO_UDP) {
+        // Most packets are TCP: one byte decides, read in place.
+        if l4_proto(skb, 9) != Some(IPPROTO_UDP) {
             return;
         }
         let Ok(h) = ctx.load::<[u8; 20]>(0) else {
@@ -132,7 +147,7 @@ pub fn on_skb(ctx: &SkBuffContext, egress: bool) {
         dst[..4].copy_from_slice(&h[16..20]);
     } else if proto == u32::from(ETH_P_IPV6.to_be()) {
         // Extension headers before UDP are not followed (rare for UDP).
-        if ctx.load::<u8>(6) != Ok(IPPROTO_UDP) {
+        if l4_proto(skb, 6) != Some(IPPROTO_UDP) {
             return;
         }
         let (Ok(a), Ok(b), Ok(p)) = (

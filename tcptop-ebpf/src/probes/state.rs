@@ -6,7 +6,7 @@
 //! created by a listener, softirq) is a connection born while we watch.
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
-use tcptop_common::{TCP_CLOSE, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT};
+use tcptop_common::{TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT};
 
 use crate::{conn, kernel};
 
@@ -28,13 +28,19 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
         Some(st) => {
             // Endpoints are filled in around the early transitions (the
             // source port is picked after SYN_SENT, a child's addresses after
-            // SYN_RECV): refresh them at every transition.
+            // SYN_RECV) and final from ESTABLISHED on: refresh them until
+            // then. (Each refresh is ~11 probe reads; skipping them on the
+            // closing transitions halves this program's cost per connection.)
+            // Socket counters are not read here: send/receive calls, the
+            // sock_ops callback and teardown keep them.
             // SAFETY: `st` points at a live map value.
             unsafe {
-                conn::read_tuple(skp, &mut (*st).tuple);
+                let old = (*st).state;
+                if old == TCP_SYN_SENT || old == TCP_SYN_RECV || newstate == TCP_ESTABLISHED {
+                    conn::read_endpoints(skp, &mut (*st).tuple);
+                }
                 (*st).state = newstate;
             }
-            conn::store_counters(st, &conn::read_counters(skp));
         }
         None => {
             if !conn::is_inet_tcp(skp) {
