@@ -48,11 +48,13 @@ pub async fn run_batch(
     let stdout = io::stdout();
     let mut done = 0u64;
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-        }
+        // A signal ends the run after one last snapshot: connections that
+        // closed since the previous one are reported, not lost.
+        let last = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = sigint.recv() => true,
+            _ = sigterm.recv() => true,
+        };
         let snap = source.collect()?;
         table.apply(snap, Instant::now(), secs);
         let mut rows: Vec<&Row> = table.rows().filter(|r| filter.matches(r)).collect();
@@ -86,7 +88,7 @@ pub async fn run_batch(
             Err(e) => return Err(AppError::Output(e)),
         }
         done += 1;
-        if cli.iterations.is_some_and(|n| done >= n) {
+        if last || cli.iterations.is_some_and(|n| done >= n) {
             break;
         }
     }

@@ -568,3 +568,30 @@ os.waitpid(pid, 0)'
     let done = top.wait_for(|r| r["state"] == "CLOSED" && r["tx_bytes"] == 1111);
     assert_eq!(done["comm"], "python3", "{done}");
 }
+
+/// Stopping tcptop (SIGTERM or Ctrl-C) takes one last snapshot: a
+/// connection that closed since the previous one is still reported.
+#[test]
+fn last_snapshot_on_signal() {
+    if !common::is_root("last_snapshot_on_signal") {
+        return;
+    }
+    let _g = common::serial();
+    let ns = NetNs::new("last");
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // No tick comes in this test's lifetime: only the signal snapshots.
+        let mut top = Tcptop::start_with_interval("600", &["--port", "40121"]);
+        let mut srv = ns.peer(&["server", "--listen", "127.0.0.1:40121", "--recv", "4321"]);
+        srv.expect("listening");
+        let mut cli = ns.peer(&["client", "--connect", "127.0.0.1:40121", "--send", "4321"]);
+        cli.expect("finished");
+        srv.expect("finished");
+        let records = top.stop_with(sig);
+        let fin: Vec<&Value> = records
+            .iter()
+            .filter(|r| r["state"] == "CLOSED" && r["remote"] == "127.0.0.1:40121")
+            .collect();
+        assert_eq!(fin.len(), 1, "signal {sig}: {records:#?}");
+        assert_eq!(u(fin[0], "tx_bytes"), 4321);
+    }
+}

@@ -193,8 +193,13 @@ pub fn forced_hooks() -> Option<String> {
 impl Tcptop {
     /// Starts tcptop and waits until its programs are attached.
     pub fn start(extra: &[&str]) -> Tcptop {
+        Tcptop::start_with_interval(INTERVAL, extra)
+    }
+
+    /// As [`Tcptop::start`], with another snapshot interval (seconds).
+    pub fn start_with_interval(interval: &str, extra: &[&str]) -> Tcptop {
         let mut cmd = Command::new(TCPTOP);
-        cmd.args(["--batch", "--format", "jsonl", "--interval", INTERVAL]);
+        cmd.args(["--batch", "--format", "jsonl", "--interval", interval]);
         if let Some(set) = forced_hooks() {
             cmd.args(["--hooks", &set]);
         }
@@ -254,6 +259,16 @@ impl Tcptop {
                 return v;
             }
         }
+    }
+
+    /// Sends `sig`, waits for a clean exit; every record.
+    pub fn stop_with(mut self, sig: i32) -> Vec<Value> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "tcptop exited with {st}");
+        self.pump(Duration::from_millis(200));
+        std::mem::take(&mut self.records)
     }
 
     /// SIGTERM, then the exit status and the rest of stderr.
