@@ -49,14 +49,36 @@ impl EventQueue {
             queue: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
-        let s = Arc::clone(&shared);
-        let handle = std::thread::Builder::new()
-            .name("tcptop-events".into())
-            .spawn(move || run(&s))?;
-        Ok(EventQueue {
+        let mut q = EventQueue {
             shared,
-            handle: Some(handle),
-        })
+            handle: None,
+        };
+        q.resume()?;
+        Ok(q)
+    }
+
+    /// Stops the draining thread (within one poll period); events wait in
+    /// the ring meanwhile. Privileges are dropped per thread, so they are
+    /// dropped while this thread is away.
+    pub fn pause(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Starts the draining thread (again), with the calling thread's
+    /// credentials.
+    pub fn resume(&mut self) -> std::io::Result<()> {
+        if self.handle.is_none() {
+            self.shared.stop.store(false, Ordering::Relaxed);
+            let s = Arc::clone(&self.shared);
+            let handle = std::thread::Builder::new()
+                .name("tcptop-events".into())
+                .spawn(move || run(&s))?;
+            self.handle = Some(handle);
+        }
+        Ok(())
     }
 
     /// Everything submitted so far, in order.
@@ -70,10 +92,7 @@ impl EventQueue {
 
 impl Drop for EventQueue {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+        self.pause();
     }
 }
 
