@@ -101,6 +101,11 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub log: Option<std::path::PathBuf>,
 
+    /// Once the kernel programs are attached, run as this user (e.g.
+    /// nobody) instead of root. Capabilities are dropped either way.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
     /// Do not print the start-up line on stderr in batch mode.
     #[arg(short, long)]
     pub quiet: bool,

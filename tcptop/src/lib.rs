@@ -48,6 +48,9 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
         udp_idle: cli.idle_timeout,
         max_conns: cli.max_conns,
     })?;
+    // Loading and attaching needed privileges that collecting does not:
+    // give them up (and become --user) before the run loop starts.
+    source.drop_privileges(cli.user.as_deref())?;
     if cli.batch {
         return Ok(rt.block_on(app::run_batch(source.as_mut(), cli, log))?);
     }

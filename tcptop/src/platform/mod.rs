@@ -23,6 +23,18 @@ pub trait DataSource {
     fn warnings(&self) -> &[String] {
         &[]
     }
+    /// Gives up the privileges that opening needed and collecting does not
+    /// and, with `user`, becomes that user. Called once, after opening and
+    /// before the first collection. Without `user`, a failure is not fatal:
+    /// it becomes one of the [`warnings`](DataSource::warnings).
+    fn drop_privileges(&mut self, user: Option<&str>) -> Result<(), SourceError> {
+        match user {
+            None => Ok(()),
+            Some(_) => Err(SourceError::Unsupported(
+                "--user is not supported with this data source".into(),
+            )),
+        }
+    }
 }
 
 /// What can go wrong starting or reading a data source. Messages are for the

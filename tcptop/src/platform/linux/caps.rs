@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use crate::platform::SourceError;
 
 const CAP_NET_ADMIN: u32 = 12;
-const CAP_SYS_ADMIN: u32 = 21;
+pub(super) const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
+pub(super) const CAP_BPF: u32 = 39;
 
 /// Effective capability set of this process, from /proc/self/status.
 fn effective_caps() -> Option<u64> {

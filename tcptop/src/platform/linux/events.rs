@@ -12,7 +12,8 @@
 //! kernel side counts what it cannot submit. Memory stays bounded and every
 //! loss is counted.
 
-use std::os::fd::AsRawFd;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{
     Arc, Mutex, MutexGuard,
     atomic::{AtomicBool, Ordering},
@@ -30,6 +31,8 @@ struct Shared {
     ring: Mutex<RingBuf<MapData>>,
     queue: Mutex<Vec<ConnEvent>>,
     stop: AtomicBool,
+    /// An eventfd that wakes the thread from poll when it should stop.
+    wake: OwnedFd,
 }
 
 pub struct EventQueue {
@@ -43,20 +46,68 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl EventQueue {
-    pub fn start(ring: RingBuf<MapData>) -> std::io::Result<Self> {
+    pub fn start(ring: RingBuf<MapData>) -> io::Result<Self> {
+        // SAFETY: plain syscall; the descriptor is checked before use.
+        let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if wake < 0 {
+            return Err(io::Error::last_os_error());
+        }
         let shared = Arc::new(Shared {
             ring: Mutex::new(ring),
             queue: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            // SAFETY: a fresh descriptor that nothing else owns.
+            wake: unsafe { OwnedFd::from_raw_fd(wake) },
         });
-        let s = Arc::clone(&shared);
-        let handle = std::thread::Builder::new()
-            .name("tcptop-events".into())
-            .spawn(move || run(&s))?;
-        Ok(EventQueue {
+        let mut q = EventQueue {
             shared,
-            handle: Some(handle),
-        })
+            handle: None,
+        };
+        q.resume()?;
+        Ok(q)
+    }
+
+    /// Stops the draining thread; events wait in the ring meanwhile.
+    /// Privileges are dropped per thread, so they are dropped while this
+    /// thread is away.
+    pub fn pause(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let one = 1u64;
+            // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
+            let _ = unsafe {
+                libc::write(
+                    self.shared.wake.as_raw_fd(),
+                    (&raw const one).cast(),
+                    std::mem::size_of::<u64>(),
+                )
+            };
+            let _ = h.join();
+        }
+    }
+
+    /// Starts the draining thread (again), with the calling thread's
+    /// credentials.
+    pub fn resume(&mut self) -> io::Result<()> {
+        if self.handle.is_none() {
+            let mut count = 0u64;
+            // SAFETY: reads at most 8 bytes into a valid u64 (resets the
+            // eventfd; EAGAIN when it was not signalled).
+            let _ = unsafe {
+                libc::read(
+                    self.shared.wake.as_raw_fd(),
+                    (&raw mut count).cast(),
+                    std::mem::size_of::<u64>(),
+                )
+            };
+            self.shared.stop.store(false, Ordering::Relaxed);
+            let s = Arc::clone(&self.shared);
+            let handle = std::thread::Builder::new()
+                .name("tcptop-events".into())
+                .spawn(move || run(&s))?;
+            self.handle = Some(handle);
+        }
+        Ok(())
     }
 
     /// Everything submitted so far, in order.
@@ -70,10 +121,7 @@ impl EventQueue {
 
 impl Drop for EventQueue {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+        self.pause();
     }
 }
 
@@ -89,13 +137,13 @@ fn pull(ring: &mut RingBuf<MapData>, out: &mut Vec<ConnEvent>, cap: usize) {
 fn run(s: &Shared) {
     let fd = lock(&s.ring).as_raw_fd();
     while !s.stop.load(Ordering::Relaxed) {
-        let mut pfd = libc::pollfd {
+        let mut pfds = [fd, s.wake.as_raw_fd()].map(|fd| libc::pollfd {
             fd,
             events: libc::POLLIN,
             revents: 0,
-        };
-        // SAFETY: one valid pollfd; the timeout bounds the wait.
-        let _ = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
+        });
+        // SAFETY: two valid pollfds; the timeout bounds the wait.
+        let _ = unsafe { libc::poll(pfds.as_mut_ptr(), 2, POLL_MS) };
         let mut ring = lock(&s.ring);
         let mut queue = lock(&s.queue);
         pull(&mut ring, &mut queue, QUEUE_CAP);

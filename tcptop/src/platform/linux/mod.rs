@@ -11,6 +11,7 @@ mod caps;
 mod convert;
 mod events;
 mod hooks;
+mod privdrop;
 mod procfs;
 mod udp;
 
@@ -158,6 +159,27 @@ impl DataSource for EbpfSource {
 
     fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    fn drop_privileges(&mut self, user: Option<&str>) -> Result<(), SourceError> {
+        // Capabilities are per thread: the event thread waits while this
+        // one, then alone, drops them, and comes back without them.
+        self.events.pause();
+        let drops = &self.drops;
+        let dropped = privdrop::drop_privileges(user, || drops.get(&DROP_RINGBUF, 0).is_ok());
+        self.events
+            .resume()
+            .map_err(|e| SourceError::Failed(format!("cannot start the event thread: {e}")))?;
+        match dropped {
+            Ok(()) => Ok(()),
+            Err(e) if user.is_some() => Err(SourceError::Privileges(e)),
+            Err(e) => {
+                self.warnings.push(format!(
+                    "{e} (tcptop keeps running with the privileges it has)"
+                ));
+                Ok(())
+            }
+        }
     }
 
     fn collect(&mut self) -> Result<Snapshot, SourceError> {
