@@ -580,7 +580,7 @@ fn last_snapshot_on_signal() {
     let ns = NetNs::new("last");
     for sig in [libc::SIGTERM, libc::SIGINT] {
         // No tick comes in this test's lifetime: only the signal snapshots.
-        let mut top = Tcptop::start_with_interval("600", &["--port", "40121"]);
+        let top = Tcptop::start_with_interval("600", &["--port", "40121"]);
         let mut srv = ns.peer(&["server", "--listen", "127.0.0.1:40121", "--recv", "4321"]);
         srv.expect("listening");
         let mut cli = ns.peer(&["client", "--connect", "127.0.0.1:40121", "--send", "4321"]);
