@@ -59,7 +59,8 @@ pub struct Cli {
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
 
-    /// Show only TCP connections.
+    /// Show only TCP connections (and do not attach the UDP programs, which
+    /// run for every packet).
     #[arg(long)]
     pub tcp: bool,
 

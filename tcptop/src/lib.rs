@@ -47,6 +47,7 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
         hooks: cli.hooks.map(Into::into),
         udp_idle: cli.idle_timeout,
         max_conns: cli.max_conns,
+        udp: !cli.tcp || cli.udp,
     })?;
     // Loading and attaching needed privileges that collecting does not:
     // give them up (and become --user) before the run loop starts.

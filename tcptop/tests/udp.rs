@@ -563,3 +563,27 @@ fn port_scan_evicts_idle_flows() {
         "{ended_early} CLOSED vs {evicted} evicted"
     );
 }
+
+/// `--tcp` does not attach the UDP programs at all (they would run for
+/// every packet); the default attaches them.
+#[test]
+fn tcp_only_attaches_no_udp_programs() {
+    if !common::is_root("tcp_only_attaches_no_udp_programs") {
+        return;
+    }
+    let _g = common::serial();
+    common::wait_no_programs();
+    let udp_programs = || {
+        common::loaded_tcptop_programs()
+            .into_iter()
+            .filter(|n| n.starts_with("tcptop_udp_") || n.starts_with("udp_fail_queue_"))
+            .count()
+    };
+    let top = Tcptop::start(&["--tcp"]);
+    assert_eq!(udp_programs(), 0, "--tcp loaded UDP programs");
+    drop(top.stop());
+    common::wait_no_programs();
+    let top = Tcptop::start(&[]);
+    assert_eq!(udp_programs(), 5, "default: the five UDP programs");
+    drop(top.stop());
+}

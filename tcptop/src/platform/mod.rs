@@ -60,6 +60,9 @@ pub struct SourceOptions {
     pub udp_idle: std::time::Duration,
     /// Capacity of the kernel's connection table and of its UDP flow table.
     pub max_conns: u32,
+    /// Track UDP flows (their programs run for every packet, TCP included:
+    /// `--tcp` turns them off rather than filtering their output).
+    pub udp: bool,
 }
 
 /// Default for [`SourceOptions::max_conns`].

@@ -100,7 +100,7 @@ impl EbpfSource {
             Err(e) => warnings.push(e),
         }
         let (seeds, udp_owners) = seed_from_proc();
-        let udp = match caps::cgroup2_root() {
+        let udp = match caps::cgroup2_root().filter(|_| opts.udp) {
             Some(root) => match udp::UdpFlows::attach(&mut ebpf, &root, opts, udp_owners) {
                 Ok(u) => Some(u),
                 Err(e) => {
@@ -108,6 +108,7 @@ impl EbpfSource {
                     None
                 }
             },
+            None if !opts.udp => None,
             None => {
                 warnings.push("UDP flows are not shown: no cgroup v2 mount in /proc/mounts".into());
                 None
