@@ -61,6 +61,13 @@ pub fn kind(sk: *const u8) -> Kind {
     if fam != AF_INET && fam != AF_INET6 {
         return Kind::Other;
     }
+    transport(sk)
+}
+
+/// TCP stream, UDP datagram or anything else, for a socket already known
+/// to be of an inet family (raw sockets can carry either protocol number).
+#[inline(always)]
+pub fn transport(sk: *const u8) -> Kind {
     let proto = kernel::read::<u16>(sk, off!(sk_protocol)).unwrap_or(0);
     let ty = kernel::read::<u16>(sk, off!(sk_type)).unwrap_or(0);
     if proto == IPPROTO_TCP as u16 && ty == SOCK_STREAM {

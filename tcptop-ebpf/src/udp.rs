@@ -22,7 +22,7 @@ use tcptop_common::{
 };
 
 use crate::conn;
-use crate::kernel::{self, off};
+use crate::kernel;
 
 #[map(name = "UDP_FLOWS")]
 static UDP_FLOWS: HashMap<ConnTuple, UdpFlow> = HashMap::with_max_entries(MAX_UDP_FLOWS, 0);
@@ -183,9 +183,8 @@ pub fn on_skb(ctx: &SkBuffContext, egress: bool) {
     let sk = kernel::launder(skp);
     let skc = sk as *const u8;
     // Raw sockets can send UDP-protocol packets too; they are not flows.
-    if kernel::read::<u16>(skc, off!(sk_protocol)).unwrap_or(0) != IPPROTO_UDP as u16
-        || kernel::read::<u16>(skc, off!(sk_type)).unwrap_or(0) != SOCK_DGRAM
-    {
+    // (The packet is IP, so the socket is of an inet family.)
+    if conn::transport(skc) != conn::Kind::Udp {
         return;
     }
     t.netns = conn::netns(skc);
