@@ -42,7 +42,7 @@ pub fn unneutralize(s: &str) -> &str {
 }
 
 /// The text fields of a record: the ones the formula guard applies to.
-fn text_fields(r: &mut Record) -> [&mut String; 6] {
+fn text_fields<'r, 'a>(r: &'r mut Record<'a>) -> [&'r mut Cow<'a, str>; 6] {
     [
         &mut r.comm,
         &mut r.proto,
@@ -53,10 +53,10 @@ fn text_fields(r: &mut Record) -> [&mut String; 6] {
     ]
 }
 
-fn guarded(mut r: Record) -> Record {
+fn guarded(mut r: Record<'_>) -> Record<'_> {
     for f in text_fields(&mut r) {
         if needs_guard(f) {
-            *f = neutralize(f).into_owned();
+            *f = Cow::Owned(neutralize(f).into_owned());
         }
     }
     r
@@ -105,13 +105,13 @@ pub const HEADER: [&str; 17] = [
 ];
 
 /// Reads back what [`write`] wrote.
-pub fn read(input: impl io::Read) -> Result<Vec<Record>, csv::Error> {
+pub fn read(input: impl io::Read) -> Result<Vec<Record<'static>>, csv::Error> {
     let mut out = Vec::new();
-    for rec in csv::Reader::from_reader(input).deserialize::<Record>() {
+    for rec in csv::Reader::from_reader(input).deserialize::<Record<'static>>() {
         let mut r = rec?;
         for f in text_fields(&mut r) {
             let v = unneutralize(f).to_string();
-            *f = v;
+            *f = Cow::Owned(v);
         }
         out.push(r);
     }

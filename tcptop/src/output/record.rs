@@ -1,22 +1,24 @@
 //! One connection in one snapshot, as the machine-readable formats (JSON
 //! lines, CSV) write it. Both use the same fields, in this order.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use super::escape::untrusted;
 use crate::table::Row;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Record {
+pub struct Record<'a> {
     /// Unix time of the snapshot, seconds (millisecond precision).
     pub ts: f64,
     pub pid: u32,
     /// Process name, control characters escaped (names are untrusted).
-    pub comm: String,
-    pub proto: String,
-    pub local: String,
-    pub remote: String,
-    pub state: String,
+    pub comm: Cow<'a, str>,
+    pub proto: Cow<'a, str>,
+    pub local: Cow<'a, str>,
+    pub remote: Cow<'a, str>,
+    pub state: Cow<'a, str>,
     pub tx_bytes: u64,
     pub rx_bytes: u64,
     pub tx_packets: u64,
@@ -28,19 +30,21 @@ pub struct Record {
     pub retrans: u64,
     pub netns: u32,
     /// Kernel hook set that produced the numbers.
-    pub hooks: String,
+    pub hooks: Cow<'a, str>,
 }
 
-impl Record {
-    pub fn new(ts: f64, hooks: &str, r: &Row) -> Record {
+impl<'a> Record<'a> {
+    /// Borrows what it can from `r` (written once per row per snapshot:
+    /// under connection churn, tens of thousands a second).
+    pub fn new(ts: f64, hooks: &'a str, r: &'a Row) -> Record<'a> {
         Record {
             ts: (ts * 1000.0).round() / 1000.0,
             pid: r.pid,
-            comm: untrusted(&r.comm).into_owned(),
-            proto: r.key.proto.as_str().to_string(),
-            local: r.key.local.to_string(),
-            remote: r.key.remote.to_string(),
-            state: r.state.as_str().to_string(),
+            comm: untrusted(&r.comm),
+            proto: Cow::Borrowed(r.key.proto.as_str()),
+            local: Cow::Owned(super::addr_text(&r.key.local)),
+            remote: Cow::Owned(super::addr_text(&r.key.remote)),
+            state: Cow::Borrowed(r.state.as_str()),
             tx_bytes: r.counters.tx_bytes,
             rx_bytes: r.counters.rx_bytes,
             tx_packets: r.counters.tx_packets,
@@ -50,7 +54,7 @@ impl Record {
             rtt_us: r.rtt_us,
             retrans: r.counters.retrans,
             netns: r.key.netns,
-            hooks: hooks.to_string(),
+            hooks: Cow::Borrowed(hooks),
         }
     }
 }

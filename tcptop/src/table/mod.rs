@@ -1,6 +1,7 @@
 //! The connection table: latest counters per connection, and rates computed
 //! from counter deltas between two snapshots.
 
+use std::cell::OnceCell;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -32,14 +33,16 @@ pub struct Row {
     interval_bps: (f64, f64),
     /// (time, tx_bytes, rx_bytes) at each snapshot over the longest window.
     samples: VecDeque<(Instant, u64, u64)>,
-    /// Lower-case text the live filter searches, rebuilt only when the
-    /// fields in it change (formatting it per frame cost ~3 ms at 10,000 rows).
-    search: String,
+    /// Lower-case text the live filter searches: built on first use (only
+    /// the TUI's filter asks; batch mode never pays for it) and again only
+    /// after the fields in it change (formatting it per frame cost ~3 ms at
+    /// 10,000 rows).
+    search: OnceCell<String>,
 }
 
 impl Row {
     fn new(s: ConnSample, now: Instant) -> Row {
-        let mut row = Row {
+        Row {
             key: s.key,
             id: s.id,
             pid: s.pid,
@@ -54,10 +57,8 @@ impl Row {
             prev: Counters::default(),
             interval_bps: (0.0, 0.0),
             samples: VecDeque::new(),
-            search: String::new(),
-        };
-        row.refresh_search();
-        row
+            search: OnceCell::new(),
+        }
     }
 
     fn record_sample(&mut self, now: Instant) {
@@ -107,23 +108,19 @@ impl Row {
     /// Process name (escaped), PID, protocol, both endpoints and state, in
     /// lower case: what the live filter matches.
     pub fn search_text(&self) -> &str {
-        &self.search
-    }
-
-    fn refresh_search(&mut self) {
-        use std::fmt::Write as _;
-        self.search.clear();
-        let _ = write!(
-            self.search,
-            "{} {} {} {} {} {}",
-            crate::output::escape::untrusted(&self.comm),
-            self.pid,
-            self.key.proto.as_str(),
-            self.key.local,
-            self.key.remote,
-            self.state.as_str(),
-        );
-        self.search.make_ascii_lowercase();
+        self.search.get_or_init(|| {
+            let mut text = format!(
+                "{} {} {} {} {} {}",
+                crate::output::escape::untrusted(&self.comm),
+                self.pid,
+                self.key.proto.as_str(),
+                self.key.local,
+                self.key.remote,
+                self.state.as_str(),
+            );
+            text.make_ascii_lowercase();
+            text
+        })
     }
 
     pub fn is_closed(&self) -> bool {
@@ -154,7 +151,7 @@ impl Row {
             self.rtt_us = s.rtt_us;
         }
         if changed {
-            self.refresh_search();
+            self.search.take();
         }
     }
 

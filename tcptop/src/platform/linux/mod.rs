@@ -24,8 +24,8 @@ use aya::{
     programs::{SockOps, links::CgroupAttachMode},
 };
 use tcptop_common::{
-    ConnStats, DROP_MAP_FULL, DROP_RINGBUF, DROP_UDP_FLOWS, EVENT_CLOSE, GLOBAL_OFFSETS, MAP_CONNS,
-    MAP_DROPS, MAP_EVENTS, MAP_UDP_FLOWS, MAP_UDP_OWNERS, Offsets,
+    ConnEvent, ConnStats, DROP_MAP_FULL, DROP_RINGBUF, DROP_UDP_FLOWS, EVENT_CLOSE, GLOBAL_OFFSETS,
+    MAP_CONNS, MAP_DROPS, MAP_EVENTS, MAP_UDP_FLOWS, MAP_UDP_OWNERS, Offsets,
 };
 
 use super::{DataSource, HookSet, SourceError, SourceOptions};
@@ -43,6 +43,8 @@ pub struct EbpfSource {
     conns: HashMap<MapData, u64, ConnStats>,
     drops: PerCpuArray<MapData, u64>,
     events: events::EventQueue,
+    /// Drained events, kept between snapshots for its capacity.
+    event_buf: Vec<ConnEvent>,
     /// None when the UDP programs could not attach (a warning says so).
     udp: Option<udp::UdpFlows>,
     /// Connections found in /proc at start-up that the kernel side has not
@@ -130,6 +132,7 @@ impl EbpfSource {
             conns,
             drops,
             events,
+            event_buf: Vec::new(),
             udp,
             seeds,
             hooks,
@@ -209,13 +212,14 @@ impl DataSource for EbpfSource {
         // whose entry the walk missed because it was just deleted has its
         // CLOSE event in the buffer already (it is submitted before the
         // delete), so it is reported closed in this same snapshot.
-        let mut closed: Vec<ConnSample> = self
-            .events
-            .drain()
-            .into_iter()
-            .filter(|ev| ev.kind == EVENT_CLOSE)
-            .map(|ev| convert::sample(ev.sk, &ev.stats, true))
-            .collect();
+        self.events.drain_into(&mut self.event_buf);
+        let mut closed: Vec<ConnSample> = Vec::with_capacity(self.event_buf.len());
+        closed.extend(
+            self.event_buf
+                .iter()
+                .filter(|ev| ev.kind == EVENT_CLOSE)
+                .map(|ev| convert::sample(ev.sk, &ev.stats, true)),
+        );
         if !closed.is_empty() {
             let gone: HashSet<u64> = closed.iter().map(|c| c.id).collect();
             live.retain(|c| !gone.contains(&c.id));
