@@ -92,8 +92,6 @@ pub struct ConnStats {
     pub rx_bytes: u64,
     /// `bpf_ktime_get_ns()` when first seen.
     pub first_ns: u64,
-    /// `bpf_ktime_get_ns()` of the last event.
-    pub last_ns: u64,
     pub segs_in: u32,
     pub segs_out: u32,
     pub segs_in_base: u32,
@@ -229,7 +227,7 @@ mod tests {
         assert_eq!(size_of::<ConnTuple>(), 16 + 16 + 2 + 2 + 2 + 1 + 1 + 4);
         assert_eq!(
             size_of::<ConnStats>(),
-            size_of::<ConnTuple>() + 4 + 4 * 8 + 8 * 4 + 16 + 2 + 1 + 1 + 4
+            size_of::<ConnTuple>() + 4 + 3 * 8 + 8 * 4 + 16 + 2 + 1 + 1 + 4
         );
         assert_eq!(size_of::<ConnEvent>(), 16 + size_of::<ConnStats>());
         assert_eq!(size_of::<Offsets>(), 22 * 4);

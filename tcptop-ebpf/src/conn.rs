@@ -14,7 +14,7 @@ use tcptop_common::{
     EVENT_CLOSE, EVENTS_BYTES, IPPROTO_TCP, IPPROTO_UDP, MAX_CONNS, ORIGIN_BORN, ORIGIN_EXISTING,
 };
 
-use crate::kernel::{self, off};
+use crate::kernel::{self, Mem, off};
 use crate::udp;
 
 #[map(name = "CONNS")]
@@ -39,8 +39,8 @@ pub fn count_drop(which: u32) {
 
 /// Socket family, or 0 if unreadable.
 #[inline(always)]
-pub fn family(sk: *const u8) -> u16 {
-    kernel::read::<u16>(sk, off!(skc_family)).unwrap_or(0)
+pub fn family<M: Mem>(sk: *const u8) -> u16 {
+    M::read::<u16>(sk, off!(skc_family)).unwrap_or(0)
 }
 
 /// `SOCK_STREAM`: raw sockets can have protocol TCP too, but are not connections.
@@ -56,20 +56,20 @@ pub enum Kind {
 
 /// TCP stream or UDP datagram socket of the inet families, or anything else.
 #[inline(always)]
-pub fn kind(sk: *const u8) -> Kind {
-    let fam = family(sk);
+pub fn kind<M: Mem>(sk: *const u8) -> Kind {
+    let fam = family::<M>(sk);
     if fam != AF_INET && fam != AF_INET6 {
         return Kind::Other;
     }
-    transport(sk)
+    transport::<M>(sk)
 }
 
 /// TCP stream, UDP datagram or anything else, for a socket already known
 /// to be of an inet family (raw sockets can carry either protocol number).
 #[inline(always)]
-pub fn transport(sk: *const u8) -> Kind {
-    let proto = kernel::read::<u16>(sk, off!(sk_protocol)).unwrap_or(0);
-    let ty = kernel::read::<u16>(sk, off!(sk_type)).unwrap_or(0);
+pub fn transport<M: Mem>(sk: *const u8) -> Kind {
+    let proto = M::read::<u16>(sk, off!(sk_protocol)).unwrap_or(0);
+    let ty = M::read::<u16>(sk, off!(sk_type)).unwrap_or(0);
     if proto == IPPROTO_TCP as u16 && ty == SOCK_STREAM {
         Kind::Tcp
     } else if proto == IPPROTO_UDP as u16 && ty == udp::SOCK_DGRAM {
@@ -79,50 +79,67 @@ pub fn transport(sk: *const u8) -> Kind {
     }
 }
 
-/// True for TCP stream sockets of the inet families.
+/// `sk` as a TCP stream socket of the inet families (typed `tcp_sock` for
+/// direct reads), or 0 when it is anything else.
 #[inline(always)]
-pub fn is_inet_tcp(sk: *const u8) -> bool {
-    kind(sk) == Kind::Tcp
+pub fn tcp_sock<M: Mem>(sk: u64) -> u64 {
+    let tp = M::tcp_sock(sk);
+    if tp != 0 && kind::<M>(tp as *const u8) == Kind::Tcp {
+        tp
+    } else {
+        0
+    }
 }
 
 /// Inode number of the network namespace of `sk` (0 if unreadable).
 #[inline(always)]
-pub fn netns(sk: *const u8) -> u32 {
-    let net = kernel::read::<u64>(sk, off!(skc_net)).unwrap_or(0) as *const u8;
+pub fn netns<M: Mem>(sk: *const u8) -> u32 {
+    let net = M::read::<u64>(sk, off!(skc_net)).unwrap_or(0) as *const u8;
     if net.is_null() {
         0
     } else {
-        kernel::read::<u32>(net, off!(net_ns_inum)).unwrap_or(0)
+        M::read::<u32>(net, off!(net_ns_inum)).unwrap_or(0)
     }
 }
 
 /// Reads both endpoints and the network namespace of `sk`.
 #[inline(always)]
-pub fn read_tuple(sk: *const u8, t: &mut ConnTuple) {
-    t.family = family(sk);
+pub fn read_tuple<M: Mem>(sk: *const u8, t: &mut ConnTuple) {
+    t.family = family::<M>(sk);
     t.proto = IPPROTO_TCP;
-    read_endpoints(sk, t);
-    t.netns = netns(sk);
+    read_endpoints::<M>(sk, t);
+    t.netns = netns::<M>(sk);
 }
 
 /// Re-reads addresses and ports (family and namespace never change).
 #[inline(always)]
-pub fn read_endpoints(sk: *const u8, t: &mut ConnTuple) {
+pub fn read_endpoints<M: Mem>(sk: *const u8, t: &mut ConnTuple) {
     if t.family == AF_INET6 {
-        t.saddr = kernel::read(sk, off!(skc_v6_rcv_saddr)).unwrap_or([0; 16]);
-        t.daddr = kernel::read(sk, off!(skc_v6_daddr)).unwrap_or([0; 16]);
+        t.saddr = addr6::<M>(sk, off!(skc_v6_rcv_saddr));
+        t.daddr = addr6::<M>(sk, off!(skc_v6_daddr));
     } else {
-        let s: [u8; 4] = kernel::read(sk, off!(skc_rcv_saddr)).unwrap_or([0; 4]);
-        let d: [u8; 4] = kernel::read(sk, off!(skc_daddr)).unwrap_or([0; 4]);
+        // Network byte order in memory: the bytes as they are.
+        let s = M::read::<u32>(sk, off!(skc_rcv_saddr)).unwrap_or(0);
+        let d = M::read::<u32>(sk, off!(skc_daddr)).unwrap_or(0);
         t.saddr = [0; 16];
         t.daddr = [0; 16];
-        t.saddr[..4].copy_from_slice(&s);
-        t.daddr[..4].copy_from_slice(&d);
+        t.saddr[..4].copy_from_slice(&s.to_ne_bytes());
+        t.daddr[..4].copy_from_slice(&d.to_ne_bytes());
     }
     // inet_sport, not skc_num: closing releases the port and zeroes skc_num
     // before the CLOSE transition is traced.
-    t.sport = u16::from_be(kernel::read::<u16>(sk, off!(inet_sport)).unwrap_or(0));
-    t.dport = u16::from_be(kernel::read::<u16>(sk, off!(skc_dport)).unwrap_or(0));
+    t.sport = u16::from_be(M::read::<u16>(sk, off!(inet_sport)).unwrap_or(0));
+    t.dport = u16::from_be(M::read::<u16>(sk, off!(skc_dport)).unwrap_or(0));
+}
+
+/// An IPv6 address (`struct in6_addr`) as two 8-byte loads.
+#[inline(always)]
+fn addr6<M: Mem>(sk: *const u8, offset: usize) -> [u8; 16] {
+    match M::read::<[u64; 2]>(sk, offset) {
+        // SAFETY: 16 bytes either way; any bit pattern is valid.
+        Ok(w) => unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(w) },
+        Err(_) => [0; 16],
+    }
 }
 
 /// Socket counters of a `tcp_sock`.
@@ -134,12 +151,12 @@ pub struct SockCounters {
 }
 
 #[inline(always)]
-pub fn read_counters(sk: *const u8) -> SockCounters {
+pub fn read_counters<M: Mem>(tp: *const u8) -> SockCounters {
     SockCounters {
-        srtt_us8: kernel::read(sk, off!(tcp_srtt_us)).unwrap_or(0),
-        segs_in: kernel::read(sk, off!(tcp_segs_in)).unwrap_or(0),
-        segs_out: kernel::read(sk, off!(tcp_segs_out)).unwrap_or(0),
-        retrans: kernel::read(sk, off!(tcp_total_retrans)).unwrap_or(0),
+        srtt_us8: M::read(tp, off!(tcp_srtt_us)).unwrap_or(0),
+        segs_in: M::read(tp, off!(tcp_segs_in)).unwrap_or(0),
+        segs_out: M::read(tp, off!(tcp_segs_out)).unwrap_or(0),
+        retrans: M::read(tp, off!(tcp_total_retrans)).unwrap_or(0),
     }
 }
 
@@ -155,7 +172,6 @@ pub fn store_counters(st: *mut ConnStats, c: &SockCounters) {
         (*st).segs_in = c.segs_in;
         (*st).segs_out = c.segs_out;
         (*st).retrans = c.retrans;
-        (*st).last_ns = bpf_ktime_get_ns();
     }
 }
 
@@ -164,14 +180,14 @@ pub fn store_counters(st: *mut ConnStats, c: &SockCounters) {
 /// `current` is whichever task the packet happened to interrupt. The name is
 /// re-read when the owner changes and once a second (an exec renames).
 #[inline(always)]
-pub fn set_owner(st: *mut ConnStats) {
+pub fn set_owner<M: Mem>(st: *mut ConnStats) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let epoch = comm_epoch();
     // SAFETY: `st` points at a live map value.
     unsafe {
         if (*st).pid != tgid || (*st).comm_epoch != epoch {
             (*st).pid = tgid;
-            (*st).comm = kernel::leader_comm();
+            (*st).comm = kernel::leader_comm::<M>();
             (*st).comm_epoch = epoch;
         }
     }
@@ -193,19 +209,20 @@ pub fn remove(sk: u64) {
     let _ = CONNS.remove(&sk);
 }
 
-/// Starts tracking `sk`. `born`: seen from its first state change, so its
-/// socket counters count from zero; otherwise they are baselined now.
+/// Starts tracking the TCP socket `tp` (see [`tcp_sock`]). `born`: seen
+/// from its first state change, so its socket counters count from zero;
+/// otherwise they are baselined now.
 #[inline(always)]
-pub fn start(sk: *const u8, born: bool, state: u8) -> Option<*mut ConnStats> {
-    let key = sk as u64;
+pub fn start<M: Mem>(tp: *const u8, born: bool, state: u8) -> Option<*mut ConnStats> {
+    let key = tp as u64;
     let mut st = ConnStats::default();
-    read_tuple(sk, &mut st.tuple);
+    read_tuple::<M>(tp, &mut st.tuple);
     if born {
         // Counters start at zero: the first send, receive, ACK or the
         // teardown fills them in (no need for four reads now).
         st.origin = ORIGIN_BORN;
     } else {
-        let c = read_counters(sk);
+        let c = read_counters::<M>(tp);
         st.srtt_us8 = c.srtt_us8;
         st.segs_in = c.segs_in;
         st.segs_out = c.segs_out;
@@ -217,7 +234,6 @@ pub fn start(sk: *const u8, born: bool, state: u8) -> Option<*mut ConnStats> {
     }
     st.state = state;
     st.first_ns = unsafe { bpf_ktime_get_ns() };
-    st.last_ns = st.first_ns;
     if CONNS.insert(&key, &st, BPF_NOEXIST as u64).is_err() {
         // Either another CPU inserted it first (fine: use theirs) or the map is full.
         if let Some(p) = lookup(key) {
@@ -276,28 +292,29 @@ const MSG_ERRQUEUE: i64 = 0x2000;
 /// (bytes moved, or a negative errno). Called in the caller's context by
 /// every hook set, once per call.
 #[inline(always)]
-pub fn on_io(sk: u64, ret: i64, flags: i64, tx: bool) {
+pub fn on_io<M: Mem>(sk: u64, ret: i64, flags: i64, tx: bool) {
     if !kernel::ready() || sk == 0 || ret <= 0 || (!tx && flags & (MSG_PEEK | MSG_ERRQUEUE) != 0) {
         return;
     }
-    let st = match lookup(sk) {
-        Some(p) => p,
+    // Only TCP sockets are in the map: a hit needs no kind check (for
+    // direct reads, just the typed pointer).
+    let (tp, st) = match lookup(sk) {
+        Some(p) => (M::tcp_sock(sk), p),
         None => {
-            let skp = sk as *const u8;
-            match kind(skp) {
-                Kind::Tcp => {}
-                Kind::Udp => {
-                    // Bytes are counted per datagram (udp.rs); the call tells
-                    // who uses the socket, which receive-side flows need.
+            let tp = tcp_sock::<M>(sk);
+            if tp == 0 {
+                if kind::<M>(sk as *const u8) == Kind::Udp {
+                    // Bytes are counted per datagram (udp.rs); the call
+                    // tells who uses the socket, which receive-side flows
+                    // need.
                     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-                    udp::note_owner(sk, pid, kernel::leader_comm);
-                    return;
+                    udp::note_owner(sk, pid, kernel::leader_comm::<M>);
                 }
-                Kind::Other => return,
+                return;
             }
-            let state = kernel::read::<u8>(skp, off!(skc_state)).unwrap_or(0);
-            match start(skp, false, state) {
-                Some(p) => p,
+            let state = M::read::<u8>(tp as *const u8, off!(skc_state)).unwrap_or(0);
+            match start::<M>(tp as *const u8, false, state) {
+                Some(p) => (tp, p),
                 None => return,
             }
         }
@@ -311,16 +328,12 @@ pub fn on_io(sk: u64, ret: i64, flags: i64, tx: bool) {
         }
     };
     add(counter, ret as u64);
-    set_owner(st);
+    set_owner::<M>(st);
+    // A sender's counters arrive with every ACK it gets back (sock_ops RTT
+    // callback): skip four reads. A receiver gets no RTT samples while it
+    // only receives, so it reads.
     // SAFETY: `st` points at a live map value.
-    unsafe {
-        if tx && (*st).sockops != 0 {
-            // A sender's counters arrive with every ACK it gets back
-            // (sock_ops RTT callback): skip four probe reads. A receiver
-            // gets no RTT samples while it only receives, so it reads.
-            (*st).last_ns = bpf_ktime_get_ns();
-        } else {
-            store_counters(st, &read_counters(sk as *const u8));
-        }
+    if tp != 0 && (!tx || unsafe { (*st).sockops } == 0) {
+        store_counters(st, &read_counters::<M>(tp as *const u8));
     }
 }

@@ -1,10 +1,13 @@
 //! Reading kernel memory at offsets computed by user space from BTF.
 //!
 //! Rust eBPF has no CO-RE relocations, so every kernel struct field is read
-//! with `bpf_probe_read_kernel` at an offset from the `OFFSETS` global, which
-//! user space fills in from `/sys/kernel/btf/vmlinux` before loading.
+//! at an offset from the `OFFSETS` global, which user space fills in from
+//! `/sys/kernel/btf/vmlinux` before loading. How it is read depends on what
+//! the verifier knows about the pointer ([`Mem`]).
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{
+    bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_skc_to_tcp_sock,
+};
 use tcptop_common::Offsets;
 
 #[unsafe(no_mangle)]
@@ -52,24 +55,100 @@ pub fn ready() -> bool {
     off!(ready) != 0
 }
 
-/// Reads a `T` at `base + offset` in kernel memory.
+/// How a program reads kernel memory.
+///
+/// A raw tracepoint, kprobe or cgroup program holds kernel pointers as plain
+/// numbers: every field costs a `bpf_probe_read_kernel` call ([`Probe`]).
+/// A BTF-typed program (tp_btf, fexit) gets pointers the verifier knows the
+/// type of: a field is one load instruction, which the verifier checks
+/// against the kernel's BTF and the JIT makes fault-safe ([`Direct`]). The
+/// offsets come from a frozen read-only global, so the verifier sees them as
+/// constants. Pointers read out of a structure stay typed, so chains
+/// (`sk->skc_net->ns.inum`, `task->group_leader->comm`) stay direct.
+pub trait Mem {
+    /// The `T` at `base + offset` (`T` a primitive, or an array of them
+    /// within one field).
+    fn read<T: Copy>(base: *const u8, offset: usize) -> Result<T, i32>;
+    /// The current task.
+    fn current_task() -> *const u8;
+    /// `sk` as a `struct tcp_sock` pointer, or 0 when it is not a full TCP
+    /// socket. Direct reads of fields past `struct sock` (ports, TCP
+    /// counters) need this type; probe reads do not care, and the socket
+    /// kind is checked in `conn::tcp_sock` either way.
+    fn tcp_sock(sk: u64) -> u64;
+}
+
+/// Kernel memory through `bpf_probe_read_kernel`.
+pub enum Probe {}
+
+impl Mem for Probe {
+    #[inline(always)]
+    fn read<T: Copy>(base: *const u8, offset: usize) -> Result<T, i32> {
+        // SAFETY: bpf_probe_read_kernel validates the address; a bad
+        // pointer yields an error, never a fault.
+        unsafe { bpf_probe_read_kernel(base.wrapping_add(offset).cast::<T>()) }
+    }
+
+    #[inline(always)]
+    fn current_task() -> *const u8 {
+        // SAFETY: helper without preconditions; the pointer is only read
+        // through probe reads.
+        unsafe { bpf_get_current_task() as *const u8 }
+    }
+
+    #[inline(always)]
+    fn tcp_sock(sk: u64) -> u64 {
+        sk
+    }
+}
+
+/// Kernel memory through plain loads from BTF-typed pointers.
+pub enum Direct {}
+
+impl Mem for Direct {
+    #[inline(always)]
+    fn read<T: Copy>(base: *const u8, offset: usize) -> Result<T, i32> {
+        // SAFETY: the verifier has checked this load against the pointer's
+        // BTF type (a field of it, within bounds), and the JIT turns it into
+        // a load that yields zero instead of faulting on a bad address.
+        Ok(unsafe { core::ptr::read_volatile(base.wrapping_add(offset).cast::<T>()) })
+    }
+
+    #[inline(always)]
+    fn current_task() -> *const u8 {
+        // SAFETY: helper without preconditions (Linux 5.11+).
+        unsafe { bpf_get_current_task_btf() as *const u8 }
+    }
+
+    #[inline(always)]
+    fn tcp_sock(sk: u64) -> u64 {
+        // SAFETY: `sk` is a BTF-typed socket pointer from the program's
+        // arguments; the helper checks it (full socket, TCP, stream).
+        unsafe { bpf_skc_to_tcp_sock(sk as *mut _) as u64 }
+    }
+}
+
+/// Reads a `T` at `base + offset` with probe reads (programs whose kernel
+/// pointers are plain numbers).
 #[inline(always)]
-pub fn read<T>(base: *const u8, offset: usize) -> Result<T, i32> {
-    // SAFETY: bpf_probe_read_kernel validates the address; a bad pointer
-    // yields an error, never a fault.
-    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset).cast::<T>()) }
+pub fn read<T: Copy>(base: *const u8, offset: usize) -> Result<T, i32> {
+    Probe::read(base, offset)
 }
 
 /// Name of the current thread group's leader: the process name `ps` shows.
 #[inline(always)]
-pub fn leader_comm() -> [u8; 16] {
-    // SAFETY: returns the current task pointer; only read through probe reads.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    let leader: *const u8 = match read::<u64>(task, off!(task_group_leader)) {
+pub fn leader_comm<M: Mem>() -> [u8; 16] {
+    let task = M::current_task();
+    let leader: *const u8 = match M::read::<u64>(task, off!(task_group_leader)) {
         Ok(p) => p as *const u8,
         Err(_) => return [0; 16],
     };
-    read::<[u8; 16]>(leader, off!(task_comm)).unwrap_or([0; 16])
+    // Two 8-byte loads (a direct read must be a primitive width).
+    match M::read::<[u64; 2]>(leader, off!(task_comm)) {
+        // SAFETY: 16 bytes either way; any bit pattern is valid.
+        Ok(w) => unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(w) },
+        Err(_) => [0; 16],
+    }
 }
 
 /// TGID of the current task, read from `task_struct` (for program types

@@ -22,7 +22,7 @@ use tcptop_common::{
 };
 
 use crate::conn;
-use crate::kernel;
+use crate::kernel::{self, Probe};
 
 #[map(name = "UDP_FLOWS")]
 static UDP_FLOWS: HashMap<ConnTuple, UdpFlow> = HashMap::with_max_entries(MAX_UDP_FLOWS, 0);
@@ -184,10 +184,10 @@ pub fn on_skb(ctx: &SkBuffContext, egress: bool) {
     let skc = sk as *const u8;
     // Raw sockets can send UDP-protocol packets too; they are not flows.
     // (The packet is IP, so the socket is of an inet family.)
-    if conn::transport(skc) != conn::Kind::Udp {
+    if conn::transport::<Probe>(skc) != conn::Kind::Udp {
         return;
     }
-    t.netns = conn::netns(skc);
+    t.netns = conn::netns::<Probe>(skc);
     let payload = u64::from(len - l3 - UDP_HEADER);
     let datagrams = if gso_segs > 1 { u64::from(gso_segs) } else { 1 };
 
@@ -235,13 +235,13 @@ pub fn on_skb(ctx: &SkBuffContext, egress: bool) {
     if egress {
         // UDP output runs synchronously in the sender's context.
         let pid = kernel::current_tgid();
-        note_owner(sk, pid, kernel::leader_comm);
+        note_owner(sk, pid, kernel::leader_comm::<Probe>);
         let epoch = (now >> 30) as u32;
         // SAFETY: as above.
         unsafe {
             if (*f).pid != pid || (*f).comm_epoch != epoch {
                 (*f).pid = pid;
-                (*f).comm = kernel::leader_comm();
+                (*f).comm = kernel::leader_comm::<Probe>();
                 (*f).comm_epoch = epoch;
             }
         }

@@ -102,6 +102,15 @@ fn exchange(tag: &str, ip: &str, port: u16) {
     if let Some(set) = common::forced_hooks() {
         assert!(hooks.starts_with(&set), "{hooks} vs forced {set}");
     }
+    // BTF-typed tracepoints load on every kernel of the test matrix: a
+    // silent fall back to the raw ones would hide a verifier rejection.
+    // (The kprobe set and TCPTOP_RAW_TRACEPOINTS=1 take raw ones.)
+    let raw = std::env::var_os("TCPTOP_RAW_TRACEPOINTS").is_some_and(|v| v != "0");
+    assert_eq!(
+        hooks.contains("+btf"),
+        !raw && !hooks.starts_with("kprobe"),
+        "{hooks}"
+    );
 
     // Listening sockets are not connections.
     assert!(
@@ -371,8 +380,11 @@ fn programs_detached_on_every_exit() {
         // Lifecycle, sock_ops and send/receive programs (how many of the
         // latter depends on the hook set).
         assert!(loaded.len() >= 5, "{loaded:?}");
+        // The teardown program, raw or BTF-typed.
         assert!(
-            loaded.iter().any(|n| n.starts_with("tcp_destroy_soc")),
+            loaded
+                .iter()
+                .any(|n| n.starts_with("tcp_destroy_soc") || n.starts_with("btf_tcp_destroy")),
             "{loaded:?}"
         );
         // SAFETY: signalling our own child.

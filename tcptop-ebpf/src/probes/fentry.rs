@@ -10,18 +10,20 @@
 //!   `addr_len` until 6.16; the argument count comes from user space (BTF).
 //!
 //! fexit sees the return value: the bytes moved by the call, exactly once.
+//! Its arguments are BTF-typed, so fields are read directly (`kernel::Direct`).
 //! (Receive accounting through `tcp_cleanup_rbuf` would count bytes more
 //! than once; per-call return values do not.)
 
 use aya_ebpf::{macros::fexit, programs::FExitContext};
 
 use crate::conn;
+use crate::kernel::Direct;
 
 #[fexit(function = "tcp_sendmsg")]
 pub fn fexit_tcp_sendmsg(ctx: FExitContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let ret = ctx.arg::<u64>(3) as i32 as i64;
-    conn::on_io(sk, ret, 0, true);
+    conn::on_io::<Direct>(sk, ret, 0, true);
     0
 }
 
@@ -29,7 +31,7 @@ pub fn fexit_tcp_sendmsg(ctx: FExitContext) -> i32 {
 pub fn fexit_tcp_sendpage(ctx: FExitContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let ret = ctx.arg::<u64>(5) as i32 as i64;
-    conn::on_io(sk, ret, 0, true);
+    conn::on_io::<Direct>(sk, ret, 0, true);
     0
 }
 
@@ -57,6 +59,6 @@ pub fn fexit_tcp_recvmsg6(ctx: FExitContext) -> i32 {
 
 #[inline(always)]
 fn recv(sk: u64, flags: u64, ret: u64) -> i32 {
-    conn::on_io(sk, ret as i32 as i64, flags as i32 as i64, false);
+    conn::on_io::<Direct>(sk, ret as i32 as i64, flags as i32 as i64, false);
     0
 }

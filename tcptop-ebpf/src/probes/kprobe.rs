@@ -13,7 +13,10 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 
-use crate::{conn, kernel::off};
+use crate::{
+    conn,
+    kernel::{Probe, off},
+};
 
 /// Calls in flight: thread (pid_tgid) -> (sk, flags).
 #[map(name = "INFLIGHT")]
@@ -34,7 +37,7 @@ fn exit(ret: u64, tx: bool) {
         return;
     };
     let _ = INFLIGHT.remove(&tid);
-    conn::on_io(sk, ret as i32 as i64, flags as i32 as i64, tx);
+    conn::on_io::<Probe>(sk, ret as i32 as i64, flags as i32 as i64, tx);
 }
 
 #[kprobe]

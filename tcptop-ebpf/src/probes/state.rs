@@ -1,58 +1,76 @@
-//! `sock:inet_sock_set_state`, raw.
+//! `sock:inet_sock_set_state`, as a BTF-typed tracepoint (direct reads) or
+//! a raw one (probe reads) where BTF-typed programs cannot load.
 //!
 //! TP_PROTO(const struct sock *sk, const int oldstate, const int newstate):
 //! fired by `inet_sk_set_state`/`tcp_set_state` on every TCP state change.
 //! A socket entering SYN_SENT (connect, process context) or SYN_RECV (a child
 //! created by a listener, softirq) is a connection born while we watch.
 
-use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
+};
 use tcptop_common::{TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT};
 
-use crate::{conn, kernel};
+use crate::conn;
+use crate::kernel::{self, Direct, Mem, Probe};
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+    let (sk, old, new) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2));
+    on_state::<Direct>(sk, old as u8, new as u8);
+    0
+}
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
-    if !kernel::ready() {
-        return 0;
-    }
     let sk: u64 = ctx.arg(0);
-    let oldstate = ctx.arg::<u64>(1) as u8;
-    let newstate = ctx.arg::<u64>(2) as u8;
+    on_state::<Probe>(sk, ctx.arg::<u64>(1) as u8, ctx.arg::<u64>(2) as u8);
+    0
+}
+
+#[inline(always)]
+fn on_state<M: Mem>(sk: u64, oldstate: u8, newstate: u8) {
+    if !kernel::ready() {
+        return;
+    }
     // Listening sockets are not connections. (A child socket cloned from a
     // listener reports LISTEN -> SYN_RECV: that one we want.)
     if sk == 0 || newstate == TCP_LISTEN || (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
-        return 0;
+        return;
     }
-    let skp = sk as *const u8;
     match conn::lookup(sk) {
         Some(st) => {
             // Endpoints are filled in around the early transitions (the
             // source port is picked after SYN_SENT, a child's addresses after
             // SYN_RECV) and final from ESTABLISHED on: refresh them until
-            // then. (Each refresh is ~11 probe reads; skipping them on the
-            // closing transitions halves this program's cost per connection.)
-            // Socket counters are not read here: send/receive calls, the
-            // sock_ops callback and teardown keep them.
+            // then. (Skipping them on the closing transitions halves this
+            // program's cost per connection.) Socket counters are not read
+            // here: send/receive calls, the sock_ops callback and teardown
+            // keep them.
             // SAFETY: `st` points at a live map value.
             unsafe {
                 let old = (*st).state;
                 if old == TCP_SYN_SENT || old == TCP_SYN_RECV || newstate == TCP_ESTABLISHED {
-                    conn::read_endpoints(skp, &mut (*st).tuple);
+                    let tp = M::tcp_sock(sk);
+                    if tp != 0 {
+                        conn::read_endpoints::<M>(tp as *const u8, &mut (*st).tuple);
+                    }
                 }
                 (*st).state = newstate;
             }
         }
         None => {
-            if !conn::is_inet_tcp(skp) {
-                return 0;
+            let tp = conn::tcp_sock::<M>(sk);
+            if tp == 0 {
+                return;
             }
             let born = newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV;
-            if let Some(st) = conn::start(skp, born, newstate)
+            if let Some(st) = conn::start::<M>(tp as *const u8, born, newstate)
                 && newstate == TCP_SYN_SENT
             {
-                conn::set_owner(st);
+                conn::set_owner::<M>(st);
             }
         }
     }
-    0
 }

@@ -46,7 +46,11 @@ pub fn udp_fail_queue_rcv_skb(ctx: RawTracePointContext) -> i32 {
 pub fn tcptop_udp_create(ctx: SockContext) -> i32 {
     if kernel::ready() && is_udp(&ctx) {
         let sk = kernel::launder(ctx.sock as u64);
-        udp::note_owner(sk, kernel::current_tgid(), kernel::leader_comm);
+        udp::note_owner(
+            sk,
+            kernel::current_tgid(),
+            kernel::leader_comm::<kernel::Probe>,
+        );
     }
     1
 }

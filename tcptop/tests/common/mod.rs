@@ -317,8 +317,13 @@ pub fn of_conn<'a>(records: &'a [Value], local: &str, remote: &str) -> Vec<&'a V
 
 /// Names of tcptop's programs currently loaded in the kernel.
 pub fn loaded_tcptop_programs() -> Vec<String> {
-    const OURS: [&str; 10] = [
+    // Kernel program names keep 15 characters.
+    const OURS: [&str; 14] = [
         "udp_fail_queue_",
+        "btf_sock_send_l",
+        "btf_sock_recv_l",
+        "btf_inet_sock_s",
+        "btf_tcp_destroy",
         "tcptop_udp_",
         "sock_send_lengt",
         "sock_recv_lengt",

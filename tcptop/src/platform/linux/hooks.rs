@@ -1,21 +1,27 @@
-//! Choosing and attaching the hook set that counts send/receive calls.
+//! Choosing and attaching the kernel programs.
 //!
 //! State changes and teardown use the `inet_sock_set_state` and
-//! `tcp_destroy_sock` tracepoints on every kernel tcptop supports (4.16+);
-//! what differs between kernels is how each send/receive call is seen:
+//! `tcp_destroy_sock` tracepoints on every kernel tcptop supports; what
+//! differs between kernels is how each send/receive call is seen:
 //!
 //! | set | programs | needs |
 //! |---|---|---|
 //! | fentry | fexit on tcp_sendmsg, tcp_sendpage (< 6.5), tcp_recvmsg | BTF tracing programs (5.5+) |
 //! | kprobe | kprobe+kretprobe on the same functions | CONFIG_KPROBES |
-//! | tracepoint | raw tracepoints sock_send_length, sock_recv_length | Linux 6.3+ |
+//! | tracepoint | tracepoints sock_send_length, sock_recv_length | Linux 6.3+ |
 //!
 //! `auto` tries them best first (fentry has the lowest cost per call) and
 //! keeps the first whose programs load and attach.
+//!
+//! Tracepoints are attached BTF-typed (tp_btf: fields read with plain loads)
+//! where the kernel loads such programs, raw (a probe-read helper call per
+//! field) otherwise, and always raw with the kprobe set, which is the set
+//! for kernels without BTF tracing programs (so the VM matrix runs both
+//! kinds). `TCPTOP_RAW_TRACEPOINTS=1` forces raw ones.
 
 use aya::{
     Ebpf,
-    programs::{FExit, KProbe, Program, RawTracePoint},
+    programs::{BtfTracePoint, FExit, KProbe, Program, RawTracePoint},
 };
 
 use super::btf::Btf;
@@ -30,20 +36,74 @@ const IO_FUNCS: [(&str, bool); 3] = [
     ("tcp_recvmsg", false),
 ];
 
+/// Aya's full model of the kernel's BTF (tens of MB), needed only to load
+/// BTF-typed programs: parsed on first use, at most once, and dropped with
+/// this value after attaching.
+pub struct TracingBtf<'a> {
+    path: &'a std::path::Path,
+    parsed: Option<Result<aya::Btf, String>>,
+    enabled: bool,
+}
+
+impl<'a> TracingBtf<'a> {
+    /// `enabled: false`: load no BTF-typed program at all.
+    pub fn new(path: &'a std::path::Path, enabled: bool) -> Self {
+        TracingBtf {
+            path,
+            parsed: None,
+            enabled,
+        }
+    }
+
+    /// Whether BTF-typed programs may be tried.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn get(&mut self) -> Result<&aya::Btf, String> {
+        if !self.enabled {
+            return Err("BTF-typed programs are turned off (TCPTOP_RAW_TRACEPOINTS)".into());
+        }
+        let path = self.path;
+        self.parsed
+            .get_or_insert_with(|| {
+                aya::Btf::parse_file(path, aya::Endianness::default())
+                    .map_err(|e| format!("cannot load the kernel's BTF for tracing programs: {e}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+/// The state-change and teardown tracepoints every hook set uses: teardown
+/// first, so that no socket starts being tracked before its teardown would
+/// be seen.
+const LIFECYCLE_TRACEPOINTS: [&str; 2] = ["tcp_destroy_sock", "inet_sock_set_state"];
+/// The send/receive tracepoints of the tracepoint set.
+const IO_TRACEPOINTS: [&str; 2] = ["sock_send_length", "sock_recv_length"];
+
+/// Attaches the state-change and teardown programs, BTF-typed if `btf`
+/// allows (returns true), raw otherwise.
+pub fn attach_lifecycle(ebpf: &mut Ebpf, btf: &mut TracingBtf) -> Result<bool, String> {
+    tracepoints(ebpf, btf, &LIFECYCLE_TRACEPOINTS)
+}
+
 /// Attaches the first set of `candidates` that works; returns it, or every
 /// set's reason for failing.
 pub fn attach_io(
     ebpf: &mut Ebpf,
     candidates: &[HookSet],
     btf: &Btf,
-    btf_path: &std::path::Path,
+    tracing: &mut TracingBtf,
 ) -> Result<HookSet, Vec<(HookSet, String)>> {
     let mut errors = Vec::new();
     for &set in candidates {
         let attempt = match set {
-            HookSet::Fentry => fentry(ebpf, btf, btf_path),
+            HookSet::Fentry => fentry(ebpf, btf, tracing),
             HookSet::Kprobe => kprobe(ebpf, btf),
-            HookSet::Tracepoint => tracepoint(ebpf),
+            HookSet::Tracepoint => tracepoints(ebpf, tracing, &IO_TRACEPOINTS)
+                .map(|_| ())
+                .map_err(|e| format!("{e} (these tracepoints exist since Linux 6.3)")),
         };
         match attempt {
             Ok(()) => return Ok(set),
@@ -56,16 +116,43 @@ pub fn attach_io(
     Err(errors)
 }
 
+/// Attaches the programs for `names`: the BTF-typed ones (`btf_<name>`) if
+/// they load and attach (true), else the raw ones (false).
+fn tracepoints(ebpf: &mut Ebpf, btf: &mut TracingBtf, names: &[&str]) -> Result<bool, String> {
+    if btf.enabled() {
+        match btf_tracepoints(ebpf, btf, names) {
+            Ok(()) => return Ok(true),
+            // The raw programs do the same with probe reads.
+            Err(_) => unload(ebpf, names.iter().map(|n| format!("btf_{n}"))),
+        }
+    }
+    for name in names {
+        attach_raw_tracepoint(ebpf, name)?;
+    }
+    Ok(false)
+}
+
+fn btf_tracepoints(ebpf: &mut Ebpf, btf: &mut TracingBtf, names: &[&str]) -> Result<(), String> {
+    let btf = btf.get()?;
+    for tp in names {
+        let name = format!("btf_{tp}");
+        let prog: &mut BtfTracePoint = program(ebpf, &name)?
+            .try_into()
+            .map_err(|e| format!("{name}: {e}"))?;
+        prog.load(tp, btf)
+            .map_err(|e| format!("cannot load the BTF program for {tp}: {}", chain(&e)))?;
+        prog.attach()
+            .map_err(|e| format!("cannot attach to tracepoint {tp}: {}", chain(&e)))?;
+    }
+    Ok(())
+}
+
 fn present(btf: &Btf, func: &str) -> bool {
     btf.func_param_count(func).is_some()
 }
 
-fn fentry(ebpf: &mut Ebpf, btf: &Btf, btf_path: &std::path::Path) -> Result<(), String> {
-    // Aya's full BTF model of the kernel (tens of MB) is needed only to load
-    // tracing programs: parsed here, dropped on return.
-    let aya_btf = aya::Btf::parse_file(btf_path, aya::Endianness::default())
-        .map_err(|e| format!("cannot load the kernel's BTF for tracing programs: {e}"))?;
-    let aya_btf = &aya_btf;
+fn fentry(ebpf: &mut Ebpf, btf: &Btf, tracing: &mut TracingBtf) -> Result<(), String> {
+    let aya_btf = tracing.get()?;
     for (func, optional) in IO_FUNCS {
         if optional && !present(btf, func) {
             continue;
@@ -108,14 +195,6 @@ fn kprobe(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
     Ok(())
 }
 
-fn tracepoint(ebpf: &mut Ebpf) -> Result<(), String> {
-    for name in ["sock_send_length", "sock_recv_length"] {
-        attach_raw_tracepoint(ebpf, name)
-            .map_err(|e| format!("{e} (this tracepoint exists since Linux 6.3)"))?;
-    }
-    Ok(())
-}
-
 /// Loads and attaches the raw tracepoint program named like its tracepoint.
 pub fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str) -> Result<(), String> {
     let prog: &mut RawTracePoint = program(ebpf, name)?
@@ -135,27 +214,41 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Program, String
 
 /// Detaches and unloads whatever part of a set got loaded.
 fn unload_set(ebpf: &mut Ebpf, set: HookSet) {
-    let names: Vec<String> = match set {
-        HookSet::Fentry => [
-            "fexit_tcp_sendmsg",
-            "fexit_tcp_sendpage",
-            "fexit_tcp_recvmsg4",
-            "fexit_tcp_recvmsg5",
-            "fexit_tcp_recvmsg6",
-        ]
-        .map(String::from)
-        .to_vec(),
-        HookSet::Kprobe => IO_FUNCS
-            .iter()
-            .flat_map(|(f, _)| [format!("kprobe_{f}"), format!("kretprobe_{f}")])
-            .collect(),
-        HookSet::Tracepoint => vec!["sock_send_length".into(), "sock_recv_length".into()],
-    };
+    match set {
+        HookSet::Fentry => unload(
+            ebpf,
+            [
+                "fexit_tcp_sendmsg",
+                "fexit_tcp_sendpage",
+                "fexit_tcp_recvmsg4",
+                "fexit_tcp_recvmsg5",
+                "fexit_tcp_recvmsg6",
+            ]
+            .map(String::from),
+        ),
+        HookSet::Kprobe => unload(
+            ebpf,
+            IO_FUNCS
+                .iter()
+                .flat_map(|(f, _)| [format!("kprobe_{f}"), format!("kretprobe_{f}")]),
+        ),
+        HookSet::Tracepoint => unload(
+            ebpf,
+            IO_TRACEPOINTS
+                .iter()
+                .flat_map(|n| [n.to_string(), format!("btf_{n}")]),
+        ),
+    }
+}
+
+/// Detaches and unloads the named programs (those not loaded are skipped).
+fn unload(ebpf: &mut Ebpf, names: impl IntoIterator<Item = String>) {
     for name in names {
         let _ = match ebpf.program_mut(&name) {
             Some(Program::FExit(p)) => p.unload(),
             Some(Program::KProbe(p)) => p.unload(),
             Some(Program::RawTracePoint(p)) => p.unload(),
+            Some(Program::BtfTracePoint(p)) => p.unload(),
             _ => Ok(()),
         };
     }

@@ -33,10 +33,6 @@ use crate::model::{ConnKey, ConnSample, ConnState, Counters, Drops, Proto, Snaps
 
 const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 
-/// Raw tracepoints every hook set uses: teardown first, so that no socket
-/// starts being tracked before its teardown would be seen.
-const LIFECYCLE_TRACEPOINTS: [&str; 2] = ["tcp_destroy_sock", "inet_sock_set_state"];
-
 /// The eBPF data source. Dropping it detaches every program.
 pub struct EbpfSource {
     // Field order matters: maps and the event thread go before `_ebpf`.
@@ -74,26 +70,33 @@ impl EbpfSource {
             .load(bytes)
             .map_err(|e| load_error(&e))?;
 
-        for name in LIFECYCLE_TRACEPOINTS {
-            hooks::attach_raw_tracepoint(&mut ebpf, name).map_err(|e| {
-                if e.contains("Operation not permitted") {
-                    SourceError::Privileges(caps::missing_message(&[]))
-                } else {
-                    SourceError::Unsupported(format!(
-                        "{e}.\nThis kernel ({}) lacks a hook tcptop needs (Linux 5.8 or newer \
-                         with BTF is required).",
-                        caps::kernel_release()
-                    ))
-                }
-            })?;
-        }
+        // The kprobe set is for kernels without BTF tracing programs: it
+        // takes raw tracepoints too (and so the VM matrix tests both kinds).
+        let typed = opts.hooks != Some(HookSet::Kprobe)
+            && std::env::var_os("TCPTOP_RAW_TRACEPOINTS").is_none_or(|v| v == "0");
+        let mut tracing = hooks::TracingBtf::new(btf_path, typed);
+        let btf_lifecycle = hooks::attach_lifecycle(&mut ebpf, &mut tracing).map_err(|e| {
+            if e.contains("Operation not permitted") {
+                SourceError::Privileges(caps::missing_message(&[]))
+            } else {
+                SourceError::Unsupported(format!(
+                    "{e}.\nThis kernel ({}) lacks a hook tcptop needs (Linux 5.8 or newer \
+                     with BTF is required).",
+                    caps::kernel_release()
+                ))
+            }
+        })?;
         let candidates: Vec<HookSet> = match opts.hooks {
             Some(set) => vec![set],
             None => HookSet::ALL.to_vec(),
         };
-        let set = hooks::attach_io(&mut ebpf, &candidates, &btf, btf_path)
+        let set = hooks::attach_io(&mut ebpf, &candidates, &btf, &mut tracing)
             .map_err(|errors| no_hook_set(&errors, opts.hooks.is_some()))?;
+        drop(tracing);
         let mut hooks = String::from(set.as_str());
+        if btf_lifecycle {
+            hooks.push_str("+btf");
+        }
         let mut warnings = Vec::new();
         match attach_sock_ops(&mut ebpf) {
             Ok(()) => hooks.push_str("+sock_ops"),
