@@ -115,8 +115,8 @@ pub fn read_tuple<M: Mem>(sk: *const u8, t: &mut ConnTuple) {
 #[inline(always)]
 pub fn read_endpoints<M: Mem>(sk: *const u8, t: &mut ConnTuple) {
     if t.family == AF_INET6 {
-        t.saddr = addr6::<M>(sk, off!(skc_v6_rcv_saddr));
-        t.daddr = addr6::<M>(sk, off!(skc_v6_daddr));
+        t.saddr = kernel::read16::<M>(sk, off!(skc_v6_rcv_saddr));
+        t.daddr = kernel::read16::<M>(sk, off!(skc_v6_daddr));
     } else {
         // Network byte order in memory: the bytes as they are.
         let s = M::read::<u32>(sk, off!(skc_rcv_saddr)).unwrap_or(0);
@@ -130,16 +130,6 @@ pub fn read_endpoints<M: Mem>(sk: *const u8, t: &mut ConnTuple) {
     // before the CLOSE transition is traced.
     t.sport = u16::from_be(M::read::<u16>(sk, off!(inet_sport)).unwrap_or(0));
     t.dport = u16::from_be(M::read::<u16>(sk, off!(skc_dport)).unwrap_or(0));
-}
-
-/// An IPv6 address (`struct in6_addr`) as two 8-byte loads.
-#[inline(always)]
-fn addr6<M: Mem>(sk: *const u8, offset: usize) -> [u8; 16] {
-    match M::read::<[u64; 2]>(sk, offset) {
-        // SAFETY: 16 bytes either way; any bit pattern is valid.
-        Ok(w) => unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(w) },
-        Err(_) => [0; 16],
-    }
 }
 
 /// Socket counters of a `tcp_sock`.

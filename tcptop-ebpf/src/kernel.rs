@@ -128,11 +128,16 @@ impl Mem for Direct {
     }
 }
 
-/// Reads a `T` at `base + offset` with probe reads (programs whose kernel
-/// pointers are plain numbers).
+/// The 16 bytes at `base + offset` (an IPv6 address, a task name), as two
+/// 8-byte loads (a direct read must be a primitive width); zeros if
+/// unreadable.
 #[inline(always)]
-pub fn read<T: Copy>(base: *const u8, offset: usize) -> Result<T, i32> {
-    Probe::read(base, offset)
+pub fn read16<M: Mem>(base: *const u8, offset: usize) -> [u8; 16] {
+    match M::read::<[u64; 2]>(base, offset) {
+        // SAFETY: 16 bytes either way; any bit pattern is valid.
+        Ok(w) => unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(w) },
+        Err(_) => [0; 16],
+    }
 }
 
 /// Name of the current thread group's leader: the process name `ps` shows.
@@ -143,26 +148,19 @@ pub fn leader_comm<M: Mem>() -> [u8; 16] {
         Ok(p) => p as *const u8,
         Err(_) => return [0; 16],
     };
-    // Two 8-byte loads (a direct read must be a primitive width).
-    match M::read::<[u64; 2]>(leader, off!(task_comm)) {
-        // SAFETY: 16 bytes either way; any bit pattern is valid.
-        Ok(w) => unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(w) },
-        Err(_) => [0; 16],
-    }
+    read16::<M>(leader, off!(task_comm))
 }
 
 /// TGID of the current task, read from `task_struct` (for program types
 /// without `bpf_get_current_pid_tgid`, e.g. cgroup skb on older kernels).
 #[inline(always)]
 pub fn current_tgid() -> u32 {
-    // SAFETY: returns the current task pointer; only read through probe reads.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    read::<u32>(task, off!(task_tgid)).unwrap_or(0)
+    Probe::read::<u32>(Probe::current_task(), off!(task_tgid)).unwrap_or(0)
 }
 
 /// Turns a pointer the verifier types as a socket (no arithmetic allowed on
 /// it) into a plain number, by copying it through the stack with a probe
-/// read: `read` can then take field offsets from it. Needs the privileged
+/// read: `Probe::read` can then take field offsets from it. Needs the privileged
 /// pointer-leak allowance (CAP_PERFMON), which tcptop has.
 #[inline(always)]
 pub fn launder(p: u64) -> u64 {

@@ -207,7 +207,7 @@ pub fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str) -> Result<(), String> 
     Ok(())
 }
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Program, String> {
+pub fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Program, String> {
     ebpf.program_mut(name)
         .ok_or_else(|| format!("eBPF object has no program {name:?}"))
 }

@@ -389,9 +389,7 @@ fn attach_sock_ops(ebpf: &mut Ebpf) -> Result<(), String> {
     })?;
     let cgroup = std::fs::File::open(&root)
         .map_err(|e| format!("cannot open cgroup {}: {e}", root.display()))?;
-    let prog: &mut SockOps = ebpf
-        .program_mut("tcptop_sockops")
-        .ok_or("eBPF object has no sock_ops program")?
+    let prog: &mut SockOps = hooks::program(ebpf, "tcptop_sockops")?
         .try_into()
         .map_err(|e| format!("sock_ops program: {e}"))?;
     prog.load()

@@ -172,9 +172,7 @@ fn attach_all(ebpf: &mut Ebpf, cgroup2: &Path) -> Result<(), String> {
     let cgroup = std::fs::File::open(cgroup2)
         .map_err(|e| format!("cannot open cgroup {}: {e}", cgroup2.display()))?;
     for name in SOCK_PROGRAMS {
-        let prog: &mut CgroupSock = ebpf
-            .program_mut(name)
-            .ok_or_else(|| format!("eBPF object has no program {name}"))?
+        let prog: &mut CgroupSock = hooks::program(ebpf, name)?
             .try_into()
             .map_err(|e| format!("{name}: {e}"))?;
         prog.load()
@@ -184,9 +182,7 @@ fn attach_all(ebpf: &mut Ebpf, cgroup2: &Path) -> Result<(), String> {
     }
     hooks::attach_raw_tracepoint(ebpf, QUEUE_FAILED)?;
     for (name, at) in SKB_PROGRAMS {
-        let prog: &mut CgroupSkb = ebpf
-            .program_mut(name)
-            .ok_or_else(|| format!("eBPF object has no program {name}"))?
+        let prog: &mut CgroupSkb = hooks::program(ebpf, name)?
             .try_into()
             .map_err(|e| format!("{name}: {e}"))?;
         prog.load()
