@@ -33,12 +33,17 @@ pub struct Record<'a> {
     pub hooks: Cow<'a, str>,
 }
 
+/// A snapshot's Unix time as records carry it: millisecond precision.
+pub fn snapshot_time(ts: f64) -> f64 {
+    (ts * 1000.0).round() / 1000.0
+}
+
 impl<'a> Record<'a> {
     /// Borrows what it can from `r` (written once per row per snapshot:
     /// under connection churn, tens of thousands a second).
     pub fn new(ts: f64, hooks: &'a str, r: &'a Row) -> Record<'a> {
         Record {
-            ts: (ts * 1000.0).round() / 1000.0,
+            ts: snapshot_time(ts),
             pid: r.pid,
             comm: untrusted(&r.comm),
             proto: Cow::Borrowed(r.key.proto.as_str()),
