@@ -108,10 +108,7 @@ pub struct ConnStats {
     pub state: u8,
     /// One of `ORIGIN_*`.
     pub origin: u8,
-    /// Non-zero once the sock_ops RTT callback keeps the socket counters
-    /// fresh (on every ACK): send calls then skip reading them.
-    pub sockops: u8,
-    pub _pad0: u8,
+    pub _pad0: [u8; 2],
     /// `bpf_ktime_get_ns() >> 30` (about a second) when `comm` was read:
     /// the name is re-read once per such epoch, so an exec shows.
     pub comm_epoch: u32,

@@ -319,11 +319,10 @@ pub fn on_io<M: Mem>(sk: u64, ret: i64, flags: i64, tx: bool) {
     };
     add(counter, ret as u64);
     set_owner::<M>(st);
-    // A sender's counters arrive with every ACK it gets back (sock_ops RTT
-    // callback): skip four reads. A receiver gets no RTT samples while it
-    // only receives, so it reads.
-    // SAFETY: `st` points at a live map value.
-    if tp != 0 && (!tx || unsafe { (*st).sockops } == 0) {
+    // RTT, segments and retransmits as of this call: four plain loads for
+    // BTF-typed programs. (Fresher, per-ACK counters would need a sock_ops
+    // callback on every ACK of every connection: see ARCHITECTURE.md.)
+    if tp != 0 {
         store_counters(st, &read_counters::<M>(tp as *const u8));
     }
 }

@@ -385,7 +385,7 @@ fn programs_detached_on_every_exit() {
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGKILL] {
         let top = Tcptop::start(&[]);
         let loaded = common::loaded_tcptop_programs();
-        // Lifecycle, sock_ops and send/receive programs (how many of the
+        // Lifecycle, UDP and send/receive programs (how many of the
         // latter depends on the hook set).
         assert!(loaded.len() >= 5, "{loaded:?}");
         // The teardown program, raw or BTF-typed.

@@ -3,6 +3,5 @@ mod destroy;
 mod fentry;
 mod kprobe;
 mod send_recv;
-mod sock_ops;
 mod state;
 mod udp;

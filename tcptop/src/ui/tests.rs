@@ -908,7 +908,7 @@ async fn event_loop_never_waits_for_dns() {
     drop(release);
 }
 
-/// A start-up warning from the data source (e.g. sock_ops could not attach)
+/// A start-up warning from the data source (e.g. the UDP programs could not attach)
 /// is shown in the status line, not written under the display.
 #[tokio::test(start_paused = true)]
 async fn source_warning_in_status_line() {

@@ -318,7 +318,7 @@ pub fn of_conn<'a>(records: &'a [Value], local: &str, remote: &str) -> Vec<&'a V
 /// Names of tcptop's programs currently loaded in the kernel.
 pub fn loaded_tcptop_programs() -> Vec<String> {
     // Kernel program names keep 15 characters.
-    const OURS: [&str; 14] = [
+    const OURS: [&str; 13] = [
         "udp_fail_queue_",
         "btf_sock_send_l",
         "btf_sock_recv_l",
@@ -329,7 +329,6 @@ pub fn loaded_tcptop_programs() -> Vec<String> {
         "sock_recv_lengt",
         "inet_sock_set_s",
         "tcp_destroy_soc",
-        "tcptop_sockops",
         "fexit_tcp_",
         "kprobe_tcp_",
         "kretprobe_tcp_",

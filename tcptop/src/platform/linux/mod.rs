@@ -21,7 +21,6 @@ use std::path::Path;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{SockOps, links::CgroupAttachMode},
 };
 use tcptop_common::{
     ConnEvent, ConnStats, DROP_MAP_FULL, DROP_RINGBUF, DROP_UDP_FLOWS, EVENT_CLOSE, GLOBAL_OFFSETS,
@@ -98,12 +97,6 @@ impl EbpfSource {
             hooks.push_str("+btf");
         }
         let mut warnings = Vec::new();
-        match attach_sock_ops(&mut ebpf) {
-            Ok(()) => hooks.push_str("+sock_ops"),
-            // RTT still comes from the socket at every event; only its
-            // freshness between the owner's calls is lost.
-            Err(e) => warnings.push(e),
-        }
         let (seeds, udp_owners) = seed_from_proc();
         let udp = match caps::cgroup2_root().filter(|_| opts.udp) {
             Some(root) => match udp::UdpFlows::attach(&mut ebpf, &root, opts, udp_owners) {
@@ -396,32 +389,6 @@ fn no_hook_set(errors: &[(HookSet, String)], forced: bool) -> SourceError {
         );
     }
     SourceError::Unsupported(msg)
-}
-
-fn attach_sock_ops(ebpf: &mut Ebpf) -> Result<(), String> {
-    let root = caps::cgroup2_root().ok_or_else(|| {
-        "no cgroup v2 mount found in /proc/mounts: RTT is refreshed only at send/receive calls"
-            .to_string()
-    })?;
-    let cgroup = std::fs::File::open(&root)
-        .map_err(|e| format!("cannot open cgroup {}: {e}", root.display()))?;
-    let prog: &mut SockOps = hooks::program(ebpf, "tcptop_sockops")?
-        .try_into()
-        .map_err(|e| format!("sock_ops program: {e}"))?;
-    prog.load()
-        .map_err(|e| format!("cannot load the sock_ops program: {e}"))?;
-    // Aya attaches through a BPF link on 5.7+; links always coexist with
-    // other programs on the cgroup, and the kernel rejects the legacy
-    // BPF_F_ALLOW_MULTI flag on link_create (EINVAL), so `Single` is right.
-    prog.attach(&cgroup, CgroupAttachMode::Single)
-        .map_err(|e| {
-            format!(
-                "cannot attach sock_ops to {}: {e} ({:?})",
-                root.display(),
-                std::error::Error::source(&e)
-            )
-        })?;
-    Ok(())
 }
 
 /// Connections open before we started, with their owners, as zero-counter
