@@ -3,6 +3,7 @@
 
 Monitors (each in its non-interactive mode, output to /dev/null):
   tcptop     tcptop --batch --format jsonl --interval 1
+  tcptop-tcp the same with --tcp (no UDP programs: what UDP flows cost)
   tcplife    tcplife (Debian's libbpf-tools; bpfcc-tools' tcplife-bpfcc if
              that is all apt has), the eBPF reference
   nethogs    nethogs -t -a lo
@@ -26,7 +27,7 @@ costs, and packet capture taps, are charged to them), the monitor's CPU over
 the load (all threads, /proc/PID/task/*/schedstat) and its peak RSS (VmHWM).
 
 Usage (root): scripts/bench-peers.py [--rounds 3] [--secs 10] [--rate 1000]
-    [--tools tcptop,tcplife,nethogs,iftop,bandwhich] [--loads bulk,fixed,max,bytes]
+    [--tools tcptop,tcptop-tcp,tcplife,nethogs,iftop,bandwhich] [--loads bulk,fixed,max,bytes]
     [--markdown] [--no-install]
 Installs what is missing (apt: iperf3 nethogs iftop libbpf-tools; cargo:
 bandwhich), builds tcptop (release), and writes raw results and the byte
@@ -57,7 +58,11 @@ TOOLS_ROOT = os.path.join(ROOT, "target", "peer-tools")
 BANDWHICH = os.path.join(TOOLS_ROOT, "bin", "bandwhich")
 BANDWHICH_VERSION = "0.23.1"
 OUT = os.path.join(ROOT, "target", "bench-peers")
-ALL_TOOLS = ["tcptop", "tcplife", "nethogs", "iftop", "bandwhich"]
+ALL_TOOLS = ["tcptop", "tcptop-tcp", "tcplife", "nethogs", "iftop", "bandwhich"]
+
+
+def is_tcptop(tool):
+    return tool in ("tcptop", "tcptop-tcp")
 ALL_LOADS = ["bulk", "fixed", "max", "bytes"]
 BYTES = 100_000_000
 SETTLE = 1.5  # seconds between a monitor being up and the load starting
@@ -244,6 +249,10 @@ def tcplife_cmd():
 TOOLS = {
     "tcptop": dict(cmd=lambda: [TCPTOP, "--batch", "--format", "jsonl", "--interval", "1"],
                    bytes_extra=[], stop=signal.SIGTERM, stdbuf=False),
+    # The same with --tcp: no UDP programs, so what UDP flows cost shows.
+    "tcptop-tcp": dict(cmd=lambda: [TCPTOP, "--batch", "--format", "jsonl", "--interval", "1",
+                                    "--tcp"],
+                       bytes_extra=[], stop=signal.SIGTERM, stdbuf=False),
     "tcplife": dict(cmd=tcplife_cmd, bytes_extra=[], stop=signal.SIGINT, stdbuf=True),
     "nethogs": dict(cmd=lambda: ["nethogs", "-t", "-a", "lo"],
                     bytes_extra=["-v", "2"], stop=signal.SIGINT, stdbuf=True),
@@ -274,7 +283,7 @@ class Monitor:
         self.p = spawn(cmd, stdin=subprocess.PIPE, stdout=self.out, stderr=self.err)
         self.prog_ids = set()
         deadline = time.monotonic() + 30
-        if tool == "tcptop":
+        if is_tcptop(tool):
             while True:
                 self.err.seek(0)
                 text = self.err.read()
@@ -288,7 +297,7 @@ class Monitor:
         time.sleep(SETTLE)
         if self.p.poll() is not None:
             self.fail("exited at start")
-        if tool == "tcptop":
+        if is_tcptop(tool):
             self.prog_ids = bpf_prog_ids(self.p.pid)
 
     def fail(self, what):
@@ -310,7 +319,7 @@ class Monitor:
         if self.out is not subprocess.DEVNULL:
             self.out.close()
         self.err.close()
-        if self.tool == "tcptop":
+        if is_tcptop(self.tool):
             left = wait_progs_gone(self.prog_ids)
             PROGS_CHECKED["runs"] += 1
             PROGS_CHECKED["ids"] += len(self.prog_ids)
@@ -490,7 +499,7 @@ def parse_bytes(tool, text, srv_port, cli_port, srv_pid, cli_pid):
     A connection or process the tool does not list counts as 0; None where
     the tool has no such number (iftop counts flows, not each end's rx)."""
     tx = rx = 0
-    if tool == "tcptop":
+    if is_tcptop(tool):
         for line in text.splitlines():
             try:
                 r = json.loads(line)
@@ -788,7 +797,7 @@ def main():
 def versions(tools):
     v = {"iperf3": pkg_version("iperf3")}
     for t in tools:
-        if t == "tcptop":
+        if is_tcptop(t):
             v[t] = f"this tree, hooks {HOOKS[0]}"
         elif t == "tcplife":
             pkg = tcplife_pkg()
@@ -933,7 +942,7 @@ def report(a, tools, loads, runs, errors, info):
     if errors:
         L += ["", "Failed runs:"]
         L += [f"- {t}: {e}" for t, e in errors.items()]
-    if "tcptop" in tools:
+    if any(is_tcptop(t) for t in tools):
         left = PROGS_CHECKED["left"]
         L += ["", f"tcptop left no eBPF program loaded: {'no, ' + str(sorted(left)) if left else 'yes'} "
               f"(its {PROGS_CHECKED['ids']} program ids over {PROGS_CHECKED['runs']} runs "

@@ -241,14 +241,15 @@ impl DataSource for EbpfSource {
 /// connections, rows to sort: megabytes a second under churn). By default
 /// glibc maps each one fresh and unmaps it on free, so every snapshot
 /// page-faulted its buffers in again (~6% of tcptop's CPU under churn).
-/// Serve them from the heap and keep what is freed there for the next
-/// snapshot: memory stays at its high-water mark instead.
+/// Serve buffers up to 32 MiB from the heap and keep up to 32 MiB of what
+/// is freed there for the next snapshot: memory stays near its high-water
+/// mark instead (bounded: a burst cannot pin more than that).
 fn keep_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets allocator parameters.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
     }
 }
 
