@@ -6,6 +6,13 @@ Loads (each for --secs seconds, loopback only, bounded in time):
   small  one TCP stream, 64-byte writes: time per send call (ns); the
          difference with tcptop attached is the in-kernel hook cost per call
          (send side; the receiver's recv hook runs on the other core)
+  conn   connections one after another inside one process (tcptop-testpeer
+         churn-self: connect, accept, 64 bytes each way, the server side
+         closing first): its CPU time per connection, pinned to one CPU
+         while tcptop runs on the other; the difference with tcptop attached
+         is the in-kernel cost per connection (every hook a connection
+         fires, both ends), paired with the mean of the unmonitored runs
+         before and after; tcptop's own CPU per connection is reported too
 
 Runs are interleaved A/B (none, tcptop, none, tcptop, ...) so machine drift
 cancels; each pair gives a ratio, and the report shows medians over --rounds.
@@ -51,9 +58,28 @@ def rss_kib(pid, field):
     return 0
 
 
+def pinned(cpu):
+    """preexec_fn that pins the child to one CPU (None: leave it)."""
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+# The per-connection load runs on one CPU and tcptop on another, so that
+# neither's caches or time slices land in the other's numbers.
+TWO_CPUS = len(os.sched_getaffinity(0)) >= 2
+LOAD_CPU, MON_CPU = (1, 0) if TWO_CPUS else (None, None)
+
+
 def run_load(kind, secs):
     global PORT
     PORT += 1
+    if kind == "conn":
+        out = subprocess.run(
+            [PEER, "churn-self", "--listen", f"127.0.0.1:{PORT}", "--secs", str(secs)],
+            stdout=subprocess.PIPE, text=True, timeout=secs + 30, check=True,
+            preexec_fn=pinned(LOAD_CPU)).stdout
+        return json.loads(out.splitlines()[-1])
     chunk = 128 * 1024 if kind == "bulk" else 64
     srv = subprocess.Popen(
         [PEER, "server", "--listen", f"127.0.0.1:{PORT}", "--name", "bench-srv"],
@@ -68,10 +94,11 @@ def run_load(kind, secs):
 
 
 class Monitor:
-    def __init__(self):
+    def __init__(self, cpu=None):
         self.p = subprocess.Popen(
             [TCPTOP, "--batch", "--format", "jsonl", "--interval", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            preexec_fn=pinned(cpu))
         line = self.p.stderr.readline()
         if not line.startswith("tcptop: attached"):
             sys.exit(f"tcptop did not start: {line}")
@@ -79,12 +106,13 @@ class Monitor:
         self.t0 = time.monotonic()
 
     def stop(self):
+        """(share of one core since start, (VmHWM, VmRSS) KiB, CPU seconds)."""
         cpu = cpu_secs(self.p.pid) - self.cpu0
         wall = time.monotonic() - self.t0
         rss = (rss_kib(self.p.pid, "VmHWM"), rss_kib(self.p.pid, "VmRSS"))
         self.p.send_signal(signal.SIGTERM)
         self.p.wait(timeout=10)
-        return cpu / wall, rss
+        return cpu / wall, rss, cpu
 
 
 def main():
@@ -97,30 +125,41 @@ def main():
         sys.exit("bench.py needs root (tcptop loads eBPF programs)")
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
 
-    res = {k: {"none": [], "tcptop": [], "ratio": []} for k in ("bulk", "small")}
+    kinds = ("bulk", "small", "conn")
+    keys = {"bulk": "gbit_s", "small": "ns_per_call", "conn": "cpu_ns_per_conn"}
+    res = {k: {"none": [], "tcptop": [], "ratio": []} for k in kinds}
     mon_cpu, mon_rss, idle_cpu = [], [], []
+    conn_added, conn_own = [], []
     # tcptop's own cost with no load: the floor of its CPU use.
     m = Monitor()
     time.sleep(a.secs)
-    c, _ = m.stop()
+    c, _, _ = m.stop()
     idle_cpu.append(c)
     for r in range(a.rounds):
-        for kind in ("bulk", "small"):
-            base = run_load(kind, a.secs)
-            m = Monitor()
+        for kind in kinds:
+            key = keys[kind]
+            before = run_load(kind, a.secs)
+            m = Monitor(MON_CPU if kind == "conn" else None)
             mon = run_load(kind, a.secs)
-            c, rss = m.stop()
-            mon_cpu.append(c)
-            mon_rss.append(rss)
-            key = "gbit_s" if kind == "bulk" else "ns_per_call"
-            res[kind]["none"].append(base[key])
+            c, rss, secs = m.stop()
+            if kind == "conn":
+                # Paired with the mean of the unmonitored runs on both sides.
+                after = run_load(kind, a.secs)
+                base = (before[key] + after[key]) / 2
+                conn_added.append(mon[key] - base)
+                conn_own.append(secs * 1e9 / mon["conns"])
+            else:
+                base = before[key]
+                mon_cpu.append(c)
+                mon_rss.append(rss)
+            res[kind]["none"].append(base)
             res[kind]["tcptop"].append(mon[key])
-            res[kind]["ratio"].append(mon[key] / base[key])
-            print(f"round {r + 1} {kind}: none {base[key]:.3f} tcptop {mon[key]:.3f} "
+            res[kind]["ratio"].append(mon[key] / base)
+            print(f"round {r + 1} {kind}: none {base:.3f} tcptop {mon[key]:.3f} "
                   f"tcptop cpu {c * 100:.2f}% rss peak/now {rss[0]}/{rss[1]} KiB", file=sys.stderr)
 
     med = statistics.median
-    bulk, small = res["bulk"], res["small"]
+    bulk, small, conn = res["bulk"], res["small"], res["conn"]
     added_ns = [t - n for t, n in zip(small["tcptop"], small["none"])]
     lines = [
         f"rounds: {a.rounds} x {a.secs:g} s per load, interleaved A/B; medians",
@@ -131,6 +170,15 @@ def main():
         f"64-byte send call, no monitor: {med(small['none']):.0f} ns",
         f"64-byte send call, tcptop attached: {med(small['tcptop']):.0f} ns",
         f"added per send call (paired): {med(added_ns):.0f} ns",
+        f"loopback connection (one process, both ends, 64 bytes each way), no monitor: "
+        f"{med(conn['none']) / 1000:.2f} µs of CPU",
+        f"added per connection in the kernel (paired){' (load and tcptop on separate CPUs)' if TWO_CPUS else ''}: "
+        f"{med(conn_added) / 1000:.2f} µs "
+        f"(min {min(conn_added) / 1000:.2f}, max {max(conn_added) / 1000:.2f})",
+        f"tcptop's own CPU per connection (two closed records, jsonl): "
+        f"{med(conn_own) / 1000:.2f} µs",
+        f"connection throughput kept at the CPU cost above: "
+        f"{med(conn['none']) / (med(conn['none']) + med(conn_added) + med(conn_own)) * 100:.1f}%",
         f"tcptop CPU under load: {med(mon_cpu) * 100:.2f}% of one core "
         f"(max {max(mon_cpu) * 100:.2f}%)",
         f"tcptop CPU idle machine: {med(idle_cpu) * 100:.2f}% of one core",

@@ -19,6 +19,14 @@
 //!   tcptop-testpeer udp-server --listen 127.0.0.1:5000 --datagrams 20 --reply 10
 //!   tcptop-testpeer udp-client --to 127.0.0.1:5000 --count 20 --size 100 --reply 10
 //!
+//! `churn-self` opens connections to itself, one after another, for
+//! `--secs` (64 bytes each way, the server side closing first, as the
+//! benchmark's churn load), and prints its own CPU time per connection:
+//! the in-kernel cost of a connection, hooks included, without scheduling
+//! between two processes.
+//!
+//!   tcptop-testpeer churn-self --listen 127.0.0.1:5000 --secs 5
+//!
 //! With `--wait-stdin` the client waits for a line on stdin after connecting
 //! (before sending) and again before closing, so a test can start tcptop
 //! against an already-open connection and sample it while idle; the server
@@ -69,6 +77,13 @@ enum Role {
         /// Bytes per send call in bulk mode.
         #[arg(long, default_value_t = 128 * 1024)]
         chunk: usize,
+    },
+    ChurnSelf {
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Seconds to run.
+        #[arg(long)]
+        secs: f64,
     },
     UdpServer {
         #[arg(long)]
@@ -165,6 +180,7 @@ fn main() -> Result<()> {
             Some(secs) => bulk(connect, &common, secs, chunk),
             None => client(connect, &common, wait_stdin, rate),
         },
+        Role::ChurnSelf { listen, secs } => churn_self(listen, secs),
         Role::UdpServer {
             listen,
             name,
@@ -384,6 +400,45 @@ fn bulk(connect: SocketAddr, c: &Common, secs: f64, chunk: usize) -> Result<()> 
         })
     );
     Ok(())
+}
+
+fn churn_self(listen: SocketAddr, secs: f64) -> Result<()> {
+    let l = TcpListener::bind(listen).with_context(|| format!("bind {listen}"))?;
+    let req = [b'q'; 64];
+    let mut buf = [0u8; 4096];
+    let cpu0 = cpu_ns();
+    let start = Instant::now();
+    let limit = Duration::from_secs_f64(secs);
+    let mut conns = 0u64;
+    while !conns.is_multiple_of(64) || start.elapsed() < limit {
+        let mut c = TcpStream::connect(listen)?;
+        let (mut s, _) = l.accept()?;
+        c.write_all(&req)?;
+        s.read_exact(&mut buf[..64])?;
+        s.write_all(&req)?;
+        drop(s);
+        while c.read(&mut buf)? > 0 {}
+        conns += 1;
+    }
+    let cpu = cpu_ns() - cpu0;
+    println!(
+        "{}",
+        serde_json::json!({
+            "event": "churn-self", "conns": conns, "secs": start.elapsed().as_secs_f64(),
+            "cpu_ns_per_conn": cpu as f64 / conns as f64,
+        })
+    );
+    Ok(())
+}
+
+/// User and system CPU time of this process so far, ns.
+fn cpu_ns() -> u64 {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we pass, nothing else.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    (us(ru.ru_utime) + us(ru.ru_stime)) * 1000
 }
 
 /// No test waits longer than this for a datagram on loopback.
