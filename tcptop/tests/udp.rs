@@ -435,8 +435,11 @@ fn full_receive_buffer(tag: &str, ip: &str, port: u16) {
         "4096",
         "--read-after-ms",
         "500",
+        // Long enough that no datagram reaches the socket after the server
+        // stopped reading (it would count as received but never be read):
+        // in an emulated VM a sender can stall for hundreds of ms.
         "--drain-ms",
-        "300",
+        "1500",
     ]);
     srv.expect("listening");
     let mut cli = ns.peer(&[

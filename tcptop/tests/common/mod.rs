@@ -249,10 +249,21 @@ impl Tcptop {
         }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let l = self
-                .lines
-                .recv_timeout(left)
-                .expect("no matching tcptop record within 10 s");
+            let Ok(l) = self.lines.recv_timeout(left) else {
+                // What tcptop did say, so that a failure explains itself.
+                let tail: Vec<String> = self
+                    .records
+                    .iter()
+                    .rev()
+                    .take(8)
+                    .map(Value::to_string)
+                    .collect();
+                panic!(
+                    "no matching tcptop record within 10 s; {} records, the last ones (newest first):\n{}",
+                    self.records.len(),
+                    tail.join("\n")
+                );
+            };
             let v: Value = serde_json::from_str(&l).unwrap();
             self.records.push(v.clone());
             if pred(&v) {
