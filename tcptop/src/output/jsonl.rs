@@ -7,7 +7,7 @@
 //! CPU: serde escapes every key and value byte by byte and the record
 //! allocates both addresses. Here the keys are literals, the addresses,
 //! protocol, state and numbers are ASCII written straight into one reused
-//! line buffer, and only the process name goes through `serde_json`'s
+//! buffer, and only the process name goes through `serde_json`'s
 //! escaping when it holds a byte JSON must escape.
 
 use std::io::{self, Write};
