@@ -46,8 +46,7 @@ fn on_state<M: Mem>(sk: u64, oldstate: u8, newstate: u8) {
             // SYN_RECV) and final from ESTABLISHED on: refresh them until
             // then. (Skipping them on the closing transitions halves this
             // program's cost per connection.) Socket counters are not read
-            // here: send/receive calls and teardown
-            // keep them.
+            // here: send/receive calls and teardown keep them.
             // SAFETY: `st` points at a live map value.
             unsafe {
                 let old = (*st).state;

@@ -11,7 +11,6 @@ use std::cmp::Ordering;
 use std::net::SocketAddr;
 
 use crate::model::ConnKey;
-
 use crate::table::Row;
 
 /// `addr` as `Display` writes it (`1.2.3.4:80`, `[::1]:443`).
