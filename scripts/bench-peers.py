@@ -4,6 +4,9 @@
 Monitors (each in its non-interactive mode, output to /dev/null):
   tcptop     tcptop --batch --format jsonl --interval 1
   tcptop-tcp the same with --tcp (no UDP programs: what UDP flows cost)
+  tcptop-noop tcptop with TCPTOP_BENCH_NOOP=1: every program attached but
+             returning at once (the floor: what the kernel charges for
+             running the hooks at all, before tcptop does any work)
   tcplife    tcplife (Debian's libbpf-tools; bpfcc-tools' tcplife-bpfcc if
              that is all apt has), the eBPF reference
   nethogs    nethogs -t -a lo
@@ -27,7 +30,8 @@ costs, and packet capture taps, are charged to them), the monitor's CPU over
 the load (all threads, /proc/PID/task/*/schedstat) and its peak RSS (VmHWM).
 
 Usage (root): scripts/bench-peers.py [--rounds 3] [--secs 10] [--rate 1000]
-    [--tools tcptop,tcptop-tcp,tcplife,nethogs,iftop,bandwhich] [--loads bulk,fixed,max,bytes]
+    [--tools tcptop,tcptop-tcp,tcptop-noop,tcplife,nethogs,iftop,bandwhich]
+    [--loads bulk,fixed,max,bytes]
     [--markdown] [--no-install]
 Installs what is missing (apt: iperf3 nethogs iftop libbpf-tools; cargo:
 bandwhich), builds tcptop (release), and writes raw results and the byte
@@ -58,11 +62,11 @@ TOOLS_ROOT = os.path.join(ROOT, "target", "peer-tools")
 BANDWHICH = os.path.join(TOOLS_ROOT, "bin", "bandwhich")
 BANDWHICH_VERSION = "0.23.1"
 OUT = os.path.join(ROOT, "target", "bench-peers")
-ALL_TOOLS = ["tcptop", "tcptop-tcp", "tcplife", "nethogs", "iftop", "bandwhich"]
+ALL_TOOLS = ["tcptop", "tcptop-tcp", "tcptop-noop", "tcplife", "nethogs", "iftop", "bandwhich"]
 
 
 def is_tcptop(tool):
-    return tool in ("tcptop", "tcptop-tcp")
+    return tool in ("tcptop", "tcptop-tcp", "tcptop-noop")
 ALL_LOADS = ["bulk", "fixed", "max", "bytes"]
 BYTES = 100_000_000
 SETTLE = 1.5  # seconds between a monitor being up and the load starting
@@ -253,6 +257,10 @@ TOOLS = {
     "tcptop-tcp": dict(cmd=lambda: [TCPTOP, "--batch", "--format", "jsonl", "--interval", "1",
                                     "--tcp"],
                        bytes_extra=[], stop=signal.SIGTERM, stdbuf=False),
+    # Every program attached, none doing anything: the hooks' own cost.
+    "tcptop-noop": dict(cmd=lambda: ["env", "TCPTOP_BENCH_NOOP=1", TCPTOP, "--batch", "--format",
+                                     "jsonl", "--interval", "1"],
+                        bytes_extra=[], stop=signal.SIGTERM, stdbuf=False),
     "tcplife": dict(cmd=tcplife_cmd, bytes_extra=[], stop=signal.SIGINT, stdbuf=True),
     "nethogs": dict(cmd=lambda: ["nethogs", "-t", "-a", "lo"],
                     bytes_extra=["-v", "2"], stop=signal.SIGINT, stdbuf=True),
@@ -263,7 +271,7 @@ TOOLS = {
                       bytes_extra=["-t"], stop=signal.SIGINT, stdbuf=False),
 }
 
-HOOKS = [None]  # tcptop's hook set, from its start-up line
+HOOKS = {}  # each tcptop row's hook set, from its start-up line
 PROGS_CHECKED = {"runs": 0, "ids": 0, "left": set()}
 
 
@@ -289,7 +297,7 @@ class Monitor:
                 text = self.err.read()
                 if "tcptop: attached" in text:
                     m = re.search(r"hooks: ([\w+]+)", text)
-                    HOOKS[0] = m.group(1) if m else "?"
+                    HOOKS[tool] = m.group(1) if m else "?"
                     break
                 if self.p.poll() is not None or time.monotonic() > deadline:
                     self.fail("did not attach")
@@ -758,6 +766,8 @@ def main():
             for load in loads:
                 if load == "bytes":
                     for t in order:
+                        if t == "tcptop-noop":
+                            continue  # counts nothing by design
                         try:
                             res = run_bytes(t, f"r{r + 1}")
                         except (RuntimeError, OSError, ValueError, KeyError) as e:
@@ -798,7 +808,7 @@ def versions(tools):
     v = {"iperf3": pkg_version("iperf3")}
     for t in tools:
         if is_tcptop(t):
-            v[t] = f"this tree, hooks {HOOKS[0]}"
+            v[t] = f"this tree, hooks {HOOKS.get(t, '?')}"
         elif t == "tcplife":
             pkg = tcplife_pkg()
             v[t] = f"{pkg} {pkg_version(pkg)}"
@@ -920,7 +930,7 @@ def report(a, tools, loads, runs, errors, info):
               "(median over rounds; error against the truth)", "",
               "| monitor | sender's tx | error | receiver's rx | error | tx each round (MB) |",
               "|---|---|---|---|---|---|"]
-        for t in tools:
+        for t in (t for t in tools if t != "tcptop-noop"):
             b = [x for x in runs if x["load"] == "bytes" and x["tool"] == t]
             if not b:
                 L.append(f"| {t} | failed: see below | | | | |")
@@ -962,6 +972,10 @@ def targets(tools, loads, s):
         r = s[("max", "tcptop")]["ratio"]
         L.append(f"| tcptop keeps ≥ 95% of the unmonitored maximum connection rate | "
                  f"{r * 100:.1f}% | {yes(r >= 0.95)} |")
+        if ("max", "tcptop-noop") in s:
+            f = s[("max", "tcptop-noop")]["ratio"]
+            L.append(f"| (reference, not a target) the same with every hook attached and "
+                     f"doing nothing (tcptop-noop): the floor | {f * 100:.1f}% | — |")
     if "tcplife" in tools:
         parts, ok_all, ok_mon = [], True, True
         for load in ("bulk", "fixed", "max"):

@@ -93,13 +93,23 @@ def run_load(kind, secs):
     return json.loads(out.splitlines()[-1])
 
 
+# The per-connection load also runs beside tcptop with its programs
+# attached but returning at once (TCPTOP_BENCH_NOOP=1): what the kernel
+# charges for running the hooks at all, the floor under tcptop's cost;
+# with and without the UDP per-packet programs (--tcp).
+FLOORS = {"noop": ([], {"TCPTOP_BENCH_NOOP": "1"}),
+          "noop-tcp": (["--tcp"], {"TCPTOP_BENCH_NOOP": "1"})}
+
+
 class Monitor:
-    def __init__(self, cpu=None):
+    def __init__(self, cpu=None, args=(), env=None):
         self.p = subprocess.Popen(
-            [TCPTOP, "--batch", "--format", "jsonl", "--interval", "1"],
+            [TCPTOP, "--batch", "--format", "jsonl", "--interval", "1", *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            preexec_fn=pinned(cpu))
+            env={**os.environ, **(env or {})}, preexec_fn=pinned(cpu))
         line = self.p.stderr.readline()
+        while line.startswith("tcptop: warning:"):
+            line = self.p.stderr.readline()
         if not line.startswith("tcptop: attached"):
             sys.exit(f"tcptop did not start: {line}")
         self.cpu0 = cpu_secs(self.p.pid)
@@ -130,6 +140,7 @@ def main():
     res = {k: {"none": [], "tcptop": [], "ratio": []} for k in kinds}
     mon_cpu, mon_rss, idle_cpu = [], [], []
     conn_added, conn_own = [], []
+    floor_added = {f: [] for f in FLOORS}
     # tcptop's own cost with no load: the floor of its CPU use.
     m = Monitor()
     time.sleep(a.secs)
@@ -148,6 +159,13 @@ def main():
                 base = (before[key] + after[key]) / 2
                 conn_added.append(mon[key] - base)
                 conn_own.append(secs * 1e9 / mon["conns"])
+                for name, (args, env) in FLOORS.items():
+                    prev = after
+                    fm = Monitor(MON_CPU, args, env)
+                    floor = run_load(kind, a.secs)
+                    fm.stop()
+                    after = run_load(kind, a.secs)
+                    floor_added[name].append(floor[key] - (prev[key] + after[key]) / 2)
             else:
                 base = before[key]
                 mon_cpu.append(c)
@@ -179,6 +197,12 @@ def main():
         f"{med(conn_own) / 1000:.2f} µs",
         f"connection throughput kept at the CPU cost above: "
         f"{med(conn['none']) / (med(conn['none']) + med(conn_added) + med(conn_own)) * 100:.1f}%",
+        *(f"floor, {what} (TCPTOP_BENCH_NOOP=1{args}): added per connection "
+          f"{med(floor_added[name]) / 1000:.2f} µs, i.e. "
+          f"{med(conn['none']) / (med(conn['none']) + med(floor_added[name])) * 100:.1f}% kept"
+          for name, what, args in (
+              ("noop", "every hook attached, programs returning at once", ""),
+              ("noop-tcp", "the same without the UDP per-packet programs", " --tcp"))),
         f"tcptop CPU under load: {med(mon_cpu) * 100:.2f}% of one core "
         f"(max {max(mon_cpu) * 100:.2f}%)",
         f"tcptop CPU idle machine: {med(idle_cpu) * 100:.2f}% of one core",

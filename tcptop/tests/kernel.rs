@@ -615,3 +615,48 @@ fn last_snapshot_on_signal() {
         assert_eq!(u(fin[0], "tx_bytes"), 4321);
     }
 }
+
+/// The benchmark instrument `TCPTOP_BENCH_NOOP=1` (the floor under
+/// tcptop's overhead in BENCHMARKS.md) must measure what it says: every
+/// program loaded and attached, none of them counting anything.
+#[test]
+fn bench_noop_attaches_everything_and_counts_nothing() {
+    if !common::is_root("bench_noop_attaches_everything_and_counts_nothing") {
+        return;
+    }
+    let _g = common::serial();
+    let ns = NetNs::new("noop");
+    let normal = common::loaded_tcptop_programs().len();
+    assert_eq!(normal, 0, "tcptop programs loaded before the test");
+    let top = Tcptop::start_with_interval(common::INTERVAL, &["--port", "40131"]);
+    let attached = common::loaded_tcptop_programs();
+    top.stop();
+    common::wait_no_programs();
+
+    let mut top = Tcptop::start_with_env(
+        common::INTERVAL,
+        &["--port", "40131"],
+        &[("TCPTOP_BENCH_NOOP", "1")],
+    );
+    assert!(
+        top.warnings.iter().any(|w| w.contains("TCPTOP_BENCH_NOOP")),
+        "{:?}",
+        top.warnings
+    );
+    let mut noop = common::loaded_tcptop_programs();
+    let mut want = attached.clone();
+    noop.sort();
+    want.sort();
+    assert_eq!(noop, want, "the same programs, attached");
+    let mut srv = ns.peer(&["server", "--listen", "127.0.0.1:40131", "--recv", "777"]);
+    srv.expect("listening");
+    let mut cli = ns.peer(&["client", "--connect", "127.0.0.1:40131", "--send", "777"]);
+    cli.expect("finished");
+    srv.expect("finished");
+    top.pump(Duration::from_millis(800));
+    let (records, _) = top.stop();
+    assert!(
+        records.is_empty(),
+        "counted with the programs idle: {records:#?}"
+    );
+}

@@ -177,6 +177,8 @@ pub struct Tcptop {
     lines: Receiver<String>,
     stderr: Receiver<String>,
     pub records: Vec<Value>,
+    /// The `tcptop: warning:` lines printed before `tcptop: attached`.
+    pub warnings: Vec<String>,
 }
 
 pub const INTERVAL: &str = "0.2";
@@ -198,7 +200,13 @@ impl Tcptop {
 
     /// As [`Tcptop::start`], with another snapshot interval (seconds).
     pub fn start_with_interval(interval: &str, extra: &[&str]) -> Tcptop {
+        Tcptop::start_with_env(interval, extra, &[])
+    }
+
+    /// As [`Tcptop::start_with_interval`], with more environment variables.
+    pub fn start_with_env(interval: &str, extra: &[&str], env: &[(&str, &str)]) -> Tcptop {
         let mut cmd = Command::new(TCPTOP);
+        cmd.envs(env.iter().copied());
         cmd.args(["--batch", "--format", "jsonl", "--interval", interval]);
         if let Some(set) = forced_hooks() {
             cmd.args(["--hooks", &set]);
@@ -211,9 +219,16 @@ impl Tcptop {
             .unwrap();
         let lines = lines_of(child.stdout.take().unwrap());
         let stderr = lines_of(child.stderr.take().unwrap());
-        let first = stderr
-            .recv_timeout(Duration::from_secs(30))
-            .expect("tcptop printed nothing on stderr");
+        let mut warnings = Vec::new();
+        let first = loop {
+            let line = stderr
+                .recv_timeout(Duration::from_secs(30))
+                .expect("tcptop printed nothing on stderr");
+            if !line.starts_with("tcptop: warning:") {
+                break line;
+            }
+            warnings.push(line);
+        };
         assert!(
             first.starts_with("tcptop: attached"),
             "tcptop did not start: {first}"
@@ -223,6 +238,7 @@ impl Tcptop {
             lines,
             stderr,
             records: Vec::new(),
+            warnings,
         }
     }
 

@@ -57,7 +57,11 @@ impl EbpfSource {
         caps::check_kernel()?;
         let btf_path = opts.btf.as_deref().unwrap_or(Path::new(BTF_PATH));
         let btf = read_btf(btf_path, opts.btf.is_some())?;
-        let offsets = kernel_offsets(&btf)?;
+        let mut offsets = kernel_offsets(&btf)?;
+        let noop = bench_noop();
+        if noop {
+            offsets.ready = 0;
+        }
         caps::raise_memlock();
 
         let bytes = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptop"));
@@ -96,7 +100,16 @@ impl EbpfSource {
         if btf_lifecycle {
             hooks.push_str("+btf");
         }
+        if noop {
+            hooks.push_str("+noop");
+        }
         let mut warnings = Vec::new();
+        if noop {
+            warnings.push(format!(
+                "{BENCH_NOOP} is set: every program is attached but returns at once, \
+                 so nothing is counted (a benchmark of the hooks' own cost)"
+            ));
+        }
         let (seeds, udp_owners) = seed_from_proc();
         let udp = match caps::cgroup2_root().filter(|_| opts.udp) {
             Some(root) => match udp::UdpFlows::attach(&mut ebpf, &root, opts, udp_owners) {
@@ -280,6 +293,17 @@ fn read_btf(path: &Path, user_given: bool) -> Result<btf::Btf, SourceError> {
             path.display()
         ))
     })
+}
+
+/// Benchmark instrument: with this set to 1, every program is loaded and
+/// attached as usual but returns at its first instruction (the `ready`
+/// flag stays 0), so a benchmark can measure what the hooks cost before
+/// they do any work: the kernel's own dispatch, the floor under tcptop's
+/// overhead (`scripts/bench.py`, `scripts/bench-peers.py`: `tcptop-noop`).
+const BENCH_NOOP: &str = "TCPTOP_BENCH_NOOP";
+
+fn bench_noop() -> bool {
+    std::env::var_os(BENCH_NOOP).is_some_and(|v| v == "1")
 }
 
 /// Offsets of every kernel field the programs read, from the kernel's BTF.
