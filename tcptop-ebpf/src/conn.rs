@@ -4,7 +4,7 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
@@ -12,6 +12,7 @@ use aya_ebpf::{
 use tcptop_common::{
     AF_INET, AF_INET6, ConnEvent, ConnStats, ConnTuple, DROP_COUNTERS, DROP_MAP_FULL, DROP_RINGBUF,
     EVENT_CLOSE, EVENTS_BYTES, IPPROTO_TCP, IPPROTO_UDP, MAX_CONNS, ORIGIN_BORN, ORIGIN_EXISTING,
+    TCP_CLOSE,
 };
 
 use crate::kernel::{self, Mem, off};
@@ -199,29 +200,22 @@ pub fn remove(sk: u64) {
     let _ = CONNS.remove(&sk);
 }
 
-/// Starts tracking the TCP socket `tp` (see [`tcp_sock`]). `born`: seen
-/// from its first state change, so its socket counters count from zero;
-/// otherwise they are baselined now.
+/// Starts tracking the TCP socket `tp` (see [`tcp_sock`]), open before we
+/// saw its first state change: its socket counters are baselined now.
 #[inline(always)]
-pub fn start<M: Mem>(tp: *const u8, born: bool, state: u8) -> Option<*mut ConnStats> {
+pub fn start_existing<M: Mem>(tp: *const u8, state: u8) -> Option<*mut ConnStats> {
     let key = tp as u64;
     let mut st = ConnStats::default();
     read_tuple::<M>(tp, &mut st.tuple);
-    if born {
-        // Counters start at zero: the first send, receive, ACK or the
-        // teardown fills them in (no need for four reads now).
-        st.origin = ORIGIN_BORN;
-    } else {
-        let c = read_counters::<M>(tp);
-        st.srtt_us8 = c.srtt_us8;
-        st.segs_in = c.segs_in;
-        st.segs_out = c.segs_out;
-        st.retrans = c.retrans;
-        st.origin = ORIGIN_EXISTING;
-        st.segs_in_base = c.segs_in;
-        st.segs_out_base = c.segs_out;
-        st.retrans_base = c.retrans;
-    }
+    let c = read_counters::<M>(tp);
+    st.srtt_us8 = c.srtt_us8;
+    st.segs_in = c.segs_in;
+    st.segs_out = c.segs_out;
+    st.retrans = c.retrans;
+    st.origin = ORIGIN_EXISTING;
+    st.segs_in_base = c.segs_in;
+    st.segs_out_base = c.segs_out;
+    st.retrans_base = c.retrans;
     st.state = state;
     st.first_ns = unsafe { bpf_ktime_get_ns() };
     if CONNS.insert(&key, &st, BPF_NOEXIST as u64).is_err() {
@@ -234,6 +228,48 @@ pub fn start<M: Mem>(tp: *const u8, born: bool, state: u8) -> Option<*mut ConnSt
     }
     lookup(key)
 }
+
+/// Starts tracking the TCP socket `tp` (see [`tcp_sock`]) at its first
+/// state change (SYN_SENT or SYN_RECV): counters from zero, and with
+/// `owner` (connect, in process context) the caller as its owner. Writes
+/// the whole record at once and needs no pointer to it afterwards: no
+/// lookup after the insert.
+#[inline(always)]
+pub fn start_born<M: Mem>(tp: *const u8, state: u8, owner: bool) {
+    let key = tp as u64;
+    let mut st = ConnStats::default();
+    read_tuple::<M>(tp, &mut st.tuple);
+    st.origin = ORIGIN_BORN;
+    st.state = state;
+    let now = unsafe { bpf_ktime_get_ns() };
+    st.first_ns = now;
+    if owner {
+        st.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        st.comm = kernel::leader_comm::<M>();
+        st.comm_epoch = (now >> 30) as u32;
+    }
+    match CONNS.insert(&key, &st, BPF_NOEXIST as u64) {
+        Ok(()) => {}
+        Err(EEXIST) => {
+            // A record under this socket's address whose teardown we never
+            // saw belongs to an earlier socket: it ends here, with its
+            // counters, and this one starts over. (Not expected: every
+            // TCP socket's teardown is traced.)
+            if let Some(old) = lookup(key) {
+                // SAFETY: `old` points at a live map value.
+                unsafe { (*old).state = TCP_CLOSE };
+                emit_close(key, old);
+            }
+            if CONNS.insert(&key, &st, BPF_ANY as u64).is_err() {
+                count_drop(DROP_MAP_FULL);
+            }
+        }
+        Err(_) => count_drop(DROP_MAP_FULL),
+    }
+}
+
+/// `-EEXIST`, as the map helpers return it.
+const EEXIST: i32 = -17;
 
 /// Adds `n` to a byte counter without losing concurrent increments.
 #[inline(always)]
@@ -303,7 +339,7 @@ pub fn on_io<M: Mem>(sk: u64, ret: i64, flags: i64, tx: bool) {
                 return;
             }
             let state = M::read::<u8>(tp as *const u8, off!(skc_state)).unwrap_or(0);
-            match start::<M>(tp as *const u8, false, state) {
+            match start_existing::<M>(tp as *const u8, state) {
                 Some(p) => (tp, p),
                 None => return,
             }

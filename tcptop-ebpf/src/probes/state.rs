@@ -64,11 +64,13 @@ fn on_state<M: Mem>(sk: u64, oldstate: u8, newstate: u8) {
             if tp == 0 {
                 return;
             }
-            let born = newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV;
-            if let Some(st) = conn::start::<M>(tp as *const u8, born, newstate)
-                && newstate == TCP_SYN_SENT
-            {
-                conn::set_owner::<M>(st);
+            if newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV {
+                // Born while we watch. connect() runs in its caller's
+                // context: the owner. A listener's child is made in
+                // softirq: its owner comes with its first call.
+                conn::start_born::<M>(tp as *const u8, newstate, newstate == TCP_SYN_SENT);
+            } else {
+                let _ = conn::start_existing::<M>(tp as *const u8, newstate);
             }
         }
     }
