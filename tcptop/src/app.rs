@@ -58,7 +58,11 @@ pub async fn run_batch(
         let snap = source.collect()?;
         table.apply(snap, Instant::now(), secs);
         let mut rows: Vec<&Row> = table.rows().filter(|r| filter.matches(r)).collect();
-        output::sort_rows(&mut rows);
+        // JSON lines sort as they write (formatting rows in memory order);
+        // the other outputs take the rows sorted.
+        if cli.format != Format::Jsonl || log.is_some() {
+            output::sort_rows(&mut rows);
+        }
         let ts = unix_now();
         if let Some(log) = log.as_mut()
             && let Err(e) = log.append(ts, source.hooks(), &rows)
