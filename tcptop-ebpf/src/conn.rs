@@ -175,12 +175,19 @@ pub fn set_owner<M: Mem>(st: *mut ConnStats) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let epoch = comm_epoch();
     // SAFETY: `st` points at a live map value.
+    if unsafe { (*st).pid != tgid || (*st).comm_epoch != epoch } {
+        write_owner::<M>(st, tgid, epoch);
+    }
+}
+
+/// Writes `tgid`, its leader's name and the epoch of that read into `st`.
+#[inline(always)]
+fn write_owner<M: Mem>(st: *mut ConnStats, tgid: u32, epoch: u32) {
+    // SAFETY: `st` points at a live map value or a record on the stack.
     unsafe {
-        if (*st).pid != tgid || (*st).comm_epoch != epoch {
-            (*st).pid = tgid;
-            (*st).comm = kernel::leader_comm::<M>();
-            (*st).comm_epoch = epoch;
-        }
+        (*st).pid = tgid;
+        (*st).comm = kernel::leader_comm::<M>();
+        (*st).comm_epoch = epoch;
     }
 }
 
@@ -188,7 +195,13 @@ pub fn set_owner<M: Mem>(st: *mut ConnStats) {
 #[inline(always)]
 pub fn comm_epoch() -> u32 {
     // SAFETY: helper without preconditions.
-    (unsafe { bpf_ktime_get_ns() } >> 30) as u32
+    epoch_of(unsafe { bpf_ktime_get_ns() })
+}
+
+/// The [`comm_epoch`] of a `bpf_ktime_get_ns()` time.
+#[inline(always)]
+pub fn epoch_of(ns: u64) -> u32 {
+    (ns >> 30) as u32
 }
 
 #[inline(always)]
@@ -244,9 +257,8 @@ pub fn start_born<M: Mem>(tp: *const u8, state: u8, owner: bool) {
     let now = unsafe { bpf_ktime_get_ns() };
     st.first_ns = now;
     if owner {
-        st.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-        st.comm = kernel::leader_comm::<M>();
-        st.comm_epoch = (now >> 30) as u32;
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        write_owner::<M>(&raw mut st, tgid, epoch_of(now));
     }
     match CONNS.insert(&key, &st, BPF_NOEXIST as u64) {
         Ok(()) => {}
