@@ -626,8 +626,12 @@ fn bench_noop_attaches_everything_and_counts_nothing() {
     }
     let _g = common::serial();
     let ns = NetNs::new("noop");
-    let normal = common::loaded_tcptop_programs().len();
-    assert_eq!(normal, 0, "tcptop programs loaded before the test");
+    // Programs of the previous test are freed after an RCU grace period.
+    common::wait_no_programs();
+    assert!(
+        common::loaded_tcptop_programs().is_empty(),
+        "programs left over before the test"
+    );
     let top = Tcptop::start_with_interval(common::INTERVAL, &["--port", "40131"]);
     let attached = common::loaded_tcptop_programs();
     top.stop();
