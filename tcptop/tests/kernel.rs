@@ -664,3 +664,49 @@ fn bench_noop_attaches_everything_and_counts_nothing() {
         "counted with the programs idle: {records:#?}"
     );
 }
+
+/// A connect the peer never answers stays in SYN_SENT (here: its SYNs are
+/// dropped because the listener's accept queue is full, all inside a
+/// private namespace). The kernel picks the source port after the
+/// SYN_SENT transition: tcptop must show the real port, never port 0,
+/// while the connection waits.
+#[test]
+fn stuck_connect_shows_its_port() {
+    if !common::is_root("stuck_connect_shows_its_port") {
+        return;
+    }
+    let _g = common::serial();
+    let ns = NetNs::new("stuck");
+    let mut top = Tcptop::start(&["--port", "40151"]);
+    // listen(0): one connection fills the accept queue, the next SYN is
+    // dropped and retransmitted (after 1 s, 3 s, ...).
+    let script = r#"
+import socket, sys, time
+l = socket.socket(); l.bind(("127.0.0.1", 40151)); l.listen(0)
+a = socket.create_connection(("127.0.0.1", 40151))
+time.sleep(0.2)
+b = socket.socket(); b.setblocking(False)
+try:
+    b.connect(("127.0.0.1", 40151))
+except BlockingIOError:
+    pass
+print('{"event":"connecting","local":"127.0.0.1:%d"}' % b.getsockname()[1], flush=True)
+sys.stdin.readline()
+"#;
+    let mut py = ns.spawn("python3", &["-c", script]);
+    let connecting = py.expect("connecting");
+    let local = connecting["local"].as_str().unwrap().to_string();
+    let waiting = top.wait_for(|r| r["local"] == local.as_str() && r["state"] == "SYN_SENT");
+    assert_eq!(waiting["remote"], "127.0.0.1:40151");
+    assert_eq!(waiting["comm"], "python3");
+    // Two more retransmits' worth of snapshots: never without its port.
+    top.pump(Duration::from_millis(2500));
+    py.poke();
+    py.wait_ok();
+    let (records, _) = top.stop();
+    let unbound: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["local"] == "127.0.0.1:0")
+        .collect();
+    assert!(unbound.is_empty(), "shown without its port: {unbound:#?}");
+}

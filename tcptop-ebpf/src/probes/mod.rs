@@ -2,6 +2,7 @@
 mod destroy;
 mod fentry;
 mod kprobe;
+mod retransmit;
 mod send_recv;
 mod state;
 mod udp;

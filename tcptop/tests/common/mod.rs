@@ -345,8 +345,10 @@ pub fn of_conn<'a>(records: &'a [Value], local: &str, remote: &str) -> Vec<&'a V
 /// Names of tcptop's programs currently loaded in the kernel.
 pub fn loaded_tcptop_programs() -> Vec<String> {
     // Kernel program names keep 15 characters.
-    const OURS: [&str; 13] = [
+    const OURS: [&str; 15] = [
         "udp_fail_queue_",
+        "btf_tcp_retrans",
+        "tcp_retransmit_",
         "btf_sock_send_l",
         "btf_sock_recv_l",
         "btf_inet_sock_s",

@@ -78,7 +78,14 @@ impl<'a> TracingBtf<'a> {
 /// The state-change and teardown tracepoints every hook set uses: teardown
 /// first, so that no socket starts being tracked before its teardown would
 /// be seen.
-const LIFECYCLE_TRACEPOINTS: [&str; 2] = ["tcp_destroy_sock", "inet_sock_set_state"];
+/// (`tcp_retransmit_skb`: a connect waiting in SYN_SENT gets its source
+/// port, which the kernel picks after that transition, at its first SYN
+/// retransmit.)
+const LIFECYCLE_TRACEPOINTS: [&str; 3] = [
+    "tcp_destroy_sock",
+    "inet_sock_set_state",
+    "tcp_retransmit_skb",
+];
 /// The send/receive tracepoints of the tracepoint set.
 const IO_TRACEPOINTS: [&str; 2] = ["sock_send_length", "sock_recv_length"];
 

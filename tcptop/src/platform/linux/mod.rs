@@ -203,6 +203,13 @@ impl DataSource for EbpfSource {
             match item {
                 Ok((sk, st)) => {
                     let sample = convert::sample(sk, &st, false);
+                    // connect() enters SYN_SENT before the kernel picks the
+                    // source port: such a record is shown once the port is
+                    // in (the next state change, or the first SYN
+                    // retransmit of a connect that waits), never as port 0.
+                    if sample.state == ConnState::SynSent && sample.key.local.port() == 0 {
+                        continue;
+                    }
                     // A walk restarts from the first bucket when its cursor
                     // key is deleted meanwhile: skip what it returns twice.
                     if seen.insert(sample.id) {
