@@ -97,8 +97,9 @@ def run_load(kind, secs):
 # attached but returning at once (TCPTOP_BENCH_NOOP=1): what the kernel
 # charges for running the hooks at all, the floor under tcptop's cost;
 # with and without the UDP per-packet programs (--tcp).
-FLOORS = {"noop": ([], {"TCPTOP_BENCH_NOOP": "1"}),
-          "noop-tcp": (["--tcp"], {"TCPTOP_BENCH_NOOP": "1"})}
+NOOP = {"TCPTOP_BENCH_NOOP": "1"}
+FLOORS = {"every hook attached, programs returning at once": [],
+          "the same without the UDP per-packet programs": ["--tcp"]}
 
 
 class Monitor:
@@ -159,9 +160,9 @@ def main():
                 base = (before[key] + after[key]) / 2
                 conn_added.append(mon[key] - base)
                 conn_own.append(secs * 1e9 / mon["conns"])
-                for name, (args, env) in FLOORS.items():
+                for name, args in FLOORS.items():
                     prev = after
-                    fm = Monitor(MON_CPU, args, env)
+                    fm = Monitor(MON_CPU, args, NOOP)
                     floor = run_load(kind, a.secs)
                     fm.stop()
                     after = run_load(kind, a.secs)
@@ -197,12 +198,10 @@ def main():
         f"{med(conn_own) / 1000:.2f} µs",
         f"connection throughput kept at the CPU cost above: "
         f"{med(conn['none']) / (med(conn['none']) + med(conn_added) + med(conn_own)) * 100:.1f}%",
-        *(f"floor, {what} (TCPTOP_BENCH_NOOP=1{args}): added per connection "
+        *(f"floor, {name} ({' '.join(['TCPTOP_BENCH_NOOP=1', *args])}): added per connection "
           f"{med(floor_added[name]) / 1000:.2f} µs, i.e. "
           f"{med(conn['none']) / (med(conn['none']) + med(floor_added[name])) * 100:.1f}% kept"
-          for name, what, args in (
-              ("noop", "every hook attached, programs returning at once", ""),
-              ("noop-tcp", "the same without the UDP per-packet programs", " --tcp"))),
+          for name, args in FLOORS.items()),
         f"tcptop CPU under load: {med(mon_cpu) * 100:.2f}% of one core "
         f"(max {max(mon_cpu) * 100:.2f}%)",
         f"tcptop CPU idle machine: {med(idle_cpu) * 100:.2f}% of one core",
