@@ -146,7 +146,15 @@ fn exchange(tag: &str, ip: &str, port: u16) {
         rx_p >= k_in && rx_p <= k_in + 4,
         "rx_packets {rx_p} vs segs_in {k_in}"
     );
-    assert_eq!(u(fin, "retrans"), 0);
+    // Retransmits: the kernel's own count (TCP_INFO) just before close,
+    // plus at most a retransmitted FIN or two. Loopback rarely retransmits,
+    // but an emulated CPU can stall past the retransmit timer (the 6.12
+    // VM did once).
+    let (r, k_r) = (u(fin, "retrans"), u(&cli_end, "total_retrans"));
+    assert!(
+        r >= k_r && r <= k_r + 2,
+        "retrans {r} vs total_retrans {k_r}"
+    );
 
     // Server side (accepted socket): owned by the server process.
     let s = of_conn(&records, &addr, &cli_local);
