@@ -203,11 +203,15 @@ impl DataSource for EbpfSource {
             match item {
                 Ok((sk, st)) => {
                     let sample = convert::sample(sk, &st, false);
-                    // connect() enters SYN_SENT before the kernel picks the
-                    // source port: such a record is shown once the port is
-                    // in (the next state change, or the first SYN
-                    // retransmit of a connect that waits), never as port 0.
-                    if sample.state == ConnState::SynSent && sample.key.local.port() == 0 {
+                    // A record is made at the first state change, before
+                    // the kernel has filled in every endpoint: connect()
+                    // enters SYN_SENT before it picks the source port, a
+                    // listener's child enters SYN_RECV with the listener's
+                    // (empty) remote end. The next state change (or a
+                    // waiting connect's first SYN retransmit) fills them in;
+                    // until then the record is left out, never shown with
+                    // port 0. (No connection has port 0 at either end.)
+                    if sample.key.local.port() == 0 || sample.key.remote.port() == 0 {
                         continue;
                     }
                     // A walk restarts from the first bucket when its cursor
