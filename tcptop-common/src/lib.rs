@@ -109,8 +109,8 @@ pub struct ConnStats {
     /// One of `ORIGIN_*`.
     pub origin: u8,
     pub _pad0: [u8; 2],
-    /// `bpf_ktime_get_ns() >> 30` (about a second) when `comm` was read:
-    /// the name is re-read once per such epoch, so an exec shows.
+    /// `jiffies >> 8` (about a second) when `comm` was read: the name is
+    /// re-read once per such epoch, so an exec shows.
     pub comm_epoch: u32,
 }
 

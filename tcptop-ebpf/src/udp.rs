@@ -236,7 +236,7 @@ pub fn on_skb(ctx: &SkBuffContext, egress: bool) {
         // UDP output runs synchronously in the sender's context.
         let pid = kernel::current_tgid();
         note_owner(sk, pid, kernel::leader_comm::<Probe>);
-        let epoch = conn::epoch_of(now);
+        let epoch = conn::comm_epoch();
         // SAFETY: as above.
         unsafe {
             if (*f).pid != pid || (*f).comm_epoch != epoch {
