@@ -689,7 +689,7 @@ fn stuck_connect_shows_its_port() {
     // listen(0): one connection fills the accept queue, the next SYN is
     // dropped and retransmitted (after 1 s, 3 s, ...).
     let script = r#"
-import socket, sys, time
+import socket, struct, sys, time
 l = socket.socket(); l.bind(("127.0.0.1", 40151)); l.listen(0)
 a = socket.create_connection(("127.0.0.1", 40151))
 time.sleep(0.2)
@@ -700,6 +700,12 @@ except BlockingIOError:
     pass
 print('{"event":"connecting","local":"127.0.0.1:%d"}' % b.getsockname()[1], flush=True)
 sys.stdin.readline()
+# tcp_info.tcpi_total_retrans (offset 100): the SYNs retransmitted so far,
+# before and after the snapshot the test then looks at.
+for _ in range(2):
+    info = b.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    print('{"event":"retrans","n":%d}' % struct.unpack_from("I", info, 100)[0], flush=True)
+    sys.stdin.readline()
 "#;
     let mut py = ns.spawn("python3", &["-c", script]);
     let connecting = py.expect("connecting");
@@ -709,6 +715,26 @@ sys.stdin.readline()
     assert_eq!(waiting["comm"], "python3");
     // Two more retransmits' worth of snapshots: never without its port.
     top.pump(Duration::from_millis(2500));
+    // Its RETRANS column counts the SYNs retransmitted while it waits, as
+    // the kernel does: read before and after two more snapshots (equal
+    // unless a retransmit fell in between).
+    py.poke();
+    let before = py.expect("retrans")["n"].as_u64().unwrap();
+    assert!(before >= 1, "no SYN retransmitted: the test did not wait");
+    top.pump(Duration::from_millis(600));
+    py.poke();
+    let after = py.expect("retrans")["n"].as_u64().unwrap();
+    let last = top
+        .records
+        .iter()
+        .rev()
+        .find(|r| r["local"] == local.as_str() && r["state"] == "SYN_SENT")
+        .unwrap();
+    let shown = last["retrans"].as_u64().unwrap();
+    assert!(
+        (before..=after).contains(&shown),
+        "a waiting connect shows {shown} retransmits, the kernel counted {before} then {after}"
+    );
     py.poke();
     py.wait_ok();
     let (records, _) = top.stop();

@@ -6,7 +6,9 @@
 //! port, and the endpoints are otherwise re-read only at the next state
 //! change: a connect the peer never answers would show port 0 for as long
 //! as it waits. Its first SYN retransmit (after 1 s) fills the port in.
-//! Retransmits are rare, so this costs next to nothing.
+//! Every retransmit also refreshes the socket counters, so the RETRANS
+//! column of a waiting connect (or of a stalled connection making no
+//! calls) moves. Retransmits are rare, so this costs next to nothing.
 
 use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint},
@@ -35,14 +37,18 @@ fn on_retransmit<M: Mem>(sk: u64) {
         return;
     }
     if let Some(st) = conn::lookup(sk) {
+        let tp = M::tcp_sock(sk);
+        if tp == 0 {
+            return;
+        }
         // SAFETY: `st` points at a live map value.
         unsafe {
             if (*st).state == TCP_SYN_SENT {
-                let tp = M::tcp_sock(sk);
-                if tp != 0 {
-                    conn::read_endpoints::<M>(tp as *const u8, &mut (*st).tuple);
-                }
+                conn::read_endpoints::<M>(tp as *const u8, &mut (*st).tuple);
             }
         }
+        // The RETRANS column moves when a segment is retransmitted, not at
+        // the next call (a waiting connect makes none).
+        conn::store_counters(st, &conn::read_counters::<M>(tp as *const u8));
     }
 }
