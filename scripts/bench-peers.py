@@ -7,6 +7,9 @@ Monitors (each in its non-interactive mode, output to /dev/null):
   tcptop-noop tcptop with TCPTOP_BENCH_NOOP=1: every program attached but
              returning at once (the floor: what the kernel charges for
              running the hooks at all, before tcptop does any work)
+  tcptop-noop-tcp the floor with --tcp: the TCP hooks alone (with the
+             above, splits the gap into TCP work, TCP dispatch and the UDP
+             programs' per-packet dispatch)
   tcplife    tcplife (Debian's libbpf-tools; bpfcc-tools' tcplife-bpfcc if
              that is all apt has), the eBPF reference
   nethogs    nethogs -t -a lo
@@ -30,7 +33,7 @@ costs, and packet capture taps, are charged to them), the monitor's CPU over
 the load (all threads, /proc/PID/task/*/schedstat) and its peak RSS (VmHWM).
 
 Usage (root): scripts/bench-peers.py [--rounds 3] [--secs 10] [--rate 1000]
-    [--tools tcptop,tcptop-tcp,tcptop-noop,tcplife,nethogs,iftop,bandwhich]
+    [--tools tcptop,tcptop-tcp,tcptop-noop,tcptop-noop-tcp,tcplife,nethogs,iftop,bandwhich]
     [--loads bulk,fixed,max,bytes]
     [--markdown] [--no-install]
 Installs what is missing (apt: iperf3 nethogs iftop libbpf-tools; cargo:
@@ -62,11 +65,14 @@ TOOLS_ROOT = os.path.join(ROOT, "target", "peer-tools")
 BANDWHICH = os.path.join(TOOLS_ROOT, "bin", "bandwhich")
 BANDWHICH_VERSION = "0.23.1"
 OUT = os.path.join(ROOT, "target", "bench-peers")
-ALL_TOOLS = ["tcptop", "tcptop-tcp", "tcptop-noop", "tcplife", "nethogs", "iftop", "bandwhich"]
+ALL_TOOLS = ["tcptop", "tcptop-tcp", "tcptop-noop", "tcptop-noop-tcp", "tcplife", "nethogs",
+             "iftop", "bandwhich"]
+# Count nothing by design: no byte-count run.
+NOOP_TOOLS = ("tcptop-noop", "tcptop-noop-tcp")
 
 
 def is_tcptop(tool):
-    return tool in ("tcptop", "tcptop-tcp", "tcptop-noop")
+    return tool in ("tcptop", "tcptop-tcp") + NOOP_TOOLS
 ALL_LOADS = ["bulk", "fixed", "max", "bytes"]
 BYTES = 100_000_000
 SETTLE = 1.5  # seconds between a monitor being up and the load starting
@@ -261,6 +267,9 @@ TOOLS = {
     "tcptop-noop": dict(cmd=lambda: ["env", "TCPTOP_BENCH_NOOP=1", TCPTOP, "--batch", "--format",
                                      "jsonl", "--interval", "1"],
                         bytes_extra=[], stop=signal.SIGTERM, stdbuf=False),
+    "tcptop-noop-tcp": dict(cmd=lambda: ["env", "TCPTOP_BENCH_NOOP=1", TCPTOP, "--batch",
+                                         "--format", "jsonl", "--interval", "1", "--tcp"],
+                            bytes_extra=[], stop=signal.SIGTERM, stdbuf=False),
     "tcplife": dict(cmd=tcplife_cmd, bytes_extra=[], stop=signal.SIGINT, stdbuf=True),
     "nethogs": dict(cmd=lambda: ["nethogs", "-t", "-a", "lo"],
                     bytes_extra=["-v", "2"], stop=signal.SIGINT, stdbuf=True),
@@ -766,8 +775,8 @@ def main():
             for load in loads:
                 if load == "bytes":
                     for t in order:
-                        if t == "tcptop-noop":
-                            continue  # counts nothing by design
+                        if t in NOOP_TOOLS:
+                            continue
                         try:
                             res = run_bytes(t, f"r{r + 1}")
                         except (RuntimeError, OSError, ValueError, KeyError) as e:
@@ -930,7 +939,7 @@ def report(a, tools, loads, runs, errors, info):
               "(median over rounds; error against the truth)", "",
               "| monitor | sender's tx | error | receiver's rx | error | tx each round (MB) |",
               "|---|---|---|---|---|---|"]
-        for t in (t for t in tools if t != "tcptop-noop"):
+        for t in (t for t in tools if t not in NOOP_TOOLS):
             b = [x for x in runs if x["load"] == "bytes" and x["tool"] == t]
             if not b:
                 L.append(f"| {t} | failed: see below | | | | |")
@@ -976,6 +985,12 @@ def targets(tools, loads, s):
             f = s[("max", "tcptop-noop")]["ratio"]
             L.append(f"| (reference, not a target) the same with every hook attached and "
                      f"doing nothing (tcptop-noop): the floor | {f * 100:.1f}% | — |")
+        for tool, what in (("tcptop-tcp", "tcptop --tcp (no UDP programs)"),
+                           ("tcptop-noop-tcp", "the floor of the TCP hooks alone "
+                                               "(tcptop-noop-tcp)")):
+            if ("max", tool) in s:
+                f = s[("max", tool)]["ratio"]
+                L.append(f"| (reference, not a target) {what} | {f * 100:.1f}% | — |")
     if "tcplife" in tools:
         parts, ok_all, ok_mon = [], True, True
         for load in ("bulk", "fixed", "max"):
