@@ -687,7 +687,8 @@ fn stuck_connect_shows_its_port() {
     let ns = NetNs::new("stuck");
     let mut top = Tcptop::start(&["--port", "40151"]);
     // listen(0): one connection fills the accept queue, the next SYN is
-    // dropped and retransmitted (after 1 s, 3 s, ...).
+    // dropped and retransmitted (after 1 s, then every 1 s on 6.18's linear
+    // SYN timeouts, after 3 s, 7 s, ... on 6.1 and 6.12).
     let script = r#"
 import socket, struct, sys, time
 l = socket.socket(); l.bind(("127.0.0.1", 40151)); l.listen(0)
