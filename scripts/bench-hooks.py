@@ -56,10 +56,10 @@ def prog_fds(pid):
 def counters(pid, fds):
     """{prog_id: (run_cnt, run_time_ns)} now."""
     out = {}
-    for pid_, (_, fd) in fds.items():
+    for prog_id, (_, fd) in fds.items():
         info = dict(line.split(":\t", 1) for line in
                     open(f"/proc/{pid}/fdinfo/{fd}").read().splitlines() if ":\t" in line)
-        out[pid_] = (int(info["run_cnt"]), int(info["run_time_ns"]))
+        out[prog_id] = (int(info["run_cnt"]), int(info["run_time_ns"]))
     return out
 
 
