@@ -151,10 +151,12 @@ pub fn read_counters<M: Mem>(tp: *const u8) -> SockCounters {
     }
 }
 
-/// Copies socket counters into a record. Racing CPUs may store slightly
-/// older values; user space never lets a counter go backwards.
+/// Copies the socket counters of `tp` (a `tcp_sock`) into its record.
+/// Racing CPUs may store slightly older values; user space never lets a
+/// counter go backwards.
 #[inline(always)]
-pub fn store_counters(st: *mut ConnStats, c: &SockCounters) {
+pub fn refresh_counters<M: Mem>(st: *mut ConnStats, tp: *const u8) {
+    let c = read_counters::<M>(tp);
     // SAFETY: `st` points at a live map value.
     unsafe {
         if c.srtt_us8 != 0 {
@@ -367,6 +369,6 @@ pub fn on_io<M: Mem>(sk: u64, ret: i64, flags: i64, tx: bool) {
     // BTF-typed programs. (Fresher, per-ACK counters would need a sock_ops
     // callback on every ACK of every connection: see ARCHITECTURE.md.)
     if tp != 0 {
-        store_counters(st, &read_counters::<M>(tp as *const u8));
+        refresh_counters::<M>(st, tp as *const u8);
     }
 }

@@ -55,8 +55,9 @@ pub const SOCK_DGRAM: u16 = 2;
 
 /// Records `pid` (named `comm`) as the last user of socket `sk`; the name
 /// is re-read when the user changes and once a second (an exec renames).
+/// Returns the name epoch it compared against (see `conn::comm_epoch`).
 #[inline(always)]
-pub fn note_owner(sk: u64, pid: u32, comm: impl FnOnce() -> [u8; 16]) {
+pub fn note_owner(sk: u64, pid: u32, comm: impl FnOnce() -> [u8; 16]) -> u32 {
     let epoch = conn::comm_epoch();
     if let Some(o) = UDP_OWNERS.get_ptr_mut(&sk) {
         // SAFETY: `o` points at a live map value.
@@ -67,7 +68,7 @@ pub fn note_owner(sk: u64, pid: u32, comm: impl FnOnce() -> [u8; 16]) {
                 (*o).comm_epoch = epoch;
             }
         }
-        return;
+        return epoch;
     }
     let o = UdpOwner {
         pid,
@@ -75,6 +76,7 @@ pub fn note_owner(sk: u64, pid: u32, comm: impl FnOnce() -> [u8; 16]) {
         comm: comm(),
     };
     let _ = UDP_OWNERS.insert(&sk, &o, 0);
+    epoch
 }
 
 pub fn forget_owner(sk: u64) {
@@ -235,8 +237,7 @@ pub fn on_skb(ctx: &SkBuffContext, egress: bool) {
     if egress {
         // UDP output runs synchronously in the sender's context.
         let pid = kernel::current_tgid();
-        note_owner(sk, pid, kernel::leader_comm::<Probe>);
-        let epoch = conn::comm_epoch();
+        let epoch = note_owner(sk, pid, kernel::leader_comm::<Probe>);
         // SAFETY: as above.
         unsafe {
             if (*f).pid != pid || (*f).comm_epoch != epoch {

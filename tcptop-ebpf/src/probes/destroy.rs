@@ -34,7 +34,7 @@ fn on_destroy<M: Mem>(sk: u64) {
     if let Some(st) = conn::lookup(sk) {
         let tp = M::tcp_sock(sk);
         if tp != 0 {
-            conn::store_counters(st, &conn::read_counters::<M>(tp as *const u8));
+            conn::refresh_counters::<M>(st, tp as *const u8);
         }
         // SAFETY: `st` points at a live map value.
         unsafe { (*st).state = TCP_CLOSE };

@@ -49,6 +49,6 @@ fn on_retransmit<M: Mem>(sk: u64) {
         }
         // The RETRANS column moves when a segment is retransmitted, not at
         // the next call (a waiting connect makes none).
-        conn::store_counters(st, &conn::read_counters::<M>(tp as *const u8));
+        conn::refresh_counters::<M>(st, tp as *const u8);
     }
 }
