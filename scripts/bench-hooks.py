@@ -22,9 +22,8 @@ markdown table)
 """
 import argparse
 import glob
-import json
+import importlib.util
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -75,23 +74,18 @@ def names(tags):
     return out
 
 
-def churn(secs):
-    """Runs the load; returns the number of connections made."""
-    port = random.randint(20000, 30000)
-    srv = subprocess.Popen([sys.executable, PEERS, "_churn-server", str(port), str(int(secs) + 30)],
-                           stdout=subprocess.DEVNULL)
-    try:
-        time.sleep(0.5)
-        out = subprocess.run([sys.executable, PEERS, "_churn-client", str(port), "0", str(secs)],
-                             capture_output=True, text=True, timeout=secs + 60, check=True).stdout
-    finally:
-        srv.send_signal(signal.SIGTERM)
-        srv.wait(timeout=30)
-    return json.loads(out)["conns"]
+def bench_peers():
+    """scripts/bench-peers.py as a module: its churn load, as it runs it."""
+    sys.dont_write_bytecode = True
+    spec = importlib.util.spec_from_file_location("bench_peers", PEERS)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-def run(noop, secs):
-    """{name: (runs per conn, ns per conn)} for one load run."""
+def run(noop, secs, churn):
+    """{name: (runs per conn, ns per conn)} for one run of `churn`
+    (bench-peers' load_churn)."""
     env = dict(os.environ)
     if noop:
         env["TCPTOP_BENCH_NOOP"] = "1"
@@ -107,7 +101,7 @@ def run(noop, secs):
         time.sleep(1.0)
         fds = prog_fds(p.pid)
         before = counters(p.pid, fds)
-        n = churn(secs)
+        n = churn(secs, 0)["work"]
         after = counters(p.pid, fds)
         # While the programs are loaded: their symbols go with them.
         tag_name = names({t for t, _ in fds.values()})
@@ -132,6 +126,7 @@ def main():
     if not 1 <= a.secs <= 60 or not 1 <= a.rounds <= 20:
         ap.error("bounds: 1 <= --secs <= 60, 1 <= --rounds <= 20")
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    churn = bench_peers().load_churn
     old = open(STATS).read().strip()
     real, floor = [], []
     try:
@@ -139,7 +134,7 @@ def main():
             f.write("1")
         for r in range(a.rounds):
             for noop, acc in ((False, real), (True, floor)):
-                acc.append(run(noop, a.secs))
+                acc.append(run(noop, a.secs, churn))
                 print(f"round {r + 1} {'floor' if noop else 'tcptop'} done", file=sys.stderr)
     finally:
         with open(STATS, "w") as f:
