@@ -13,14 +13,12 @@ pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_DROPS: &str = "DROPS";
 /// Name of the hash map `ConnTuple -> UdpFlow` (UDP flows by 5-tuple and netns).
 pub const MAP_UDP_FLOWS: &str = "UDP_FLOWS";
-/// Name of the hash map `sk pointer -> UdpOwner` (last process to use a UDP socket).
-pub const MAP_UDP_OWNERS: &str = "UDP_OWNERS";
 /// Name of the global holding kernel struct offsets ([`Offsets`]).
 pub const GLOBAL_OFFSETS: &str = "OFFSETS";
 
 /// Default capacity of the connection map.
 pub const MAX_CONNS: u32 = 65_536;
-/// Default capacity of the UDP flow map (and of the UDP owner map).
+/// Default capacity of the UDP flow map.
 pub const MAX_UDP_FLOWS: u32 = 65_536;
 /// Ring buffer size in bytes (power of two, multiple of the page size).
 pub const EVENTS_BYTES: u32 = 4 << 20;
@@ -127,36 +125,26 @@ pub struct ConnEvent {
 }
 
 /// One UDP flow in [`MAP_UDP_FLOWS`], keyed by its [`ConnTuple`] (local
-/// and remote address and port as on the wire, protocol UDP, network
-/// namespace): counted per datagram at the cgroup skb hooks.
+/// address and port as the socket is bound, the datagram's peer, protocol
+/// UDP, network namespace): counted at each send/receive call.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct UdpFlow {
-    /// UDP payload bytes (datagram length minus the 8-byte UDP header).
+    /// UDP payload bytes: the calls' return values.
     pub tx_bytes: u64,
     pub rx_bytes: u64,
-    /// Datagrams (a UDP GSO/GRO packet counts as its segments).
+    /// Datagrams: successful calls (a UDP_SEGMENT send or UDP_GRO receive
+    /// moving several in one call counts as one).
     pub tx_packets: u64,
     pub rx_packets: u64,
-    /// `bpf_ktime_get_ns()` of the first and the last datagram.
+    /// `bpf_ktime_get_ns()` of the first and the last call.
     pub first_ns: u64,
     pub last_ns: u64,
-    /// TGID of the last process known to send or receive on the flow's socket
-    /// (0: not known yet).
-    pub pid: u32,
-    /// As [`ConnStats::comm_epoch`], for egress.
-    pub comm_epoch: u32,
-    /// Thread-group leader's name, NUL padded.
-    pub comm: [u8; 16],
-}
-
-/// The last process seen using a UDP socket, in [`MAP_UDP_OWNERS`].
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct UdpOwner {
+    /// TGID of the last process to send or receive on the flow.
     pub pid: u32,
     /// As [`ConnStats::comm_epoch`].
     pub comm_epoch: u32,
+    /// Thread-group leader's name, NUL padded.
     pub comm: [u8; 16],
 }
 
@@ -192,12 +180,15 @@ pub struct Offsets {
     // struct task_struct
     pub task_group_leader: u32,
     pub task_comm: u32,
-    pub task_tgid: u32,
     /// Number of `tcp_recvmsg` arguments, i.e. the position of its return
     /// value for fexit: 6 before Linux 5.19 (`int nonblock` before `flags`),
     /// 5 until `addr_len` went away, 4 since. `flags` is at 4 when there are
     /// 6, at 3 otherwise.
     pub recv_ret_arg: u32,
+    // struct msghdr: the peer address of a send or receive call
+    pub msghdr_name: u32,
+    /// Non-zero when UDP flows are counted (not `--tcp`).
+    pub udp: u32,
     /// Non-zero once filled in by user space; programs do nothing until then.
     pub ready: u32,
 }
@@ -211,7 +202,6 @@ mod user {
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::ConnTuple {}
     unsafe impl aya::Pod for super::UdpFlow {}
-    unsafe impl aya::Pod for super::UdpOwner {}
 }
 
 #[cfg(test)]
@@ -227,8 +217,7 @@ mod tests {
             size_of::<ConnTuple>() + 4 + 3 * 8 + 8 * 4 + 16 + 2 + 1 + 1 + 4
         );
         assert_eq!(size_of::<ConnEvent>(), 16 + size_of::<ConnStats>());
-        assert_eq!(size_of::<Offsets>(), 22 * 4);
+        assert_eq!(size_of::<Offsets>(), 23 * 4);
         assert_eq!(size_of::<UdpFlow>(), 6 * 8 + 8 + 16);
-        assert_eq!(size_of::<UdpOwner>(), 8 + 16);
     }
 }

@@ -326,26 +326,31 @@ const MSG_ERRQUEUE: i64 = 0x2000;
 
 /// Accounts one send (`tx`) or receive call on `sk` that returned `ret`
 /// (bytes moved, or a negative errno). Called in the caller's context by
-/// every hook set, once per call.
+/// every hook set, once per call; the tracepoint set's calls include UDP
+/// sockets' (counted in `udp.rs`).
 #[inline(always)]
 pub fn on_io<M: Mem>(sk: u64, ret: i64, flags: i64, tx: bool) {
-    if !kernel::ready() || sk == 0 || ret <= 0 || (!tx && flags & (MSG_PEEK | MSG_ERRQUEUE) != 0) {
+    // A failed call moved nothing. (A UDP call that fails after its cgroup
+    // hook leaves a handover behind: see `udp::UDP_PEERS`.)
+    if !kernel::ready() || sk == 0 || ret < 0 {
         return;
     }
+    let stream = ret > 0 && (tx || flags & (MSG_PEEK | MSG_ERRQUEUE) == 0);
     // Only TCP sockets are in the map: a hit needs no kind check (for
     // direct reads, just the typed pointer).
     let (tp, st) = match lookup(sk) {
-        Some(p) => (M::tcp_sock(sk), p),
+        Some(p) if stream => (M::tcp_sock(sk), p),
+        Some(_) => return,
         None => {
             let tp = tcp_sock::<M>(sk);
             if tp == 0 {
-                if kind::<M>(sk as *const u8) == Kind::Udp {
-                    // Bytes are counted per datagram (udp.rs); the call
-                    // tells who uses the socket, which receive-side flows
-                    // need.
-                    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-                    udp::note_owner(sk, pid, kernel::leader_comm::<M>);
+                // A zero-length datagram is one datagram: UDP counts ret 0.
+                if kernel::udp_enabled() && kind::<M>(sk as *const u8) == Kind::Udp {
+                    udp::on_traced_call::<M>(M::plain(sk), ret, flags, tx);
                 }
+                return;
+            }
+            if !stream {
                 return;
             }
             let state = M::read::<u8>(tp as *const u8, off!(skc_state)).unwrap_or(0);

@@ -31,8 +31,9 @@ static OFFSETS: Offsets = Offsets {
     tcp_total_retrans: 0,
     task_group_leader: 0,
     task_comm: 0,
-    task_tgid: 0,
     recv_ret_arg: 0,
+    msghdr_name: 0,
+    udp: 0,
     ready: 0,
 };
 
@@ -53,6 +54,12 @@ pub fn offsets() -> &'static Offsets {
 #[inline(always)]
 pub fn ready() -> bool {
     off!(ready) != 0
+}
+
+/// Whether UDP flows are counted (not `--tcp`).
+#[inline(always)]
+pub fn udp_enabled() -> bool {
+    off!(udp) != 0
 }
 
 /// How a program reads kernel memory.
@@ -76,6 +83,8 @@ pub trait Mem {
     /// counters) need this type; probe reads do not care, and the socket
     /// kind is checked in `conn::tcp_sock` either way.
     fn tcp_sock(sk: u64) -> u64;
+    /// `p` as a plain number that [`Probe`] reads can take offsets from.
+    fn plain(p: u64) -> u64;
 }
 
 /// Kernel memory through `bpf_probe_read_kernel`.
@@ -99,6 +108,11 @@ impl Mem for Probe {
     #[inline(always)]
     fn tcp_sock(sk: u64) -> u64 {
         sk
+    }
+
+    #[inline(always)]
+    fn plain(p: u64) -> u64 {
+        p
     }
 }
 
@@ -126,6 +140,11 @@ impl Mem for Direct {
         // arguments; the helper checks it (full socket, TCP, stream).
         unsafe { bpf_skc_to_tcp_sock(sk as *mut _) as u64 }
     }
+
+    #[inline(always)]
+    fn plain(p: u64) -> u64 {
+        launder(p)
+    }
 }
 
 /// The 16 bytes at `base + offset` (an IPv6 address, a task name), as two
@@ -149,13 +168,6 @@ pub fn leader_comm<M: Mem>() -> [u8; 16] {
         Err(_) => return [0; 16],
     };
     read16::<M>(leader, off!(task_comm))
-}
-
-/// TGID of the current task, read from `task_struct` (for program types
-/// without `bpf_get_current_pid_tgid`, e.g. cgroup skb on older kernels).
-#[inline(always)]
-pub fn current_tgid() -> u32 {
-    Probe::read::<u32>(Probe::current_task(), off!(task_tgid)).unwrap_or(0)
 }
 
 /// Turns a pointer the verifier types as a socket (no arithmetic allowed on

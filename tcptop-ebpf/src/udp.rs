@@ -1,197 +1,213 @@
-//! UDP flows: one [`UdpFlow`] per (local, remote, netns) 5-tuple, counted per
-//! datagram where the IP layer hands it to or takes it from a socket (the
-//! cgroup skb hooks on the cgroup v2 root, see `probes/udp.rs`).
+//! UDP flows: one [`UdpFlow`] per (local, peer, netns), counted at each
+//! send or receive call on a UDP socket, in the caller's context, on the
+//! same hooks that count TCP calls (see `probes/`):
 //!
-//! Why there and not at the send/receive calls: an unconnected socket
-//! (`sendto`/`recvfrom`) talks to many peers, and only the datagram carries
-//! the peer's address. Egress runs in the sending process's context (UDP
-//! output is synchronous), so the sender is the flow's owner; ingress runs
-//! in softirq, so receive-side owners come from `UDP_OWNERS`, which the
-//! send/receive call hooks, egress and socket creation keep up to date.
+//! - bytes are the call's return value, datagrams the successful calls;
+//!   like TCP, a datagram is counted when the application reads it (one the
+//!   kernel drops for lack of receive-buffer room never is);
+//! - the owner is the calling process;
+//! - the peer is the call's own address when it has one (`sendto`,
+//!   `recvfrom`: read from the call's `msghdr` by the fexit and kprobe
+//!   sets, handed over by the cgroup `sendmsg`/`recvmsg` hooks with the
+//!   tracepoint set), else the connected socket's peer; the local end is
+//!   the socket's as bound (the wildcard address for a socket bound to it).
+//!
+//! Why not per packet (cgroup skb programs): those run for every packet on
+//! the machine, TCP included, which cost each short TCP connection ~4 µs;
+//! these hooks run only for calls on UDP sockets (the TCP ones were
+//! running anyway).
 
 use aya_ebpf::{
-    EbpfContext,
-    bindings::{__sk_buff, BPF_NOEXIST},
-    helpers::bpf_ktime_get_ns,
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray},
-    programs::SkBuffContext,
+    maps::{HashMap, LruHashMap},
 };
 use tcptop_common::{
-    AF_INET, AF_INET6, ConnTuple, DROP_UDP_FLOWS, IPPROTO_UDP, MAX_UDP_FLOWS, UdpFlow, UdpOwner,
+    AF_INET, AF_INET6, ConnTuple, DROP_UDP_FLOWS, IPPROTO_UDP, MAX_UDP_FLOWS, UdpFlow,
 };
 
 use crate::conn;
-use crate::kernel::{self, Probe};
+use crate::kernel::{self, Mem, Probe, off};
 
 #[map(name = "UDP_FLOWS")]
 static UDP_FLOWS: HashMap<ConnTuple, UdpFlow> = HashMap::with_max_entries(MAX_UDP_FLOWS, 0);
 
-/// A cache, not a record: least recently used sockets make room (a socket
-/// whose release we never saw must not fill it for good).
-#[map(name = "UDP_OWNERS")]
-static UDP_OWNERS: LruHashMap<u64, UdpOwner> = LruHashMap::with_max_entries(MAX_UDP_FLOWS, 0);
-
-/// The datagram the ingress program counted last on this CPU, so that
-/// `udp_fail_queue_rcv_skb`, which fires right after on the same CPU when
-/// the socket's receive buffer is full, can take it back out.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct LastRx {
-    sk: u64,
-    tuple: ConnTuple,
-    _pad: u32,
-    payload: u64,
-    datagrams: u64,
-}
-
-#[map(name = "UDP_LAST_RX")]
-static UDP_LAST_RX: PerCpuArray<LastRx> = PerCpuArray::with_max_entries(1, 0);
-
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
-const UDP_HEADER: u32 = 8;
 pub const SOCK_DGRAM: u16 = 2;
 
-/// Records `pid` (named `comm`) as the last user of socket `sk`; the name
-/// is re-read when the user changes and once a second (an exec renames).
-/// Returns the name epoch it compared against (see `conn::comm_epoch`).
+/// The peer address of one call.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Peer {
+    /// `AF_INET` (address in the first 4 bytes) or `AF_INET6`.
+    family: u16,
+    /// Host order.
+    port: u16,
+    _pad: u32,
+    addr: [u8; 16],
+}
+
+/// A peer address the cgroup `sendmsg`/`recvmsg` hooks saw, for the
+/// `sock_send_length`/`sock_recv_length` tracepoint of the same call.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Handover {
+    sk: u64,
+    peer: Peer,
+}
+
+/// Calls in flight on a thread: (thread id << 1 | tx) -> the peer its
+/// cgroup hook saw. LRU: a call that failed after its hook (its tracepoint
+/// then skips UDP work) leaves an entry behind that the thread's next such
+/// call overwrites; threads that exit leave theirs to be evicted.
+#[map(name = "UDP_PEERS")]
+static UDP_PEERS: LruHashMap<u64, Handover> = LruHashMap::with_max_entries(16_384, 0);
+
 #[inline(always)]
-pub fn note_owner(sk: u64, pid: u32, comm: impl FnOnce() -> [u8; 16]) -> u32 {
-    let epoch = conn::comm_epoch();
-    if let Some(o) = UDP_OWNERS.get_ptr_mut(&sk) {
-        // SAFETY: `o` points at a live map value.
-        unsafe {
-            if (*o).pid != pid || (*o).comm_epoch != epoch {
-                (*o).pid = pid;
-                (*o).comm = comm();
-                (*o).comm_epoch = epoch;
-            }
-        }
-        return epoch;
-    }
-    let o = UdpOwner {
-        pid,
-        comm_epoch: epoch,
-        comm: comm(),
+fn handover_key(tx: bool) -> u64 {
+    ((bpf_get_current_pid_tgid() & 0xffff_ffff) << 1) | u64::from(tx)
+}
+
+/// Called by the cgroup hooks: `peer` is the address of the call now in
+/// progress on this thread on socket `sk` (a plain number).
+#[inline(always)]
+pub fn hand_over(sk: u64, tx: bool, family: u16, port: u16, addr: [u8; 16]) {
+    let h = Handover {
+        sk,
+        peer: Peer {
+            family,
+            port,
+            _pad: 0,
+            addr,
+        },
     };
-    let _ = UDP_OWNERS.insert(&sk, &o, 0);
-    epoch
+    let _ = UDP_PEERS.insert(&handover_key(tx), &h, 0);
 }
 
-pub fn forget_owner(sk: u64) {
-    let _ = UDP_OWNERS.remove(&sk);
-}
-
-/// The byte at `off` from the network header, by direct packet access (no
-/// helper call: this runs for every packet, TCP included). None when the
-/// linear part of the packet is shorter (the caller then skips the packet;
-/// IP headers always sit in the linear part).
+/// The peer a cgroup hook handed over for this thread's call on `sk`.
 #[inline(always)]
-fn l4_proto(skb: *const __sk_buff, off: usize) -> Option<u8> {
-    // SAFETY: context fields; the bounds check below is the verifier's.
-    let (data, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
-    if data + off + 1 > end {
+fn take_handover(sk: u64, tx: bool) -> Option<Peer> {
+    let key = handover_key(tx);
+    // SAFETY: the value is copied out before the entry is removed.
+    let h = unsafe { UDP_PEERS.get(&key) }.copied()?;
+    let _ = UDP_PEERS.remove(&key);
+    (h.sk == sk).then_some(h.peer)
+}
+
+/// `MSG_PEEK`: the datagram stays queued and is counted when read.
+const MSG_PEEK: i64 = 2;
+/// `MSG_ERRQUEUE`: reads queued errors, not datagrams.
+const MSG_ERRQUEUE: i64 = 0x2000;
+
+/// A call on UDP socket `sk` (a plain number) returned `ret`, seen by a
+/// send/receive tracepoint: the peer, if the call had one, comes from the
+/// cgroup hook that ran during the call.
+#[inline(always)]
+pub fn on_traced_call<M: Mem>(sk: u64, ret: i64, flags: i64, tx: bool) {
+    let peer = take_handover(sk, tx);
+    if ret < 0 || (!tx && flags & (MSG_PEEK | MSG_ERRQUEUE) != 0) {
+        return;
+    }
+    count::<M>(sk, ret as u64, tx, peer);
+}
+
+/// A call on UDP socket `sk` (a plain number) with message `msg` returned
+/// `ret`, seen at the UDP function's exit (fexit, kretprobe): the peer, if
+/// the call had one, is in the message (for a receive, filled in by then).
+#[inline(always)]
+pub fn on_function_exit<M: Mem>(sk: u64, ret: i64, flags: i64, msg: u64, tx: bool) {
+    if !kernel::ready()
+        || !kernel::udp_enabled()
+        || ret < 0
+        || (!tx && flags & (MSG_PEEK | MSG_ERRQUEUE) != 0)
+    {
+        return;
+    }
+    count::<M>(sk, ret as u64, tx, msg_peer(msg));
+}
+
+/// `udp_sendmsg` is also called by `udpv6_sendmsg` for an IPv4-mapped
+/// destination: counted there, at the outer call, not twice.
+#[inline(always)]
+pub fn is_inet6(sk: u64) -> bool {
+    conn::family::<Probe>(sk as *const u8) == AF_INET6
+}
+
+/// The address in `msg->msg_name` (a `sockaddr_in` or `sockaddr_in6`),
+/// if any.
+#[inline(always)]
+fn msg_peer(msg: u64) -> Option<Peer> {
+    if msg == 0 {
         return None;
     }
-    // SAFETY: within [data, data_end), checked above.
-    Some(unsafe { *((data + off) as *const u8) })
+    let name = Probe::read::<u64>(msg as *const u8, off!(msghdr_name)).ok()?;
+    if name == 0 {
+        return None;
+    }
+    let name = name as *const u8;
+    // struct sockaddr_in / sockaddr_in6 (uapi): family, port (network
+    // order), then the address at 4 or 8.
+    let family = Probe::read::<u16>(name, 0).ok()?;
+    let port = u16::from_be(Probe::read::<u16>(name, 2).ok()?);
+    let mut addr = [0u8; 16];
+    if family == AF_INET {
+        addr[..4].copy_from_slice(&Probe::read::<[u8; 4]>(name, 4).ok()?);
+    } else if family == AF_INET6 {
+        addr = kernel::read16::<Probe>(name, 8);
+    } else {
+        return None;
+    }
+    Some(Peer {
+        family,
+        port,
+        _pad: 0,
+        addr,
+    })
 }
 
-/// Counts one datagram (or UDP GSO/GRO train) leaving (`egress`) or reaching
-/// a socket. `skb->data` is at the network header at both hooks.
+/// `::ffff:a.b.c.d`
 #[inline(always)]
-pub fn on_skb(ctx: &SkBuffContext, egress: bool) {
-    if !kernel::ready() {
-        return;
-    }
-    let skb = ctx.as_ptr() as *const __sk_buff;
-    // SAFETY: context fields the verifier lets cgroup skb programs read.
-    let (proto, len, gso_segs, skp) = unsafe {
-        (
-            (*skb).protocol,
-            (*skb).len,
-            (*skb).gso_segs,
-            (*skb).__bindgen_anon_2.sk as u64,
-        )
-    };
-    if skp == 0 {
-        return;
-    }
+fn is_v4_mapped(a: &[u8; 16]) -> bool {
+    a[..10] == [0; 10] && a[10] == 0xff && a[11] == 0xff
+}
+
+/// Counts `bytes` moved by one call on `sk`, for the calling process.
+/// Socket fields are read with probe reads: a typed socket pointer cannot
+/// reach `inet_sock` fields, and these calls are UDP only.
+#[inline(always)]
+fn count<M: Mem>(sk: u64, bytes: u64, tx: bool, peer: Option<Peer>) {
+    let skc = sk as *const u8;
     let mut t = ConnTuple {
         proto: IPPROTO_UDP,
+        family: conn::family::<Probe>(skc),
         ..ConnTuple::default()
     };
-    let (l3, ports): (u32, [u8; 4]);
-    if proto == u32::from(ETH_P_IP.to_be()) {
-        // Most packets are TCP: one byte decides, read in place.
-        if l4_proto(skb, 9) != Some(IPPROTO_UDP) {
-            return;
+    conn::read_endpoints::<Probe>(skc, &mut t);
+    if let Some(p) = peer {
+        t.daddr = p.addr;
+        t.dport = p.port;
+        if p.family == AF_INET && t.family == AF_INET6 {
+            // An IPv4 peer of a dual-stack socket (the IPv4 cgroup hook
+            // runs for an IPv4-mapped destination): mapped, then made an
+            // IPv4 flow below.
+            t.daddr = [0; 16];
+            t.daddr[12..].copy_from_slice(&p.addr[..4]);
+            t.daddr[10] = 0xff;
+            t.daddr[11] = 0xff;
         }
-        let Ok(h) = ctx.load::<[u8; 20]>(0) else {
-            return;
-        };
-        l3 = u32::from(h[0] & 0x0f) * 4;
-        if l3 < 20 {
-            return;
-        }
-        let Ok(p) = ctx.load::<[u8; 4]>(l3 as usize) else {
-            return;
-        };
-        ports = p;
+    }
+    // A dual-stack socket talking IPv4: an IPv4 flow, as on the wire.
+    if t.family == AF_INET6 && is_v4_mapped(&t.daddr) {
         t.family = AF_INET;
-        let (src, dst) = if egress {
-            (&mut t.saddr, &mut t.daddr)
-        } else {
-            (&mut t.daddr, &mut t.saddr)
-        };
-        src[..4].copy_from_slice(&h[12..16]);
-        dst[..4].copy_from_slice(&h[16..20]);
-    } else if proto == u32::from(ETH_P_IPV6.to_be()) {
-        // Extension headers before UDP are not followed (rare for UDP).
-        if l4_proto(skb, 6) != Some(IPPROTO_UDP) {
-            return;
+        let (d, s) = (t.daddr, t.saddr);
+        t.daddr = [0; 16];
+        t.daddr[..4].copy_from_slice(&d[12..]);
+        t.saddr = [0; 16];
+        if is_v4_mapped(&s) {
+            t.saddr[..4].copy_from_slice(&s[12..]);
         }
-        let (Ok(a), Ok(b), Ok(p)) = (
-            ctx.load::<[u8; 16]>(8),
-            ctx.load::<[u8; 16]>(24),
-            ctx.load::<[u8; 4]>(40),
-        ) else {
-            return;
-        };
-        l3 = 40;
-        ports = p;
-        t.family = AF_INET6;
-        if egress {
-            t.saddr = a;
-            t.daddr = b;
-        } else {
-            t.saddr = b;
-            t.daddr = a;
-        }
-    } else {
-        return;
-    }
-    if len < l3 + UDP_HEADER {
-        return;
-    }
-    let src_port = u16::from_be_bytes([ports[0], ports[1]]);
-    let dst_port = u16::from_be_bytes([ports[2], ports[3]]);
-    (t.sport, t.dport) = if egress {
-        (src_port, dst_port)
-    } else {
-        (dst_port, src_port)
-    };
-    let sk = kernel::launder(skp);
-    let skc = sk as *const u8;
-    // Raw sockets can send UDP-protocol packets too; they are not flows.
-    // (The packet is IP, so the socket is of an inet family.)
-    if conn::transport::<Probe>(skc) != conn::Kind::Udp {
-        return;
     }
     t.netns = conn::netns::<Probe>(skc);
-    let payload = u64::from(len - l3 - UDP_HEADER);
-    let datagrams = if gso_segs > 1 { u64::from(gso_segs) } else { 1 };
 
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -214,68 +230,22 @@ pub fn on_skb(ctx: &SkBuffContext, egress: bool) {
             }
         }
     };
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let epoch = conn::comm_epoch();
     // SAFETY: `f` points at a live map value; counters are 8-byte aligned.
     unsafe {
-        if egress {
-            conn::add(&raw mut (*f).tx_bytes, payload);
-            conn::add(&raw mut (*f).tx_packets, datagrams);
+        if tx {
+            conn::add(&raw mut (*f).tx_bytes, bytes);
+            conn::add(&raw mut (*f).tx_packets, 1);
         } else {
-            conn::add(&raw mut (*f).rx_bytes, payload);
-            conn::add(&raw mut (*f).rx_packets, datagrams);
+            conn::add(&raw mut (*f).rx_bytes, bytes);
+            conn::add(&raw mut (*f).rx_packets, 1);
         }
         (*f).last_ns = now;
-    }
-    if !egress && let Some(last) = UDP_LAST_RX.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot, only this CPU touches it while we run.
-        unsafe {
-            (*last).sk = sk;
-            (*last).tuple = t;
-            (*last).payload = payload;
-            (*last).datagrams = datagrams;
-        }
-    }
-    if egress {
-        // UDP output runs synchronously in the sender's context.
-        let pid = kernel::current_tgid();
-        let epoch = note_owner(sk, pid, kernel::leader_comm::<Probe>);
-        // SAFETY: as above.
-        unsafe {
-            if (*f).pid != pid || (*f).comm_epoch != epoch {
-                (*f).pid = pid;
-                (*f).comm = kernel::leader_comm::<Probe>();
-                (*f).comm_epoch = epoch;
-            }
-        }
-    } else if let Some(o) = UDP_OWNERS.get_ptr(&sk) {
-        // SAFETY: `f` and `o` point at live map values.
-        unsafe {
-            if (*f).pid != (*o).pid || (*f).comm_epoch != (*o).comm_epoch {
-                (*f).pid = (*o).pid;
-                (*f).comm = (*o).comm;
-                (*f).comm_epoch = (*o).comm_epoch;
-            }
-        }
-    }
-}
-
-/// The socket `sk` could not queue the datagram just counted by ingress on
-/// this CPU (receive buffer full): the application never gets it, so it is
-/// taken back out of the flow's received counters.
-#[inline(always)]
-pub fn on_queue_failed(sk: u64) {
-    let Some(last) = UDP_LAST_RX.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: per-CPU slot, only this CPU touches it while we run.
-    unsafe {
-        if sk == 0 || (*last).sk != sk {
-            return;
-        }
-        (*last).sk = 0;
-        if let Some(f) = UDP_FLOWS.get_ptr_mut(&(*last).tuple) {
-            // Two's complement: adding the negation subtracts, atomically.
-            conn::add(&raw mut (*f).rx_bytes, (*last).payload.wrapping_neg());
-            conn::add(&raw mut (*f).rx_packets, (*last).datagrams.wrapping_neg());
+        if (*f).pid != pid || (*f).comm_epoch != epoch {
+            (*f).pid = pid;
+            (*f).comm = kernel::leader_comm::<M>();
+            (*f).comm_epoch = epoch;
         }
     }
 }

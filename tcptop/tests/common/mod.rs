@@ -345,8 +345,7 @@ pub fn of_conn<'a>(records: &'a [Value], local: &str, remote: &str) -> Vec<&'a V
 /// Names of tcptop's programs currently loaded in the kernel.
 pub fn loaded_tcptop_programs() -> Vec<String> {
     // Kernel program names keep 15 characters.
-    const OURS: [&str; 15] = [
-        "udp_fail_queue_",
+    const OURS: [&str; 17] = [
         "btf_tcp_retrans",
         "tcp_retransmit_",
         "btf_sock_send_l",
@@ -361,6 +360,9 @@ pub fn loaded_tcptop_programs() -> Vec<String> {
         "fexit_tcp_",
         "kprobe_tcp_",
         "kretprobe_tcp_",
+        "fexit_udp",
+        "kprobe_udp",
+        "kretprobe_udp",
     ];
     aya::programs::loaded_programs()
         .filter_map(Result::ok)

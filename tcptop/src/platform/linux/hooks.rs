@@ -60,7 +60,7 @@ impl<'a> TracingBtf<'a> {
         self.enabled
     }
 
-    fn get(&mut self) -> Result<&aya::Btf, String> {
+    pub(super) fn get(&mut self) -> Result<&aya::Btf, String> {
         if !self.enabled {
             return Err("BTF-typed programs are turned off (TCPTOP_RAW_TRACEPOINTS)".into());
         }
@@ -154,7 +154,7 @@ fn btf_tracepoints(ebpf: &mut Ebpf, btf: &mut TracingBtf, names: &[&str]) -> Res
     Ok(())
 }
 
-fn present(btf: &Btf, func: &str) -> bool {
+pub(super) fn present(btf: &Btf, func: &str) -> bool {
     btf.func_param_count(func).is_some()
 }
 
@@ -249,13 +249,14 @@ fn unload_set(ebpf: &mut Ebpf, set: HookSet) {
 }
 
 /// Detaches and unloads the named programs (those not loaded are skipped).
-fn unload(ebpf: &mut Ebpf, names: impl IntoIterator<Item = String>) {
+pub(super) fn unload(ebpf: &mut Ebpf, names: impl IntoIterator<Item = String>) {
     for name in names {
         let _ = match ebpf.program_mut(&name) {
             Some(Program::FExit(p)) => p.unload(),
             Some(Program::KProbe(p)) => p.unload(),
             Some(Program::RawTracePoint(p)) => p.unload(),
             Some(Program::BtfTracePoint(p)) => p.unload(),
+            Some(Program::CgroupSockAddr(p)) => p.unload(),
             _ => Ok(()),
         };
     }

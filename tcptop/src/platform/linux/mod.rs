@@ -24,7 +24,7 @@ use aya::{
 };
 use tcptop_common::{
     ConnEvent, ConnStats, DROP_MAP_FULL, DROP_RINGBUF, DROP_UDP_FLOWS, EVENT_CLOSE, GLOBAL_OFFSETS,
-    MAP_CONNS, MAP_DROPS, MAP_EVENTS, MAP_UDP_FLOWS, MAP_UDP_OWNERS, Offsets,
+    MAP_CONNS, MAP_DROPS, MAP_EVENTS, MAP_UDP_FLOWS, Offsets,
 };
 
 use super::{DataSource, HookSet, SourceError, SourceOptions};
@@ -58,6 +58,7 @@ impl EbpfSource {
         let btf_path = opts.btf.as_deref().unwrap_or(Path::new(BTF_PATH));
         let btf = read_btf(btf_path, opts.btf.is_some())?;
         let mut offsets = kernel_offsets(&btf)?;
+        offsets.udp = u32::from(opts.udp);
         let noop = bench_noop();
         if noop {
             offsets.ready = 0;
@@ -69,7 +70,6 @@ impl EbpfSource {
             .override_global(GLOBAL_OFFSETS, &offsets, true)
             .map_max_entries(MAP_CONNS, opts.max_conns)
             .map_max_entries(MAP_UDP_FLOWS, opts.max_conns)
-            .map_max_entries(MAP_UDP_OWNERS, opts.max_conns)
             .load(bytes)
             .map_err(|e| load_error(&e))?;
 
@@ -95,6 +95,21 @@ impl EbpfSource {
         };
         let set = hooks::attach_io(&mut ebpf, &candidates, &btf, &mut tracing)
             .map_err(|errors| no_hook_set(&errors, opts.hooks.is_some()))?;
+        let mut warnings = Vec::new();
+        let udp = if opts.udp {
+            match udp::UdpFlows::attach(&mut ebpf, set, &btf, &mut tracing, opts) {
+                Ok((u, warning)) => {
+                    warnings.extend(warning);
+                    Some(u)
+                }
+                Err(e) => {
+                    warnings.push(e);
+                    None
+                }
+            }
+        } else {
+            None
+        };
         drop(tracing);
         let mut hooks = String::from(set.as_str());
         if btf_lifecycle {
@@ -103,29 +118,13 @@ impl EbpfSource {
         if noop {
             hooks.push_str("+noop");
         }
-        let mut warnings = Vec::new();
         if noop {
             warnings.push(format!(
                 "{BENCH_NOOP} is set: every program is attached but returns at once, \
                  so nothing is counted (a benchmark of the hooks' own cost)"
             ));
         }
-        let (seeds, udp_owners) = seed_from_proc();
-        let udp = match caps::cgroup2_root().filter(|_| opts.udp) {
-            Some(root) => match udp::UdpFlows::attach(&mut ebpf, &root, opts, udp_owners) {
-                Ok(u) => Some(u),
-                Err(e) => {
-                    warnings.push(e);
-                    None
-                }
-            },
-            None if !opts.udp => None,
-            None => {
-                warnings.push("UDP flows are not shown: no cgroup v2 mount in /proc/mounts".into());
-                None
-            }
-        };
-
+        let seeds = seed_from_proc();
         let conns = take_map(&mut ebpf, MAP_CONNS, HashMap::try_from)?;
         let drops = take_map(&mut ebpf, MAP_DROPS, PerCpuArray::try_from)?;
         let ring = take_map(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?;
@@ -348,7 +347,6 @@ fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, SourceError> {
         tcp_total_retrans: off("tcp_sock", "total_retrans")?,
         task_group_leader: off("task_struct", "group_leader")?,
         task_comm: off("task_struct", "comm")?,
-        task_tgid: off("task_struct", "tgid")?,
         // tcp_recvmsg(sk, msg, len, [nonblock,] flags, [addr_len]): the
         // return value follows the arguments for fexit.
         recv_ret_arg: match btf.func_param_count("tcp_recvmsg") {
@@ -359,6 +357,8 @@ fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, SourceError> {
                 )));
             }
         },
+        msghdr_name: off("msghdr", "msg_name")?,
+        udp: 0,
         ready: 1,
     })
 }
@@ -427,19 +427,16 @@ fn no_hook_set(errors: &[(HookSet, String)], forced: bool) -> SourceError {
     SourceError::Unsupported(msg)
 }
 
-/// Connections open before we started, with their owners, as zero-counter
-/// samples; and the owners of UDP sockets open before we started.
-fn seed_from_proc() -> (Vec<ConnSample>, udp::ProcOwners) {
+/// TCP connections open before we started, with their owners, as
+/// zero-counter samples. (UDP flows need no seeds: each call names its
+/// owner.)
+fn seed_from_proc() -> Vec<ConnSample> {
     let Ok(found) = procfs::scan_sockets(Path::new("/proc")) else {
-        return (Vec::new(), udp::ProcOwners::default());
+        return Vec::new();
     };
     let mut seen = StdHashMap::new();
-    let mut udp_owners = udp::ProcOwners::default();
     for s in found {
         if s.udp {
-            if let Some(owner) = s.owner {
-                udp_owners.insert(s.netns, s.local, owner);
-            }
             continue;
         }
         let state = ConnState::from_tcp(s.state);
@@ -468,5 +465,5 @@ fn seed_from_proc() -> (Vec<ConnSample>, udp::ProcOwners) {
             rtt_us: None,
         });
     }
-    (seen.into_values().collect(), udp_owners)
+    seen.into_values().collect()
 }

@@ -1,34 +1,41 @@
-//! UDP flows: attach the cgroup programs of `probes/udp.rs`, read the flow
-//! map each collection, and end flows idle for longer than the timeout.
+//! UDP flows: attach the UDP programs of the chosen hook set (see
+//! `probes/udp.rs`), read the flow map each collection, and end flows idle
+//! for longer than the timeout.
 //!
 //! UDP has no close: a flow ends when it has been idle for `idle`. It is
 //! then taken out of the kernel map with one lookup-and-delete (the kernel
 //! starts a new flow, with fresh counters, if the 5-tuple is used again) and
 //! reported once as closed with its final counters.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::Path;
 
 use aya::{
     Ebpf,
     maps::{HashMap, IterableMap, MapData},
-    programs::{CgroupSkb, CgroupSkbAttachType, CgroupSock, links::CgroupAttachMode},
+    programs::{CgroupSockAddr, FExit, KProbe, links::CgroupAttachMode},
 };
 use tcptop_common::{ConnTuple, MAP_UDP_FLOWS, UdpFlow};
 
-use super::{convert, hooks};
+use super::{btf::Btf, caps, convert, hooks};
 use crate::model::ConnSample;
-use crate::platform::SourceOptions;
+use crate::platform::{HookSet, SourceOptions};
 
-const SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
-    ("tcptop_udp_ingress", CgroupSkbAttachType::Ingress),
-    ("tcptop_udp_egress", CgroupSkbAttachType::Egress),
+/// The UDP functions the fentry and kprobe sets hook, with whether the
+/// kernel may lack them (IPv6 disabled at build time).
+const FUNCS: [(&str, bool); 4] = [
+    ("udp_sendmsg", false),
+    ("udpv6_sendmsg", true),
+    ("udp_recvmsg", false),
+    ("udpv6_recvmsg", true),
 ];
-/// Release before create: no owner entry is made that would not be removed.
-const SOCK_PROGRAMS: [&str; 2] = ["tcptop_udp_release", "tcptop_udp_create"];
-/// Takes back datagrams a full receive buffer dropped; before ingress counts.
-const QUEUE_FAILED: &str = "udp_fail_queue_rcv_skb";
+
+/// The tracepoint set's peer-address hooks (cgroup v2 root).
+const SOCK_ADDR_PROGRAMS: [&str; 4] = [
+    "tcptop_udp_sendmsg4",
+    "tcptop_udp_sendmsg6",
+    "tcptop_udp_recvmsg4",
+    "tcptop_udp_recvmsg6",
+];
 
 pub struct UdpFlows {
     flows: HashMap<MapData, ConnTuple, UdpFlow>,
@@ -37,88 +44,52 @@ pub struct UdpFlows {
     /// are ended early, down to 80%, so that new flows always find room.
     capacity: usize,
     evicted: u64,
-    /// Owners of sockets that existed before we started, for flows whose
-    /// socket has not been used by a process since (receive-only sockets).
-    proc_owners: ProcOwners,
-}
-
-/// UDP socket owners found in /proc at start-up, by namespace and local
-/// address (the wildcard address matches any).
-#[derive(Default)]
-pub struct ProcOwners(std::collections::HashMap<(u32, SocketAddr), (u32, String)>);
-
-impl ProcOwners {
-    pub fn insert(&mut self, netns: u32, local: SocketAddr, owner: (u32, String)) {
-        self.0.entry((netns, local)).or_insert(owner);
-    }
-
-    fn get(&self, netns: u32, local: SocketAddr) -> Option<&(u32, String)> {
-        let any = match local.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        };
-        self.0
-            .get(&(netns, local))
-            .or_else(|| self.0.get(&(netns, SocketAddr::new(any, local.port()))))
-            // A dual-stack socket bound to [::] receives IPv4 too.
-            .or_else(|| {
-                self.0.get(&(
-                    netns,
-                    SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), local.port()),
-                ))
-            })
-    }
-
-    /// Fills in the owner of a flow the kernel has none for.
-    fn fill(&self, s: &mut ConnSample) {
-        if s.pid == 0
-            && let Some((pid, comm)) = self.get(s.key.netns, s.key.local)
-        {
-            s.pid = *pid;
-            s.comm.clone_from(comm);
-        }
-    }
 }
 
 impl UdpFlows {
-    /// Attaches the UDP programs to the cgroup v2 root and takes the flow
-    /// map. On failure nothing stays attached and the error says what is lost.
+    /// Attaches the UDP programs of hook set `set` and takes the flow map.
+    /// On failure nothing UDP stays attached and the error says what is
+    /// lost; a warning says what is partly lost (the tracepoint set
+    /// without its cgroup hooks counts flows, but not the peers of
+    /// unconnected sockets).
     pub fn attach(
         ebpf: &mut Ebpf,
-        cgroup2: &Path,
+        set: HookSet,
+        btf: &Btf,
+        tracing: &mut hooks::TracingBtf,
         opts: &SourceOptions,
-        proc_owners: ProcOwners,
-    ) -> Result<Self, String> {
-        let result = attach_all(ebpf, cgroup2);
-        if let Err(e) = result {
-            for name in SOCK_PROGRAMS
-                .iter()
-                .copied()
-                .chain([QUEUE_FAILED])
-                .chain(SKB_PROGRAMS.iter().map(|(n, _)| *n))
-            {
-                if let Some(p) = ebpf.program_mut(name) {
-                    let _ = match p {
-                        aya::programs::Program::CgroupSkb(p) => p.unload(),
-                        aya::programs::Program::CgroupSock(p) => p.unload(),
-                        aya::programs::Program::RawTracePoint(p) => p.unload(),
-                        _ => Ok(()),
-                    };
-                }
+    ) -> Result<(Self, Option<String>), String> {
+        let attached = match set {
+            HookSet::Fentry => fentry(ebpf, btf, tracing).map(|()| None),
+            HookSet::Kprobe => kprobe(ebpf, btf).map(|()| None),
+            HookSet::Tracepoint => Ok(sock_addr(ebpf).err().map(|e| {
+                hooks::unload(ebpf, SOCK_ADDR_PROGRAMS.map(String::from));
+                format!(
+                    "the peers of unconnected UDP sockets are not shown (flows show \
+                     the socket's connected peer or none): {e}"
+                )
+            })),
+        };
+        let warning = match attached {
+            Ok(w) => w,
+            Err(e) => {
+                hooks::unload(ebpf, all_function_programs());
+                return Err(format!("UDP flows are not shown: {e}"));
             }
-            return Err(format!("UDP flows are not shown: {e}"));
-        }
+        };
         let map = ebpf
             .take_map(MAP_UDP_FLOWS)
             .ok_or_else(|| format!("UDP flows are not shown: no map {MAP_UDP_FLOWS}"))?;
         let flows = HashMap::try_from(map).map_err(|e| format!("UDP flows are not shown: {e}"))?;
-        Ok(UdpFlows {
-            flows,
-            idle_ns: u64::try_from(opts.udp_idle.as_nanos()).unwrap_or(u64::MAX),
-            capacity: opts.max_conns as usize,
-            evicted: 0,
-            proc_owners,
-        })
+        Ok((
+            UdpFlows {
+                flows,
+                idle_ns: u64::try_from(opts.udp_idle.as_nanos()).unwrap_or(u64::MAX),
+                capacity: opts.max_conns as usize,
+                evicted: 0,
+            },
+            warning,
+        ))
     }
 
     /// UDP flows ended early so far because the table was nearly full.
@@ -152,27 +123,85 @@ impl UdpFlows {
             }
         }
         for (_, tuple, flow) in active {
-            let mut s = convert::udp_sample(&tuple, &flow, false);
-            self.proc_owners.fill(&mut s);
-            live.push(s);
+            live.push(convert::udp_sample(&tuple, &flow, false));
         }
         for tuple in idle {
             // The final value comes from the delete itself: a datagram
             // counted between our read and the delete is not lost.
             if let Some(flow) = lookup_and_delete(self.flows.map(), &tuple) {
-                let mut s = convert::udp_sample(&tuple, &flow, true);
-                self.proc_owners.fill(&mut s);
-                closed.push(s);
+                closed.push(convert::udp_sample(&tuple, &flow, true));
             }
         }
     }
 }
 
-fn attach_all(ebpf: &mut Ebpf, cgroup2: &Path) -> Result<(), String> {
-    let cgroup = std::fs::File::open(cgroup2)
-        .map_err(|e| format!("cannot open cgroup {}: {e}", cgroup2.display()))?;
-    for name in SOCK_PROGRAMS {
-        let prog: &mut CgroupSock = hooks::program(ebpf, name)?
+/// The fexit program of `func` for this kernel: the receive functions
+/// have one per argument layout.
+fn fexit_name(btf: &Btf, func: &str) -> Result<String, String> {
+    if !func.contains("recvmsg") {
+        return Ok(format!("fexit_{func}"));
+    }
+    match btf.func_param_count(func) {
+        Some(n @ 4..=6) => Ok(format!("fexit_{func}{n}")),
+        other => Err(format!(
+            "{func} has {other:?} arguments in BTF (4 to 6 expected)"
+        )),
+    }
+}
+
+fn fentry(ebpf: &mut Ebpf, btf: &Btf, tracing: &mut hooks::TracingBtf) -> Result<(), String> {
+    let aya_btf = tracing.get()?;
+    for (func, optional) in FUNCS {
+        if optional && !hooks::present(btf, func) {
+            continue;
+        }
+        let name = fexit_name(btf, func)?;
+        let prog: &mut FExit = hooks::program(ebpf, &name)?
+            .try_into()
+            .map_err(|e| format!("{name}: {e}"))?;
+        prog.load(func, aya_btf)
+            .map_err(|e| format!("cannot load fexit program for {func}: {}", hooks::chain(&e)))?;
+        prog.attach()
+            .map_err(|e| format!("cannot attach fexit to {func}: {}", hooks::chain(&e)))?;
+    }
+    Ok(())
+}
+
+fn kprobe(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
+    for (func, optional) in FUNCS {
+        if optional && !hooks::present(btf, func) {
+            continue;
+        }
+        // The entry probe of a receive picks `flags` by tcp_recvmsg's
+        // layout, which every kernel gives udp(v6)_recvmsg too: check.
+        if func.contains("recvmsg") {
+            fexit_name(btf, func)?;
+            if btf.func_param_count(func) != btf.func_param_count("tcp_recvmsg") {
+                return Err(format!(
+                    "{func} and tcp_recvmsg take different arguments in this kernel"
+                ));
+            }
+        }
+        for kind in ["kprobe", "kretprobe"] {
+            let name = format!("{kind}_{func}");
+            let prog: &mut KProbe = hooks::program(ebpf, &name)?
+                .try_into()
+                .map_err(|e| format!("{name}: {e}"))?;
+            prog.load()
+                .map_err(|e| format!("cannot load {kind} for {func}: {}", hooks::chain(&e)))?;
+            prog.attach(func, 0)
+                .map_err(|e| format!("cannot attach {kind} to {func}: {}", hooks::chain(&e)))?;
+        }
+    }
+    Ok(())
+}
+
+fn sock_addr(ebpf: &mut Ebpf) -> Result<(), String> {
+    let root = caps::cgroup2_root().ok_or("no cgroup v2 mount in /proc/mounts")?;
+    let cgroup = std::fs::File::open(&root)
+        .map_err(|e| format!("cannot open cgroup {}: {e}", root.display()))?;
+    for name in SOCK_ADDR_PROGRAMS {
+        let prog: &mut CgroupSockAddr = hooks::program(ebpf, name)?
             .try_into()
             .map_err(|e| format!("{name}: {e}"))?;
         prog.load()
@@ -180,17 +209,22 @@ fn attach_all(ebpf: &mut Ebpf, cgroup2: &Path) -> Result<(), String> {
         prog.attach(cgroup.as_fd(), CgroupAttachMode::Single)
             .map_err(|e| format!("cannot attach {name}: {}", hooks::chain(&e)))?;
     }
-    hooks::attach_raw_tracepoint(ebpf, QUEUE_FAILED)?;
-    for (name, at) in SKB_PROGRAMS {
-        let prog: &mut CgroupSkb = hooks::program(ebpf, name)?
-            .try_into()
-            .map_err(|e| format!("{name}: {e}"))?;
-        prog.load()
-            .map_err(|e| format!("cannot load {name}: {}", super::brief(&hooks::chain(&e))))?;
-        prog.attach(cgroup.as_fd(), at, CgroupAttachMode::Single)
-            .map_err(|e| format!("cannot attach {name}: {}", hooks::chain(&e)))?;
-    }
     Ok(())
+}
+
+/// Every UDP function program's name (fentry and kprobe sets).
+fn all_function_programs() -> Vec<String> {
+    let mut names = Vec::new();
+    for (func, _) in FUNCS {
+        if func.contains("recvmsg") {
+            names.extend((4..=6).map(|n| format!("fexit_{func}{n}")));
+        } else {
+            names.push(format!("fexit_{func}"));
+        }
+        names.push(format!("kprobe_{func}"));
+        names.push(format!("kretprobe_{func}"));
+    }
+    names
 }
 
 /// `bpf_ktime_get_ns()`'s clock.
