@@ -59,8 +59,7 @@ pub struct Cli {
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
 
-    /// Show only TCP connections (and do not attach the UDP programs, which
-    /// run for every packet).
+    /// Show only TCP connections (and do not attach the UDP programs).
     #[arg(long)]
     pub tcp: bool,
 
@@ -68,7 +67,7 @@ pub struct Cli {
     #[arg(long)]
     pub udp: bool,
 
-    /// Seconds without a datagram after which a UDP flow has ended: it is
+    /// Seconds without a send or receive call after which a UDP flow has ended: it is
     /// shown once more as CLOSED with its final counters (fractions
     /// allowed, 0.1 to 3600).
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_interval)]

@@ -108,6 +108,10 @@ enum Role {
         /// maximum).
         #[arg(long)]
         drain_ms: Option<u64>,
+        /// After binding, wait for a line on stdin before the first receive
+        /// call (so that no call is in flight when a monitor attaches).
+        #[arg(long)]
+        wait_stdin: bool,
     },
     UdpClient {
         /// Destination (repeatable: one unconnected socket sends to each).
@@ -189,14 +193,18 @@ fn main() -> Result<()> {
             rcvbuf,
             read_after_ms,
             drain_ms,
+            wait_stdin,
         } => udp_server(
             listen,
             &name,
-            datagrams,
-            reply,
-            rcvbuf,
-            Duration::from_millis(read_after_ms),
-            drain_ms.map(Duration::from_millis),
+            &UdpServe {
+                datagrams,
+                reply,
+                rcvbuf,
+                read_after: Duration::from_millis(read_after_ms),
+                drain: drain_ms.map(Duration::from_millis),
+                wait_stdin,
+            },
         ),
         Role::UdpClient {
             to,
@@ -444,15 +452,25 @@ fn cpu_ns() -> u64 {
 /// No test waits longer than this for a datagram on loopback.
 const UDP_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn udp_server(
-    listen: SocketAddr,
-    name: &Option<String>,
+/// What a UDP server does (see `Role::UdpServer`).
+struct UdpServe {
     datagrams: u64,
     reply: usize,
     rcvbuf: Option<usize>,
     read_after: Duration,
     drain: Option<Duration>,
-) -> Result<()> {
+    wait_stdin: bool,
+}
+
+fn udp_server(listen: SocketAddr, name: &Option<String>, o: &UdpServe) -> Result<()> {
+    let &UdpServe {
+        datagrams,
+        reply,
+        rcvbuf,
+        read_after,
+        drain,
+        wait_stdin,
+    } = o;
     set_name(name)?;
     let s = UdpSocket::bind(listen).with_context(|| format!("bind {listen}"))?;
     s.set_read_timeout(Some(UDP_TIMEOUT))?;
@@ -477,6 +495,9 @@ fn udp_server(
         serde_json::json!({"event": "listening", "pid": std::process::id(), "local": s.local_addr()?.to_string()})
     );
     std::io::stdout().flush()?;
+    if wait_stdin {
+        wait_line()?;
+    }
     let answer = vec![0xa5u8; reply];
     let mut buf = vec![0u8; 65536];
     let mut peers: BTreeMap<String, (u64, u64)> = BTreeMap::new();

@@ -436,9 +436,6 @@ fn seed_from_proc() -> Vec<ConnSample> {
     };
     let mut seen = StdHashMap::new();
     for s in found {
-        if s.udp {
-            continue;
-        }
         let state = ConnState::from_tcp(s.state);
         // TIME_WAIT and request sockets are not full sockets: the kernel side
         // will never report them, so they would linger.

@@ -26,15 +26,13 @@ use std::path::{Path, PathBuf};
 /// Kernel TCP state number of a listening socket (`TCP_LISTEN`).
 const TCP_LISTEN: u8 = 10;
 
-/// One TCP or UDP socket found in `/proc/<pid>/net/{tcp,tcp6,udp,udp6}`.
+/// One TCP socket found in `/proc/<pid>/net/{tcp,tcp6}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcSocket {
     /// Inode number of the network namespace (as in `/proc/<pid>/ns/net` -> `net:[4026531840]`).
     pub netns: u32,
-    /// Read from `tcp6` or `udp6`.
+    /// Read from `tcp6`.
     pub family_v6: bool,
-    /// Read from `udp` or `udp6`.
-    pub udp: bool,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     /// Kernel TCP state number (1 = ESTABLISHED ... 10 = LISTEN), hex field `st`.
@@ -45,7 +43,7 @@ pub struct ProcSocket {
     pub owner: Option<(u32, String)>,
 }
 
-/// Every TCP and UDP socket (v4 and v6) in every network namespace reachable
+/// Every TCP socket (v4 and v6) in every network namespace reachable
 /// through `/proc/<pid>/ns/net`, excluding TCP LISTEN sockets (state 10). `proc_root` is
 /// normally `"/proc"` (parameterised for tests).
 ///
@@ -85,15 +83,9 @@ pub fn scan_sockets(proc_root: &Path) -> io::Result<Vec<ProcSocket>> {
 
     let mut out = Vec::new();
     for ns in namespaces {
-        let files = [
-            (false, false, ns.v4),
-            (true, false, ns.v6),
-            (false, true, ns.u4),
-            (true, true, ns.u6),
-        ];
-        for (family_v6, udp, rows) in files {
+        for (family_v6, rows) in [(false, ns.v4), (true, ns.v6)] {
             for (local, remote, state, inode, uid) in rows.unwrap_or_default() {
-                if !udp && state == TCP_LISTEN {
+                if state == TCP_LISTEN {
                     continue;
                 }
                 // Sockets without an inode (TIME_WAIT, orphans) have no owner.
@@ -105,7 +97,6 @@ pub fn scan_sockets(proc_root: &Path) -> io::Result<Vec<ProcSocket>> {
                 out.push(ProcSocket {
                     netns: ns.inode,
                     family_v6,
-                    udp,
                     local,
                     remote,
                     state,
@@ -128,8 +119,6 @@ struct Namespace {
     inode: u32,
     v4: Option<Vec<Row>>,
     v6: Option<Vec<Row>>,
-    u4: Option<Vec<Row>>,
-    u6: Option<Vec<Row>>,
 }
 
 impl Namespace {
@@ -138,22 +127,15 @@ impl Namespace {
             inode,
             v4: None,
             v6: None,
-            u4: None,
-            u6: None,
         }
     }
 
-    /// Read whichever of `net/tcp`, `tcp6`, `udp`, `udp6` is still missing through the
+    /// Read whichever of `net/tcp`, `tcp6` is still missing through the
     /// process directory `pid_dir`. A failed read (the process vanished, or
     /// IPv6 is disabled) leaves it missing for the next process of the same
     /// namespace to try; a namespace whose file never reads is simply empty.
     fn read_missing(&mut self, pid_dir: &mut PathBuf) {
-        let files = [
-            (&mut self.v4, "tcp", false),
-            (&mut self.v6, "tcp6", true),
-            (&mut self.u4, "udp", false),
-            (&mut self.u6, "udp6", true),
-        ];
+        let files = [(&mut self.v4, "tcp", false), (&mut self.v6, "tcp6", true)];
         for (slot, name, v6) in files {
             if slot.is_none() {
                 pid_dir.push("net");
@@ -431,24 +413,6 @@ garbage
     }
 
     #[test]
-    fn real_udp_socket_with_owner() {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let local = s.local_addr().unwrap();
-        let sockets = scan_sockets(Path::new("/proc")).unwrap();
-        let hit: Vec<&ProcSocket> = sockets
-            .iter()
-            .filter(|p| p.udp && p.local == local)
-            .collect();
-        assert_eq!(hit.len(), 1, "{local} not found once: {hit:?}");
-        assert_eq!(hit[0].netns, own_netns());
-        assert_eq!(hit[0].owner.as_ref().unwrap().0, std::process::id());
-        assert!(
-            !sockets.iter().any(|p| !p.udp && p.local == local),
-            "UDP socket reported as TCP"
-        );
-    }
-
-    #[test]
     fn real_loopback_connection() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let server = listener.local_addr().unwrap();
@@ -560,7 +524,6 @@ garbage
                 ProcSocket {
                     netns,
                     family_v6: false,
-                    udp: false,
                     local: SocketAddr::new(local.into(), 80),
                     remote: SocketAddr::new(remote.into(), 4096),
                     state,
