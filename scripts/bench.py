@@ -13,6 +13,11 @@ Loads (each for --secs seconds, loopback only, bounded in time):
          is the in-kernel cost per connection (every hook a connection
          fires, both ends), paired with the mean of the unmonitored runs
          before and after; tcptop's own CPU per connection is reported too
+  udp    one process sending 64-byte datagrams to itself (tcptop-testpeer
+         udp-ping-self: an unconnected sendto, then recvfrom, per round
+         trip): its CPU time per round trip, pinned like conn; the
+         difference with tcptop attached is the in-kernel cost of one UDP
+         send call plus one receive call, both with a peer address
 
 Runs are interleaved A/B (none, tcptop, none, tcptop, ...) so machine drift
 cancels; each pair gives a ratio, and the report shows medians over --rounds.
@@ -74,9 +79,10 @@ LOAD_CPU, MON_CPU = (1, 0) if TWO_CPUS else (None, None)
 def run_load(kind, secs):
     global PORT
     PORT += 1
-    if kind == "conn":
+    if kind in ("conn", "udp"):
+        role = "churn-self" if kind == "conn" else "udp-ping-self"
         out = subprocess.run(
-            [PEER, "churn-self", "--listen", f"127.0.0.1:{PORT}", "--secs", str(secs)],
+            [PEER, role, "--listen", f"127.0.0.1:{PORT}", "--secs", str(secs)],
             stdout=subprocess.PIPE, text=True, timeout=secs + 30, check=True,
             preexec_fn=pinned(LOAD_CPU)).stdout
         return json.loads(out.splitlines()[-1])
@@ -96,10 +102,11 @@ def run_load(kind, secs):
 # The per-connection load also runs beside tcptop with its programs
 # attached but returning at once (TCPTOP_BENCH_NOOP=1): what the kernel
 # charges for running the hooks at all, the floor under tcptop's cost;
-# with and without the UDP per-packet programs (--tcp).
+# with and without the UDP programs (--tcp: the cgroup sendmsg/recvmsg
+# hooks; the send/receive tracepoints are shared with TCP).
 NOOP = {"TCPTOP_BENCH_NOOP": "1"}
 FLOORS = {"every hook attached, programs returning at once": [],
-          "the same without the UDP per-packet programs": ["--tcp"]}
+          "the same without the UDP programs": ["--tcp"]}
 
 
 class Monitor:
@@ -136,8 +143,9 @@ def main():
         sys.exit("bench.py needs root (tcptop loads eBPF programs)")
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
 
-    kinds = ("bulk", "small", "conn")
-    keys = {"bulk": "gbit_s", "small": "ns_per_call", "conn": "cpu_ns_per_conn"}
+    kinds = ("bulk", "small", "conn", "udp")
+    keys = {"bulk": "gbit_s", "small": "ns_per_call", "conn": "cpu_ns_per_conn",
+            "udp": "cpu_ns_per_pair"}
     res = {k: {"none": [], "tcptop": [], "ratio": []} for k in kinds}
     mon_cpu, mon_rss, idle_cpu = [], [], []
     conn_added, conn_own = [], []
@@ -151,7 +159,7 @@ def main():
         for kind in kinds:
             key = keys[kind]
             before = run_load(kind, a.secs)
-            m = Monitor(MON_CPU if kind == "conn" else None)
+            m = Monitor(MON_CPU if kind in ("conn", "udp") else None)
             mon = run_load(kind, a.secs)
             c, rss, secs = m.stop()
             if kind == "conn":
@@ -178,8 +186,9 @@ def main():
                   f"tcptop cpu {c * 100:.2f}% rss peak/now {rss[0]}/{rss[1]} KiB", file=sys.stderr)
 
     med = statistics.median
-    bulk, small, conn = res["bulk"], res["small"], res["conn"]
+    bulk, small, conn, udp = res["bulk"], res["small"], res["conn"], res["udp"]
     added_ns = [t - n for t, n in zip(small["tcptop"], small["none"])]
+    udp_added = [t - n for t, n in zip(udp["tcptop"], udp["none"])]
     lines = [
         f"rounds: {a.rounds} x {a.secs:g} s per load, interleaved A/B; medians",
         f"bulk throughput, no monitor: {med(bulk['none']):.2f} Gbit/s",
@@ -189,6 +198,11 @@ def main():
         f"64-byte send call, no monitor: {med(small['none']):.0f} ns",
         f"64-byte send call, tcptop attached: {med(small['tcptop']):.0f} ns",
         f"added per send call (paired): {med(added_ns):.0f} ns",
+        f"UDP round trip (64-byte unconnected sendto + recvfrom, one process), no monitor: "
+        f"{med(udp['none']):.0f} ns of CPU",
+        f"added per UDP round trip (paired): {med(udp_added):.0f} ns "
+        f"(min {min(udp_added):.0f}, max {max(udp_added):.0f}), i.e. "
+        f"{med(udp_added) / 2:.0f} ns per call",
         f"loopback connection (one process, both ends, 64 bytes each way), no monitor: "
         f"{med(conn['none']) / 1000:.2f} µs of CPU",
         f"added per connection in the kernel (paired){' (load and tcptop on separate CPUs)' if TWO_CPUS else ''}: "

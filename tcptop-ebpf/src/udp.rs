@@ -123,6 +123,11 @@ pub fn on_function_exit<M: Mem>(sk: u64, ret: i64, flags: i64, msg: u64, tx: boo
     {
         return;
     }
+    // UDP-Lite sockets share these functions; the tracepoint set leaves
+    // them out too.
+    if conn::transport::<Probe>(sk as *const u8) != conn::Kind::Udp {
+        return;
+    }
     count::<M>(sk, ret as u64, tx, msg_peer(msg));
 }
 

@@ -85,6 +85,15 @@ enum Role {
         #[arg(long)]
         secs: f64,
     },
+    /// 64-byte datagrams to itself for `secs`: one unconnected `sendto` and
+    /// one `recvfrom` per round trip (the UDP per-call benchmark).
+    UdpPingSelf {
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Seconds to run.
+        #[arg(long)]
+        secs: f64,
+    },
     UdpServer {
         #[arg(long)]
         listen: SocketAddr,
@@ -185,6 +194,7 @@ fn main() -> Result<()> {
             None => client(connect, &common, wait_stdin, rate),
         },
         Role::ChurnSelf { listen, secs } => churn_self(listen, secs),
+        Role::UdpPingSelf { listen, secs } => udp_ping_self(listen, secs),
         Role::UdpServer {
             listen,
             name,
@@ -434,6 +444,41 @@ fn churn_self(listen: SocketAddr, secs: f64) -> Result<()> {
         serde_json::json!({
             "event": "churn-self", "conns": conns, "secs": start.elapsed().as_secs_f64(),
             "cpu_ns_per_conn": cpu as f64 / conns as f64,
+        })
+    );
+    Ok(())
+}
+
+fn udp_ping_self(listen: SocketAddr, secs: f64) -> Result<()> {
+    let r = UdpSocket::bind(listen).with_context(|| format!("bind {listen}"))?;
+    r.set_read_timeout(Some(UDP_TIMEOUT))?;
+    let any: SocketAddr = if listen.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let s = UdpSocket::bind(any)?;
+    let to = r.local_addr()?;
+    let msg = [b'u'; 64];
+    let mut buf = [0u8; 2048];
+    let cpu0 = cpu_ns();
+    let start = Instant::now();
+    let limit = Duration::from_secs_f64(secs);
+    let mut pairs = 0u64;
+    while !pairs.is_multiple_of(1024) || start.elapsed() < limit {
+        s.send_to(&msg, to)?;
+        let (n, _) = r.recv_from(&mut buf)?;
+        if n != msg.len() {
+            bail!("received {n} bytes, sent {}", msg.len());
+        }
+        pairs += 1;
+    }
+    let cpu = cpu_ns() - cpu0;
+    println!(
+        "{}",
+        serde_json::json!({
+            "event": "udp-ping-self", "pairs": pairs, "secs": start.elapsed().as_secs_f64(),
+            "cpu_ns_per_pair": cpu as f64 / pairs as f64,
         })
     );
     Ok(())
