@@ -346,7 +346,7 @@ pub fn on_io<M: Mem>(sk: u64, ret: i64, flags: i64, tx: bool) {
             if tp == 0 {
                 // A zero-length datagram is one datagram: UDP counts ret 0.
                 if kernel::udp_enabled() && kind::<M>(sk as *const u8) == Kind::Udp {
-                    udp::on_traced_call::<M>(M::plain(sk), ret, flags, tx);
+                    udp::on_traced_call::<M>(sk, ret, flags, tx);
                 }
                 return;
             }

@@ -99,12 +99,12 @@ const MSG_PEEK: i64 = 2;
 /// `MSG_ERRQUEUE`: reads queued errors, not datagrams.
 const MSG_ERRQUEUE: i64 = 0x2000;
 
-/// A call on UDP socket `sk` (a plain number) returned `ret`, seen by a
-/// send/receive tracepoint: the peer, if the call had one, comes from the
-/// cgroup hook that ran during the call.
+/// A call on UDP socket `sk` (as the tracepoint gives it: typed for
+/// `Direct`) returned `ret`, seen by a send/receive tracepoint: the peer,
+/// if the call had one, comes from the cgroup hook that ran during the call.
 #[inline(always)]
 pub fn on_traced_call<M: Mem>(sk: u64, ret: i64, flags: i64, tx: bool) {
-    let peer = take_handover(sk, tx);
+    let peer = take_handover(M::plain(sk), tx);
     if ret < 0 || (!tx && flags & (MSG_PEEK | MSG_ERRQUEUE) != 0) {
         return;
     }
@@ -115,7 +115,7 @@ pub fn on_traced_call<M: Mem>(sk: u64, ret: i64, flags: i64, tx: bool) {
 /// `ret`, seen at the UDP function's exit (fexit, kretprobe): the peer, if
 /// the call had one, is in the message (for a receive, filled in by then).
 #[inline(always)]
-pub fn on_function_exit<M: Mem>(sk: u64, ret: i64, flags: i64, msg: u64, tx: bool) {
+pub fn on_function_exit(sk: u64, ret: i64, flags: i64, msg: u64, tx: bool) {
     if !kernel::ready()
         || !kernel::udp_enabled()
         || ret < 0
@@ -128,7 +128,7 @@ pub fn on_function_exit<M: Mem>(sk: u64, ret: i64, flags: i64, msg: u64, tx: boo
     if conn::transport::<Probe>(sk as *const u8) != conn::Kind::Udp {
         return;
     }
-    count::<M>(sk, ret as u64, tx, msg_peer(msg));
+    count::<Probe>(sk, ret as u64, tx, msg_peer(msg));
 }
 
 /// `udp_sendmsg` is also called by `udpv6_sendmsg` for an IPv4-mapped
@@ -177,17 +177,30 @@ fn is_v4_mapped(a: &[u8; 16]) -> bool {
 }
 
 /// Counts `bytes` moved by one call on `sk`, for the calling process.
-/// Socket fields are read with probe reads: a typed socket pointer cannot
-/// reach `inet_sock` fields, and these calls are UDP only.
+/// Only `sock_common` fields are read (the local port from `skc_num`, not
+/// `inet_sock`'s `inet_sport`): a typed `struct sock` pointer reaches them
+/// with plain loads.
 #[inline(always)]
 fn count<M: Mem>(sk: u64, bytes: u64, tx: bool, peer: Option<Peer>) {
     let skc = sk as *const u8;
     let mut t = ConnTuple {
         proto: IPPROTO_UDP,
-        family: conn::family::<Probe>(skc),
+        family: conn::family::<M>(skc),
         ..ConnTuple::default()
     };
-    conn::read_endpoints::<Probe>(skc, &mut t);
+    if t.family == AF_INET6 {
+        t.saddr = kernel::read16::<M>(skc, off!(skc_v6_rcv_saddr));
+        t.daddr = kernel::read16::<M>(skc, off!(skc_v6_daddr));
+    } else {
+        // Network byte order in memory: the bytes as they are.
+        let s = M::read::<u32>(skc, off!(skc_rcv_saddr)).unwrap_or(0);
+        let d = M::read::<u32>(skc, off!(skc_daddr)).unwrap_or(0);
+        t.saddr[..4].copy_from_slice(&s.to_ne_bytes());
+        t.daddr[..4].copy_from_slice(&d.to_ne_bytes());
+    }
+    // A live socket's bound port (host order; zeroed only at close).
+    t.sport = M::read::<u16>(skc, off!(skc_num)).unwrap_or(0);
+    t.dport = u16::from_be(M::read::<u16>(skc, off!(skc_dport)).unwrap_or(0));
     if let Some(p) = peer {
         t.daddr = p.addr;
         t.dport = p.port;
@@ -212,7 +225,7 @@ fn count<M: Mem>(sk: u64, bytes: u64, tx: bool, peer: Option<Peer>) {
             t.saddr[..4].copy_from_slice(&s[12..]);
         }
     }
-    t.netns = conn::netns::<Probe>(skc);
+    t.netns = conn::netns::<M>(skc);
 
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };

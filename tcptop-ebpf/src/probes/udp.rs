@@ -25,7 +25,7 @@ use aya_ebpf::{
 use core::hint::black_box;
 use tcptop_common::{AF_INET, AF_INET6};
 
-use crate::kernel::{self, Direct, Mem, Probe, off};
+use crate::kernel::{self, off};
 use crate::udp;
 
 // --- tracepoint set: peer addresses from the cgroup hooks ---
@@ -93,20 +93,20 @@ pub fn fexit_udp_sendmsg(ctx: FExitContext) -> i32 {
     let sk = kernel::launder(ctx.arg(0));
     // The IPv4-mapped path of udpv6_sendmsg: counted by the outer call.
     if !udp::is_inet6(sk) {
-        send_exit::<Direct>(sk, ctx.arg(1), ctx.arg::<u64>(3));
+        send_exit(sk, ctx.arg(1), ctx.arg::<u64>(3));
     }
     0
 }
 
 #[fexit(function = "udpv6_sendmsg")]
 pub fn fexit_udpv6_sendmsg(ctx: FExitContext) -> i32 {
-    send_exit::<Direct>(kernel::launder(ctx.arg(0)), ctx.arg(1), ctx.arg::<u64>(3));
+    send_exit(kernel::launder(ctx.arg(0)), ctx.arg(1), ctx.arg::<u64>(3));
     0
 }
 
 #[inline(always)]
-fn send_exit<M: Mem>(sk: u64, msg: u64, ret: u64) {
-    udp::on_function_exit::<M>(sk, ret as i32 as i64, 0, msg, true);
+fn send_exit(sk: u64, msg: u64, ret: u64) {
+    udp::on_function_exit(sk, ret as i32 as i64, 0, msg, true);
 }
 
 // One program per argument layout, as for tcp_recvmsg (fentry.rs).
@@ -147,7 +147,7 @@ pub fn fexit_udpv6_recvmsg6(ctx: FExitContext) -> i32 {
 #[inline(always)]
 fn recv_exit(ctx: &FExitContext, flags: u64, ret: u64) -> i32 {
     let sk = kernel::launder(ctx.arg(0));
-    udp::on_function_exit::<Direct>(
+    udp::on_function_exit(
         sk,
         ret as i32 as i64,
         flags as i32 as i64,
@@ -184,7 +184,7 @@ fn exit(ret: u64, tx: bool, inet4_only: bool) {
         return;
     }
     let _ = UDP_INFLIGHT.remove(&tid);
-    udp::on_function_exit::<Probe>(sk, ret as i32 as i64, flags as i32 as i64, msg, tx);
+    udp::on_function_exit(sk, ret as i32 as i64, flags as i32 as i64, msg, tx);
 }
 
 #[kprobe]
