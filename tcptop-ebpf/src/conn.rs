@@ -320,9 +320,9 @@ pub fn emit_close(sk: u64, st: *const ConnStats) {
 }
 
 /// `MSG_PEEK`: data is left in the queue and will be counted when read.
-const MSG_PEEK: i64 = 2;
-/// `MSG_ERRQUEUE`: reads queued errors and timestamps, not stream data.
-const MSG_ERRQUEUE: i64 = 0x2000;
+pub const MSG_PEEK: i64 = 2;
+/// `MSG_ERRQUEUE`: reads queued errors and timestamps, not data.
+pub const MSG_ERRQUEUE: i64 = 0x2000;
 
 /// Accounts one send (`tx`) or receive call on `sk` that returned `ret`
 /// (bytes moved, or a negative errno). Called in the caller's context by

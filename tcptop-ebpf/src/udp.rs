@@ -27,7 +27,7 @@ use tcptop_common::{
     AF_INET, AF_INET6, ConnTuple, DROP_UDP_FLOWS, IPPROTO_UDP, MAX_UDP_FLOWS, UdpFlow,
 };
 
-use crate::conn;
+use crate::conn::{self, MSG_ERRQUEUE, MSG_PEEK};
 use crate::kernel::{self, Mem, Probe, off};
 
 #[map(name = "UDP_FLOWS")]
@@ -57,9 +57,12 @@ pub struct Handover {
 }
 
 /// Calls in flight on a thread: (thread id << 1 | tx) -> the peer its
-/// cgroup hook saw. LRU: a call that failed after its hook (its tracepoint
-/// then skips UDP work) leaves an entry behind that the thread's next such
-/// call overwrites; threads that exit leave theirs to be evicted.
+/// cgroup hook saw. LRU: a send that failed after its hook (the tracepoint
+/// skips failed calls before any map work) leaves its entry behind; the
+/// thread's next hooked call on any socket replaces it, but a next call on
+/// the same socket that has no hook (a `send()` after `connect()`) would
+/// take that stale peer: rare, and the bytes still count, on that socket.
+/// Threads that exit leave theirs to be evicted.
 #[map(name = "UDP_PEERS")]
 static UDP_PEERS: LruHashMap<u64, Handover> = LruHashMap::with_max_entries(16_384, 0);
 
@@ -93,11 +96,6 @@ fn take_handover(sk: u64, tx: bool) -> Option<Peer> {
     let _ = UDP_PEERS.remove(&key);
     (h.sk == sk).then_some(h.peer)
 }
-
-/// `MSG_PEEK`: the datagram stays queued and is counted when read.
-const MSG_PEEK: i64 = 2;
-/// `MSG_ERRQUEUE`: reads queued errors, not datagrams.
-const MSG_ERRQUEUE: i64 = 0x2000;
 
 /// A call on UDP socket `sk` (as the tracepoint gives it: typed for
 /// `Direct`) returned `ret`, seen by a send/receive tracepoint: the peer,

@@ -66,14 +66,22 @@ pub fn kretprobe_tcp_sendpage(ctx: RetProbeContext) -> u32 {
 
 #[kprobe]
 pub fn kprobe_tcp_recvmsg(ctx: ProbeContext) -> u32 {
+    enter(ctx.arg::<u64>(0), recv_flags(&ctx));
+    0
+}
+
+/// The `flags` argument of a `*_recvmsg(sk, msg, len, [nonblock,] flags,
+/// ...)` entry (the layout of this kernel's `tcp_recvmsg`, which the UDP
+/// functions share).
+#[inline(always)]
+pub fn recv_flags(ctx: &ProbeContext) -> u64 {
     // Read both candidates at constant offsets, then choose a value: left
     // alone, the compiler turns the choice into a variable offset into the
     // context (pt_regs), which the verifier rejects.
     let a3 = black_box(ctx.arg::<u64>(3));
     let a4 = black_box(ctx.arg::<u64>(4));
     let flags = if off!(recv_ret_arg) == 6 { a4 } else { a3 };
-    enter(ctx.arg::<u64>(0), flags.unwrap_or(0));
-    0
+    flags.unwrap_or(0)
 }
 
 #[kretprobe]

@@ -22,10 +22,10 @@ use aya_ebpf::{
     maps::HashMap,
     programs::{FExitContext, ProbeContext, RetProbeContext, SockAddrContext},
 };
-use core::hint::black_box;
 use tcptop_common::{AF_INET, AF_INET6};
 
-use crate::kernel::{self, off};
+use super::kprobe;
+use crate::kernel;
 use crate::udp;
 
 // --- tracepoint set: peer addresses from the cgroup hooks ---
@@ -217,11 +217,11 @@ pub fn kretprobe_udpv6_sendmsg(ctx: RetProbeContext) -> u32 {
 
 #[inline(always)]
 fn recv_enter(ctx: &ProbeContext) {
-    // Both candidates at constant offsets, then a choice (see kprobe.rs).
-    let a3 = black_box(ctx.arg::<u64>(3));
-    let a4 = black_box(ctx.arg::<u64>(4));
-    let flags = if off!(recv_ret_arg) == 6 { a4 } else { a3 };
-    enter(ctx.arg::<u64>(0), flags.unwrap_or(0), ctx.arg::<u64>(1));
+    enter(
+        ctx.arg::<u64>(0),
+        kprobe::recv_flags(ctx),
+        ctx.arg::<u64>(1),
+    );
 }
 
 #[kprobe]
