@@ -115,6 +115,16 @@ pub fn read_tuple<M: Mem>(sk: *const u8, t: &mut ConnTuple) {
 /// Re-reads addresses and ports (family and namespace never change).
 #[inline(always)]
 pub fn read_endpoints<M: Mem>(sk: *const u8, t: &mut ConnTuple) {
+    read_addrs::<M>(sk, t);
+    // inet_sport, not skc_num: closing releases the port and zeroes skc_num
+    // before the CLOSE transition is traced.
+    t.sport = u16::from_be(M::read::<u16>(sk, off!(inet_sport)).unwrap_or(0));
+}
+
+/// Reads both addresses and the remote port of `sk` for `t.family`: the
+/// `sock_common` part of the endpoints (the local port is the caller's).
+#[inline(always)]
+pub fn read_addrs<M: Mem>(sk: *const u8, t: &mut ConnTuple) {
     if t.family == AF_INET6 {
         t.saddr = kernel::read16::<M>(sk, off!(skc_v6_rcv_saddr));
         t.daddr = kernel::read16::<M>(sk, off!(skc_v6_daddr));
@@ -127,9 +137,6 @@ pub fn read_endpoints<M: Mem>(sk: *const u8, t: &mut ConnTuple) {
         t.saddr[..4].copy_from_slice(&s.to_ne_bytes());
         t.daddr[..4].copy_from_slice(&d.to_ne_bytes());
     }
-    // inet_sport, not skc_num: closing releases the port and zeroes skc_num
-    // before the CLOSE transition is traced.
-    t.sport = u16::from_be(M::read::<u16>(sk, off!(inet_sport)).unwrap_or(0));
     t.dport = u16::from_be(M::read::<u16>(sk, off!(skc_dport)).unwrap_or(0));
 }
 

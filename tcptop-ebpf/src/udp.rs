@@ -102,8 +102,9 @@ fn take_handover(sk: u64, tx: bool) -> Option<Peer> {
 /// if the call had one, comes from the cgroup hook that ran during the call.
 #[inline(always)]
 pub fn on_traced_call<M: Mem>(sk: u64, ret: i64, flags: i64, tx: bool) {
+    // (`on_io` has already left failed calls out.)
     let peer = take_handover(M::plain(sk), tx);
-    if ret < 0 || (!tx && flags & (MSG_PEEK | MSG_ERRQUEUE) != 0) {
+    if !tx && flags & (MSG_PEEK | MSG_ERRQUEUE) != 0 {
         return;
     }
     count::<M>(sk, ret as u64, tx, peer);
@@ -186,19 +187,9 @@ fn count<M: Mem>(sk: u64, bytes: u64, tx: bool, peer: Option<Peer>) {
         family: conn::family::<M>(skc),
         ..ConnTuple::default()
     };
-    if t.family == AF_INET6 {
-        t.saddr = kernel::read16::<M>(skc, off!(skc_v6_rcv_saddr));
-        t.daddr = kernel::read16::<M>(skc, off!(skc_v6_daddr));
-    } else {
-        // Network byte order in memory: the bytes as they are.
-        let s = M::read::<u32>(skc, off!(skc_rcv_saddr)).unwrap_or(0);
-        let d = M::read::<u32>(skc, off!(skc_daddr)).unwrap_or(0);
-        t.saddr[..4].copy_from_slice(&s.to_ne_bytes());
-        t.daddr[..4].copy_from_slice(&d.to_ne_bytes());
-    }
+    conn::read_addrs::<M>(skc, &mut t);
     // A live socket's bound port (host order; zeroed only at close).
     t.sport = M::read::<u16>(skc, off!(skc_num)).unwrap_or(0);
-    t.dport = u16::from_be(M::read::<u16>(skc, off!(skc_dport)).unwrap_or(0));
     if let Some(p) = peer {
         t.daddr = p.addr;
         t.dport = p.port;

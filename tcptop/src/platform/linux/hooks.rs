@@ -159,16 +159,44 @@ pub(super) fn present(btf: &Btf, func: &str) -> bool {
 }
 
 fn fentry(ebpf: &mut Ebpf, btf: &Btf, tracing: &mut TracingBtf) -> Result<(), String> {
+    attach_fexit(ebpf, btf, tracing, &IO_FUNCS)
+}
+
+fn kprobe(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
+    if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        return Err("this kernel has no kprobe support (CONFIG_KPROBES)".into());
+    }
+    attach_kprobes(ebpf, btf, &IO_FUNCS)
+}
+
+/// The fexit program of `func` for this kernel: a `*_recvmsg` function has
+/// one per argument layout (`fexit_<func><count>`).
+fn fexit_name(btf: &Btf, func: &str) -> Result<String, String> {
+    if !func.ends_with("recvmsg") {
+        return Ok(format!("fexit_{func}"));
+    }
+    match btf.func_param_count(func) {
+        Some(n @ 4..=6) => Ok(format!("fexit_{func}{n}")),
+        other => Err(format!(
+            "{func} has {other:?} arguments in BTF (4 to 6 expected)"
+        )),
+    }
+}
+
+/// Loads and attaches the fexit program of each of `funcs` (name, whether
+/// the kernel may lack it).
+pub(super) fn attach_fexit(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    tracing: &mut TracingBtf,
+    funcs: &[(&str, bool)],
+) -> Result<(), String> {
     let aya_btf = tracing.get()?;
-    for (func, optional) in IO_FUNCS {
+    for &(func, optional) in funcs {
         if optional && !present(btf, func) {
             continue;
         }
-        // tcp_recvmsg has one program per argument layout.
-        let name = match btf.func_param_count(func) {
-            Some(n) if func == "tcp_recvmsg" => format!("fexit_{func}{n}"),
-            _ => format!("fexit_{func}"),
-        };
+        let name = fexit_name(btf, func)?;
         let prog: &mut FExit = program(ebpf, &name)?
             .try_into()
             .map_err(|e| format!("{name}: {e}"))?;
@@ -180,11 +208,13 @@ fn fentry(ebpf: &mut Ebpf, btf: &Btf, tracing: &mut TracingBtf) -> Result<(), St
     Ok(())
 }
 
-fn kprobe(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
-    if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
-        return Err("this kernel has no kprobe support (CONFIG_KPROBES)".into());
-    }
-    for (func, optional) in IO_FUNCS {
+/// Loads and attaches the kprobe and kretprobe programs of each of `funcs`.
+pub(super) fn attach_kprobes(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    funcs: &[(&str, bool)],
+) -> Result<(), String> {
+    for &(func, optional) in funcs {
         if optional && !present(btf, func) {
             continue;
         }
@@ -200,6 +230,21 @@ fn kprobe(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Every fexit, kprobe and kretprobe program name `funcs` may use.
+pub(super) fn function_programs(funcs: &[(&str, bool)]) -> Vec<String> {
+    let mut names = Vec::new();
+    for (func, _) in funcs {
+        if func.ends_with("recvmsg") {
+            names.extend((4..=6).map(|n| format!("fexit_{func}{n}")));
+        } else {
+            names.push(format!("fexit_{func}"));
+        }
+        names.push(format!("kprobe_{func}"));
+        names.push(format!("kretprobe_{func}"));
+    }
+    names
 }
 
 /// Loads and attaches the raw tracepoint program named like its tracepoint.
@@ -222,23 +267,7 @@ pub fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Program, St
 /// Detaches and unloads whatever part of a set got loaded.
 fn unload_set(ebpf: &mut Ebpf, set: HookSet) {
     match set {
-        HookSet::Fentry => unload(
-            ebpf,
-            [
-                "fexit_tcp_sendmsg",
-                "fexit_tcp_sendpage",
-                "fexit_tcp_recvmsg4",
-                "fexit_tcp_recvmsg5",
-                "fexit_tcp_recvmsg6",
-            ]
-            .map(String::from),
-        ),
-        HookSet::Kprobe => unload(
-            ebpf,
-            IO_FUNCS
-                .iter()
-                .flat_map(|(f, _)| [format!("kprobe_{f}"), format!("kretprobe_{f}")]),
-        ),
+        HookSet::Fentry | HookSet::Kprobe => unload(ebpf, function_programs(&IO_FUNCS)),
         HookSet::Tracepoint => unload(
             ebpf,
             IO_TRACEPOINTS

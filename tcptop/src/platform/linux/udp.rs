@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use aya::{
     Ebpf,
     maps::{HashMap, IterableMap, MapData},
-    programs::{CgroupSockAddr, FExit, KProbe, links::CgroupAttachMode},
+    programs::{CgroupSockAddr, links::CgroupAttachMode},
 };
 use tcptop_common::{ConnTuple, MAP_UDP_FLOWS, UdpFlow};
 
@@ -60,7 +60,7 @@ impl UdpFlows {
         opts: &SourceOptions,
     ) -> Result<(Self, Option<String>), String> {
         let attached = match set {
-            HookSet::Fentry => fentry(ebpf, btf, tracing).map(|()| None),
+            HookSet::Fentry => hooks::attach_fexit(ebpf, btf, tracing, &FUNCS).map(|()| None),
             HookSet::Kprobe => kprobe(ebpf, btf).map(|()| None),
             HookSet::Tracepoint => Ok(sock_addr(ebpf).err().map(|e| {
                 hooks::unload(ebpf, SOCK_ADDR_PROGRAMS.map(String::from));
@@ -73,7 +73,7 @@ impl UdpFlows {
         let warning = match attached {
             Ok(w) => w,
             Err(e) => {
-                hooks::unload(ebpf, all_function_programs());
+                hooks::unload(ebpf, hooks::function_programs(&FUNCS));
                 return Err(format!("UDP flows are not shown: {e}"));
             }
         };
@@ -135,65 +135,20 @@ impl UdpFlows {
     }
 }
 
-/// The fexit program of `func` for this kernel: the receive functions
-/// have one per argument layout.
-fn fexit_name(btf: &Btf, func: &str) -> Result<String, String> {
-    if !func.contains("recvmsg") {
-        return Ok(format!("fexit_{func}"));
-    }
-    match btf.func_param_count(func) {
-        Some(n @ 4..=6) => Ok(format!("fexit_{func}{n}")),
-        other => Err(format!(
-            "{func} has {other:?} arguments in BTF (4 to 6 expected)"
-        )),
-    }
-}
-
-fn fentry(ebpf: &mut Ebpf, btf: &Btf, tracing: &mut hooks::TracingBtf) -> Result<(), String> {
-    let aya_btf = tracing.get()?;
-    for (func, optional) in FUNCS {
-        if optional && !hooks::present(btf, func) {
-            continue;
-        }
-        let name = fexit_name(btf, func)?;
-        let prog: &mut FExit = hooks::program(ebpf, &name)?
-            .try_into()
-            .map_err(|e| format!("{name}: {e}"))?;
-        prog.load(func, aya_btf)
-            .map_err(|e| format!("cannot load fexit program for {func}: {}", hooks::chain(&e)))?;
-        prog.attach()
-            .map_err(|e| format!("cannot attach fexit to {func}: {}", hooks::chain(&e)))?;
-    }
-    Ok(())
-}
-
+/// The entry probe of a receive picks `flags` by tcp_recvmsg's layout,
+/// which every kernel gives udp(v6)_recvmsg too: checked before attaching.
 fn kprobe(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
-    for (func, optional) in FUNCS {
-        if optional && !hooks::present(btf, func) {
-            continue;
-        }
-        // The entry probe of a receive picks `flags` by tcp_recvmsg's
-        // layout, which every kernel gives udp(v6)_recvmsg too: check.
-        if func.contains("recvmsg") {
-            fexit_name(btf, func)?;
-            if btf.func_param_count(func) != btf.func_param_count("tcp_recvmsg") {
-                return Err(format!(
-                    "{func} and tcp_recvmsg take different arguments in this kernel"
-                ));
-            }
-        }
-        for kind in ["kprobe", "kretprobe"] {
-            let name = format!("{kind}_{func}");
-            let prog: &mut KProbe = hooks::program(ebpf, &name)?
-                .try_into()
-                .map_err(|e| format!("{name}: {e}"))?;
-            prog.load()
-                .map_err(|e| format!("cannot load {kind} for {func}: {}", hooks::chain(&e)))?;
-            prog.attach(func, 0)
-                .map_err(|e| format!("cannot attach {kind} to {func}: {}", hooks::chain(&e)))?;
+    for (func, _) in FUNCS {
+        if func.ends_with("recvmsg")
+            && hooks::present(btf, func)
+            && btf.func_param_count(func) != btf.func_param_count("tcp_recvmsg")
+        {
+            return Err(format!(
+                "{func} and tcp_recvmsg take different arguments in this kernel"
+            ));
         }
     }
-    Ok(())
+    hooks::attach_kprobes(ebpf, btf, &FUNCS)
 }
 
 fn sock_addr(ebpf: &mut Ebpf) -> Result<(), String> {
@@ -210,21 +165,6 @@ fn sock_addr(ebpf: &mut Ebpf) -> Result<(), String> {
             .map_err(|e| format!("cannot attach {name}: {}", hooks::chain(&e)))?;
     }
     Ok(())
-}
-
-/// Every UDP function program's name (fentry and kprobe sets).
-fn all_function_programs() -> Vec<String> {
-    let mut names = Vec::new();
-    for (func, _) in FUNCS {
-        if func.contains("recvmsg") {
-            names.extend((4..=6).map(|n| format!("fexit_{func}{n}")));
-        } else {
-            names.push(format!("fexit_{func}"));
-        }
-        names.push(format!("kprobe_{func}"));
-        names.push(format!("kretprobe_{func}"));
-    }
-    names
 }
 
 /// `bpf_ktime_get_ns()`'s clock.
