@@ -158,12 +158,11 @@ pub fn read_counters<M: Mem>(tp: *const u8) -> SockCounters {
     }
 }
 
-/// Copies the socket counters of `tp` (a `tcp_sock`) into its record.
-/// Racing CPUs may store slightly older values; user space never lets a
-/// counter go backwards.
+/// Stores socket counters read from a `tcp_sock` in its record. Racing
+/// CPUs may store slightly older values; user space never lets a counter
+/// go backwards.
 #[inline(always)]
-pub fn refresh_counters<M: Mem>(st: *mut ConnStats, tp: *const u8) {
-    let c = read_counters::<M>(tp);
+pub fn store_counters(st: *mut ConnStats, c: &SockCounters) {
     // SAFETY: `st` points at a live map value.
     unsafe {
         if c.srtt_us8 != 0 {
@@ -173,6 +172,31 @@ pub fn refresh_counters<M: Mem>(st: *mut ConnStats, tp: *const u8) {
         (*st).segs_out = c.segs_out;
         (*st).retrans = c.retrans;
     }
+}
+
+/// Copies what the socket `tp` (a `tcp_sock`) holds now into its record:
+/// `state`, the socket counters, and both endpoints if the record does not
+/// have them yet (see [`incomplete`]).
+#[inline(always)]
+pub fn refresh<M: Mem>(st: *mut ConnStats, tp: *const u8, state: u8) {
+    // SAFETY: `st` points at a live map value.
+    unsafe {
+        if incomplete(&(*st).tuple) {
+            read_endpoints::<M>(tp, &mut (*st).tuple);
+        }
+        (*st).state = state;
+    }
+    store_counters(st, &read_counters::<M>(tp));
+}
+
+/// Whether a record's endpoints are still being filled in by the kernel:
+/// connect() picks the source port after entering SYN_SENT, a listener's
+/// child gets its remote end after SYN_RECV. Once both ports are set the
+/// endpoints never change (a failed connect() zeroes them again when it
+/// disconnects: they are not re-read then).
+#[inline(always)]
+pub fn incomplete(t: &ConnTuple) -> bool {
+    t.sport == 0 || t.dport == 0
 }
 
 /// Records the calling process as the connection's owner. Only called from
@@ -219,11 +243,10 @@ pub fn remove(sk: u64) {
     let _ = CONNS.remove(&sk);
 }
 
-/// Starts tracking the TCP socket `tp` (see [`tcp_sock`]), open before we
-/// saw its first state change: its socket counters are baselined now.
+/// A record for the TCP socket `tp`, open before we saw it: its socket
+/// counters are baselined now.
 #[inline(always)]
-pub fn start_existing<M: Mem>(tp: *const u8, state: u8) -> Option<*mut ConnStats> {
-    let key = tp as u64;
+pub fn existing<M: Mem>(tp: *const u8, state: u8) -> ConnStats {
     let mut st = ConnStats::default();
     read_tuple::<M>(tp, &mut st.tuple);
     let c = read_counters::<M>(tp);
@@ -237,6 +260,15 @@ pub fn start_existing<M: Mem>(tp: *const u8, state: u8) -> Option<*mut ConnStats
     st.retrans_base = c.retrans;
     st.state = state;
     st.first_ns = unsafe { bpf_ktime_get_ns() };
+    st
+}
+
+/// Starts tracking the TCP socket `tp` (see [`tcp_sock`]), open before we
+/// saw its first state change: its socket counters are baselined now.
+#[inline(always)]
+pub fn start_existing<M: Mem>(tp: *const u8, state: u8) -> Option<*mut ConnStats> {
+    let key = tp as u64;
+    let st = existing::<M>(tp, state);
     if CONNS.insert(&key, &st, BPF_NOEXIST as u64).is_err() {
         // Either another CPU inserted it first (fine: use theirs) or the map is full.
         if let Some(p) = lookup(key) {
@@ -342,11 +374,11 @@ pub fn on_io<M: Mem>(sk: u64, ret: i64, flags: i64, tx: bool) {
     if !kernel::ready() || sk == 0 || ret < 0 {
         return;
     }
-    let stream = ret > 0 && (tx || flags & (MSG_PEEK | MSG_ERRQUEUE) == 0);
-    // Only TCP sockets are in the map: a hit needs no kind check (for
-    // direct reads, just the typed pointer).
-    let (tp, st) = match lookup(sk) {
-        Some(p) if stream => (M::tcp_sock(sk), p),
+    // A call that moves data (or reads the end of it: ret 0).
+    let data = tx || flags & (MSG_PEEK | MSG_ERRQUEUE) == 0;
+    // Only TCP sockets are in the map: a hit needs no kind check.
+    let st = match lookup(sk) {
+        Some(p) if data && ret > 0 => p,
         Some(_) => return,
         None => {
             let tp = tcp_sock::<M>(sk);
@@ -357,13 +389,16 @@ pub fn on_io<M: Mem>(sk: u64, ret: i64, flags: i64, tx: bool) {
                 }
                 return;
             }
-            if !stream {
+            if !data {
                 return;
             }
+            // Open before tcptop started (every connection born since has
+            // a record): tracked from its first call on, the end of its
+            // data (ret 0) included, so that its state shows from here on.
             let state = M::read::<u8>(tp as *const u8, off!(skc_state)).unwrap_or(0);
             match start_existing::<M>(tp as *const u8, state) {
-                Some(p) => (tp, p),
-                None => return,
+                Some(p) if ret > 0 => p,
+                _ => return,
             }
         }
     };
@@ -377,10 +412,7 @@ pub fn on_io<M: Mem>(sk: u64, ret: i64, flags: i64, tx: bool) {
     };
     add(counter, ret as u64);
     set_owner::<M>(st);
-    // RTT, segments and retransmits as of this call: four plain loads for
-    // BTF-typed programs. (Fresher, per-ACK counters would need a sock_ops
-    // callback on every ACK of every connection: see ARCHITECTURE.md.)
-    if tp != 0 {
-        refresh_counters::<M>(st, tp as *const u8);
-    }
+    // State, RTT, segments and retransmits are not read here: the
+    // snapshot's iterator (`probes/iter.rs`) copies them from the socket
+    // right before user space reads the map, and teardown takes the last.
 }

@@ -1,10 +1,11 @@
 //! tcptop's kernel programs: the "tracepoint" hook set.
 //!
 //! Data model: one [`ConnStats`] per TCP socket in the `CONNS` hash map, keyed
-//! by the kernel's `struct sock *`. Byte counters are added atomically at each
-//! send/receive call; state, RTT, segment and retransmit counters are copied
-//! from the socket at each event. Only lifecycle events (new, state change,
-//! close with final counters) go through the `EVENTS` ring buffer.
+//! by the kernel's `struct sock *`, made at the connection's birth (or its
+//! first call). Byte counters are added atomically at each send/receive
+//! call; state, endpoints, RTT, segment and retransmit counters are copied
+//! from the socket by a TCP iterator user space runs at each snapshot, and
+//! at teardown. Only the final record goes through the `EVENTS` ring buffer.
 #![no_std]
 #![no_main]
 // 64-bit atomic add for byte counters (see conn::add).

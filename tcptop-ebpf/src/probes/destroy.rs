@@ -32,13 +32,31 @@ fn on_destroy<M: Mem>(sk: u64) {
         return;
     }
     if let Some(st) = conn::lookup(sk) {
+        // The final record: endpoints too if still incomplete (a
+        // connection shorter than a snapshot interval was never refreshed
+        // by the iterator). An orderly close keeps them (inet_sport, unlike
+        // skc_num, survives the port's release).
         let tp = M::tcp_sock(sk);
         if tp != 0 {
-            conn::refresh_counters::<M>(st, tp as *const u8);
+            conn::refresh::<M>(st, tp as *const u8, TCP_CLOSE);
+        } else {
+            // SAFETY: `st` points at a live map value.
+            unsafe { (*st).state = TCP_CLOSE };
         }
-        // SAFETY: `st` points at a live map value.
-        unsafe { (*st).state = TCP_CLOSE };
         conn::emit_close(sk, st);
         conn::remove(sk);
+    } else {
+        // A connection open before tcptop started that had no call since
+        // (every connection born since has a record): user space shows it
+        // from /proc at start-up, and learns here that it ended. Sockets
+        // that never connected (and listeners) have no remote port.
+        let tp = conn::tcp_sock::<M>(sk);
+        if tp == 0 {
+            return;
+        }
+        let st = conn::existing::<M>(tp as *const u8, TCP_CLOSE);
+        if st.tuple.dport != 0 {
+            conn::emit_close(sk, &raw const st);
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! One file per kernel hook.
 mod destroy;
 mod fentry;
+mod iter;
 mod kprobe;
-mod retransmit;
 mod send_recv;
 mod state;
 mod udp;

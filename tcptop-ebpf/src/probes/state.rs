@@ -2,15 +2,25 @@
 //! a raw one (probe reads) where BTF-typed programs cannot load.
 //!
 //! TP_PROTO(const struct sock *sk, const int oldstate, const int newstate):
-//! fired by `inet_sk_set_state`/`tcp_set_state` on every TCP state change.
-//! A socket entering SYN_SENT (connect, process context) or SYN_RECV (a child
-//! created by a listener, softirq) is a connection born while we watch.
+//! fired by `inet_sk_set_state`/`tcp_set_state` on every TCP state change,
+//! ten times for a short connection's two ends. Only two of them matter
+//! here: a socket entering SYN_SENT (connect, in the caller's context: the
+//! owner) or SYN_RECV (a child made by a listener, in softirq) is a
+//! connection born while we watch. The state a connection is in is read by
+//! the snapshot's iterator (`iter.rs`), not traced: every other transition
+//! returns before touching the map, so the packet path pays only the call.
+//!
+//! Except one kind: a transition to CLOSE that no teardown follows at once
+//! (a refused or reset connection, whose socket the application may keep
+//! open, and a failed connect() then disconnects, zeroing its endpoints):
+//! its record learns CLOSE and its endpoints here. The orderly ends (from
+//! LAST_ACK, FIN_WAIT2 or CLOSING) go straight on to teardown.
 
 use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
-use tcptop_common::{TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT};
+use tcptop_common::{TCP_CLOSE, TCP_CLOSING, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_SYN_RECV, TCP_SYN_SENT};
 
 use crate::conn;
 use crate::kernel::{self, Direct, Mem, Probe};
@@ -31,47 +41,33 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn on_state<M: Mem>(sk: u64, oldstate: u8, newstate: u8) {
-    if !kernel::ready() {
-        return;
-    }
-    // Listening sockets are not connections. (A child socket cloned from a
-    // listener reports LISTEN -> SYN_RECV: that one we want.)
-    if sk == 0 || newstate == TCP_LISTEN || (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
-        return;
-    }
-    match conn::lookup(sk) {
-        Some(st) => {
-            // Endpoints are filled in around the early transitions (the
-            // source port is picked after SYN_SENT, a child's addresses after
-            // SYN_RECV) and final from ESTABLISHED on: refresh them until
-            // then. (Skipping them on the closing transitions halves this
-            // program's cost per connection.) Socket counters are not read
-            // here: send/receive calls and teardown keep them.
-            // SAFETY: `st` points at a live map value.
-            unsafe {
-                let old = (*st).state;
-                if old == TCP_SYN_SENT || old == TCP_SYN_RECV || newstate == TCP_ESTABLISHED {
-                    let tp = M::tcp_sock(sk);
-                    if tp != 0 {
-                        conn::read_endpoints::<M>(tp as *const u8, &mut (*st).tuple);
-                    }
-                }
-                (*st).state = newstate;
-            }
+    if newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV {
+        if !kernel::ready() || sk == 0 {
+            return;
         }
-        None => {
-            let tp = conn::tcp_sock::<M>(sk);
-            if tp == 0 {
-                return;
+        let tp = conn::tcp_sock::<M>(sk);
+        if tp != 0 {
+            // connect() runs in its caller's context: the owner. A
+            // listener's child is made in softirq: its owner comes with
+            // its first call.
+            conn::start_born::<M>(tp as *const u8, newstate, newstate == TCP_SYN_SENT);
+        }
+    } else if newstate == TCP_CLOSE
+        && oldstate != TCP_LAST_ACK
+        && oldstate != TCP_FIN_WAIT2
+        && oldstate != TCP_CLOSING
+        && kernel::ready()
+        && let Some(st) = conn::lookup(sk)
+    {
+        // Endpoints now: a failed connect() disconnects the socket, which
+        // zeroes its ports and addresses, before its teardown.
+        let tp = M::tcp_sock(sk);
+        // SAFETY: `st` points at a live map value.
+        unsafe {
+            if tp != 0 {
+                conn::read_endpoints::<M>(tp as *const u8, &mut (*st).tuple);
             }
-            if newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV {
-                // Born while we watch. connect() runs in its caller's
-                // context: the owner. A listener's child is made in
-                // softirq: its owner comes with its first call.
-                conn::start_born::<M>(tp as *const u8, newstate, newstate == TCP_SYN_SENT);
-            } else {
-                let _ = conn::start_existing::<M>(tp as *const u8, newstate);
-            }
+            (*st).state = TCP_CLOSE;
         }
     }
 }

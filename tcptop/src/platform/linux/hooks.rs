@@ -1,7 +1,8 @@
 //! Choosing and attaching the kernel programs.
 //!
-//! State changes and teardown use the `inet_sock_set_state` and
-//! `tcp_destroy_sock` tracepoints on every kernel tcptop supports; what
+//! Birth and teardown use the `inet_sock_set_state` and `tcp_destroy_sock`
+//! tracepoints, and live connections' states and socket counters the
+//! connection map's iterator (`refresh.rs`), on every kernel tcptop supports; what
 //! differs between kernels is how each send/receive call is seen:
 //!
 //! | set | programs | needs |
@@ -60,10 +61,17 @@ impl<'a> TracingBtf<'a> {
         self.enabled
     }
 
+    /// For BTF-typed tracepoints and function hooks (unless turned off).
     pub(super) fn get(&mut self) -> Result<&aya::Btf, String> {
         if !self.enabled {
             return Err("BTF-typed programs are turned off (TCPTOP_RAW_TRACEPOINTS)".into());
         }
+        self.parsed()
+    }
+
+    /// For programs that exist only BTF-typed (the map iterator), on
+    /// every hook set.
+    pub(super) fn parsed(&mut self) -> Result<&aya::Btf, String> {
         let path = self.path;
         self.parsed
             .get_or_insert_with(|| {
@@ -75,17 +83,11 @@ impl<'a> TracingBtf<'a> {
     }
 }
 
-/// The state-change and teardown tracepoints every hook set uses: teardown
-/// first, so that no socket starts being tracked before its teardown would
-/// be seen.
-/// (`tcp_retransmit_skb`: a connect waiting in SYN_SENT gets its source
-/// port, which the kernel picks after that transition, at its first SYN
-/// retransmit.)
-const LIFECYCLE_TRACEPOINTS: [&str; 3] = [
-    "tcp_destroy_sock",
-    "inet_sock_set_state",
-    "tcp_retransmit_skb",
-];
+/// The birth and teardown tracepoints every hook set uses: teardown first,
+/// so that no socket starts being tracked before its teardown would be
+/// seen. (States, endpoints and socket counters of live connections come
+/// from the connection map's iterator: `refresh.rs`.)
+const LIFECYCLE_TRACEPOINTS: [&str; 2] = ["tcp_destroy_sock", "inet_sock_set_state"];
 /// The send/receive tracepoints of the tracepoint set.
 const IO_TRACEPOINTS: [&str; 2] = ["sock_send_length", "sock_recv_length"];
 

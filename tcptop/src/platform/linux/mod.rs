@@ -2,9 +2,10 @@
 //!
 //! Start-up: check privileges, read kernel struct offsets from BTF, load the
 //! programs with those offsets, attach, seed already-open connections from
-//! /proc. Each collection: read the connection map (live connections), then
-//! the lifecycle events a background thread drained from the ring buffer
-//! (closed connections with final counters), then the drop counters.
+//! /proc. Each collection: run the connection map's iterator (it brings
+//! every record's state and socket counters up to date), read the map
+//! (live connections), then the final records a background thread drained
+//! from the ring buffer (closed connections), then the drop counters.
 
 mod btf;
 mod caps;
@@ -13,6 +14,7 @@ mod events;
 mod hooks;
 mod privdrop;
 mod procfs;
+mod refresh;
 mod udp;
 
 use std::collections::{HashMap as StdHashMap, HashSet};
@@ -42,6 +44,7 @@ pub struct EbpfSource {
     event_buf: Vec<ConnEvent>,
     /// None when the UDP programs could not attach (a warning says so).
     udp: Option<udp::UdpFlows>,
+    conn_iter: refresh::ConnIter,
     /// Connections found in /proc at start-up that the kernel side has not
     /// reported yet; reported with zero counters until it does.
     seeds: Vec<ConnSample>,
@@ -83,11 +86,18 @@ impl EbpfSource {
                 SourceError::Privileges(caps::missing_message(&[]))
             } else {
                 SourceError::Unsupported(format!(
-                    "{e}.\nThis kernel ({}) lacks a hook tcptop needs (Linux 5.8 or newer \
+                    "{e}.\nThis kernel ({}) lacks a hook tcptop needs (Linux 5.9 or newer \
                      with BTF is required).",
                     caps::kernel_release()
                 ))
             }
+        })?;
+        let conn_iter = refresh::ConnIter::attach(&mut ebpf, &mut tracing).map_err(|e| {
+            SourceError::Unsupported(format!(
+                "{e}.\nThis kernel ({}) lacks BPF map iterators (Linux 5.9 or newer with BTF \
+                 is required).",
+                caps::kernel_release()
+            ))
         })?;
         let candidates: Vec<HookSet> = match opts.hooks {
             Some(set) => vec![set],
@@ -143,6 +153,7 @@ impl EbpfSource {
             events,
             event_buf: Vec::new(),
             udp,
+            conn_iter,
             seeds,
             hooks,
             warnings,
@@ -196,6 +207,9 @@ impl DataSource for EbpfSource {
     }
 
     fn collect(&mut self) -> Result<Snapshot, SourceError> {
+        self.conn_iter.run().map_err(|e| {
+            SourceError::Failed(format!("cannot bring the connection map up to date: {e}"))
+        })?;
         let mut live = Vec::new();
         let mut seen = convert::IdSet::default();
         for item in self.conns.iter() {

@@ -1,0 +1,136 @@
+//! The connection map's iterator (`tcptop_iter_conns`, kernel side in
+//! `tcptop-ebpf/src/probes/iter.rs`): run right before each snapshot reads
+//! the map, it copies every connection's current state, socket counters
+//! and (while incomplete) endpoints from its socket into its record.
+//!
+//! Aya loads the program; the link and the iterators made from it are two
+//! bpf() commands issued here: aya links iterators without a target (this
+//! one's target is a map) and turns a link into an iterator only once,
+//! consuming it, where a snapshot needs a fresh one each time. The link is
+//! a file descriptor we own: dropping it detaches.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+
+use aya::{Ebpf, maps::Map, programs::Iter};
+use tcptop_common::MAP_CONNS;
+
+use super::hooks::{TracingBtf, chain, program};
+
+/// Name of the iterator program in the eBPF object.
+pub const PROGRAM: &str = "tcptop_iter_conns";
+
+/// `enum bpf_cmd` and `enum bpf_attach_type` values (include/uapi/linux/bpf.h).
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_ITER_CREATE: libc::c_long = 33;
+const BPF_TRACE_ITER: u32 = 28;
+
+/// `union bpf_attr` for BPF_LINK_CREATE, as far as an iterator uses it.
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreate {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+    iter_info: u64,
+    iter_info_len: u32,
+    _pad: u32,
+}
+
+/// `union bpf_iter_link_info` for a map element iterator: the map.
+#[repr(C)]
+struct IterLinkInfo {
+    map_fd: u32,
+}
+
+/// `union bpf_attr` for BPF_ITER_CREATE.
+#[repr(C)]
+#[derive(Default)]
+struct IterCreate {
+    link_fd: u32,
+    flags: u32,
+}
+
+/// The connection map's attached iterator.
+pub struct ConnIter {
+    link: OwnedFd,
+    /// Read buffer for the iterator's (empty) output: the kernel walks the
+    /// map until the buffer is full or the walk ends.
+    buf: Vec<u8>,
+}
+
+impl ConnIter {
+    /// Loads the iterator program and links it to the connection map.
+    /// Needs BTF tracing programs and map iterators (Linux 5.9+).
+    pub fn attach(ebpf: &mut Ebpf, btf: &mut TracingBtf) -> Result<Self, String> {
+        let map_fd = match ebpf.map(MAP_CONNS) {
+            Some(Map::HashMap(m)) => m.fd().as_fd().as_raw_fd(),
+            _ => return Err(format!("eBPF object has no hash map {MAP_CONNS}")),
+        };
+        let btf = btf.parsed()?;
+        let prog: &mut Iter = program(ebpf, PROGRAM)?
+            .try_into()
+            .map_err(|e| format!("{PROGRAM}: {e}"))?;
+        prog.load("bpf_map_elem", btf).map_err(|e| {
+            format!(
+                "cannot load the connection map's iterator: {}",
+                chain(&e)
+            )
+        })?;
+        let prog_fd = prog
+            .fd()
+            .map_err(|e| format!("{PROGRAM}: {}", chain(&e)))?
+            .as_fd()
+            .as_raw_fd();
+        let info = IterLinkInfo {
+            map_fd: map_fd as u32,
+        };
+        let attr = LinkCreate {
+            prog_fd: prog_fd as u32,
+            attach_type: BPF_TRACE_ITER,
+            iter_info: std::ptr::from_ref(&info) as u64,
+            iter_info_len: std::mem::size_of::<IterLinkInfo>() as u32,
+            ..LinkCreate::default()
+        };
+        let link = bpf(BPF_LINK_CREATE, &attr)
+            .map_err(|e| format!("cannot link the connection map's iterator: {e}"))?;
+        Ok(ConnIter {
+            link,
+            buf: vec![0; 4096],
+        })
+    }
+
+    /// Walks the connection map once, bringing its records up to date.
+    pub fn run(&mut self) -> io::Result<()> {
+        let attr = IterCreate {
+            link_fd: self.link.as_raw_fd() as u32,
+            flags: 0,
+        };
+        let mut iter = File::from(bpf(BPF_ITER_CREATE, &attr)?);
+        // The program writes nothing: the first read walks to the end and
+        // returns 0. (Loop anyway, should a kernel hand back a partial walk.)
+        while iter.read(&mut self.buf)? != 0 {}
+        Ok(())
+    }
+}
+
+/// One bpf() command that returns a new file descriptor.
+fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<OwnedFd> {
+    // SAFETY: `attr` is a live, initialised `union bpf_attr` prefix of the
+    // size passed; the kernel reads only that many bytes.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_ref(attr),
+            std::mem::size_of::<T>() as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
