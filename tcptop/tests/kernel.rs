@@ -276,6 +276,114 @@ fn existing_connection_is_seen() {
     existing_connection("existing", 40103, false);
 }
 
+/// A connection's state and socket counters move without any call on it:
+/// the client below never sends or receives, yet tcptop shows the packets
+/// of its handshake exactly (as the kernel's TCP_INFO counts them), its
+/// handshake RTT, then CLOSE_WAIT and the peer's FIN when the server goes.
+/// (Read from the socket at each snapshot by the connection map's iterator:
+/// no hook on the packet path traces them.)
+#[test]
+fn state_and_counters_move_without_calls() {
+    if !common::is_root("state_and_counters_move_without_calls") {
+        return;
+    }
+    let _g = common::serial();
+    let ns = NetNs::new("nocalls");
+    let addr = "127.0.0.1:40161";
+    let mut top = Tcptop::start(&["--port", "40161"]);
+    let mut srv = ns.peer(&["server", "--listen", addr, "--name", "tt-nc-srv"]);
+    srv.expect("listening");
+    let mut cli = ns.peer(&[
+        "client",
+        "--connect",
+        addr,
+        "--name",
+        "tt-nc-cli",
+        "--wait-stdin",
+    ]);
+    let hello = cli.expect("connected");
+    let local = hello["local"].as_str().unwrap().to_string();
+    let (out, inn) = (u(&hello, "segs_out"), u(&hello, "segs_in"));
+    let up = top.wait_for(|r| {
+        r["local"] == local.as_str()
+            && r["state"] == "ESTABLISHED"
+            && r["tx_packets"].as_u64() == Some(out)
+            && r["rx_packets"].as_u64() == Some(inn)
+    });
+    assert!(u(&up, "rtt_us") > 0, "{up}");
+    assert_eq!(u(&up, "pid"), u64::from(cli.pid()));
+    assert_eq!((u(&up, "tx_bytes"), u(&up, "rx_bytes")), (0, 0));
+
+    // The server ends: its FIN arrives, the client makes no call.
+    drop(srv);
+    let cw = top.wait_for(|r| r["local"] == local.as_str() && r["state"] == "CLOSE_WAIT");
+    assert_eq!(u(&cw, "rx_packets"), inn + 1, "the FIN: {cw}");
+
+    cli.poke();
+    cli.expect("done");
+    cli.poke();
+    cli.wait_ok();
+    top.pump(Duration::from_millis(600));
+    let (records, _) = top.stop();
+    let fin = closed(&of_conn(&records, &local, addr));
+    assert_eq!(fin["comm"], "tt-nc-cli");
+    assert_eq!((u(fin, "tx_bytes"), u(fin, "rx_bytes")), (0, 0));
+}
+
+/// A connection open before tcptop started, on which neither end makes a
+/// data call afterwards, is still reported closed when it ends, on both
+/// sides, with the owners /proc showed at start-up. (The client is killed:
+/// its socket is torn down with no call; the server reads only the end of
+/// the stream.)
+#[test]
+fn idle_existing_connection_ends() {
+    if !common::is_root("idle_existing_connection_ends") {
+        return;
+    }
+    let _g = common::serial();
+    let ns = NetNs::new("idleold");
+    let addr = "127.0.0.1:40162";
+    let mut srv = ns.peer(&[
+        "server",
+        "--listen",
+        addr,
+        "--name",
+        "tt-io-srv",
+        "--wait-stdin",
+    ]);
+    srv.expect("listening");
+    let mut cli = ns.peer(&[
+        "client",
+        "--connect",
+        addr,
+        "--name",
+        "tt-io-cli",
+        "--wait-stdin",
+    ]);
+    let local = cli.expect("connected")["local"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    srv.expect("accepted");
+
+    let mut top = Tcptop::start(&["--port", "40162"]);
+    top.wait_for(|r| r["local"] == local.as_str() && r["comm"] == "tt-io-cli");
+    top.wait_for(|r| r["remote"] == local.as_str() && r["comm"] == "tt-io-srv");
+    drop(cli);
+    srv.poke();
+    srv.wait_ok();
+    top.pump(Duration::from_millis(800));
+    let (records, _) = top.stop();
+    for (l, r, comm) in [
+        (local.as_str(), addr, "tt-io-cli"),
+        (addr, local.as_str(), "tt-io-srv"),
+    ] {
+        let fin = closed(&of_conn(&records, l, r));
+        assert_eq!(fin["comm"], comm, "{fin}");
+        assert_eq!((u(fin, "tx_bytes"), u(fin, "rx_bytes")), (0, 0), "{fin}");
+    }
+}
+
 /// A receive call already blocked when tcptop attaches is counted when it
 /// returns. Only the tracepoint set can see it: function-exit hooks (fexit,
 /// kretprobe) are not called for a call entered before they were attached.

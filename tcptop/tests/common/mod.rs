@@ -345,9 +345,8 @@ pub fn of_conn<'a>(records: &'a [Value], local: &str, remote: &str) -> Vec<&'a V
 /// Names of tcptop's programs currently loaded in the kernel.
 pub fn loaded_tcptop_programs() -> Vec<String> {
     // Kernel program names keep 15 characters.
-    const OURS: [&str; 17] = [
-        "btf_tcp_retrans",
-        "tcp_retransmit_",
+    const OURS: [&str; 16] = [
+        "tcptop_iter_con",
         "btf_sock_send_l",
         "btf_sock_recv_l",
         "btf_inet_sock_s",
