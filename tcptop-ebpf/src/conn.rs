@@ -359,13 +359,12 @@ pub fn emit_close(sk: u64, st: *const ConnStats) {
                 (*ev).sk = sk;
                 (*ev).stats = *st;
             }
-            let flags = if time_to_ask()
-                && EVENTS.query(BPF_RB_AVAIL_DATA as u64) > WAKEUP_THRESHOLD
-            {
-                BPF_RB_FORCE_WAKEUP
-            } else {
-                BPF_RB_NO_WAKEUP
-            };
+            let flags =
+                if time_to_ask() && EVENTS.query(BPF_RB_AVAIL_DATA as u64) > WAKEUP_THRESHOLD {
+                    BPF_RB_FORCE_WAKEUP
+                } else {
+                    BPF_RB_NO_WAKEUP
+                };
             entry.submit(flags as u64);
         }
         None => count_drop(DROP_RINGBUF),

@@ -20,7 +20,9 @@ use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
-use tcptop_common::{TCP_CLOSE, TCP_CLOSING, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_SYN_RECV, TCP_SYN_SENT};
+use tcptop_common::{
+    TCP_CLOSE, TCP_CLOSING, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_SYN_RECV, TCP_SYN_SENT,
+};
 
 use crate::conn;
 use crate::kernel::{self, Direct, Mem, Probe};

@@ -73,12 +73,8 @@ impl ConnIter {
         let prog: &mut Iter = program(ebpf, PROGRAM)?
             .try_into()
             .map_err(|e| format!("{PROGRAM}: {e}"))?;
-        prog.load("bpf_map_elem", btf).map_err(|e| {
-            format!(
-                "cannot load the connection map's iterator: {}",
-                chain(&e)
-            )
-        })?;
+        prog.load("bpf_map_elem", btf)
+            .map_err(|e| format!("cannot load the connection map's iterator: {}", chain(&e)))?;
         let prog_fd = prog
             .fd()
             .map_err(|e| format!("{PROGRAM}: {}", chain(&e)))?
