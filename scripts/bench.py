@@ -24,7 +24,10 @@ cancels; each pair gives a ratio, and the report shows medians over --rounds.
 While tcptop runs (batch jsonl to /dev/null at a 1 s interval) its CPU time
 (all threads, from /proc/PID/task/*/schedstat) and peak RSS (VmHWM) are measured.
 
-Usage (root): scripts/bench.py [--rounds 5] [--secs 5] [--markdown]
+Also: tcptop's CPU with --idle-conns idle loopback connections open (no
+traffic): the cost that grows with the size of its table.
+
+Usage (root): scripts/bench.py [--rounds 5] [--secs 5] [--idle-conns 10000] [--markdown]
 """
 import argparse
 import json
@@ -133,12 +136,55 @@ class Monitor:
         return cpu / wall, rss, cpu
 
 
+def hold_connections(n, port):
+    """Opens `n` loopback connections (2n sockets) and returns them, idle."""
+    import resource
+    import socket
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 2 * n + 256
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", port))
+    ls.listen(4096)
+    held = [ls]
+    for _ in range(n):
+        c = socket.create_connection(("127.0.0.1", port))
+        a, _ = ls.accept()
+        held += [c, a]
+    return held
+
+
+def idle_table_cpu(n, secs):
+    """tcptop's CPU (share of one core) while `n` idle connections it saw
+    open are in its table: the cost that grows with the table (each
+    snapshot walks the connection map and refreshes every record from its
+    socket), with no traffic at all."""
+    global PORT
+    PORT += 1
+    m = Monitor()
+    held = hold_connections(n, PORT)
+    time.sleep(2)  # the first snapshots after the connections open
+    c0, t0 = cpu_secs(m.p.pid), time.monotonic()
+    time.sleep(secs)
+    share = (cpu_secs(m.p.pid) - c0) / (time.monotonic() - t0)
+    m.stop()
+    for s in held:
+        s.close()
+    return share
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--secs", type=float, default=5.0)
+    ap.add_argument("--idle-conns", type=int, default=10_000,
+                    help="idle connections held open for the table-size cost (0: skip)")
     ap.add_argument("--markdown", action="store_true")
     a = ap.parse_args()
+    if not 0 <= a.idle_conns <= 30_000:
+        ap.error("--idle-conns: 0 to 30000 (loopback ports and the connection map's 65,536 slots)")
     if os.geteuid() != 0:
         sys.exit("bench.py needs root (tcptop loads eBPF programs)")
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
@@ -185,6 +231,8 @@ def main():
             print(f"round {r + 1} {kind}: none {base:.3f} tcptop {mon[key]:.3f} "
                   f"tcptop cpu {c * 100:.2f}% rss peak/now {rss[0]}/{rss[1]} KiB", file=sys.stderr)
 
+    idle_table = [idle_table_cpu(a.idle_conns, a.secs) for _ in range(3)] if a.idle_conns else []
+
     med = statistics.median
     bulk, small, conn, udp = res["bulk"], res["small"], res["conn"], res["udp"]
     added_ns = [t - n for t, n in zip(small["tcptop"], small["none"])]
@@ -219,6 +267,10 @@ def main():
         f"tcptop CPU under load: {med(mon_cpu) * 100:.2f}% of one core "
         f"(max {max(mon_cpu) * 100:.2f}%)",
         f"tcptop CPU idle machine: {med(idle_cpu) * 100:.2f}% of one core",
+        *([f"tcptop CPU with {a.idle_conns:,} idle connections open ({2 * a.idle_conns:,} "
+           f"sockets, no traffic; each 1 s snapshot walks the connection map and refreshes "
+           f"every record from its socket): {med(idle_table) * 100:.2f}% of one core "
+           f"(3 runs, max {max(idle_table) * 100:.2f}%)"] if idle_table else []),
         f"tcptop RSS at the end of a load: {max(r[1] for r in mon_rss) / 1024:.1f} MiB "
         f"(peak {max(r[0] for r in mon_rss) / 1024:.1f} MiB, during start-up: "
         f"parsing the kernel's BTF to try the fentry set)",

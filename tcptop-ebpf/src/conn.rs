@@ -423,8 +423,9 @@ pub fn on_io<M: Mem>(sk: u64, ret: i64, flags: i64, tx: bool) {
                 return;
             }
             // Open before tcptop started (every connection born since has
-            // a record): tracked from its first call on, the end of its
-            // data (ret 0) included, so that its state shows from here on.
+            // a record, unless the map was full at its birth): tracked from
+            // its first call on, the end of its data (ret 0) included, so
+            // that its state shows from here on.
             let state = M::read::<u8>(tp as *const u8, off!(skc_state)).unwrap_or(0);
             match start_existing::<M>(tp as *const u8, state) {
                 Some(p) if ret > 0 => p,
