@@ -216,12 +216,12 @@ impl DataSource for EbpfSource {
             match item {
                 Ok((sk, st)) => {
                     let sample = convert::sample(sk, &st, false);
-                    // A record is made at the first state change, before
-                    // the kernel has filled in every endpoint: connect()
-                    // enters SYN_SENT before it picks the source port, a
-                    // listener's child enters SYN_RECV with the listener's
-                    // (empty) remote end. The next state change (or a
-                    // waiting connect's first SYN retransmit) fills them in;
+                    // A record is made at birth, before the kernel has
+                    // filled in every endpoint: connect() enters SYN_SENT
+                    // before it picks the source port, a listener's child
+                    // enters SYN_RECV with the listener's (empty) remote
+                    // end. The iterator fills them in at a later snapshot
+                    // (the source port is picked within the connect call);
                     // until then the record is left out, never shown with
                     // port 0. (No connection has port 0 at either end.)
                     if sample.key.local.port() == 0 || sample.key.remote.port() == 0 {
