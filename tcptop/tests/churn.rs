@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::Duration;
 
 use common::NetNs;
@@ -39,6 +39,35 @@ fn cpu_secs(pid: u32) -> f64 {
     ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
+/// tcptop in batch jsonl mode, one snapshot every `interval` seconds, for
+/// connections on `port`, past its start-up line; with the rest of its
+/// stderr.
+fn start_top(interval: &str, port: &str) -> (Child, BufReader<ChildStderr>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tcptop"));
+    cmd.args([
+        "--batch",
+        "--format",
+        "jsonl",
+        "--interval",
+        interval,
+        "--port",
+        port,
+    ]);
+    if let Some(set) = common::forced_hooks() {
+        cmd.args(["--hooks", &set]);
+    }
+    let mut top = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(top.stderr.take().unwrap());
+    let mut first = String::new();
+    err.read_line(&mut first).unwrap();
+    assert!(first.starts_with("tcptop: attached"), "{first}");
+    (top, err)
+}
+
 #[test]
 fn churn_2000_per_second_for_60_s_is_exact() {
     if !common::is_root("churn_2000_per_second_for_60_s_is_exact") {
@@ -57,29 +86,8 @@ fn churn_2000_per_second_for_60_s_is_exact() {
     let total = RATE * SECS;
     let addr = "127.0.0.1:40401";
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tcptop"));
-    cmd.args([
-        "--batch",
-        "--format",
-        "jsonl",
-        "--interval",
-        "1",
-        "--port",
-        "40401",
-    ]);
-    if let Some(set) = common::forced_hooks() {
-        cmd.args(["--hooks", &set]);
-    }
-    let mut top = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut top, err) = start_top("1", "40401");
     let top_pid = top.id();
-    let mut err = BufReader::new(top.stderr.take().unwrap());
-    let mut first = String::new();
-    err.read_line(&mut first).unwrap();
-    assert!(first.starts_with("tcptop: attached"), "{first}");
 
     // Tally records as they stream (120,000 x 2 closed records).
     let out = BufReader::new(top.stdout.take().unwrap());
@@ -194,29 +202,8 @@ fn max_rate_burst_wakes_the_reader() {
     let _g = common::serial();
     let ns = NetNs::new("maxburst");
     let addr = "127.0.0.1:40402";
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tcptop"));
-    cmd.args([
-        "--batch",
-        "--format",
-        "jsonl",
-        "--interval",
-        "5",
-        "--port",
-        "40402",
-    ]);
-    if let Some(set) = common::forced_hooks() {
-        cmd.args(["--hooks", &set]);
-    }
-    let mut top = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut top, err) = start_top("5", "40402");
     let top_pid = top.id();
-    let mut err = BufReader::new(top.stderr.take().unwrap());
-    let mut first = String::new();
-    err.read_line(&mut first).unwrap();
-    assert!(first.starts_with("tcptop: attached"), "{first}");
     let out = BufReader::new(top.stdout.take().unwrap());
     let tally = std::thread::spawn(move || {
         let mut closed = 0u64;
