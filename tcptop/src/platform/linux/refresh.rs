@@ -53,6 +53,10 @@ struct IterCreate {
     flags: u32,
 }
 
+/// Partial walks accepted in one run: 4,194,304 records (the most
+/// --max-conns allows) at a million per read, with room to spare.
+const MAX_PARTIAL_READS: u32 = 16;
+
 /// The connection map's attached iterator.
 pub struct ConnIter {
     link: OwnedFd,
@@ -105,10 +109,23 @@ impl ConnIter {
             flags: 0,
         };
         let mut iter = File::from(bpf(BPF_ITER_CREATE, &attr)?);
-        // The program writes nothing: the first read walks to the end and
-        // returns 0. (Loop anyway, should a kernel hand back a partial walk.)
-        while iter.read(&mut self.buf)? != 0 {}
-        Ok(())
+        // The program writes nothing: a read walks to the end and returns
+        // 0, except that one read call visits at most a million records
+        // (the kernel's MAX_ITER_OBJECTS) and, having nothing to return,
+        // fails with EAGAIN; the next read goes on from there. --max-conns
+        // allows 4,194,304 records: a few reads at most.
+        let mut again = 0;
+        loop {
+            match iter.read(&mut self.buf) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && again < MAX_PARTIAL_READS => {
+                    again += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
