@@ -31,7 +31,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TCPTOP = os.path.join(ROOT, "target", "release", "tcptop")
+TCPTOP = os.environ.get("TCPTOP_BIN", os.path.join(ROOT, "target", "release", "tcptop"))
 PEERS = os.path.join(ROOT, "scripts", "bench-peers.py")
 STATS = "/proc/sys/kernel/bpf_stats_enabled"
 

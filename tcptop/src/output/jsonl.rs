@@ -13,7 +13,7 @@
 use std::io::{self, Write};
 
 use super::escape::untrusted;
-use super::{SortKey, push_addr, push_decimal};
+use super::{push_addr, push_decimal, sorted_order};
 use crate::table::Row;
 
 /// Writes `rows` (in any order) as JSON lines, in [`sort_rows`] order.
@@ -32,22 +32,23 @@ pub fn write(out: &mut impl Write, ts: f64, hooks: &str, rows: &[&Row]) -> io::R
     let ts = serde_json::to_vec(&super::record::snapshot_time(ts)).map_err(io::Error::other)?;
     let hooks = serde_json::to_vec(hooks).map_err(io::Error::other)?;
     let mut text = Vec::with_capacity(rows.len() * LINE_GUESS);
-    let mut lines = Vec::with_capacity(rows.len());
+    // Where each row's line starts in `text`, and where the last one ends.
+    let mut starts = Vec::with_capacity(rows.len() + 1);
     for r in rows {
-        let start = text.len();
+        starts.push(text.len());
         push_line(&mut text, &ts, &hooks, r)?;
-        lines.push((SortKey::of(r), start, text.len()));
     }
-    lines.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    starts.push(text.len());
     // Lines gather in one chunk, written when it is full: one copy of
     // each byte before write(2), not two.
     let mut chunk = Vec::with_capacity(CHUNK + 1024);
-    for (_, start, end) in lines {
+    for i in sorted_order(rows) {
         if chunk.len() >= CHUNK {
             out.write_all(&chunk)?;
             chunk.clear();
         }
-        chunk.extend_from_slice(&text[start..end]);
+        let i = i as usize;
+        chunk.extend_from_slice(&text[starts[i]..starts[i + 1]]);
     }
     out.write_all(&chunk)
 }

@@ -7,10 +7,8 @@ pub mod record;
 pub mod text;
 pub mod units;
 
-use std::cmp::Ordering;
 use std::net::SocketAddr;
 
-use crate::model::ConnKey;
 use crate::table::Row;
 
 /// `addr` as `Display` writes it (`1.2.3.4:80`, `[::1]:443`).
@@ -52,29 +50,87 @@ pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
 /// Deterministic display order: busiest first (current RX+TX rate, then
 /// total bytes), ties broken by endpoints so rows never jitter.
 pub fn sort_rows(rows: &mut [&Row]) {
-    // Keys are copied out once, in the rows' memory order: comparing rows
-    // in place missed the cache on nearly every comparison under churn
-    // (tens of thousands of rows scattered over the heap).
-    rows.sort_by_cached_key(|r| SortKey::of(r));
+    let sorted: Vec<&Row> = sorted_order(rows)
+        .iter()
+        .map(|&i| rows[i as usize])
+        .collect();
+    rows.copy_from_slice(&sorted);
 }
 
-/// What [`sort_rows`] orders by. A total order (ties end at the unique id).
-#[derive(PartialEq, Eq)]
-struct SortKey {
-    /// `f64::total_cmp`'s integer for the rate.
+/// The indices of `rows` in [`sort_rows`] order.
+///
+/// Sorted as small keys copied out once, in the rows' memory order:
+/// comparing rows in place missed the cache on nearly every comparison
+/// under churn (tens of thousands of rows scattered over the heap), and
+/// sorting whole `ConnKey`s moved 112 bytes per element per swap. Under
+/// churn most rows tie on rate and bytes, so the endpoints decide: IPv4
+/// endpoints are packed into integers here; any other pair compares the
+/// full keys.
+pub(crate) fn sorted_order(rows: &[&Row]) -> Vec<u32> {
+    let mut places: Vec<Place> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Place::of(i, r))
+        .collect();
+    places.sort_unstable_by(|a, b| {
+        b.rate
+            .cmp(&a.rate)
+            .then(b.total.cmp(&a.total))
+            .then_with(|| {
+                if (a.local | b.local) & NOT_V4 == 0 {
+                    (a.local, a.remote, a.netns).cmp(&(b.local, b.remote, b.netns))
+                } else {
+                    rows[a.idx as usize].key.cmp(&rows[b.idx as usize].key)
+                }
+            })
+            .then(a.id.cmp(&b.id))
+    });
+    places.into_iter().map(|p| p.idx).collect()
+}
+
+/// A row's sort key (48 bytes). A total order: ties end at the unique id.
+struct Place {
+    /// `f64::total_cmp`'s integer for the rate (descending).
     rate: i64,
+    /// Bytes both ways (descending).
     total: u64,
-    key: ConnKey,
+    /// IPv4 both ends: protocol << 48 | address << 16 | port, in
+    /// `ConnKey`'s order (protocol, then the local end). Otherwise
+    /// [`NOT_V4`], and the full keys decide.
+    local: u64,
+    /// IPv4 both ends: address << 16 | port.
+    remote: u64,
     id: u64,
+    netns: u32,
+    /// The row's index.
+    idx: u32,
 }
 
-impl SortKey {
-    fn of(r: &Row) -> SortKey {
-        SortKey {
+/// `Place::local` of a row with an IPv6 end.
+const NOT_V4: u64 = 1 << 63;
+
+impl Place {
+    fn of(idx: usize, r: &Row) -> Place {
+        fn v4(addr: &SocketAddr) -> Option<u64> {
+            match addr {
+                SocketAddr::V4(a) => Some(u64::from(a.ip().to_bits()) << 16 | u64::from(a.port())),
+                SocketAddr::V6(_) => None,
+            }
+        }
+        let (local, remote) = match (v4(&r.key.local), v4(&r.key.remote)) {
+            (Some(l), Some(rm)) => ((r.key.proto as u64) << 48 | l, rm),
+            _ => (NOT_V4, 0),
+        };
+        Place {
             rate: total_order_key(r.tx_bps + r.rx_bps),
             total: r.counters.tx_bytes.saturating_add(r.counters.rx_bytes),
-            key: r.key,
+            local,
+            remote,
             id: r.id,
+            netns: r.key.netns,
+            // A table holds at most --max-conns rows (4,194,304) plus one
+            // snapshot's closed ones: far below u32::MAX.
+            idx: idx as u32,
         }
     }
 }
@@ -83,44 +139,6 @@ impl SortKey {
 fn total_order_key(x: f64) -> i64 {
     let bits = x.to_bits() as i64;
     bits ^ ((((bits >> 63) as u64) >> 1) as i64)
-}
-
-impl Ord for SortKey {
-    fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .rate
-            .cmp(&self.rate)
-            .then(other.total.cmp(&self.total))
-            .then_with(|| key_order(&self.key, &other.key))
-            .then(self.id.cmp(&other.id))
-    }
-}
-
-impl PartialOrd for SortKey {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-/// `a.cmp(b)`, faster where it decides most ties under churn (rows with the
-/// same rate and bytes): IPv4 endpoints compare as integers, not through
-/// `SocketAddr`'s enum and octet comparisons.
-fn key_order(a: &ConnKey, b: &ConnKey) -> Ordering {
-    fn v4(addr: &SocketAddr) -> Option<u64> {
-        match addr {
-            SocketAddr::V4(a) => Some(u64::from(a.ip().to_bits()) << 16 | u64::from(a.port())),
-            SocketAddr::V6(_) => None,
-        }
-    }
-    match (v4(&a.local), v4(&a.remote), v4(&b.local), v4(&b.remote)) {
-        (Some(al), Some(ar), Some(bl), Some(br)) => a
-            .proto
-            .cmp(&b.proto)
-            .then(al.cmp(&bl))
-            .then(ar.cmp(&br))
-            .then(a.netns.cmp(&b.netns)),
-        _ => a.cmp(b),
-    }
 }
 
 #[cfg(test)]
@@ -151,9 +169,15 @@ mod tests {
         }
     }
 
+    /// The compact keys order rows exactly as the full comparison does:
+    /// busiest first, then by bytes, then `ConnKey`'s own order, then id.
     #[test]
-    fn key_order_is_ord() {
-        use crate::model::Proto;
+    fn sort_is_the_full_comparison() {
+        use std::time::{Duration, Instant};
+
+        use crate::model::{ConnKey, ConnSample, ConnState, Counters, Proto, Snapshot};
+        use crate::table::ConnTable;
+
         let addrs: Vec<SocketAddr> = [
             "0.0.0.0:0",
             "0.0.0.0:1",
@@ -169,26 +193,77 @@ mod tests {
         .iter()
         .map(|s| s.parse().unwrap())
         .collect();
-        let mut keys = Vec::new();
+        let mut samples = Vec::new();
         for proto in [Proto::Tcp, Proto::Udp] {
             for &local in &addrs {
                 for &remote in &addrs {
                     for netns in [1, 2] {
-                        keys.push(ConnKey {
-                            proto,
-                            local,
-                            remote,
-                            netns,
+                        let n = samples.len() as u64;
+                        samples.push(ConnSample {
+                            key: ConnKey {
+                                proto,
+                                local,
+                                remote,
+                                netns,
+                            },
+                            // Ids against the keys' order, so that they
+                            // decide nothing the keys should.
+                            id: 1_000_000 - n,
+                            pid: 1,
+                            comm: String::new(),
+                            state: ConnState::Established,
+                            // Most rows tie on bytes (and on rate), as
+                            // under churn; some do not.
+                            counters: Counters {
+                                tx_bytes: if n.is_multiple_of(7) { n } else { 64 },
+                                ..Counters::default()
+                            },
+                            rtt_us: None,
                         });
                     }
                 }
             }
         }
-        for a in &keys {
-            for b in &keys {
-                assert_eq!(key_order(a, b), a.cmp(b), "{a:?} {b:?}");
+        let mut t = ConnTable::new();
+        let t0 = Instant::now();
+        t.apply(
+            Snapshot {
+                live: samples.clone(),
+                ..Default::default()
+            },
+            t0,
+            1.0,
+        );
+        // Rates: some rows move in the second snapshot.
+        for (i, s) in samples.iter_mut().enumerate() {
+            if i.is_multiple_of(11) {
+                s.counters.rx_bytes += 1000 + (i % 3) as u64;
             }
         }
+        t.apply(
+            Snapshot {
+                live: samples,
+                ..Default::default()
+            },
+            t0 + Duration::from_secs(1),
+            1.0,
+        );
+        let mut ours: Vec<&Row> = t.rows().collect();
+        let mut want = ours.clone();
+        want.sort_by(|a, b| {
+            (b.tx_bps + b.rx_bps)
+                .total_cmp(&(a.tx_bps + a.rx_bps))
+                .then(
+                    (b.counters.tx_bytes + b.counters.rx_bytes)
+                        .cmp(&(a.counters.tx_bytes + a.counters.rx_bytes)),
+                )
+                .then(a.key.cmp(&b.key))
+                .then(a.id.cmp(&b.id))
+        });
+        assert!(want[0].rx_bps > 0.0 && want.last().is_some_and(|r| r.rx_bps == 0.0));
+        sort_rows(&mut ours);
+        let ids = |rows: &[&Row]| rows.iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(&ours), ids(&want));
     }
 
     #[test]

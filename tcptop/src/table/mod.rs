@@ -303,7 +303,12 @@ impl ConnTable {
                 rate(r.counters.tx_bytes, r.prev.tx_bytes, secs),
                 rate(r.counters.rx_bytes, r.prev.rx_bytes, secs),
             );
-            r.record_sample(now);
+            // A row first seen closed (most rows under churn) needs no
+            // history: without one its windowed rate is its interval rate,
+            // and it never moves again. It saves an allocation per row.
+            if r.closed_at.is_none() || !r.samples.is_empty() {
+                r.record_sample(now);
+            }
             r.apply_window(self.window, now);
             rx = rx.saturating_add(r.counters.rx_bytes.saturating_sub(r.prev.rx_bytes));
             tx = tx.saturating_add(r.counters.tx_bytes.saturating_sub(r.prev.tx_bytes));
