@@ -174,7 +174,7 @@ pub fn read_counters<M: Mem>(tp: *const u8) -> SockCounters {
 /// CPUs may store slightly older values; user space never lets a counter
 /// go backwards.
 #[inline(always)]
-pub fn store_counters(st: *mut ConnStats, c: &SockCounters) {
+fn store_counters(st: *mut ConnStats, c: &SockCounters) {
     // SAFETY: `st` points at a live map value.
     unsafe {
         if c.srtt_us8 != 0 {
@@ -191,6 +191,13 @@ pub fn store_counters(st: *mut ConnStats, c: &SockCounters) {
 /// have them yet (see [`incomplete`]).
 #[inline(always)]
 pub fn refresh<M: Mem>(st: *mut ConnStats, tp: *const u8, state: u8) {
+    store::<M>(st, tp, state, &read_counters::<M>(tp));
+}
+
+/// Writes `state` and the counters `c` (read from the socket `tp`) into its
+/// record, and both endpoints if the record does not have them yet.
+#[inline(always)]
+pub fn store<M: Mem>(st: *mut ConnStats, tp: *const u8, state: u8, c: &SockCounters) {
     // SAFETY: `st` points at a live map value.
     unsafe {
         if incomplete(&(*st).tuple) {
@@ -198,7 +205,7 @@ pub fn refresh<M: Mem>(st: *mut ConnStats, tp: *const u8, state: u8) {
         }
         (*st).state = state;
     }
-    store_counters(st, &read_counters::<M>(tp));
+    store_counters(st, c);
 }
 
 /// Whether a record's endpoints are still being filled in by the kernel:

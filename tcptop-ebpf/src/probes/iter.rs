@@ -71,16 +71,11 @@ unsafe fn on_record(key: *const u64, st: *mut ConnStats) {
     let tp = sk as *const u8;
     let state = Probe::read::<u8>(tp, off!(skc_state)).unwrap_or(0);
     let c = conn::read_counters::<Probe>(tp);
+    // Reused for another socket meanwhile, or not a connection. (The
+    // reads come first, so that the window after this check is short.)
     // SAFETY: per the caller.
-    unsafe {
-        // Reused for another socket meanwhile, or not a connection.
-        if *key != sk || state == 0 || state == TCP_LISTEN {
-            return;
-        }
-        if conn::incomplete(&(*st).tuple) {
-            conn::read_endpoints::<Probe>(tp, &mut (*st).tuple);
-        }
-        (*st).state = state;
+    if unsafe { *key } != sk || state == 0 || state == TCP_LISTEN {
+        return;
     }
-    conn::store_counters(st, &c);
+    conn::store::<Probe>(st, tp, state, &c);
 }
