@@ -57,7 +57,10 @@ pub async fn run_batch(
         };
         let snap = source.collect()?;
         table.apply(snap, Instant::now(), secs);
-        let mut rows: Vec<&Row> = table.rows().filter(|r| filter.matches(r)).collect();
+        // Sized once: a filter's size hint is 0, and growing to tens of
+        // thousands of rows copied the vector over and over.
+        let mut rows: Vec<&Row> = Vec::with_capacity(table.len());
+        rows.extend(table.rows().filter(|r| filter.matches(r)));
         // JSON lines sort as they write (formatting rows in memory order);
         // the other outputs take the rows sorted.
         if cli.format != Format::Jsonl || log.is_some() {
