@@ -175,7 +175,7 @@ pub fn read_counters<M: Mem>(tp: *const u8) -> SockCounters {
 /// go backwards.
 #[inline(always)]
 fn store_counters(st: *mut ConnStats, c: &SockCounters) {
-    // SAFETY: `st` points at a live map value.
+    // SAFETY: `st` points at a live map value or a reserved ring slot.
     unsafe {
         if c.srtt_us8 != 0 {
             (*st).srtt_us8 = c.srtt_us8;
@@ -186,19 +186,12 @@ fn store_counters(st: *mut ConnStats, c: &SockCounters) {
     }
 }
 
-/// Copies what the socket `tp` (a `tcp_sock`) holds now into its record:
-/// `state`, the socket counters, and both endpoints if the record does not
-/// have them yet (see [`incomplete`]).
-#[inline(always)]
-pub fn refresh<M: Mem>(st: *mut ConnStats, tp: *const u8, state: u8) {
-    store::<M>(st, tp, state, &read_counters::<M>(tp));
-}
-
 /// Writes `state` and the counters `c` (read from the socket `tp`) into its
-/// record, and both endpoints if the record does not have them yet.
+/// record `st` (in the map, or the final copy in the ring), and both
+/// endpoints if the record does not have them yet.
 #[inline(always)]
 pub fn store<M: Mem>(st: *mut ConnStats, tp: *const u8, state: u8, c: &SockCounters) {
-    // SAFETY: `st` points at a live map value.
+    // SAFETY: `st` points at a live map value or a reserved ring slot.
     unsafe {
         if incomplete(&(*st).tuple) {
             read_endpoints::<M>(tp, &mut (*st).tuple);
@@ -324,9 +317,7 @@ pub fn start_born<M: Mem>(tp: *const u8, state: u8, owner: bool) {
             // counters, and this one starts over. (Not expected: every
             // TCP socket's teardown is traced.)
             if let Some(old) = lookup(key) {
-                // SAFETY: `old` points at a live map value.
-                unsafe { (*old).state = TCP_CLOSE };
-                emit_close(key, old);
+                emit_close::<M>(key, old, core::ptr::null());
             }
             if CONNS.insert(&key, &st, BPF_ANY as u64).is_err() {
                 count_drop(DROP_MAP_FULL);
@@ -348,23 +339,35 @@ pub fn add(counter: *mut u64, n: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, n) };
 }
 
-/// Sends a connection's final record. The only event there is: while a
-/// connection lives, user space reads the map; its final counters exist
-/// nowhere else once the entry is deleted. (Per-transition events would
-/// cost a ring-buffer write per state change and user-space memory under
-/// churn, for nothing the map does not show.)
+/// Sends a connection's final record: `st` in state CLOSE and, when `tp`
+/// (its `tcp_sock`) is not null, with what the socket holds now (see
+/// [`store`]). The only event there is: while a connection lives, user
+/// space reads the map; its final counters exist nowhere else once the
+/// entry is deleted. (Per-transition events would cost a ring-buffer write
+/// per state change and user-space memory under churn, for nothing the map
+/// does not show.)
+///
+/// `st` is read, never written: the socket's last values go into the copy
+/// in the ring. The map record is deleted right after, and writing it
+/// first took its cache line from the CPU whose calls last wrote the
+/// owner fields, for nothing.
 #[inline(always)]
-pub fn emit_close(sk: u64, st: *const ConnStats) {
+pub fn emit_close<M: Mem>(sk: u64, st: *const ConnStats, tp: *const u8) {
     match EVENTS.reserve::<ConnEvent>(0) {
         Some(mut entry) => {
             let ev = entry.as_mut_ptr();
             // SAFETY: `ev` is a reserved, exclusively owned ring-buffer slot;
-            // `st` points at a live map value.
+            // `st` points at a live map value or a record on the stack.
             unsafe {
                 (*ev).kind = EVENT_CLOSE;
                 (*ev)._pad0 = 0;
                 (*ev).sk = sk;
                 (*ev).stats = *st;
+                if tp.is_null() {
+                    (*ev).stats.state = TCP_CLOSE;
+                } else {
+                    store::<M>(&raw mut (*ev).stats, tp, TCP_CLOSE, &read_counters::<M>(tp));
+                }
             }
             let flags =
                 if time_to_ask() && EVENTS.query(BPF_RB_AVAIL_DATA as u64) > WAKEUP_THRESHOLD {

@@ -36,14 +36,7 @@ fn on_destroy<M: Mem>(sk: u64) {
         // connection shorter than a snapshot interval was never refreshed
         // by the iterator). An orderly close keeps them (inet_sport, unlike
         // skc_num, survives the port's release).
-        let tp = M::tcp_sock(sk);
-        if tp != 0 {
-            conn::refresh::<M>(st, tp as *const u8, TCP_CLOSE);
-        } else {
-            // SAFETY: `st` points at a live map value.
-            unsafe { (*st).state = TCP_CLOSE };
-        }
-        conn::emit_close(sk, st);
+        conn::emit_close::<M>(sk, st, M::tcp_sock(sk) as *const u8);
         conn::remove(sk);
     } else {
         // A connection open before tcptop started that had no call since
@@ -56,7 +49,7 @@ fn on_destroy<M: Mem>(sk: u64) {
         }
         let st = conn::existing::<M>(tp as *const u8, TCP_CLOSE);
         if st.tuple.dport != 0 {
-            conn::emit_close(sk, &raw const st);
+            conn::emit_close::<M>(sk, &raw const st, core::ptr::null());
         }
     }
 }
