@@ -49,24 +49,13 @@ pub fn push_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
     }
 }
 
-/// Writes `n` (at most 65,535) in decimal at the start of `out`, which
-/// has room for five digits; returns how many it wrote.
+/// Writes `n` in decimal at the start of `out` (room for five digits);
+/// returns how many bytes it wrote.
 fn put_decimal(out: &mut [u8], n: u16) -> usize {
-    let mut digits = [0u8; 5];
-    let mut len = 0;
-    let mut n = n;
-    loop {
-        digits[len] = b'0' + (n % 10) as u8;
-        len += 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for (i, d) in digits[..len].iter().rev().enumerate() {
-        out[i] = *d;
-    }
-    len
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(n).as_bytes();
+    out[..digits.len()].copy_from_slice(digits);
+    digits.len()
 }
 
 /// Appends `n` in decimal.
