@@ -44,10 +44,13 @@ pub const TCP_ESTABLISHED: u8 = 1;
 pub const TCP_SYN_SENT: u8 = 2;
 pub const TCP_SYN_RECV: u8 = 3;
 pub const TCP_FIN_WAIT2: u8 = 5;
+pub const TCP_TIME_WAIT: u8 = 6;
 pub const TCP_CLOSE: u8 = 7;
 pub const TCP_LAST_ACK: u8 = 9;
 pub const TCP_LISTEN: u8 = 10;
 pub const TCP_CLOSING: u8 = 11;
+/// A request socket (`struct request_sock`), not a full socket.
+pub const TCP_NEW_SYN_RECV: u8 = 12;
 
 /// Event kinds: a connection's final record (the only kind sent).
 pub const EVENT_CLOSE: u32 = 3;

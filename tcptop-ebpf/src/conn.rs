@@ -432,10 +432,11 @@ pub fn on_io<M: Mem>(sk: u64, ret: i64, flags: i64, tx: bool) {
             if !data {
                 return;
             }
-            // Open before tcptop started (every connection born since has
-            // a record, unless the map was full at its birth): tracked from
-            // its first call on, the end of its data (ret 0) included, so
-            // that its state shows from here on.
+            // Open before tcptop started and not adopted at start-up (its
+            // namespace was not walked: `probes/adopt.rs`; every connection
+            // born since has a record, unless the map was full at its
+            // birth): tracked from its first call on, the end of its data
+            // (ret 0) included, so that its state shows from here on.
             let state = M::read::<u8>(tp as *const u8, off!(skc_state)).unwrap_or(0);
             match start_existing::<M>(tp as *const u8, state) {
                 Some(p) if ret > 0 => p,

@@ -1,8 +1,9 @@
 //! tcptop's kernel programs: the "tracepoint" hook set.
 //!
 //! Data model: one [`ConnStats`] per TCP socket in the `CONNS` hash map, keyed
-//! by the kernel's `struct sock *`, made at the connection's birth (or its
-//! first call). Byte counters are added atomically at each send/receive
+//! by the kernel's `struct sock *`, made at the connection's birth (or, for
+//! one open before start, by the TCP iterator at start-up, or at its first
+//! call). Byte counters are added atomically at each send/receive
 //! call; state, endpoints, RTT, segment and retransmit counters are copied
 //! from the socket by a TCP iterator user space runs at each snapshot, and
 //! at teardown. Only the final record goes through the `EVENTS` ring buffer.

@@ -384,6 +384,71 @@ fn idle_existing_connection_ends() {
     }
 }
 
+/// A connection open before tcptop started is live from the first
+/// snapshot, not only from its first call: its RTT shows at once, and a
+/// state change with no call on its end (the peer's FIN: CLOSE_WAIT) shows
+/// with the packet that made it, under the owner /proc showed at start-up.
+#[test]
+fn idle_existing_connection_is_live() {
+    if !common::is_root("idle_existing_connection_is_live") {
+        return;
+    }
+    let _g = common::serial();
+    let ns = NetNs::new("oldlive");
+    let addr = "127.0.0.1:40163";
+    let mut srv = ns.peer(&[
+        "server",
+        "--listen",
+        addr,
+        "--name",
+        "tt-ol-srv",
+        "--wait-stdin",
+    ]);
+    srv.expect("listening");
+    let mut cli = ns.peer(&[
+        "client",
+        "--connect",
+        addr,
+        "--name",
+        "tt-ol-cli",
+        "--wait-stdin",
+    ]);
+    let local = cli.expect("connected")["local"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    srv.expect("accepted");
+
+    let mut top = Tcptop::start(&["--port", "40163"]);
+    for (l, r, comm) in [
+        (local.as_str(), addr, "tt-ol-cli"),
+        (addr, local.as_str(), "tt-ol-srv"),
+    ] {
+        let up = top.wait_for(|x| x["local"] == l && x["remote"] == r && !x["rtt_us"].is_null());
+        assert!(u(&up, "rtt_us") > 0, "{up}");
+        assert_eq!(up["state"], "ESTABLISHED", "{up}");
+        assert_eq!(up["comm"], comm, "{up}");
+        assert_eq!((u(&up, "tx_packets"), u(&up, "rx_packets")), (0, 0), "{up}");
+    }
+
+    // The client is killed: its FIN reaches the server, which makes no call.
+    drop(cli);
+    let cw = top.wait_for(|x| x["local"] == addr && x["state"] == "CLOSE_WAIT");
+    assert_eq!(u(&cw, "rx_packets"), 1, "the FIN: {cw}");
+    assert_eq!(cw["comm"], "tt-ol-srv", "{cw}");
+
+    srv.poke();
+    srv.wait_ok();
+    top.pump(Duration::from_millis(800));
+    let (records, _) = top.stop();
+    let fin = closed(&of_conn(&records, addr, &local));
+    assert_eq!(fin["comm"], "tt-ol-srv", "{fin}");
+    assert_eq!((u(fin, "tx_bytes"), u(fin, "rx_bytes")), (0, 0), "{fin}");
+    // The client's FIN, then the ACK of the server's FIN from the client's
+    // orphaned socket.
+    assert_eq!(u(fin, "rx_packets"), 2, "{fin}");
+}
+
 /// A receive call already blocked when tcptop attaches is counted when it
 /// returns. Only the tracepoint set can see it: function-exit hooks (fexit,
 /// kretprobe) are not called for a call entered before they were attached.

@@ -39,8 +39,9 @@ fn on_destroy<M: Mem>(sk: u64) {
         conn::emit_close::<M>(sk, st, M::tcp_sock(sk) as *const u8);
         conn::remove(sk);
     } else {
-        // A connection open before tcptop started that had no call since
-        // (every connection born since has a record): user space shows it
+        // A connection open before tcptop started, not adopted at start-up
+        // (`adopt.rs`), that had no call since (every connection born
+        // since has a record): user space shows it
         // from /proc at start-up, and learns here that it ended. Sockets
         // that never connected (and listeners) have no remote port.
         let tp = conn::tcp_sock::<M>(sk);

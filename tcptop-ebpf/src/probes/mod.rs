@@ -1,4 +1,5 @@
 //! One file per kernel hook.
+mod adopt;
 mod destroy;
 mod fentry;
 mod iter;

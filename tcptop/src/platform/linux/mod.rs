@@ -7,6 +7,7 @@
 //! (live connections), then the final records a background thread drained
 //! from the ring buffer (closed connections), then the drop counters.
 
+mod adopt;
 mod btf;
 mod caps;
 mod convert;
@@ -48,6 +49,10 @@ pub struct EbpfSource {
     /// Connections found in /proc at start-up that the kernel side has not
     /// reported yet; reported with zero counters until it does.
     seeds: Vec<ConnSample>,
+    /// Owners /proc named for connections the kernel reports (adopted at
+    /// start-up, or called since): a sample of one without an owner of its
+    /// own (no call yet) takes this one. Dropped when it closes.
+    seed_owners: StdHashMap<ConnKey, (u32, String)>,
     hooks: String,
     warnings: Vec<String>,
     /// Keeps programs loaded and links attached.
@@ -120,6 +125,15 @@ impl EbpfSource {
         } else {
             None
         };
+        // After every hook: a connection adopted now has its teardown seen,
+        // and one born meanwhile has its record already.
+        let scan = procfs::scan_sockets(Path::new("/proc")).unwrap_or_default();
+        if let Err(e) = adopt::adopt(&mut ebpf, &mut tracing, &scan.namespaces) {
+            warnings.push(format!(
+                "{e}: connections open before start show the state they had then until \
+                 their first call"
+            ));
+        }
         drop(tracing);
         let mut hooks = String::from(set.as_str());
         if btf_lifecycle {
@@ -134,7 +148,7 @@ impl EbpfSource {
                  so nothing is counted (a benchmark of the hooks' own cost)"
             ));
         }
-        let seeds = seed_from_proc();
+        let seeds = seeds(scan.sockets);
         let conns = take_map(&mut ebpf, MAP_CONNS, HashMap::try_from)?;
         let drops = take_map(&mut ebpf, MAP_DROPS, PerCpuArray::try_from)?;
         let ring = take_map(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?;
@@ -155,6 +169,7 @@ impl EbpfSource {
             udp,
             conn_iter,
             seeds,
+            seed_owners: StdHashMap::new(),
             hooks,
             warnings,
             _ebpf: ebpf,
@@ -270,8 +285,25 @@ impl DataSource for EbpfSource {
         }
         if !self.seeds.is_empty() {
             let known: HashSet<ConnKey> = live.iter().chain(closed.iter()).map(|c| c.key).collect();
-            self.seeds.retain(|s| !known.contains(&s.key));
+            for s in self.seeds.extract_if(.., |s| known.contains(&s.key)) {
+                if s.pid != 0 {
+                    self.seed_owners.insert(s.key, (s.pid, s.comm));
+                }
+            }
             live.extend(self.seeds.iter().cloned());
+        }
+        if !self.seed_owners.is_empty() {
+            for c in live.iter_mut().chain(closed.iter_mut()) {
+                if c.pid == 0
+                    && let Some((pid, comm)) = self.seed_owners.get(&c.key)
+                {
+                    c.pid = *pid;
+                    c.comm.clone_from(comm);
+                }
+            }
+            for c in &closed {
+                self.seed_owners.remove(&c.key);
+            }
         }
         Ok(Snapshot {
             live,
@@ -448,13 +480,10 @@ fn no_hook_set(errors: &[(HookSet, String)], forced: bool) -> SourceError {
     SourceError::Unsupported(msg)
 }
 
-/// TCP connections open before we started, with their owners, as
-/// zero-counter samples. (UDP flows need no seeds: each call names its
-/// owner.)
-fn seed_from_proc() -> Vec<ConnSample> {
-    let Ok(found) = procfs::scan_sockets(Path::new("/proc")) else {
-        return Vec::new();
-    };
+/// TCP connections open before we started (`found` in /proc), with their
+/// owners, as zero-counter samples. (UDP flows need no seeds: each call
+/// names its owner.)
+fn seeds(found: Vec<procfs::ProcSocket>) -> Vec<ConnSample> {
     let mut seen = StdHashMap::new();
     for s in found {
         let state = ConnState::from_tcp(s.state);

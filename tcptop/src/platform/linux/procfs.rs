@@ -43,15 +43,32 @@ pub struct ProcSocket {
     pub owner: Option<(u32, String)>,
 }
 
+/// What one pass over `/proc` found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub sockets: Vec<ProcSocket>,
+    /// Every network namespace a process lives in, with the lowest pid
+    /// seen in it (its `/proc/<pid>/ns/net` enters it), in pid order.
+    pub namespaces: Vec<NetNs>,
+}
+
+/// A network namespace and one process in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetNs {
+    pub inode: u32,
+    pub pid: u32,
+}
+
 /// Every TCP socket (v4 and v6) in every network namespace reachable
-/// through `/proc/<pid>/ns/net`, excluding TCP LISTEN sockets (state 10). `proc_root` is
-/// normally `"/proc"` (parameterised for tests).
+/// through `/proc/<pid>/ns/net`, excluding TCP LISTEN sockets (state 10),
+/// and those namespaces. `proc_root` is normally `"/proc"` (parameterised
+/// for tests).
 ///
 /// # Errors
 ///
 /// Only if `proc_root` itself cannot be listed. Anything that fails below one
 /// `/proc/<pid>` (the process exited, permission denied, ...) is skipped.
-pub fn scan_sockets(proc_root: &Path) -> io::Result<Vec<ProcSocket>> {
+pub fn scan_sockets(proc_root: &Path) -> io::Result<Scan> {
     let mut pids: Vec<u32> = fs::read_dir(proc_root)?
         .filter_map(|entry| parse_pid(&entry.ok()?.file_name()))
         .collect();
@@ -69,7 +86,7 @@ pub fn scan_sockets(proc_root: &Path) -> io::Result<Vec<ProcSocket>> {
 
         if let Some(netns) = read_netns(&mut path) {
             let idx = *ns_index.entry(netns).or_insert_with(|| {
-                namespaces.push(Namespace::new(netns));
+                namespaces.push(Namespace::new(netns, pid));
                 namespaces.len() - 1
             });
             if let Some(ns) = namespaces.get_mut(idx) {
@@ -82,6 +99,13 @@ pub fn scan_sockets(proc_root: &Path) -> io::Result<Vec<ProcSocket>> {
     }
 
     let mut out = Vec::new();
+    let found: Vec<NetNs> = namespaces
+        .iter()
+        .map(|ns| NetNs {
+            inode: ns.inode,
+            pid: ns.pid,
+        })
+        .collect();
     for ns in namespaces {
         for (family_v6, rows) in [(false, ns.v4), (true, ns.v6)] {
             for (local, remote, state, inode, uid) in rows.unwrap_or_default() {
@@ -107,7 +131,10 @@ pub fn scan_sockets(proc_root: &Path) -> io::Result<Vec<ProcSocket>> {
             }
         }
     }
-    Ok(out)
+    Ok(Scan {
+        sockets: out,
+        namespaces: found,
+    })
 }
 
 /// One row of `/proc/net/tcp{,6}`: (local, remote, state, inode, uid).
@@ -117,14 +144,17 @@ type Row = (SocketAddr, SocketAddr, u8, u64, u32);
 /// successfully through any process yet.
 struct Namespace {
     inode: u32,
+    /// The first process seen in it.
+    pid: u32,
     v4: Option<Vec<Row>>,
     v6: Option<Vec<Row>>,
 }
 
 impl Namespace {
-    fn new(inode: u32) -> Self {
+    fn new(inode: u32, pid: u32) -> Self {
         Namespace {
             inode,
+            pid,
             v4: None,
             v6: None,
         }
@@ -423,7 +453,8 @@ garbage
         assert_eq!(accepted.local_addr().unwrap(), server);
 
         let start = std::time::Instant::now();
-        let sockets = scan_sockets(Path::new("/proc")).unwrap();
+        let scan = scan_sockets(Path::new("/proc")).unwrap();
+        let sockets = scan.sockets;
         eprintln!(
             "scan_sockets(/proc): {} sockets in {:?}",
             sockets.len(),
@@ -432,6 +463,8 @@ garbage
 
         let netns = own_netns();
         let pid = std::process::id();
+        let ns = scan.namespaces.iter().find(|n| n.inode == netns);
+        assert!(ns.is_some_and(|n| n.pid <= pid), "{:?}", scan.namespaces);
         let comm = fs::read_to_string("/proc/self/comm").unwrap();
         let comm = comm.trim_end_matches('\n');
 
@@ -517,7 +550,18 @@ garbage
         fs::create_dir_all(root.join("1234")).unwrap();
         fs::write(root.join("net"), "x").unwrap();
 
-        let mut got = scan_sockets(&root).unwrap();
+        let scan = scan_sockets(&root).unwrap();
+        assert_eq!(
+            scan.namespaces,
+            vec![
+                NetNs { inode: 100, pid: 7 },
+                NetNs {
+                    inode: 200,
+                    pid: 12
+                }
+            ]
+        );
+        let mut got = scan.sockets;
         got.sort_by_key(|s| (s.netns, s.inode));
         let sock =
             |netns, state, inode, local: Ipv4Addr, remote: Ipv4Addr, owner: Option<(u32, &str)>| {

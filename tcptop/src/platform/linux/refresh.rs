@@ -22,21 +22,21 @@ use super::hooks::{TracingBtf, chain, program};
 pub const PROGRAM: &str = "tcptop_iter_conns";
 
 /// `enum bpf_cmd` and `enum bpf_attach_type` values (include/uapi/linux/bpf.h).
-const BPF_LINK_CREATE: libc::c_long = 28;
+pub(super) const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_ITER_CREATE: libc::c_long = 33;
-const BPF_TRACE_ITER: u32 = 28;
+pub(super) const BPF_TRACE_ITER: u32 = 28;
 
 /// `union bpf_attr` for BPF_LINK_CREATE, as far as an iterator uses it.
 #[repr(C)]
 #[derive(Default)]
-struct LinkCreate {
-    prog_fd: u32,
-    target_fd: u32,
-    attach_type: u32,
-    flags: u32,
-    iter_info: u64,
-    iter_info_len: u32,
-    _pad: u32,
+pub(super) struct LinkCreate {
+    pub prog_fd: u32,
+    pub target_fd: u32,
+    pub attach_type: u32,
+    pub flags: u32,
+    pub iter_info: u64,
+    pub iter_info_len: u32,
+    pub _pad: u32,
 }
 
 /// `union bpf_iter_link_info` for a map element iterator: the map.
@@ -104,33 +104,38 @@ impl ConnIter {
 
     /// Walks the connection map once, bringing its records up to date.
     pub fn run(&mut self) -> io::Result<()> {
-        let attr = IterCreate {
-            link_fd: self.link.as_raw_fd() as u32,
-            flags: 0,
-        };
-        let mut iter = File::from(bpf(BPF_ITER_CREATE, &attr)?);
-        // The program writes nothing: a read walks to the end and returns
-        // 0, except that one read call visits at most a million records
-        // (the kernel's MAX_ITER_OBJECTS) and, having nothing to return,
-        // fails with EAGAIN; the next read goes on from there. --max-conns
-        // allows 4,194,304 records: a few reads at most.
-        let mut again = 0;
-        loop {
-            match iter.read(&mut self.buf) {
-                Ok(0) => return Ok(()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && again < MAX_PARTIAL_READS => {
-                    again += 1;
-                }
-                Err(e) => return Err(e),
+        walk(&self.link, &mut self.buf)
+    }
+}
+
+/// Makes an iterator from the iterator link `link` and runs it to the end.
+/// Its programs write nothing: a read walks to the end and returns 0,
+/// except that one read call visits at most a million objects (the
+/// kernel's MAX_ITER_OBJECTS) and, having nothing to return, fails with
+/// EAGAIN; the next read goes on from there. --max-conns allows 4,194,304
+/// records: a few reads at most.
+pub(super) fn walk(link: &OwnedFd, buf: &mut [u8]) -> io::Result<()> {
+    let attr = IterCreate {
+        link_fd: link.as_raw_fd() as u32,
+        flags: 0,
+    };
+    let mut iter = File::from(bpf(BPF_ITER_CREATE, &attr)?);
+    let mut again = 0;
+    loop {
+        match iter.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && again < MAX_PARTIAL_READS => {
+                again += 1;
             }
+            Err(e) => return Err(e),
         }
     }
 }
 
 /// One bpf() command that returns a new file descriptor.
-fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<OwnedFd> {
+pub(super) fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<OwnedFd> {
     // SAFETY: `attr` is a live, initialised `union bpf_attr` prefix of the
     // size passed; the kernel reads only that many bytes.
     let fd = unsafe {
