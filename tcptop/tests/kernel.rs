@@ -449,6 +449,60 @@ fn idle_existing_connection_is_live() {
     assert_eq!(u(fin, "rx_packets"), 2, "{fin}");
 }
 
+/// 5,000 idle connections (2,500 pairs) open before tcptop starts: every
+/// one is in one snapshot, live, with its owner. More records than one
+/// batch read of the map holds (4,096), all adopted at start-up in the
+/// test's namespace.
+#[test]
+fn many_existing_connections_in_one_snapshot() {
+    if !common::is_root("many_existing_connections_in_one_snapshot") {
+        return;
+    }
+    let _g = common::serial();
+    const PAIRS: usize = 2500;
+    let ns = NetNs::new("many");
+    let mut hold = ns.peer(&[
+        "hold-self",
+        "--listen",
+        "127.0.0.1:40164",
+        "--pairs",
+        &PAIRS.to_string(),
+    ]);
+    assert_eq!(u(&hold.expect("holding"), "sockets"), 2 * PAIRS as u64);
+    let owner = u64::from(hold.pid());
+
+    let mut top = Tcptop::start(&["--port", "40164"]);
+    top.pump(Duration::from_millis(2500));
+    hold.poke();
+    hold.wait_ok();
+    let (records, _) = top.stop();
+    let mut by_snapshot: std::collections::BTreeMap<String, Vec<&Value>> = Default::default();
+    for r in &records {
+        by_snapshot.entry(r["ts"].to_string()).or_default().push(r);
+    }
+    let fullest = by_snapshot
+        .values()
+        .map(|rs| {
+            let live: std::collections::HashSet<(String, String)> = rs
+                .iter()
+                .filter(|r| {
+                    r["state"] == "ESTABLISHED"
+                        && r["pid"].as_u64() == Some(owner)
+                        && !r["rtt_us"].is_null()
+                })
+                .map(|r| (r["local"].to_string(), r["remote"].to_string()))
+                .collect();
+            live.len()
+        })
+        .max()
+        .unwrap_or(0);
+    assert_eq!(
+        fullest,
+        2 * PAIRS,
+        "live connections in the fullest snapshot"
+    );
+}
+
 /// A receive call already blocked when tcptop attaches is counted when it
 /// returns. Only the tracepoint set can see it: function-exit hooks (fexit,
 /// kretprobe) are not called for a call entered before they were attached.

@@ -27,6 +27,9 @@
 //!
 //!   tcptop-testpeer churn-self --listen 127.0.0.1:5000 --secs 5
 //!
+//! `hold-self` opens `--pairs` idle connections to itself and holds them
+//! until a line arrives on stdin.
+//!
 //! With `--wait-stdin` the client waits for a line on stdin after connecting
 //! (before sending) and again before closing, so a test can start tcptop
 //! against an already-open connection and sample it while idle; the server
@@ -77,6 +80,14 @@ enum Role {
         /// Bytes per send call in bulk mode.
         #[arg(long, default_value_t = 128 * 1024)]
         chunk: usize,
+    },
+    /// Opens `pairs` idle connections to itself, prints "holding", and
+    /// keeps them open until a line arrives on stdin (or stdin closes).
+    HoldSelf {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        pairs: u32,
     },
     ChurnSelf {
         #[arg(long)]
@@ -193,6 +204,7 @@ fn main() -> Result<()> {
             Some(secs) => bulk(connect, &common, secs, chunk),
             None => client(connect, &common, wait_stdin, rate),
         },
+        Role::HoldSelf { listen, pairs } => hold_self(listen, pairs),
         Role::ChurnSelf { listen, secs } => churn_self(listen, secs),
         Role::UdpPingSelf { listen, secs } => udp_ping_self(listen, secs),
         Role::UdpServer {
@@ -388,6 +400,33 @@ fn client(connect: SocketAddr, c: &Common, wait_stdin: bool, rate: Option<f64>) 
                            "per_sec": f64::from(c.conns) / secs})
     );
     Ok(())
+}
+
+fn hold_self(listen: SocketAddr, pairs: u32) -> Result<()> {
+    // Two descriptors a pair: raise the soft limit to the hard one.
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+    let l = TcpListener::bind(listen).with_context(|| format!("bind {listen}"))?;
+    let addr = l.local_addr()?;
+    let mut held = Vec::with_capacity(2 * pairs as usize);
+    for _ in 0..pairs {
+        let c = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+        let (s, _) = l.accept()?;
+        held.push(c);
+        held.push(s);
+    }
+    println!(
+        "{}",
+        serde_json::json!({"event": "holding", "pid": std::process::id(), "sockets": held.len()})
+    );
+    std::io::stdout().flush()?;
+    wait_line()
 }
 
 fn bulk(connect: SocketAddr, c: &Common, secs: f64, chunk: usize) -> Result<()> {

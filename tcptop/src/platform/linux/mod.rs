@@ -13,6 +13,7 @@ mod caps;
 mod convert;
 mod events;
 mod hooks;
+mod mapread;
 mod privdrop;
 mod procfs;
 mod refresh;
@@ -43,6 +44,9 @@ pub struct EbpfSource {
     events: events::EventQueue,
     /// Drained events, kept between snapshots for its capacity.
     event_buf: Vec<ConnEvent>,
+    /// The connection map's records, read in batches, likewise.
+    live_buf: Vec<(u64, ConnStats)>,
+    map_reader: mapread::MapReader,
     /// None when the UDP programs could not attach (a warning says so).
     udp: Option<udp::UdpFlows>,
     conn_iter: refresh::ConnIter,
@@ -149,6 +153,7 @@ impl EbpfSource {
             ));
         }
         let seeds = seeds(scan.sockets);
+        let map_reader = mapread::MapReader::new(&ebpf).map_err(SourceError::Failed)?;
         let conns = take_map(&mut ebpf, MAP_CONNS, HashMap::try_from)?;
         let drops = take_map(&mut ebpf, MAP_DROPS, PerCpuArray::try_from)?;
         let ring = take_map(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?;
@@ -166,6 +171,8 @@ impl EbpfSource {
             drops,
             events,
             event_buf: Vec::new(),
+            live_buf: Vec::new(),
+            map_reader,
             udp,
             conn_iter,
             seeds,
@@ -227,42 +234,29 @@ impl DataSource for EbpfSource {
         // lookup says so and the walk is skipped (most of an idle tcptop's
         // CPU). A record born after this check waits for the next snapshot's
         // walk, as one born after the walk does.
+        self.live_buf.clear();
         if self.conns.keys().next().is_some() {
             self.conn_iter.run().map_err(|e| {
                 SourceError::Failed(format!("cannot bring the connection map up to date: {e}"))
             })?;
+            self.map_reader
+                .read_all(&mut self.live_buf)
+                .map_err(|e| SourceError::Failed(format!("cannot read the connection map: {e}")))?;
         }
-        let mut live = Vec::new();
-        let mut seen = convert::IdSet::default();
-        for item in self.conns.iter() {
-            match item {
-                Ok((sk, st)) => {
-                    let sample = convert::sample(sk, &st, false);
-                    // A record is made at birth, before the kernel has
-                    // filled in every endpoint: connect() enters SYN_SENT
-                    // before it picks the source port, a listener's child
-                    // enters SYN_RECV with the listener's (empty) remote
-                    // end. The iterator fills them in at a later snapshot
-                    // (the source port is picked within the connect call);
-                    // until then the record is left out, never shown with
-                    // port 0. (No connection has port 0 at either end.)
-                    if sample.key.local.port() == 0 || sample.key.remote.port() == 0 {
-                        continue;
-                    }
-                    // A walk restarts from the first bucket when its cursor
-                    // key is deleted meanwhile: skip what it returns twice.
-                    if seen.insert(sample.id) {
-                        live.push(sample);
-                    }
-                }
-                // An entry deleted while we walk the map: it comes as a close event.
-                Err(aya::maps::MapError::KeyNotFound) => continue,
-                Err(e) => {
-                    return Err(SourceError::Failed(format!(
-                        "cannot read the connection map: {e}"
-                    )));
-                }
+        let mut live = Vec::with_capacity(self.live_buf.len());
+        for (sk, st) in &self.live_buf {
+            let sample = convert::sample(*sk, st, false);
+            // A record is made at birth, before the kernel has filled in
+            // every endpoint: connect() enters SYN_SENT before it picks the
+            // source port, a listener's child enters SYN_RECV with the
+            // listener's (empty) remote end. The iterator fills them in at a
+            // later snapshot (the source port is picked within the connect
+            // call); until then the record is left out, never shown with
+            // port 0. (No connection has port 0 at either end.)
+            if sample.key.local.port() == 0 || sample.key.remote.port() == 0 {
+                continue;
             }
+            live.push(sample);
         }
         // Events after the map walk, drained to the end now: a connection
         // whose entry the walk missed because it was just deleted has its
