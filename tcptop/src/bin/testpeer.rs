@@ -403,13 +403,21 @@ fn client(connect: SocketAddr, c: &Common, wait_stdin: bool, rate: Option<f64>) 
 }
 
 fn hold_self(listen: SocketAddr, pairs: u32) -> Result<()> {
-    // Two descriptors a pair: raise the soft limit to the hard one.
+    // Two descriptors a pair: raise the limit (the hard one too, which
+    // root may: a VM's default is 4,096), or at least the soft one to it.
+    let want = 2 * libc::rlim_t::from(pairs) + 64;
     // SAFETY: getrlimit/setrlimit on a local struct.
     unsafe {
         let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
+            let raised = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: lim.rlim_max.max(want),
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
         }
     }
     let l = TcpListener::bind(listen).with_context(|| format!("bind {listen}"))?;
