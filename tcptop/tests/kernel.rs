@@ -471,8 +471,10 @@ fn many_existing_connections_in_one_snapshot() {
     assert_eq!(u(&hold.expect("holding"), "sockets"), 2 * PAIRS as u64);
     let owner = u64::from(hold.pid());
 
-    let mut top = Tcptop::start(&["--port", "40164"]);
-    top.pump(Duration::from_millis(2500));
+    // One snapshot a second: 5,000 lines each (the VMs' emulated CPUs
+    // cannot parse five times that a second in a debug build).
+    let mut top = Tcptop::start_with_interval("1", &["--port", "40164"]);
+    top.pump(Duration::from_millis(3500));
     hold.poke();
     hold.wait_ok();
     let (records, _) = top.stop();
