@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{NetNs, Tcptop, of_conn};
+use common::{NetNs, Peer, Tcptop, of_conn};
 use serde_json::Value;
 
 const CLI_BYTES: u64 = 1_234_567;
@@ -330,6 +330,39 @@ fn state_and_counters_move_without_calls() {
     assert_eq!((u(fin, "tx_bytes"), u(fin, "rx_bytes")), (0, 0));
 }
 
+/// An idle connection made before tcptop starts, in a fresh namespace
+/// `tag`: a server on 127.0.0.1:`port` named `<name>-srv` that accepted it
+/// and a client named `<name>-cli`, both waiting on stdin. Returns the
+/// namespace, the server, the client and the client's local address.
+fn idle_pair(tag: &str, port: u16, name: &str) -> (NetNs, Peer, Peer, String) {
+    let ns = NetNs::new(tag);
+    let addr = format!("127.0.0.1:{port}");
+    let (srv_name, cli_name) = (format!("{name}-srv"), format!("{name}-cli"));
+    let mut srv = ns.peer(&[
+        "server",
+        "--listen",
+        &addr,
+        "--name",
+        &srv_name,
+        "--wait-stdin",
+    ]);
+    srv.expect("listening");
+    let mut cli = ns.peer(&[
+        "client",
+        "--connect",
+        &addr,
+        "--name",
+        &cli_name,
+        "--wait-stdin",
+    ]);
+    let local = cli.expect("connected")["local"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    srv.expect("accepted");
+    (ns, srv, cli, local)
+}
+
 /// A connection open before tcptop started, on which neither end makes a
 /// data call afterwards, is still reported closed when it ends, on both
 /// sides, with the owners /proc showed at start-up. (The client is killed:
@@ -341,30 +374,8 @@ fn idle_existing_connection_ends() {
         return;
     }
     let _g = common::serial();
-    let ns = NetNs::new("idleold");
+    let (_ns, mut srv, cli, local) = idle_pair("idleold", 40162, "tt-io");
     let addr = "127.0.0.1:40162";
-    let mut srv = ns.peer(&[
-        "server",
-        "--listen",
-        addr,
-        "--name",
-        "tt-io-srv",
-        "--wait-stdin",
-    ]);
-    srv.expect("listening");
-    let mut cli = ns.peer(&[
-        "client",
-        "--connect",
-        addr,
-        "--name",
-        "tt-io-cli",
-        "--wait-stdin",
-    ]);
-    let local = cli.expect("connected")["local"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    srv.expect("accepted");
 
     let mut top = Tcptop::start(&["--port", "40162"]);
     top.wait_for(|r| r["local"] == local.as_str() && r["comm"] == "tt-io-cli");
@@ -394,30 +405,8 @@ fn idle_existing_connection_is_live() {
         return;
     }
     let _g = common::serial();
-    let ns = NetNs::new("oldlive");
+    let (_ns, mut srv, cli, local) = idle_pair("oldlive", 40163, "tt-ol");
     let addr = "127.0.0.1:40163";
-    let mut srv = ns.peer(&[
-        "server",
-        "--listen",
-        addr,
-        "--name",
-        "tt-ol-srv",
-        "--wait-stdin",
-    ]);
-    srv.expect("listening");
-    let mut cli = ns.peer(&[
-        "client",
-        "--connect",
-        addr,
-        "--name",
-        "tt-ol-cli",
-        "--wait-stdin",
-    ]);
-    let local = cli.expect("connected")["local"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    srv.expect("accepted");
 
     let mut top = Tcptop::start(&["--port", "40163"]);
     for (l, r, comm) in [
