@@ -35,6 +35,9 @@ struct Batch {
 /// Records asked for per call at first; doubled when one bucket holds more
 /// (the kernel then answers ENOSPC).
 const FIRST_BATCH: usize = 4096;
+/// No bucket can hold more records than the map (--max-conns allows
+/// 4,194,304): ENOSPC past this is an error, not a reason to grow again.
+const MAX_BATCH: usize = 1 << 23;
 
 /// The connection map (a descriptor of its own) and buffers for reading
 /// it, kept between snapshots.
@@ -109,7 +112,11 @@ impl MapReader {
                 Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
                 // One bucket holds more than the buffers: larger ones, and
                 // the same bucket again.
-                Some(e) if e.raw_os_error() == Some(libc::ENOSPC) && n == 0 => {
+                Some(e)
+                    if e.raw_os_error() == Some(libc::ENOSPC)
+                        && n == 0
+                        && self.keys.len() < MAX_BATCH =>
+                {
                     let len = self.keys.len() * 2;
                     self.keys.resize(len, 0);
                     self.values.resize(len, ConnStats::default());
