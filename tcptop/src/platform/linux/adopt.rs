@@ -14,13 +14,13 @@
 //! when done: it runs once.
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use aya::{Ebpf, programs::Iter};
 
-use super::hooks::{TracingBtf, chain, program};
-use super::procfs::NetNs;
-use super::refresh::{BPF_LINK_CREATE, BPF_TRACE_ITER, LinkCreate, bpf, walk};
+use super::hooks::{TracingBtf, program};
+use super::procfs::{self, NetNs};
+use super::refresh::{link_iterator, walk};
 
 /// Name of the iterator program in the eBPF object.
 pub const PROGRAM: &str = "tcptop_adopt_tcp";
@@ -29,27 +29,14 @@ pub const PROGRAM: &str = "tcptop_adopt_tcp";
 /// (entered through its process's `/proc/<pid>/ns/net`), adopting every
 /// connection into the map. Returns how many namespaces were walked.
 pub fn adopt(ebpf: &mut Ebpf, btf: &mut TracingBtf, namespaces: &[NetNs]) -> Result<usize, String> {
-    let btf = btf.parsed()?;
-    let prog: &mut Iter = program(ebpf, PROGRAM)?
-        .try_into()
-        .map_err(|e| format!("{PROGRAM}: {e}"))?;
-    prog.load("tcp", btf)
-        .map_err(|e| format!("cannot load the TCP socket iterator: {}", chain(&e)))?;
-    let walked = match prog.fd() {
-        Ok(fd) => {
-            let attr = LinkCreate {
-                prog_fd: fd.as_fd().as_raw_fd() as u32,
-                attach_type: BPF_TRACE_ITER,
-                ..LinkCreate::default()
-            };
-            bpf(BPF_LINK_CREATE, &attr)
-                .map_err(|e| format!("cannot link the TCP socket iterator: {e}"))
-                .map(|link| walk_namespaces(&link, namespaces))
-        }
-        Err(e) => Err(format!("{PROGRAM}: {}", chain(&e))),
-    };
+    let walked = link_iterator(ebpf, btf, PROGRAM, "tcp", None, "the TCP socket iterator")
+        .map(|link| walk_namespaces(&link, namespaces));
     // The link went with `walk_namespaces`; the program runs no more.
-    let _ = prog.unload();
+    if let Ok(prog) = program(ebpf, PROGRAM)
+        && let Ok(prog) = <&mut Iter>::try_from(prog)
+    {
+        let _ = prog.unload();
+    }
     walked
 }
 
@@ -60,7 +47,7 @@ fn walk_namespaces(link: &OwnedFd, namespaces: &[NetNs]) -> usize {
     std::thread::scope(|s| {
         s.spawn(|| {
             let mut buf = vec![0u8; 4096];
-            let own = own_netns();
+            let own = procfs::own_netns();
             let mut walked = usize::from(walk(link, &mut buf).is_ok());
             for ns in namespaces.iter().filter(|ns| Some(ns.inode) != own) {
                 // The process may have exited (or moved: then we walk
@@ -81,12 +68,4 @@ fn walk_namespaces(link: &OwnedFd, namespaces: &[NetNs]) -> usize {
         .join()
         .unwrap_or(0)
     })
-}
-
-/// Inode of our own network namespace.
-fn own_netns() -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self/ns/net")
-        .ok()
-        .and_then(|m| u32::try_from(m.ino()).ok())
 }

@@ -10,10 +10,12 @@
 //! do both).
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
-use aya::{Ebpf, maps::Map};
-use tcptop_common::{ConnStats, MAP_CONNS};
+use aya::Ebpf;
+use tcptop_common::ConnStats;
+
+use super::refresh::conns_fd;
 
 /// `enum bpf_cmd` value (include/uapi/linux/bpf.h).
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
@@ -49,13 +51,9 @@ pub struct MapReader {
 
 impl MapReader {
     pub fn new(ebpf: &Ebpf) -> Result<Self, String> {
-        let map =
-            match ebpf.map(MAP_CONNS) {
-                Some(Map::HashMap(m)) => m.fd().as_fd().try_clone_to_owned().map_err(|e| {
-                    format!("cannot duplicate the connection map's descriptor: {e}")
-                })?,
-                _ => return Err(format!("eBPF object has no hash map {MAP_CONNS}")),
-            };
+        let map = conns_fd(ebpf)?
+            .try_clone_to_owned()
+            .map_err(|e| format!("cannot duplicate the connection map's descriptor: {e}"))?;
         Ok(MapReader {
             map,
             keys: Vec::new(),

@@ -189,6 +189,11 @@ fn parse_pid(name: &OsStr) -> Option<u32> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
+/// Inode of our own network namespace.
+pub fn own_netns() -> Option<u32> {
+    read_netns(&mut PathBuf::from("/proc/self"))
+}
+
 /// Netns inode of the process directory `pid_dir`, from its `ns/net` link.
 fn read_netns(pid_dir: &mut PathBuf) -> Option<u32> {
     pid_dir.push("ns");

@@ -11,7 +11,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use aya::{Ebpf, maps::Map, programs::Iter};
 use tcptop_common::MAP_CONNS;
@@ -22,21 +22,21 @@ use super::hooks::{TracingBtf, chain, program};
 pub const PROGRAM: &str = "tcptop_iter_conns";
 
 /// `enum bpf_cmd` and `enum bpf_attach_type` values (include/uapi/linux/bpf.h).
-pub(super) const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_ITER_CREATE: libc::c_long = 33;
-pub(super) const BPF_TRACE_ITER: u32 = 28;
+const BPF_TRACE_ITER: u32 = 28;
 
 /// `union bpf_attr` for BPF_LINK_CREATE, as far as an iterator uses it.
 #[repr(C)]
 #[derive(Default)]
-pub(super) struct LinkCreate {
-    pub prog_fd: u32,
-    pub target_fd: u32,
-    pub attach_type: u32,
-    pub flags: u32,
-    pub iter_info: u64,
-    pub iter_info_len: u32,
-    pub _pad: u32,
+struct LinkCreate {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+    iter_info: u64,
+    iter_info_len: u32,
+    _pad: u32,
 }
 
 /// `union bpf_iter_link_info` for a map element iterator: the map.
@@ -69,33 +69,15 @@ impl ConnIter {
     /// Loads the iterator program and links it to the connection map.
     /// Needs BTF tracing programs and map iterators (Linux 5.9+).
     pub fn attach(ebpf: &mut Ebpf, btf: &mut TracingBtf) -> Result<Self, String> {
-        let map_fd = match ebpf.map(MAP_CONNS) {
-            Some(Map::HashMap(m)) => m.fd().as_fd().as_raw_fd(),
-            _ => return Err(format!("eBPF object has no hash map {MAP_CONNS}")),
-        };
-        let btf = btf.parsed()?;
-        let prog: &mut Iter = program(ebpf, PROGRAM)?
-            .try_into()
-            .map_err(|e| format!("{PROGRAM}: {e}"))?;
-        prog.load("bpf_map_elem", btf)
-            .map_err(|e| format!("cannot load the connection map's iterator: {}", chain(&e)))?;
-        let prog_fd = prog
-            .fd()
-            .map_err(|e| format!("{PROGRAM}: {}", chain(&e)))?
-            .as_fd()
-            .as_raw_fd();
-        let info = IterLinkInfo {
-            map_fd: map_fd as u32,
-        };
-        let attr = LinkCreate {
-            prog_fd: prog_fd as u32,
-            attach_type: BPF_TRACE_ITER,
-            iter_info: std::ptr::from_ref(&info) as u64,
-            iter_info_len: std::mem::size_of::<IterLinkInfo>() as u32,
-            ..LinkCreate::default()
-        };
-        let link = bpf(BPF_LINK_CREATE, &attr)
-            .map_err(|e| format!("cannot link the connection map's iterator: {e}"))?;
+        let map_fd = conns_fd(ebpf)?.as_raw_fd();
+        let link = link_iterator(
+            ebpf,
+            btf,
+            PROGRAM,
+            "bpf_map_elem",
+            Some(map_fd),
+            "the connection map's iterator",
+        )?;
         Ok(ConnIter {
             link,
             buf: vec![0; 4096],
@@ -106,6 +88,52 @@ impl ConnIter {
     pub fn run(&mut self) -> io::Result<()> {
         walk(&self.link, &mut self.buf)
     }
+}
+
+/// The connection map's descriptor (owned by `ebpf`).
+pub(super) fn conns_fd(ebpf: &Ebpf) -> Result<BorrowedFd<'_>, String> {
+    match ebpf.map(MAP_CONNS) {
+        Some(Map::HashMap(m)) => Ok(m.fd().as_fd()),
+        _ => Err(format!("eBPF object has no hash map {MAP_CONNS}")),
+    }
+}
+
+/// Loads the iterator program `name` for the kernel's iterator `target`
+/// and links it (to the map `map_fd`, for a map element iterator);
+/// `what` names it in messages. The link is a descriptor we own:
+/// dropping it detaches.
+pub(super) fn link_iterator(
+    ebpf: &mut Ebpf,
+    btf: &mut TracingBtf,
+    name: &str,
+    target: &str,
+    map_fd: Option<RawFd>,
+    what: &str,
+) -> Result<OwnedFd, String> {
+    let btf = btf.parsed()?;
+    let prog: &mut Iter = program(ebpf, name)?
+        .try_into()
+        .map_err(|e| format!("{name}: {e}"))?;
+    prog.load(target, btf)
+        .map_err(|e| format!("cannot load {what}: {}", chain(&e)))?;
+    let prog_fd = prog
+        .fd()
+        .map_err(|e| format!("{name}: {}", chain(&e)))?
+        .as_fd()
+        .as_raw_fd();
+    let info = map_fd.map(|fd| IterLinkInfo { map_fd: fd as u32 });
+    let attr = LinkCreate {
+        prog_fd: prog_fd as u32,
+        attach_type: BPF_TRACE_ITER,
+        iter_info: info.as_ref().map_or(0, |i| std::ptr::from_ref(i) as u64),
+        iter_info_len: if info.is_some() {
+            std::mem::size_of::<IterLinkInfo>() as u32
+        } else {
+            0
+        },
+        ..LinkCreate::default()
+    };
+    bpf(BPF_LINK_CREATE, &attr).map_err(|e| format!("cannot link {what}: {e}"))
 }
 
 /// Makes an iterator from the iterator link `link` and runs it to the end.
@@ -135,7 +163,7 @@ pub(super) fn walk(link: &OwnedFd, buf: &mut [u8]) -> io::Result<()> {
 }
 
 /// One bpf() command that returns a new file descriptor.
-pub(super) fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<OwnedFd> {
+fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<OwnedFd> {
     // SAFETY: `attr` is a live, initialised `union bpf_attr` prefix of the
     // size passed; the kernel reads only that many bytes.
     let fd = unsafe {
