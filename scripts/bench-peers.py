@@ -10,6 +10,12 @@ Monitors (each in its non-interactive mode, output to /dev/null):
   tcptop-noop-tcp the floor with --tcp: the TCP hooks alone (with the
              above, splits the gap into TCP work, TCP dispatch and the UDP
              programs' per-packet dispatch)
+  tcptop-skip-user, tcptop-skip-ring, tcptop-skip-calls, tcptop-skip-ring-calls
+             tcptop with TCPTOP_BENCH_SKIP: user space only empties the ring
+             buffer; teardowns send no final record; send/receive calls are
+             not counted; neither (what is left: a record inserted at each
+             socket's birth and deleted at its teardown). What each part of
+             tcptop's work costs the load; not in the default tool list
   tcplife    tcplife (Debian's libbpf-tools; bpfcc-tools' tcplife-bpfcc if
              that is all apt has), the eBPF reference
   nethogs    nethogs -t -a lo
@@ -34,6 +40,7 @@ the load (all threads, /proc/PID/task/*/schedstat) and its peak RSS (VmHWM).
 
 Usage (root): scripts/bench-peers.py [--rounds 3] [--secs 10] [--rate 1000]
     [--tools tcptop,tcptop-tcp,tcptop-noop,tcptop-noop-tcp,tcplife,nethogs,iftop,bandwhich]
+    (also tcptop-skip-user, -ring, -calls, -ring-calls)
     [--loads bulk,fixed,max,bytes]
     [--markdown] [--no-install]
 Installs what is missing (apt: iperf3 nethogs iftop libbpf-tools; cargo:
@@ -67,8 +74,11 @@ BANDWHICH_VERSION = "0.23.1"
 OUT = os.path.join(ROOT, "target", "bench-peers")
 ALL_TOOLS = ["tcptop", "tcptop-tcp", "tcptop-noop", "tcptop-noop-tcp", "tcplife", "nethogs",
              "iftop", "bandwhich"]
-# Count nothing by design: no byte-count run.
-NOOP_TOOLS = ("tcptop-noop", "tcptop-noop-tcp")
+# Parts of tcptop's work left out (TCPTOP_BENCH_SKIP), by tool name.
+SKIP_TOOLS = {"tcptop-skip-user": "user", "tcptop-skip-ring": "ring",
+              "tcptop-skip-calls": "calls", "tcptop-skip-ring-calls": "ring,calls"}
+# Count nothing (or not everything) by design: no byte-count run.
+NOOP_TOOLS = ("tcptop-noop", "tcptop-noop-tcp") + tuple(SKIP_TOOLS)
 
 
 def is_tcptop(tool):
@@ -270,6 +280,10 @@ TOOLS = {
     "tcptop-noop-tcp": dict(cmd=lambda: ["env", "TCPTOP_BENCH_NOOP=1", TCPTOP, "--batch",
                                          "--format", "jsonl", "--interval", "1", "--tcp"],
                             bytes_extra=[], stop=signal.SIGTERM, stdbuf=False),
+    **{name: dict(cmd=lambda part=part: ["env", f"TCPTOP_BENCH_SKIP={part}", TCPTOP, "--batch",
+                                         "--format", "jsonl", "--interval", "1"],
+                  bytes_extra=[], stop=signal.SIGTERM, stdbuf=False)
+       for name, part in SKIP_TOOLS.items()},
     "tcplife": dict(cmd=tcplife_cmd, bytes_extra=[], stop=signal.SIGINT, stdbuf=True),
     "nethogs": dict(cmd=lambda: ["nethogs", "-t", "-a", "lo"],
                     bytes_extra=["-v", "2"], stop=signal.SIGINT, stdbuf=True),
@@ -751,7 +765,7 @@ def main():
     loads = [x for x in a.loads.split(",") if x]
     for t in tools:
         if t not in TOOLS:
-            ap.error(f"unknown tool {t} (known: {', '.join(ALL_TOOLS)})")
+            ap.error(f"unknown tool {t} (known: {', '.join(TOOLS)})")
     for x in loads:
         if x not in ALL_LOADS:
             ap.error(f"unknown load {x} (known: {', '.join(ALL_LOADS)})")

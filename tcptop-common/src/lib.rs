@@ -197,7 +197,16 @@ pub struct Offsets {
     pub udp: u32,
     /// Non-zero once filled in by user space; programs do nothing until then.
     pub ready: u32,
+    /// Benchmark instrument: [`SKIP_CALLS`], [`SKIP_RING`] (0 in normal use).
+    pub bench_skip: u32,
 }
+
+/// `Offsets::bench_skip`: the send/receive programs return at once (no
+/// bytes, no owners from calls).
+pub const SKIP_CALLS: u32 = 1;
+/// `Offsets::bench_skip`: a teardown deletes the record without sending
+/// its final copy through the ring buffer.
+pub const SKIP_RING: u32 = 2;
 
 #[cfg(feature = "user")]
 mod user {
@@ -223,7 +232,7 @@ mod tests {
             size_of::<ConnTuple>() + 4 + 3 * 8 + 8 * 4 + 16 + 2 + 1 + 1 + 4
         );
         assert_eq!(size_of::<ConnEvent>(), 16 + size_of::<ConnStats>());
-        assert_eq!(size_of::<Offsets>(), 23 * 4);
+        assert_eq!(size_of::<Offsets>(), 24 * 4);
         assert_eq!(size_of::<UdpFlow>(), 6 * 8 + 8 + 16);
     }
 }

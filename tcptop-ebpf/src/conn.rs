@@ -12,7 +12,7 @@ use aya_ebpf::{
 use tcptop_common::{
     AF_INET, AF_INET6, ConnEvent, ConnStats, ConnTuple, DROP_COUNTERS, DROP_MAP_FULL, DROP_RINGBUF,
     EVENT_CLOSE, EVENTS_BYTES, IPPROTO_TCP, IPPROTO_UDP, MAX_CONNS, ORIGIN_BORN, ORIGIN_EXISTING,
-    TCP_CLOSE,
+    SKIP_CALLS, SKIP_RING, TCP_CLOSE,
 };
 
 use crate::kernel::{self, Mem, off};
@@ -353,6 +353,9 @@ pub fn add(counter: *mut u64, n: u64) {
 /// owner fields, for nothing.
 #[inline(always)]
 pub fn emit_close<M: Mem>(sk: u64, st: *const ConnStats, tp: *const u8) {
+    if kernel::skips(SKIP_RING) {
+        return;
+    }
     match EVENTS.reserve::<ConnEvent>(0) {
         Some(mut entry) => {
             let ev = entry.as_mut_ptr();
@@ -411,7 +414,7 @@ pub const MSG_ERRQUEUE: i64 = 0x2000;
 pub fn on_io<M: Mem>(sk: u64, ret: i64, flags: i64, tx: bool) {
     // A failed call moved nothing. (A UDP call that fails after its cgroup
     // hook leaves a handover behind: see `udp::UDP_PEERS`.)
-    if !kernel::ready() || sk == 0 || ret < 0 {
+    if !kernel::ready() || sk == 0 || ret < 0 || kernel::skips(SKIP_CALLS) {
         return;
     }
     // A call that moves data (or reads the end of it: ret 0).

@@ -891,6 +891,97 @@ fn bench_noop_attaches_everything_and_counts_nothing() {
     );
 }
 
+/// The benchmark instrument `TCPTOP_BENCH_SKIP` (what each part of
+/// tcptop's work costs a load, in BENCHMARKS.md) must leave out exactly
+/// what it names and keep the rest: `calls` the send/receive programs'
+/// counting, `ring` the final copies of closed connections, `user` all of
+/// user space's work but emptying the ring buffer.
+#[test]
+fn bench_skip_leaves_out_what_it_names() {
+    if !common::is_root("bench_skip_leaves_out_what_it_names") {
+        return;
+    }
+    let _g = common::serial();
+    let ns = NetNs::new("skip");
+
+    // calls: the connection is born and torn down as usual, its packets
+    // are the kernel's, its bytes are not counted.
+    let addr = "127.0.0.1:40133";
+    let mut top = Tcptop::start_with_env(
+        common::INTERVAL,
+        &["--port", "40133"],
+        &[("TCPTOP_BENCH_SKIP", "calls")],
+    );
+    assert!(
+        top.warnings
+            .iter()
+            .any(|w| w.contains("send/receive calls")),
+        "{:?}",
+        top.warnings
+    );
+    let mut srv = ns.peer(&["server", "--listen", addr, "--recv", "777"]);
+    srv.expect("listening");
+    let mut cli = ns.peer(&["client", "--connect", addr, "--send", "777"]);
+    let local = cli.expect("done")["local"].as_str().unwrap().to_string();
+    cli.expect("finished");
+    srv.expect("finished");
+    top.wait_for(|r| r["local"] == local.as_str() && r["state"] == "CLOSED");
+    let (records, _) = top.stop();
+    let fin = closed(&of_conn(&records, &local, addr));
+    assert_eq!((u(fin, "tx_bytes"), u(fin, "rx_bytes")), (0, 0), "{fin}");
+    assert!(u(fin, "tx_packets") > 0, "{fin}");
+
+    // ring: live rows as usual, calls counted, no closed rows.
+    let addr = "127.0.0.1:40134";
+    let mut top = Tcptop::start_with_env(
+        common::INTERVAL,
+        &["--port", "40134"],
+        &[("TCPTOP_BENCH_SKIP", "ring")],
+    );
+    let mut srv = ns.peer(&["server", "--listen", addr, "--recv", "777"]);
+    srv.expect("listening");
+    let mut cli = ns.peer(&["client", "--connect", addr, "--send", "777", "--wait-stdin"]);
+    let local = cli.expect("connected")["local"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cli.poke();
+    cli.expect("done");
+    top.wait_for(|r| r["local"] == local.as_str() && r["tx_bytes"].as_u64() == Some(777));
+    cli.poke();
+    cli.wait_ok();
+    srv.expect("finished");
+    top.pump(Duration::from_millis(800));
+    let (records, _) = top.stop();
+    let ends: Vec<_> = records
+        .iter()
+        .filter(|r| r["state"] == "CLOSED" && r["remote"] == addr)
+        .collect();
+    assert!(
+        ends.is_empty(),
+        "closed rows with the ring left out: {ends:#?}"
+    );
+
+    // user: the programs count, user space reports nothing.
+    let addr = "127.0.0.1:40135";
+    let mut top = Tcptop::start_with_env(
+        common::INTERVAL,
+        &["--port", "40135"],
+        &[("TCPTOP_BENCH_SKIP", "user")],
+    );
+    let mut srv = ns.peer(&["server", "--listen", addr, "--recv", "777"]);
+    srv.expect("listening");
+    let mut cli = ns.peer(&["client", "--connect", addr, "--send", "777"]);
+    cli.expect("finished");
+    srv.expect("finished");
+    top.pump(Duration::from_millis(800));
+    let (records, _) = top.stop();
+    assert!(
+        records.is_empty(),
+        "rows with user space left out: {records:#?}"
+    );
+}
+
 /// A connect the peer never answers stays in SYN_SENT (here: its SYNs are
 /// dropped because the listener's accept queue is full, all inside a
 /// private namespace). The kernel picks the source port after the

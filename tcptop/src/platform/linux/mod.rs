@@ -28,7 +28,7 @@ use aya::{
 };
 use tcptop_common::{
     ConnEvent, ConnStats, DROP_MAP_FULL, DROP_RINGBUF, DROP_UDP_FLOWS, EVENT_CLOSE, GLOBAL_OFFSETS,
-    MAP_CONNS, MAP_DROPS, MAP_EVENTS, MAP_UDP_FLOWS, Offsets,
+    MAP_CONNS, MAP_DROPS, MAP_EVENTS, MAP_UDP_FLOWS, Offsets, SKIP_CALLS, SKIP_RING,
 };
 
 use super::{DataSource, HookSet, SourceError, SourceOptions};
@@ -59,6 +59,8 @@ pub struct EbpfSource {
     seed_owners: StdHashMap<ConnKey, (u32, String)>,
     hooks: String,
     warnings: Vec<String>,
+    /// Benchmark instrument: `collect` only empties the ring buffer.
+    skip_user: bool,
     /// Keeps programs loaded and links attached.
     _ebpf: Ebpf,
 }
@@ -75,6 +77,8 @@ impl EbpfSource {
         if noop {
             offsets.ready = 0;
         }
+        let skip = BenchSkip::from_env()?;
+        offsets.bench_skip = skip.kernel;
         caps::raise_memlock();
 
         let bytes = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptop"));
@@ -146,6 +150,9 @@ impl EbpfSource {
         if noop {
             hooks.push_str("+noop");
         }
+        if let Some(w) = skip.warning() {
+            warnings.push(w);
+        }
         if noop {
             warnings.push(format!(
                 "{BENCH_NOOP} is set: every program is attached but returns at once, \
@@ -179,6 +186,7 @@ impl EbpfSource {
             seed_owners: StdHashMap::new(),
             hooks,
             warnings,
+            skip_user: skip.user,
             _ebpf: ebpf,
         })
     }
@@ -235,6 +243,14 @@ impl DataSource for EbpfSource {
         // CPU). A record born after this check waits for the next snapshot's
         // walk, as one born after the walk does.
         self.live_buf.clear();
+        if self.skip_user {
+            self.events.drain_into(&mut self.event_buf);
+            self.event_buf.clear();
+            return Ok(Snapshot {
+                drops: self.read_drops(),
+                ..Snapshot::default()
+            });
+        }
         if self.conns.keys().next().is_some() {
             self.conn_iter.run().map_err(|e| {
                 SourceError::Failed(format!("cannot bring the connection map up to date: {e}"))
@@ -363,6 +379,72 @@ fn bench_noop() -> bool {
     std::env::var_os(BENCH_NOOP).is_some_and(|v| v == "1")
 }
 
+/// Benchmark instrument: `TCPTOP_BENCH_SKIP=calls,ring,user` leaves parts
+/// of tcptop's work out, so that `scripts/bench-peers.py` can measure what
+/// each part costs a load (`tcptop-skip-*`): `calls`, the send/receive
+/// programs return at once (no bytes, no owners from calls); `ring`, a
+/// teardown deletes its record without sending the final copy; `user`,
+/// user space only empties the ring buffer (no map walk, no rows, no
+/// output). Whatever is left out is not counted: never for real use.
+const BENCH_SKIP: &str = "TCPTOP_BENCH_SKIP";
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct BenchSkip {
+    /// `SKIP_*` bits for the programs.
+    kernel: u32,
+    user: bool,
+}
+
+impl BenchSkip {
+    fn from_env() -> Result<BenchSkip, SourceError> {
+        match std::env::var(BENCH_SKIP) {
+            Ok(v) => BenchSkip::parse(&v),
+            Err(std::env::VarError::NotPresent) => Ok(BenchSkip::default()),
+            Err(std::env::VarError::NotUnicode(_)) => Err(SourceError::Failed(format!(
+                "{BENCH_SKIP}: expected a comma-separated list of calls, ring, user"
+            ))),
+        }
+    }
+
+    fn parse(v: &str) -> Result<BenchSkip, SourceError> {
+        let mut skip = BenchSkip::default();
+        for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "calls" => skip.kernel |= SKIP_CALLS,
+                "ring" => skip.kernel |= SKIP_RING,
+                "user" => skip.user = true,
+                other => {
+                    return Err(SourceError::Failed(format!(
+                        "{BENCH_SKIP}: unknown part {other:?} (expected a comma-separated list \
+                         of calls, ring, user)"
+                    )));
+                }
+            }
+        }
+        Ok(skip)
+    }
+
+    fn warning(&self) -> Option<String> {
+        let mut left = Vec::new();
+        if self.kernel & SKIP_CALLS != 0 {
+            left.push("send/receive calls");
+        }
+        if self.kernel & SKIP_RING != 0 {
+            left.push("closed connections");
+        }
+        if self.user {
+            left.push("everything but emptying the ring buffer in user space");
+        }
+        (!left.is_empty()).then(|| {
+            format!(
+                "{BENCH_SKIP} is set: {} left out, so counts are incomplete \
+                 (a benchmark of what each part costs)",
+                left.join(", ")
+            )
+        })
+    }
+}
+
 /// Offsets of every kernel field the programs read, from the kernel's BTF.
 fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, SourceError> {
     let off = |s: &str, m: &str| {
@@ -407,6 +489,7 @@ fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, SourceError> {
         msghdr_name: off("msghdr", "msg_name")?,
         udp: 0,
         ready: 1,
+        bench_skip: 0,
     })
 }
 
@@ -507,4 +590,26 @@ fn seeds(found: Vec<procfs::ProcSocket>) -> Vec<ConnSample> {
         });
     }
     seen.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_skip_parses_its_parts() {
+        assert_eq!(BenchSkip::parse("").unwrap(), BenchSkip::default());
+        assert_eq!(BenchSkip::parse("").unwrap().warning(), None);
+        let all = BenchSkip::parse("calls, ring,user").unwrap();
+        assert_eq!(all.kernel, SKIP_CALLS | SKIP_RING);
+        assert!(all.user);
+        let ring = BenchSkip::parse("ring").unwrap();
+        assert_eq!((ring.kernel, ring.user), (SKIP_RING, false));
+        assert!(ring.warning().unwrap().contains("closed connections"));
+        let err = BenchSkip::parse("ring,\x1b[31m").unwrap_err().to_string();
+        assert!(
+            err.contains("unknown part") && !err.contains('\x1b'),
+            "{err}"
+        );
+    }
 }
