@@ -904,23 +904,29 @@ fn bench_skip_leaves_out_what_it_names() {
     let _g = common::serial();
     let ns = NetNs::new("skip");
 
+    // tcptop with `part` left out, watching `port`, and a server there
+    // that reads 777 bytes.
+    let start = |part: &str, port: u16| {
+        let addr = format!("127.0.0.1:{port}");
+        let top = Tcptop::start_with_env(
+            common::INTERVAL,
+            &["--port", &port.to_string()],
+            &[("TCPTOP_BENCH_SKIP", part)],
+        );
+        assert!(
+            top.warnings.iter().any(|w| w.contains("TCPTOP_BENCH_SKIP")),
+            "{:?}",
+            top.warnings
+        );
+        let mut srv = ns.peer(&["server", "--listen", &addr, "--recv", "777"]);
+        srv.expect("listening");
+        (top, srv, addr)
+    };
+
     // calls: the connection is born and torn down as usual, its packets
     // are the kernel's, its bytes are not counted.
-    let addr = "127.0.0.1:40133";
-    let mut top = Tcptop::start_with_env(
-        common::INTERVAL,
-        &["--port", "40133"],
-        &[("TCPTOP_BENCH_SKIP", "calls")],
-    );
-    assert!(
-        top.warnings
-            .iter()
-            .any(|w| w.contains("send/receive calls")),
-        "{:?}",
-        top.warnings
-    );
-    let mut srv = ns.peer(&["server", "--listen", addr, "--recv", "777"]);
-    srv.expect("listening");
+    let (mut top, mut srv, addr) = start("calls", 40133);
+    let addr = addr.as_str();
     let mut cli = ns.peer(&["client", "--connect", addr, "--send", "777"]);
     let local = cli.expect("done")["local"].as_str().unwrap().to_string();
     cli.expect("finished");
@@ -932,14 +938,8 @@ fn bench_skip_leaves_out_what_it_names() {
     assert!(u(fin, "tx_packets") > 0, "{fin}");
 
     // ring: live rows as usual, calls counted, no closed rows.
-    let addr = "127.0.0.1:40134";
-    let mut top = Tcptop::start_with_env(
-        common::INTERVAL,
-        &["--port", "40134"],
-        &[("TCPTOP_BENCH_SKIP", "ring")],
-    );
-    let mut srv = ns.peer(&["server", "--listen", addr, "--recv", "777"]);
-    srv.expect("listening");
+    let (mut top, mut srv, addr) = start("ring", 40134);
+    let addr = addr.as_str();
     let mut cli = ns.peer(&["client", "--connect", addr, "--send", "777", "--wait-stdin"]);
     let local = cli.expect("connected")["local"]
         .as_str()
@@ -963,15 +963,8 @@ fn bench_skip_leaves_out_what_it_names() {
     );
 
     // user: the programs count, user space reports nothing.
-    let addr = "127.0.0.1:40135";
-    let mut top = Tcptop::start_with_env(
-        common::INTERVAL,
-        &["--port", "40135"],
-        &[("TCPTOP_BENCH_SKIP", "user")],
-    );
-    let mut srv = ns.peer(&["server", "--listen", addr, "--recv", "777"]);
-    srv.expect("listening");
-    let mut cli = ns.peer(&["client", "--connect", addr, "--send", "777"]);
+    let (mut top, mut srv, addr) = start("user", 40135);
+    let mut cli = ns.peer(&["client", "--connect", &addr, "--send", "777"]);
     cli.expect("finished");
     srv.expect("finished");
     top.pump(Duration::from_millis(800));
