@@ -863,7 +863,7 @@ fn bench_noop_attaches_everything_and_counts_nothing() {
     top.stop();
     common::wait_no_programs();
 
-    let mut top = Tcptop::start_with_env(
+    let top = Tcptop::start_with_env(
         common::INTERVAL,
         &["--port", "40131"],
         &[("TCPTOP_BENCH_NOOP", "1")],
@@ -880,15 +880,18 @@ fn bench_noop_attaches_everything_and_counts_nothing() {
     assert_eq!(noop, want, "the same programs, attached");
     let mut srv = ns.peer(&["server", "--listen", "127.0.0.1:40131", "--recv", "777"]);
     srv.expect("listening");
-    let mut cli = ns.peer(&["client", "--connect", "127.0.0.1:40131", "--send", "777"]);
+    exchange_shows_nothing(&ns, top, srv, "127.0.0.1:40131", "the programs idle");
+}
+
+/// A client sends 777 bytes to `srv` (listening on `addr`, reading 777)
+/// while `top` watches; `top` must report no row at all (`why`).
+fn exchange_shows_nothing(ns: &NetNs, mut top: Tcptop, mut srv: Peer, addr: &str, why: &str) {
+    let mut cli = ns.peer(&["client", "--connect", addr, "--send", "777"]);
     cli.expect("finished");
     srv.expect("finished");
     top.pump(Duration::from_millis(800));
     let (records, _) = top.stop();
-    assert!(
-        records.is_empty(),
-        "counted with the programs idle: {records:#?}"
-    );
+    assert!(records.is_empty(), "rows with {why}: {records:#?}");
 }
 
 /// The benchmark instrument `TCPTOP_BENCH_SKIP` (what each part of
@@ -963,16 +966,8 @@ fn bench_skip_leaves_out_what_it_names() {
     );
 
     // user: the programs count, user space reports nothing.
-    let (mut top, mut srv, addr) = start("user", 40135);
-    let mut cli = ns.peer(&["client", "--connect", &addr, "--send", "777"]);
-    cli.expect("finished");
-    srv.expect("finished");
-    top.pump(Duration::from_millis(800));
-    let (records, _) = top.stop();
-    assert!(
-        records.is_empty(),
-        "rows with user space left out: {records:#?}"
-    );
+    let (top, srv, addr) = start("user", 40135);
+    exchange_shows_nothing(&ns, top, srv, &addr, "user space left out");
 }
 
 /// A connect the peer never answers stays in SYN_SENT (here: its SYNs are
