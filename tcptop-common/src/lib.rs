@@ -43,9 +43,11 @@ pub const IPPROTO_UDP: u8 = 17;
 pub const TCP_ESTABLISHED: u8 = 1;
 pub const TCP_SYN_SENT: u8 = 2;
 pub const TCP_SYN_RECV: u8 = 3;
+pub const TCP_FIN_WAIT1: u8 = 4;
 pub const TCP_FIN_WAIT2: u8 = 5;
 pub const TCP_TIME_WAIT: u8 = 6;
 pub const TCP_CLOSE: u8 = 7;
+pub const TCP_CLOSE_WAIT: u8 = 8;
 pub const TCP_LAST_ACK: u8 = 9;
 pub const TCP_LISTEN: u8 = 10;
 pub const TCP_CLOSING: u8 = 11;
@@ -81,10 +83,12 @@ pub struct ConnTuple {
 
 /// Per-connection record kept in [`MAP_CONNS`].
 ///
-/// `tx_*`/`rx_*` are updated with atomic adds (no lost increments); the
-/// socket counters (`segs_*`, `srtt_us8`, `retrans`) are copies of the
-/// kernel's own `tcp_sock` counters taken at each event, with `*_base` the
-/// value when tcptop first saw an already-existing connection.
+/// `tx_bytes`/`rx_bytes` are updated with atomic adds at each send/receive
+/// call (no lost increments); the socket counters (`segs_*`, `srtt_us8`,
+/// `retrans`) and the application's bytes (`app_*`, see [`app_bytes`]) are
+/// copies of the kernel's own `tcp_sock` counters taken whenever the socket
+/// is read (each snapshot, teardown), with `*_base` the value when tcptop
+/// first saw an already-existing connection.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConnStats {
@@ -112,11 +116,32 @@ pub struct ConnStats {
     pub state: u8,
     /// One of `ORIGIN_*`.
     pub origin: u8,
-    pub _pad0: [u8; 2],
+    /// `CONN_*` bits.
+    pub flags: u8,
+    pub _pad0: u8,
     /// `jiffies >> 8` (about a second) when `comm` was read: the name is
     /// re-read once per such epoch, so an exec shows.
     pub comm_epoch: u32,
+    /// Bytes the application wrote into and read from the socket since it
+    /// was made, by every path (send/recv, sendfile, splice, zero-copy...),
+    /// from the socket's own counters (see [`app_bytes`]); valid when
+    /// `flags` has [`CONN_APP`].
+    pub app_tx: u64,
+    pub app_rx: u64,
+    /// `app_tx`/`app_rx` when tcptop started tracking a connection that
+    /// already existed (0 for one born while watched).
+    pub app_tx_base: u64,
+    pub app_rx_base: u64,
 }
+
+/// `ConnStats::flags`: `app_tx`/`app_rx` have been read from the socket.
+pub const CONN_APP: u8 = 1;
+/// `ConnStats::flags`: born by connect() (its SYN counts in `bytes_acked`
+/// and the send sequence).
+pub const CONN_ACTIVE: u8 = 2;
+/// `ConnStats::flags`: reached CLOSE without having sent a FIN (reset,
+/// refused, aborted), so the send sequence holds no FIN.
+pub const CONN_NO_FIN: u8 = 4;
 
 /// A lifecycle event, sent through [`MAP_EVENTS`].
 #[repr(C)]
@@ -199,6 +224,77 @@ pub struct Offsets {
     pub ready: u32,
     /// Benchmark instrument: [`SKIP_CALLS`], [`SKIP_RING`] (0 in normal use).
     pub bench_skip: u32,
+    // struct tcp_sock: the counters behind the application's bytes
+    pub tcp_bytes_acked: u32,
+    pub tcp_bytes_received: u32,
+    pub tcp_write_seq: u32,
+    pub tcp_snd_una: u32,
+    pub tcp_rcv_nxt: u32,
+    pub tcp_copied_seq: u32,
+    // struct sock_common: skc_flags (sk_flags, unsigned long), and the bit
+    // of SOCK_DONE in it
+    // (set when the peer's FIN has arrived)
+    pub sk_flags: u32,
+    pub sock_done_bit: u32,
+}
+
+/// Name of the one-element array of run-time settings ([`SETTING_*`]), which
+/// user space may change after load (unlike [`Offsets`]).
+pub const MAP_SETTINGS: &str = "SETTINGS";
+/// `SETTINGS[0]` bit: no map iterator refreshes records (the kernel refused
+/// it), so the state program completes a record's endpoints and state when
+/// its connection is established (a lookup per connection end, paid only
+/// then).
+pub const SETTING_FILL_ESTABLISHED: u32 = 1;
+
+/// Whether a TCP connection in `state` has queued its FIN (it counts one
+/// in the send sequence). For CLOSE, `close_fin` says (see [`CONN_NO_FIN`]).
+#[inline(always)]
+pub fn fin_sent(state: u8, close_fin: bool) -> bool {
+    match state {
+        TCP_FIN_WAIT1 | TCP_FIN_WAIT2 | TCP_TIME_WAIT | TCP_LAST_ACK | TCP_CLOSING => true,
+        TCP_CLOSE => close_fin,
+        _ => false,
+    }
+}
+
+/// The bytes an application wrote into and read from a TCP socket since it
+/// was made, by any path (send/recv calls, sendfile, splice, zero-copy
+/// receive, io_uring: whatever moves the socket's sequence counters), from
+/// the kernel's per-socket counters, as `(tx, rx)`:
+///
+/// - `acked` (`tcp_sock.bytes_acked`, `tcpi_bytes_acked`) counts what the
+///   peer acknowledged, the SYN included on the active side (`syn`) and the
+///   FIN once acknowledged; `unacked` (`write_seq - snd_una`, inet_diag's
+///   `idiag_wqueue`) what is queued but not acknowledged yet, the FIN
+///   included once queued (`fin_sent`). Sent = both, less the SYN and FIN.
+/// - `received` (`bytes_received`, `tcpi_bytes_received`) counts what
+///   arrived in order, the peer's FIN included; `unread` (`rcv_nxt -
+///   copied_seq`, `idiag_rqueue`) what the application has not read yet,
+///   the FIN included until it reads it (a read at the end consumes it).
+///   Read = received less unread, less the FIN once read (`fin_rcvd` and
+///   nothing unread).
+///
+/// None when the counters are not those of a connection past its
+/// handshake (a queue longer than 2 GiB, or less than the SYN/FIN it
+/// should hold: values from a socket still being set up).
+#[inline(always)]
+pub fn app_bytes(
+    acked: u64,
+    received: u64,
+    unacked: u32,
+    unread: u32,
+    syn: bool,
+    fin_sent: bool,
+    fin_rcvd: bool,
+) -> Option<(u64, u64)> {
+    if unacked >= 1 << 31 || unread >= 1 << 31 {
+        return None;
+    }
+    let tx = (acked + unacked as u64).checked_sub(syn as u64 + fin_sent as u64)?;
+    let read_fin = fin_rcvd && unread == 0;
+    let rx = received.checked_sub(unread as u64 + read_fin as u64)?;
+    Some((tx, rx))
 }
 
 /// `Offsets::bench_skip`: the send/receive programs return at once (no
@@ -229,10 +325,45 @@ mod tests {
         assert_eq!(size_of::<ConnTuple>(), 16 + 16 + 2 + 2 + 2 + 1 + 1 + 4);
         assert_eq!(
             size_of::<ConnStats>(),
-            size_of::<ConnTuple>() + 4 + 3 * 8 + 8 * 4 + 16 + 2 + 1 + 1 + 4
+            size_of::<ConnTuple>() + 4 + 3 * 8 + 8 * 4 + 16 + 4 * 1 + 4 + 4 * 8
         );
         assert_eq!(size_of::<ConnEvent>(), 16 + size_of::<ConnStats>());
-        assert_eq!(size_of::<Offsets>(), 24 * 4);
+        assert_eq!(size_of::<Offsets>(), 32 * 4);
         assert_eq!(size_of::<UdpFlow>(), 6 * 8 + 8 + 16);
+    }
+
+    /// The counters `ss -ti` showed for a real loopback exchange (client
+    /// sent 1,000 bytes, server 2,000; the client shut down its side, the
+    /// server read everything and then the end).
+    #[test]
+    fn app_bytes_from_real_counters() {
+        // Client right after connect: bytes_acked 1 (its SYN).
+        assert_eq!(app_bytes(1, 0, 0, 0, true, false, false), Some((0, 0)));
+        // Client in SYN_SENT: the SYN queued, not acknowledged.
+        assert_eq!(app_bytes(0, 0, 1, 0, true, false, false), Some((0, 0)));
+        // Client after sending 1,000 (acked) and its FIN (acked): FIN_WAIT2.
+        assert_eq!(app_bytes(1002, 2000, 0, 2000, true, true, false), Some((1000, 0)));
+        // Server: 1,001 received (with the FIN), 601 unread (600 + FIN).
+        assert_eq!(app_bytes(2000, 1001, 0, 601, false, false, true), Some((2000, 400)));
+        // Server after reading the rest: the FIN went with the last read.
+        assert_eq!(app_bytes(2000, 1001, 0, 0, false, false, true), Some((2000, 1000)));
+        // Sent but not acknowledged yet, FIN queued: 500 of data.
+        assert_eq!(app_bytes(1, 0, 501, 0, true, true, false), Some((499, 0)));
+        // Counters of a socket being set up.
+        assert_eq!(app_bytes(0, 0, 0, 0, true, false, false), None);
+        assert_eq!(app_bytes(0, 0, 1 << 31, 0, false, false, false), None);
+        assert_eq!(app_bytes(0, 0, 0, 0, false, false, true), None);
+    }
+
+    #[test]
+    fn fin_sent_by_state() {
+        for s in [TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_TIME_WAIT, TCP_LAST_ACK, TCP_CLOSING] {
+            assert!(fin_sent(s, false));
+        }
+        for s in [TCP_ESTABLISHED, TCP_SYN_SENT, TCP_SYN_RECV, TCP_CLOSE_WAIT] {
+            assert!(!fin_sent(s, true));
+        }
+        assert!(fin_sent(TCP_CLOSE, true));
+        assert!(!fin_sent(TCP_CLOSE, false));
     }
 }

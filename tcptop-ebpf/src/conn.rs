@@ -10,9 +10,10 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use tcptop_common::{
-    AF_INET, AF_INET6, ConnEvent, ConnStats, ConnTuple, DROP_COUNTERS, DROP_MAP_FULL, DROP_RINGBUF,
-    EVENT_CLOSE, EVENTS_BYTES, IPPROTO_TCP, IPPROTO_UDP, MAX_CONNS, ORIGIN_BORN, ORIGIN_EXISTING,
-    SKIP_CALLS, SKIP_RING, TCP_CLOSE,
+    AF_INET, AF_INET6, CONN_ACTIVE, CONN_APP, CONN_NO_FIN, ConnEvent, ConnStats, ConnTuple,
+    DROP_COUNTERS, DROP_MAP_FULL, DROP_RINGBUF, EVENT_CLOSE, EVENTS_BYTES, IPPROTO_TCP,
+    IPPROTO_UDP, MAX_CONNS, ORIGIN_BORN, ORIGIN_EXISTING, SKIP_CALLS, SKIP_RING, TCP_CLOSE,
+    TCP_SYN_RECV, TCP_SYN_SENT,
 };
 
 use crate::kernel::{self, Mem, off};
@@ -187,8 +188,8 @@ fn store_counters(st: *mut ConnStats, c: &SockCounters) {
 }
 
 /// Writes `state` and the counters `c` (read from the socket `tp`) into its
-/// record `st` (in the map, or the final copy in the ring), and both
-/// endpoints if the record does not have them yet.
+/// record `st` (in the map, or the final copy in the ring), both endpoints
+/// if the record does not have them yet, and the application's bytes.
 #[inline(always)]
 pub fn store<M: Mem>(st: *mut ConnStats, tp: *const u8, state: u8, c: &SockCounters) {
     // SAFETY: `st` points at a live map value or a reserved ring slot.
@@ -197,8 +198,69 @@ pub fn store<M: Mem>(st: *mut ConnStats, tp: *const u8, state: u8, c: &SockCount
             read_endpoints::<M>(tp, &mut (*st).tuple);
         }
         (*st).state = state;
+        let flags = (*st).flags;
+        if let Some((tx, rx)) =
+            read_app::<M>(tp, flags & CONN_ACTIVE != 0, flags & CONN_NO_FIN == 0)
+        {
+            // A connection adopted before its bytes could be read takes its
+            // baseline at the first read.
+            if flags & CONN_APP == 0 && (*st).origin == ORIGIN_EXISTING {
+                (*st).app_tx_base = tx;
+                (*st).app_rx_base = rx;
+            }
+            (*st).app_tx = tx;
+            (*st).app_rx = rx;
+            (*st).flags = flags | CONN_APP;
+        }
     }
     store_counters(st, c);
+}
+
+/// The bytes the application wrote into and read from the TCP socket `tp`
+/// since it was made (`tcptop_common::app_bytes`, which says from which
+/// counters), or None while they cannot be told (`syn`: born by connect();
+/// `close_fin`: if in CLOSE, whether it sent a FIN).
+///
+/// Nothing here holds the socket's lock, and the kernel moves each pair
+/// (`bytes_acked` then `snd_una`; `bytes_received` then `rcv_nxt`) in two
+/// stores: the reads are ordered so that a race can only make the result
+/// smaller than the truth, never larger (user space keeps a counter's
+/// highest value, so an overshoot would stay on screen). The copied and
+/// written sequences first, then what is measured against them; the
+/// pairs read around their partner, and dropped if that moved meanwhile.
+/// The state after the send sequence, so that a FIN it counts is known;
+/// the FIN-arrived flag after the read sequence, likewise.
+#[inline(always)]
+pub fn read_app<M: Mem>(tp: *const u8, syn: bool, close_fin: bool) -> Option<(u64, u64)> {
+    let copied = M::read::<u32>(tp, off!(tcp_copied_seq)).ok()?;
+    let sk_flags = M::read::<u64>(tp, off!(sk_flags)).ok()?;
+    let write_seq = M::read::<u32>(tp, off!(tcp_write_seq)).ok()?;
+    let state = M::read::<u8>(tp, off!(skc_state)).ok()?;
+    let una = M::read::<u32>(tp, off!(tcp_snd_una)).ok()?;
+    let acked = M::read::<u64>(tp, off!(tcp_bytes_acked)).ok()?;
+    let una_again = M::read::<u32>(tp, off!(tcp_snd_una)).ok()?;
+    let nxt = M::read::<u32>(tp, off!(tcp_rcv_nxt)).ok()?;
+    let received = M::read::<u64>(tp, off!(tcp_bytes_received)).ok()?;
+    let nxt_again = M::read::<u32>(tp, off!(tcp_rcv_nxt)).ok()?;
+    if una != una_again || nxt != nxt_again || state == TCP_SYN_SENT || state == TCP_SYN_RECV {
+        return None;
+    }
+    // An active connection whose SYN was never acknowledged moved nothing
+    // (and its send sequence may not be set up yet: connect() can fail
+    // between choosing it and the SYN).
+    if syn && acked == 0 {
+        return Some((0, 0));
+    }
+    let fin_rcvd = (sk_flags >> off!(sock_done_bit)) & 1 != 0;
+    tcptop_common::app_bytes(
+        acked,
+        received,
+        write_seq.wrapping_sub(una),
+        nxt.wrapping_sub(copied),
+        syn,
+        tcptop_common::fin_sent(state, close_fin),
+        fin_rcvd,
+    )
 }
 
 /// Whether a record's endpoints are still being filled in by the kernel:
@@ -255,12 +317,37 @@ pub fn remove(sk: u64) {
     let _ = CONNS.remove(&sk);
 }
 
-/// A record for the TCP socket `tp`, open before we saw it: its socket
-/// counters are baselined now.
+/// A record being built, per CPU: a whole [`ConnStats`] on the stack of a
+/// program that may also go down the UDP path would pass the verifier's
+/// 512-byte stack limit.
+#[map(name = "SCRATCH")]
+static SCRATCH: PerCpuArray<ConnStats> = PerCpuArray::with_max_entries(1, 0);
+
+/// A record for the TCP socket `tp`, open before we saw it, built in this
+/// CPU's scratch slot: its socket counters are baselined now, its
+/// application's bytes as they were before a call that moved `moved` (tx,
+/// rx) just now (see [`read_app`] for `close_fin`).
 #[inline(always)]
-pub fn existing<M: Mem>(tp: *const u8, state: u8) -> ConnStats {
-    let mut st = ConnStats::default();
+pub fn existing<M: Mem>(
+    tp: *const u8,
+    state: u8,
+    moved: (u64, u64),
+    close_fin: bool,
+) -> Option<*mut ConnStats> {
+    let p = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot; a program that interrupts this one on the
+    // same CPU (softirq) and builds a record too may clobber it, which
+    // costs that one record's baseline, no memory safety.
+    let st = unsafe { &mut *p };
+    *st = ConnStats::default();
     read_tuple::<M>(tp, &mut st.tuple);
+    if let Some((tx, rx)) = read_app::<M>(tp, false, close_fin) {
+        st.app_tx = tx;
+        st.app_rx = rx;
+        st.app_tx_base = tx.saturating_sub(moved.0);
+        st.app_rx_base = rx.saturating_sub(moved.1);
+        st.flags = CONN_APP;
+    }
     let c = read_counters::<M>(tp);
     st.srtt_us8 = c.srtt_us8;
     st.segs_in = c.segs_in;
@@ -272,16 +359,25 @@ pub fn existing<M: Mem>(tp: *const u8, state: u8) -> ConnStats {
     st.retrans_base = c.retrans;
     st.state = state;
     st.first_ns = unsafe { bpf_ktime_get_ns() };
-    st
+    Some(p)
 }
 
 /// Starts tracking the TCP socket `tp` (see [`tcp_sock`]), open before we
-/// saw its first state change: its socket counters are baselined now.
+/// saw its first state change: its counters are baselined now, as they
+/// were before a call that moved `moved` (tx, rx).
 #[inline(always)]
-pub fn start_existing<M: Mem>(tp: *const u8, state: u8) -> Option<*mut ConnStats> {
+pub fn start_existing<M: Mem>(
+    tp: *const u8,
+    state: u8,
+    moved: (u64, u64),
+) -> Option<*mut ConnStats> {
     let key = tp as u64;
-    let st = existing::<M>(tp, state);
-    if CONNS.insert(&key, &st, BPF_NOEXIST as u64).is_err() {
+    let st = existing::<M>(tp, state, moved, true)?;
+    // SAFETY: `st` points at this CPU's scratch slot.
+    if CONNS
+        .insert(&key, unsafe { &*st }, BPF_NOEXIST as u64)
+        .is_err()
+    {
         // Either another CPU inserted it first (fine: use theirs) or the map is full.
         if let Some(p) = lookup(key) {
             return Some(p);
@@ -303,6 +399,9 @@ pub fn start_born<M: Mem>(tp: *const u8, state: u8, owner: bool) {
     let mut st = ConnStats::default();
     read_tuple::<M>(tp, &mut st.tuple);
     st.origin = ORIGIN_BORN;
+    if state == TCP_SYN_SENT {
+        st.flags = CONN_ACTIVE;
+    }
     st.state = state;
     st.first_ns = unsafe { bpf_ktime_get_ns() };
     if owner {
@@ -441,7 +540,9 @@ pub fn on_io<M: Mem>(sk: u64, ret: i64, flags: i64, tx: bool) {
             // birth): tracked from its first call on, the end of its data
             // (ret 0) included, so that its state shows from here on.
             let state = M::read::<u8>(tp as *const u8, off!(skc_state)).unwrap_or(0);
-            match start_existing::<M>(tp as *const u8, state) {
+            let n = ret as u64;
+            let moved = if tx { (n, 0) } else { (0, n) };
+            match start_existing::<M>(tp as *const u8, state, moved) {
                 Some(p) if ret > 0 => p,
                 _ => return,
             }
@@ -457,7 +558,10 @@ pub fn on_io<M: Mem>(sk: u64, ret: i64, flags: i64, tx: bool) {
     };
     add(counter, ret as u64);
     set_owner::<M>(st);
-    // State, RTT, segments and retransmits are not read here: the
-    // snapshot's iterator (`probes/iter.rs`) copies them from the socket
-    // right before user space reads the map, and teardown takes the last.
+    // State, RTT, segments, retransmits and the application's bytes by
+    // every path (`read_app`: also what no call hook sees, such as a
+    // splice() read, or a call already in progress when the hooks
+    // attached) are not read here: the snapshot's iterator
+    // (`probes/iter.rs`) copies them from the socket right before user
+    // space reads the map, and teardown takes the last.
 }

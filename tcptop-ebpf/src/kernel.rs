@@ -8,7 +8,8 @@
 use aya_ebpf::helpers::{
     bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_skc_to_tcp_sock,
 };
-use tcptop_common::Offsets;
+use aya_ebpf::{macros::map, maps::Array};
+use tcptop_common::{Offsets, SETTING_FILL_ESTABLISHED};
 
 #[unsafe(no_mangle)]
 static OFFSETS: Offsets = Offsets {
@@ -36,6 +37,14 @@ static OFFSETS: Offsets = Offsets {
     udp: 0,
     ready: 0,
     bench_skip: 0,
+    tcp_bytes_acked: 0,
+    tcp_bytes_received: 0,
+    tcp_write_seq: 0,
+    tcp_snd_una: 0,
+    tcp_rcv_nxt: 0,
+    tcp_copied_seq: 0,
+    sk_flags: 0,
+    sock_done_bit: 0,
 };
 
 /// Reads one offset from the read-only global (volatile, so the compiler
@@ -64,6 +73,18 @@ pub fn ready() -> bool {
 #[inline(always)]
 pub fn skips(part: u32) -> bool {
     off!(bench_skip) as u32 & part != 0
+}
+
+/// Run-time settings user space may change after load (`SETTING_*`).
+#[map(name = "SETTINGS")]
+static SETTINGS: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Whether records are completed at ESTABLISHED (no map iterator).
+#[inline(always)]
+pub fn fill_established() -> bool {
+    SETTINGS
+        .get(0)
+        .is_some_and(|v| *v & SETTING_FILL_ESTABLISHED != 0)
 }
 
 /// Whether UDP flows are counted (not `--tcp`).

@@ -63,6 +63,6 @@ fn adopt(sk: u64) {
     if tp != 0 {
         // A record already there is a connection born since the hooks
         // attached: it is kept. A full map is counted as a drop.
-        let _ = conn::start_existing::<Probe>(tp as *const u8, state);
+        let _ = conn::start_existing::<Probe>(tp as *const u8, state, (0, 0));
     }
 }

@@ -48,9 +48,16 @@ fn on_destroy<M: Mem>(sk: u64) {
         if tp == 0 {
             return;
         }
-        let st = conn::existing::<M>(tp as *const u8, TCP_CLOSE);
-        if st.tuple.dport != 0 {
-            conn::emit_close::<M>(sk, &raw const st, core::ptr::null());
+        // Whether it sent a FIN (its send sequence counts it): known if
+        // this CPU just saw it enter CLOSE, as an orderly end does right
+        // before its teardown; otherwise it had no FIN to send (an
+        // application holding a reset socket closes it later).
+        let fin = super::state::last_close_fin(sk).unwrap_or(false);
+        if let Some(st) = conn::existing::<M>(tp as *const u8, TCP_CLOSE, (0, 0), fin)
+            // SAFETY: `st` points at this CPU's scratch slot.
+            && unsafe { (*st).tuple.dport } != 0
+        {
+            conn::emit_close::<M>(sk, st, core::ptr::null());
         }
     }
 }

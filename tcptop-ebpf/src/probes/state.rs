@@ -13,19 +13,42 @@
 //! Except one kind: a transition to CLOSE that no teardown follows at once
 //! (a refused or reset connection, whose socket the application may keep
 //! open, and a failed connect() then disconnects, zeroing its endpoints):
-//! its record learns CLOSE and its endpoints here. The orderly ends (from
-//! LAST_ACK, FIN_WAIT2 or CLOSING) go straight on to teardown.
+//! its record learns CLOSE, its endpoints and whether a FIN was sent (the
+//! send sequence counts it: `conn::read_app`) here. The orderly ends (from
+//! LAST_ACK, FIN_WAIT2 or CLOSING: a FIN was sent) go straight on to
+//! teardown. Every transition to CLOSE also leaves the socket and whether it
+//! sent a FIN in a per-CPU slot, for the teardown of a connection that has
+//! no record (`destroy.rs`), which follows on the same CPU.
+//!
+//! Where the kernel refused the map iterator (`SETTING_FILL_ESTABLISHED`),
+//! nothing else completes a record's endpoints: the transition to
+//! ESTABLISHED does (a lookup per connection end, on those hosts only).
 
+use aya_ebpf::{macros::map, maps::PerCpuArray};
 use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use tcptop_common::{
-    TCP_CLOSE, TCP_CLOSING, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_SYN_RECV, TCP_SYN_SENT,
+    CONN_NO_FIN, TCP_CLOSE, TCP_CLOSING, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2,
+    TCP_LAST_ACK, TCP_SYN_RECV, TCP_SYN_SENT,
 };
 
 use crate::conn;
 use crate::kernel::{self, Direct, Mem, Probe};
+
+/// The last socket this CPU saw enter CLOSE, and whether it had sent a FIN
+/// (1) or not (0).
+#[map(name = "LAST_CLOSE")]
+static LAST_CLOSE: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether `sk` is the socket this CPU last saw enter CLOSE, and then
+/// whether it had sent a FIN.
+#[inline(always)]
+pub fn last_close_fin(sk: u64) -> Option<bool> {
+    let [last, fin] = *LAST_CLOSE.get(0)?;
+    (last == sk).then_some(fin != 0)
+}
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
@@ -54,22 +77,47 @@ fn on_state<M: Mem>(sk: u64, oldstate: u8, newstate: u8) {
             // its first call.
             conn::start_born::<M>(tp as *const u8, newstate, newstate == TCP_SYN_SENT);
         }
-    } else if newstate == TCP_CLOSE
-        && oldstate != TCP_LAST_ACK
-        && oldstate != TCP_FIN_WAIT2
-        && oldstate != TCP_CLOSING
+    } else if newstate == TCP_CLOSE {
+        if !kernel::ready() {
+            return;
+        }
+        let orderly =
+            oldstate == TCP_LAST_ACK || oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING;
+        let fin = orderly || oldstate == TCP_FIN_WAIT1;
+        if let Some(slot) = LAST_CLOSE.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot; only this CPU writes it.
+            unsafe { *slot = [sk, u64::from(fin)] };
+        }
+        if orderly {
+            return;
+        }
+        if let Some(st) = conn::lookup(sk) {
+            // Endpoints now: a failed connect() disconnects the socket,
+            // which zeroes its ports and addresses, before its teardown.
+            let tp = M::tcp_sock(sk);
+            // SAFETY: `st` points at a live map value.
+            unsafe {
+                if tp != 0 {
+                    conn::read_endpoints::<M>(tp as *const u8, &mut (*st).tuple);
+                }
+                (*st).state = TCP_CLOSE;
+                if !fin {
+                    (*st).flags |= CONN_NO_FIN;
+                }
+            }
+        }
+    } else if newstate == TCP_ESTABLISHED
+        && kernel::fill_established()
         && kernel::ready()
         && let Some(st) = conn::lookup(sk)
     {
-        // Endpoints now: a failed connect() disconnects the socket, which
-        // zeroes its ports and addresses, before its teardown.
         let tp = M::tcp_sock(sk);
         // SAFETY: `st` points at a live map value.
         unsafe {
-            if tp != 0 {
+            if tp != 0 && conn::incomplete(&(*st).tuple) {
                 conn::read_endpoints::<M>(tp as *const u8, &mut (*st).tuple);
             }
-            (*st).state = TCP_CLOSE;
+            (*st).state = TCP_ESTABLISHED;
         }
     }
 }

@@ -18,7 +18,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use aya::{Ebpf, programs::Iter};
 
-use super::hooks::{TracingBtf, program};
+use super::hooks::{LoadError, TracingBtf, program};
 use super::procfs::{self, NetNs};
 use super::refresh::{link_iterator, walk};
 
@@ -28,7 +28,11 @@ pub const PROGRAM: &str = "tcptop_adopt_tcp";
 /// Walks the TCP sockets of our own namespace and of each of `namespaces`
 /// (entered through its process's `/proc/<pid>/ns/net`), adopting every
 /// connection into the map. Returns how many namespaces were walked.
-pub fn adopt(ebpf: &mut Ebpf, btf: &mut TracingBtf, namespaces: &[NetNs]) -> Result<usize, String> {
+pub fn adopt(
+    ebpf: &mut Ebpf,
+    btf: &mut TracingBtf,
+    namespaces: &[NetNs],
+) -> Result<usize, LoadError> {
     let walked = link_iterator(ebpf, btf, PROGRAM, "tcp", None, "the TCP socket iterator")
         .map(|link| walk_namespaces(&link, namespaces));
     // The link went with `walk_namespaces`; the program runs no more.

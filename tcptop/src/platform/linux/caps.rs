@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use crate::platform::SourceError;
 
-const CAP_NET_ADMIN: u32 = 12;
 pub(super) const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 pub(super) const CAP_BPF: u32 = 39;
@@ -37,24 +36,26 @@ fn missing(eff: u64) -> Vec<&'static str> {
             out.push("CAP_PERFMON");
         }
     }
-    // Attaching to a cgroup needs CAP_NET_ADMIN.
-    if !has(CAP_NET_ADMIN) {
-        out.push("CAP_NET_ADMIN");
-    }
+    // CAP_NET_ADMIN (attaching to a cgroup) is not required: only the
+    // peers of unconnected UDP sockets need it, and without it a warning
+    // says they are not shown.
     out
 }
+
 
 pub fn missing_message(missing: &[&str]) -> String {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "/path/to/tcptop".into());
     let now = if missing.is_empty() {
-        "The kernel refused to load eBPF programs (EPERM)".to_string()
+        "The kernel refused to load eBPF programs (EPERM: a security policy or a missing \
+         capability)"
+            .to_string()
     } else {
         format!("Missing: {}", missing.join(", "))
     };
     format!(
-        "tcptop needs privileges to load its eBPF programs into the kernel. {now}.\n\
+        "loading eBPF programs into the kernel needs privileges. {now}.\n\
          Run it as root (sudo tcptop), or give the binary the capabilities CAP_BPF, \
          CAP_PERFMON and CAP_NET_ADMIN once:\n    sudo setcap cap_bpf,cap_perfmon,cap_net_admin+ep {exe}"
     )
@@ -136,11 +137,12 @@ mod tests {
         let status = "Name:\tx\nCapEff:\t000001ffffffffff\n";
         let eff = parse_cap_eff(status).unwrap();
         assert!(missing(eff).is_empty());
-        assert_eq!(missing(0), vec!["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]);
+        assert_eq!(missing(0), vec!["CAP_BPF", "CAP_PERFMON"]);
+        // CAP_NET_ADMIN is optional (UDP peers of unconnected sockets).
         let bpf_only = 1u64 << CAP_BPF | 1u64 << CAP_PERFMON;
-        assert_eq!(missing(bpf_only), vec!["CAP_NET_ADMIN"]);
-        let sysadmin_net = 1u64 << CAP_SYS_ADMIN | 1u64 << CAP_NET_ADMIN;
-        assert!(missing(sysadmin_net).is_empty());
+        assert!(missing(bpf_only).is_empty());
+        assert_eq!(missing(1u64 << CAP_BPF), vec!["CAP_PERFMON"]);
+        assert!(missing(1u64 << CAP_SYS_ADMIN).is_empty());
     }
 
     #[test]

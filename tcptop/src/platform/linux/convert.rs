@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use tcptop_common::{AF_INET6, ConnStats, ConnTuple, IPPROTO_UDP, UdpFlow};
+use tcptop_common::{AF_INET6, CONN_APP, ConnStats, ConnTuple, IPPROTO_UDP, UdpFlow};
 
 use crate::model::{ConnKey, ConnSample, ConnState, Counters, Proto};
 
@@ -62,9 +62,28 @@ impl Hasher for IdHash {
     }
 }
 
+/// The application's bytes since tracking began, from the socket's own
+/// counters (`tcptop_common::app_bytes`), when they were read.
+pub fn app_since_start(st: &ConnStats) -> (u64, u64) {
+    if st.flags & CONN_APP == 0 {
+        return (0, 0);
+    }
+    (
+        st.app_tx.saturating_sub(st.app_tx_base),
+        st.app_rx.saturating_sub(st.app_rx_base),
+    )
+}
+
 /// `ended`: from a CLOSE event (the socket is gone), not the live map.
+///
+/// Bytes: the larger of what the send/receive calls counted and what the
+/// socket's counters say the application moved (every path, calls made
+/// before the hooks attached included). Both can only fall short of the
+/// truth (the counters were read at the last snapshot, the calls miss
+/// paths such as splice()), and at teardown the counters are exact.
 pub fn sample(sk: u64, st: &ConnStats, ended: bool) -> ConnSample {
     let t = &st.tuple;
+    let app = app_since_start(st);
     ConnSample {
         key: ConnKey {
             proto: if t.proto == IPPROTO_UDP {
@@ -85,8 +104,8 @@ pub fn sample(sk: u64, st: &ConnStats, ended: bool) -> ConnSample {
             ConnState::from_tcp(st.state)
         },
         counters: Counters {
-            tx_bytes: st.tx_bytes,
-            rx_bytes: st.rx_bytes,
+            tx_bytes: st.tx_bytes.max(app.0),
+            rx_bytes: st.rx_bytes.max(app.1),
             // Kernel segment counters are u32 and wrap.
             tx_packets: u64::from(st.segs_out.wrapping_sub(st.segs_out_base)),
             rx_packets: u64::from(st.segs_in.wrapping_sub(st.segs_in_base)),

@@ -28,6 +28,135 @@ use aya::{
 use super::btf::Btf;
 use crate::platform::HookSet;
 
+/// Why a kernel program could not be loaded or attached: what it was, the
+/// errno the kernel returned (kept as a number, never matched in text) and
+/// the detail (the verifier's log, shortened).
+#[derive(Clone, Debug)]
+pub struct LoadError {
+    pub what: String,
+    pub errno: Option<i32>,
+    pub detail: String,
+    missing: bool,
+}
+
+/// What a [`LoadError`] means for the user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// EPERM: a security policy (LSM, lockdown, a container's seccomp) or a
+    /// missing capability; the program itself may be fine.
+    Refused,
+    /// The verifier rejected the program on this kernel.
+    Verifier,
+    /// The kernel lacks the hook, the helper or the program type.
+    Missing,
+    Other,
+}
+
+impl LoadError {
+    /// From an error the kernel (through aya) returned.
+    pub fn kernel(what: impl Into<String>, e: &(dyn std::error::Error + 'static)) -> LoadError {
+        LoadError {
+            what: what.into(),
+            errno: errno_of(e),
+            detail: chain(e),
+            missing: false,
+        }
+    }
+
+    /// Something this kernel does not have, found before asking it.
+    pub fn missing(what: impl Into<String>, detail: impl Into<String>) -> LoadError {
+        LoadError {
+            what: what.into(),
+            errno: None,
+            detail: detail.into(),
+            missing: true,
+        }
+    }
+
+    /// Anything else (e.g. the eBPF object lacks a program).
+    pub fn other(what: impl Into<String>, detail: impl Into<String>) -> LoadError {
+        LoadError {
+            what: what.into(),
+            errno: None,
+            detail: detail.into(),
+            missing: false,
+        }
+    }
+
+    pub fn cause(&self) -> Cause {
+        match self.errno {
+            Some(libc::EPERM) => Cause::Refused,
+            // ENOTSUPP (524): the kernel-internal "not supported".
+            Some(libc::ENOENT | libc::EOPNOTSUPP | libc::ENOSYS | 524) => Cause::Missing,
+            Some(libc::EACCES | libc::EINVAL) if self.detail.contains("Verifier output") => {
+                Cause::Verifier
+            }
+            _ if self.missing => Cause::Missing,
+            _ => Cause::Other,
+        }
+    }
+
+    /// Adds context to what failed (e.g. the hook set).
+    pub fn within(mut self, context: &str) -> LoadError {
+        self.what = format!("{context}: {}", self.what);
+        self
+    }
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cause = match self.cause() {
+            Cause::Refused => {
+                "refused by the kernel (EPERM: a security policy or a missing capability)"
+            }
+            Cause::Verifier => "rejected by this kernel's verifier",
+            Cause::Missing => "not in this kernel",
+            Cause::Other => "failed",
+        };
+        write!(f, "{}: {cause}", self.what)?;
+        // A refusal's detail is the syscall and an empty verifier log.
+        if !self.detail.is_empty() && self.cause() != Cause::Refused {
+            write!(f, " ({})", super::brief(&self.detail))?;
+        }
+        Ok(())
+    }
+}
+
+/// The first OS error code in an error's chain of causes.
+pub fn errno_of(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(n) = io.raw_os_error()
+        {
+            return Some(n);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// Test switch (debug builds only, which the tests run):
+/// `TCPTOP_TEST_REFUSE=iter,fentry,tp_btf,kprobe,cgroup` makes the loader
+/// treat those kinds of program as refused by the kernel (EPERM), so that
+/// every fallback runs on a host that allows everything.
+pub fn refused_for_test(kind: &str, what: &str) -> Result<(), LoadError> {
+    if !cfg!(debug_assertions) {
+        return Ok(());
+    }
+    let refused = std::env::var("TCPTOP_TEST_REFUSE")
+        .is_ok_and(|v| v.split(',').any(|k| k.trim() == kind));
+    if refused {
+        return Err(LoadError {
+            what: what.to_string(),
+            errno: Some(libc::EPERM),
+            detail: "TCPTOP_TEST_REFUSE".into(),
+            missing: false,
+        });
+    }
+    Ok(())
+}
+
 /// Kernel functions hooked by the fentry and kprobe sets, with whether the
 /// kernel may lack them (`tcp_sendpage` is gone since 6.5: sendfile goes
 /// through tcp_sendmsg there).
@@ -62,16 +191,19 @@ impl<'a> TracingBtf<'a> {
     }
 
     /// For BTF-typed tracepoints and function hooks (unless turned off).
-    pub(super) fn get(&mut self) -> Result<&aya::Btf, String> {
+    pub(super) fn get(&mut self) -> Result<&aya::Btf, LoadError> {
         if !self.enabled {
-            return Err("BTF-typed programs are turned off (TCPTOP_RAW_TRACEPOINTS)".into());
+            return Err(LoadError::other(
+                "BTF-typed programs",
+                "turned off (TCPTOP_RAW_TRACEPOINTS)",
+            ));
         }
         self.parsed()
     }
 
     /// For programs that exist only BTF-typed (the map iterator), on
     /// every hook set.
-    pub(super) fn parsed(&mut self) -> Result<&aya::Btf, String> {
+    pub(super) fn parsed(&mut self) -> Result<&aya::Btf, LoadError> {
         let path = self.path;
         self.parsed
             .get_or_insert_with(|| {
@@ -79,7 +211,7 @@ impl<'a> TracingBtf<'a> {
                     .map_err(|e| format!("cannot load the kernel's BTF for tracing programs: {e}"))
             })
             .as_ref()
-            .map_err(Clone::clone)
+            .map_err(|e| LoadError::other("BTF-typed programs", e.clone()))
     }
 }
 
@@ -93,7 +225,7 @@ const IO_TRACEPOINTS: [&str; 2] = ["sock_send_length", "sock_recv_length"];
 
 /// Attaches the state-change and teardown programs, BTF-typed if `btf`
 /// allows (returns true), raw otherwise.
-pub fn attach_lifecycle(ebpf: &mut Ebpf, btf: &mut TracingBtf) -> Result<bool, String> {
+pub fn attach_lifecycle(ebpf: &mut Ebpf, btf: &mut TracingBtf) -> Result<bool, LoadError> {
     tracepoints(ebpf, btf, &LIFECYCLE_TRACEPOINTS)
 }
 
@@ -104,15 +236,13 @@ pub fn attach_io(
     candidates: &[HookSet],
     btf: &Btf,
     tracing: &mut TracingBtf,
-) -> Result<HookSet, Vec<(HookSet, String)>> {
+) -> Result<HookSet, Vec<(HookSet, LoadError)>> {
     let mut errors = Vec::new();
     for &set in candidates {
         let attempt = match set {
             HookSet::Fentry => fentry(ebpf, btf, tracing),
             HookSet::Kprobe => kprobe(ebpf, btf),
-            HookSet::Tracepoint => tracepoints(ebpf, tracing, &IO_TRACEPOINTS)
-                .map(|_| ())
-                .map_err(|e| format!("{e} (these tracepoints exist since Linux 6.3)")),
+            HookSet::Tracepoint => tracepoints(ebpf, tracing, &IO_TRACEPOINTS).map(|_| ()),
         };
         match attempt {
             Ok(()) => return Ok(set),
@@ -127,7 +257,7 @@ pub fn attach_io(
 
 /// Attaches the programs for `names`: the BTF-typed ones (`btf_<name>`) if
 /// they load and attach (true), else the raw ones (false).
-fn tracepoints(ebpf: &mut Ebpf, btf: &mut TracingBtf, names: &[&str]) -> Result<bool, String> {
+fn tracepoints(ebpf: &mut Ebpf, btf: &mut TracingBtf, names: &[&str]) -> Result<bool, LoadError> {
     if btf.enabled() {
         match btf_tracepoints(ebpf, btf, names) {
             Ok(()) => return Ok(true),
@@ -141,17 +271,19 @@ fn tracepoints(ebpf: &mut Ebpf, btf: &mut TracingBtf, names: &[&str]) -> Result<
     Ok(false)
 }
 
-fn btf_tracepoints(ebpf: &mut Ebpf, btf: &mut TracingBtf, names: &[&str]) -> Result<(), String> {
+fn btf_tracepoints(ebpf: &mut Ebpf, btf: &mut TracingBtf, names: &[&str]) -> Result<(), LoadError> {
     let btf = btf.get()?;
     for tp in names {
         let name = format!("btf_{tp}");
+        let what = format!("the BTF-typed program for tracepoint {tp}");
+        refused_for_test("tp_btf", &what)?;
         let prog: &mut BtfTracePoint = program(ebpf, &name)?
             .try_into()
-            .map_err(|e| format!("{name}: {e}"))?;
+            .map_err(|e| LoadError::other(&name, format!("{e}")))?;
         prog.load(tp, btf)
-            .map_err(|e| format!("cannot load the BTF program for {tp}: {}", chain(&e)))?;
+            .map_err(|e| LoadError::kernel(format!("loading {what}"), &e))?;
         prog.attach()
-            .map_err(|e| format!("cannot attach to tracepoint {tp}: {}", chain(&e)))?;
+            .map_err(|e| LoadError::kernel(format!("attaching {what}"), &e))?;
     }
     Ok(())
 }
@@ -160,27 +292,28 @@ pub(super) fn present(btf: &Btf, func: &str) -> bool {
     btf.func_param_count(func).is_some()
 }
 
-fn fentry(ebpf: &mut Ebpf, btf: &Btf, tracing: &mut TracingBtf) -> Result<(), String> {
+fn fentry(ebpf: &mut Ebpf, btf: &Btf, tracing: &mut TracingBtf) -> Result<(), LoadError> {
     attach_fexit(ebpf, btf, tracing, &IO_FUNCS)
 }
 
-fn kprobe(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
+fn kprobe(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), LoadError> {
     if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
-        return Err("this kernel has no kprobe support (CONFIG_KPROBES)".into());
+        return Err(LoadError::missing("kprobes", "CONFIG_KPROBES is off"));
     }
     attach_kprobes(ebpf, btf, &IO_FUNCS)
 }
 
 /// The fexit program of `func` for this kernel: a `*_recvmsg` function has
 /// one per argument layout (`fexit_<func><count>`).
-fn fexit_name(btf: &Btf, func: &str) -> Result<String, String> {
+fn fexit_name(btf: &Btf, func: &str) -> Result<String, LoadError> {
     if !func.ends_with("recvmsg") {
         return Ok(format!("fexit_{func}"));
     }
     match btf.func_param_count(func) {
         Some(n @ 4..=6) => Ok(format!("fexit_{func}{n}")),
-        other => Err(format!(
-            "{func} has {other:?} arguments in BTF (4 to 6 expected)"
+        other => Err(LoadError::missing(
+            format!("fexit program for {func}"),
+            format!("{func} has {other:?} arguments in BTF (4 to 6 expected)"),
         )),
     }
 }
@@ -192,20 +325,22 @@ pub(super) fn attach_fexit(
     btf: &Btf,
     tracing: &mut TracingBtf,
     funcs: &[(&str, bool)],
-) -> Result<(), String> {
+) -> Result<(), LoadError> {
     let aya_btf = tracing.get()?;
     for &(func, optional) in funcs {
         if optional && !present(btf, func) {
             continue;
         }
+        let what = format!("the fexit program for {func}");
+        refused_for_test("fentry", &what)?;
         let name = fexit_name(btf, func)?;
         let prog: &mut FExit = program(ebpf, &name)?
             .try_into()
-            .map_err(|e| format!("{name}: {e}"))?;
+            .map_err(|e| LoadError::other(&name, format!("{e}")))?;
         prog.load(func, aya_btf)
-            .map_err(|e| format!("cannot load fexit program for {func}: {}", chain(&e)))?;
+            .map_err(|e| LoadError::kernel(format!("loading {what}"), &e))?;
         prog.attach()
-            .map_err(|e| format!("cannot attach fexit to {func}: {}", chain(&e)))?;
+            .map_err(|e| LoadError::kernel(format!("attaching {what}"), &e))?;
     }
     Ok(())
 }
@@ -215,20 +350,22 @@ pub(super) fn attach_kprobes(
     ebpf: &mut Ebpf,
     btf: &Btf,
     funcs: &[(&str, bool)],
-) -> Result<(), String> {
+) -> Result<(), LoadError> {
     for &(func, optional) in funcs {
         if optional && !present(btf, func) {
             continue;
         }
         for kind in ["kprobe", "kretprobe"] {
             let name = format!("{kind}_{func}");
+            let what = format!("the {kind} for {func}");
+            refused_for_test("kprobe", &what)?;
             let prog: &mut KProbe = program(ebpf, &name)?
                 .try_into()
-                .map_err(|e| format!("{name}: {e}"))?;
+                .map_err(|e| LoadError::other(&name, format!("{e}")))?;
             prog.load()
-                .map_err(|e| format!("cannot load {kind} for {func}: {}", chain(&e)))?;
+                .map_err(|e| LoadError::kernel(format!("loading {what}"), &e))?;
             prog.attach(func, 0)
-                .map_err(|e| format!("cannot attach {kind} to {func}: {}", chain(&e)))?;
+                .map_err(|e| LoadError::kernel(format!("attaching {what}"), &e))?;
         }
     }
     Ok(())
@@ -250,20 +387,21 @@ pub(super) fn function_programs(funcs: &[(&str, bool)]) -> Vec<String> {
 }
 
 /// Loads and attaches the raw tracepoint program named like its tracepoint.
-pub fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str) -> Result<(), String> {
+pub fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str) -> Result<(), LoadError> {
+    let what = format!("the program for tracepoint {name}");
     let prog: &mut RawTracePoint = program(ebpf, name)?
         .try_into()
-        .map_err(|e| format!("{name}: {e}"))?;
+        .map_err(|e| LoadError::other(name, format!("{e}")))?;
     prog.load()
-        .map_err(|e| format!("cannot load the program for {name}: {}", chain(&e)))?;
+        .map_err(|e| LoadError::kernel(format!("loading {what}"), &e))?;
     prog.attach(name)
-        .map_err(|e| format!("cannot attach to tracepoint {name}: {}", chain(&e)))?;
+        .map_err(|e| LoadError::kernel(format!("attaching {what}"), &e))?;
     Ok(())
 }
 
-pub fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Program, String> {
+pub fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Program, LoadError> {
     ebpf.program_mut(name)
-        .ok_or_else(|| format!("eBPF object has no program {name:?}"))
+        .ok_or_else(|| LoadError::other(name, "the eBPF object has no such program"))
 }
 
 /// Detaches and unloads whatever part of a set got loaded.

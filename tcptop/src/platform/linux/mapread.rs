@@ -51,7 +51,8 @@ pub struct MapReader {
 
 impl MapReader {
     pub fn new(ebpf: &Ebpf) -> Result<Self, String> {
-        let map = conns_fd(ebpf)?
+        let map = conns_fd(ebpf)
+            .map_err(|e| e.to_string())?
             .try_clone_to_owned()
             .map_err(|e| format!("cannot duplicate the connection map's descriptor: {e}"))?;
         Ok(MapReader {

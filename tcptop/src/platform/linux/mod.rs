@@ -24,11 +24,12 @@ use std::path::Path;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
 };
 use tcptop_common::{
     ConnEvent, ConnStats, DROP_MAP_FULL, DROP_RINGBUF, DROP_UDP_FLOWS, EVENT_CLOSE, GLOBAL_OFFSETS,
-    MAP_CONNS, MAP_DROPS, MAP_EVENTS, MAP_UDP_FLOWS, Offsets, SKIP_CALLS, SKIP_RING,
+    MAP_CONNS, MAP_DROPS, MAP_EVENTS, MAP_SETTINGS, MAP_UDP_FLOWS, Offsets, SETTING_FILL_ESTABLISHED,
+    SKIP_CALLS, SKIP_RING,
 };
 
 use super::{DataSource, HookSet, SourceError, SourceOptions};
@@ -49,7 +50,8 @@ pub struct EbpfSource {
     map_reader: mapread::MapReader,
     /// None when the UDP programs could not attach (a warning says so).
     udp: Option<udp::UdpFlows>,
-    conn_iter: refresh::ConnIter,
+    /// None where the kernel refused the map iterator.
+    conn_iter: Option<refresh::ConnIter>,
     /// Connections found in /proc at start-up that the kernel side has not
     /// reported yet; reported with zero counters until it does.
     seeds: Vec<ConnSample>,
@@ -94,31 +96,30 @@ impl EbpfSource {
         let typed = opts.hooks != Some(HookSet::Kprobe)
             && std::env::var_os("TCPTOP_RAW_TRACEPOINTS").is_none_or(|v| v == "0");
         let mut tracing = hooks::TracingBtf::new(btf_path, typed);
-        let btf_lifecycle = hooks::attach_lifecycle(&mut ebpf, &mut tracing).map_err(|e| {
-            if e.contains("Operation not permitted") {
-                SourceError::Privileges(caps::missing_message(&[]))
-            } else {
-                SourceError::Unsupported(format!(
-                    "{e}.\nThis kernel ({}) lacks a hook tcptop needs (Linux 5.9 or newer \
-                     with BTF is required).",
-                    caps::kernel_release()
-                ))
+        let btf_lifecycle =
+            hooks::attach_lifecycle(&mut ebpf, &mut tracing).map_err(|e| required(&e))?;
+        let mut warnings = Vec::new();
+        // The map iterator is optional: where the kernel refuses it, the
+        // kernel's socket diagnostics refresh the records instead, and the
+        // state program completes their endpoints at ESTABLISHED.
+        let conn_iter = match refresh::ConnIter::attach(&mut ebpf, &mut tracing) {
+            Ok(it) => Some(it),
+            Err(e) => {
+                hooks::unload(&mut ebpf, [refresh::PROGRAM.to_string()]);
+                set_settings(&mut ebpf, SETTING_FILL_ESTABLISHED)?;
+                warnings.push(format!(
+                    "{e}: live connections' state, RTT and counters come from the \
+                     kernel's socket diagnostics instead (sock_diag)"
+                ));
+                None
             }
-        })?;
-        let conn_iter = refresh::ConnIter::attach(&mut ebpf, &mut tracing).map_err(|e| {
-            SourceError::Unsupported(format!(
-                "{e}.\nThis kernel ({}) lacks BPF map iterators (Linux 5.9 or newer with BTF \
-                 is required).",
-                caps::kernel_release()
-            ))
-        })?;
+        };
         let candidates: Vec<HookSet> = match opts.hooks {
             Some(set) => vec![set],
             None => HookSet::ALL.to_vec(),
         };
         let set = hooks::attach_io(&mut ebpf, &candidates, &btf, &mut tracing)
             .map_err(|errors| no_hook_set(&errors, opts.hooks.is_some()))?;
-        let mut warnings = Vec::new();
         let udp = if opts.udp {
             match udp::UdpFlows::attach(&mut ebpf, set, &btf, &mut tracing, opts) {
                 Ok((u, warning)) => {
@@ -136,16 +137,23 @@ impl EbpfSource {
         // After every hook: a connection adopted now has its teardown seen,
         // and one born meanwhile has its record already.
         let scan = procfs::scan_sockets(Path::new("/proc")).unwrap_or_default();
-        if let Err(e) = adopt::adopt(&mut ebpf, &mut tracing, &scan.namespaces) {
-            warnings.push(format!(
-                "{e}: connections open before start show the state they had then until \
-                 their first call"
-            ));
-        }
+        let adopted = match adopt::adopt(&mut ebpf, &mut tracing, &scan.namespaces) {
+            Ok(_) => true,
+            Err(e) => {
+                warnings.push(format!(
+                    "{e}: connections open before start are read from the kernel's socket \
+                     diagnostics until their first call"
+                ));
+                false
+            }
+        };
         drop(tracing);
         let mut hooks = String::from(set.as_str());
         if btf_lifecycle {
             hooks.push_str("+btf");
+        }
+        if conn_iter.is_none() {
+            hooks.push_str("+diag");
         }
         if noop {
             hooks.push_str("+noop");
@@ -159,6 +167,7 @@ impl EbpfSource {
                  so nothing is counted (a benchmark of the hooks' own cost)"
             ));
         }
+        let _ = adopted;
         let seeds = seeds(scan.sockets);
         let map_reader = mapread::MapReader::new(&ebpf).map_err(SourceError::Failed)?;
         let conns = take_map(&mut ebpf, MAP_CONNS, HashMap::try_from)?;
@@ -252,9 +261,11 @@ impl DataSource for EbpfSource {
             });
         }
         if self.conns.keys().next().is_some() {
-            self.conn_iter.run().map_err(|e| {
-                SourceError::Failed(format!("cannot bring the connection map up to date: {e}"))
-            })?;
+            if let Some(it) = &mut self.conn_iter {
+                it.run().map_err(|e| {
+                    SourceError::Failed(format!("cannot bring the connection map up to date: {e}"))
+                })?;
+            }
             self.map_reader
                 .read_all(&mut self.live_buf)
                 .map_err(|e| SourceError::Failed(format!("cannot read the connection map: {e}")))?;
@@ -382,7 +393,8 @@ fn bench_noop() -> bool {
 /// Benchmark instrument: `TCPTOP_BENCH_SKIP=calls,ring,user` leaves parts
 /// of tcptop's work out, so that `scripts/bench-peers.py` can measure what
 /// each part costs a load (`tcptop-skip-*`): `calls`, the send/receive
-/// programs return at once (no bytes, no owners from calls); `ring`, a
+/// programs return at once (no per-call counts and no owners from calls;
+/// TCP bytes still come from the socket's counters at each read); `ring`, a
 /// teardown deletes its record without sending the final copy; `user`,
 /// user space only empties the ring buffer (no map walk, no rows, no
 /// output). Whatever is left out is not counted: never for real use.
@@ -490,6 +502,15 @@ fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, SourceError> {
         udp: 0,
         ready: 1,
         bench_skip: 0,
+        tcp_bytes_acked: off("tcp_sock", "bytes_acked")?,
+        tcp_bytes_received: off("tcp_sock", "bytes_received")?,
+        tcp_write_seq: off("tcp_sock", "write_seq")?,
+        tcp_snd_una: off("tcp_sock", "snd_una")?,
+        tcp_rcv_nxt: off("tcp_sock", "rcv_nxt")?,
+        tcp_copied_seq: off("tcp_sock", "copied_seq")?,
+        sk_flags: off("sock_common", "skc_flags")?,
+        // enum sock_flags has begun SOCK_DEAD, SOCK_DONE since Linux 2.6.
+        sock_done_bit: 1,
     })
 }
 
@@ -539,7 +560,15 @@ fn brief(e: &str) -> String {
 }
 
 /// The error when no hook set could count send/receive calls.
-fn no_hook_set(errors: &[(HookSet, String)], forced: bool) -> SourceError {
+fn no_hook_set(errors: &[(HookSet, hooks::LoadError)], forced: bool) -> SourceError {
+    // Every set refused (EPERM) is a matter of privileges or policy, not of
+    // the kernel's age.
+    if errors
+        .iter()
+        .all(|(_, e)| e.cause() == hooks::Cause::Refused)
+    {
+        return SourceError::Privileges(caps::missing_message(&[]));
+    }
     let mut msg = if forced {
         String::from("the requested hook set is not available on this kernel")
     } else {
@@ -547,7 +576,10 @@ fn no_hook_set(errors: &[(HookSet, String)], forced: bool) -> SourceError {
     };
     msg.push_str(&format!(" ({}):", caps::kernel_release()));
     for (set, e) in errors {
-        msg.push_str(&format!("\n  {}: {}", set.as_str(), brief(e)));
+        msg.push_str(&format!("\n  {}: {e}", set.as_str()));
+        if *set == HookSet::Tracepoint && e.cause() == hooks::Cause::Missing {
+            msg.push_str(" (these tracepoints exist since Linux 6.3)");
+        }
     }
     if !forced {
         msg.push_str(
@@ -555,6 +587,34 @@ fn no_hook_set(errors: &[(HookSet, String)], forced: bool) -> SourceError {
         );
     }
     SourceError::Unsupported(msg)
+}
+
+/// The error when a program every hook set needs (birth and teardown)
+/// cannot be attached: refused, or not in this kernel.
+fn required(e: &hooks::LoadError) -> SourceError {
+    match e.cause() {
+        hooks::Cause::Refused => SourceError::Privileges(format!(
+            "{e}\n{}",
+            caps::missing_message(&[])
+        )),
+        _ => SourceError::Unsupported(format!(
+            "{e}.\nThis kernel ({}) lacks a hook tcptop needs (the tracepoints \
+             inet_sock_set_state and tcp_destroy_sock, Linux 4.16+).",
+            caps::kernel_release()
+        )),
+    }
+}
+
+/// Writes the run-time settings (`SETTING_*` bits) the programs read.
+fn set_settings(ebpf: &mut Ebpf, bits: u32) -> Result<(), SourceError> {
+    let map = ebpf
+        .map_mut(MAP_SETTINGS)
+        .ok_or_else(|| SourceError::Failed(format!("eBPF object has no map {MAP_SETTINGS:?}")))?;
+    let mut settings: Array<&mut MapData, u32> = Array::try_from(map)
+        .map_err(|e| SourceError::Failed(format!("eBPF map {MAP_SETTINGS:?}: {e}")))?;
+    settings
+        .set(0, &bits, 0)
+        .map_err(|e| SourceError::Failed(format!("cannot write the programs' settings: {e}")))
 }
 
 /// TCP connections open before we started (`found` in /proc), with their

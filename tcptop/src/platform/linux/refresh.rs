@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use aya::{Ebpf, maps::Map, programs::Iter};
 use tcptop_common::MAP_CONNS;
 
-use super::hooks::{TracingBtf, chain, program};
+use super::hooks::{LoadError, TracingBtf, program, refused_for_test};
 
 /// Name of the iterator program in the eBPF object.
 pub const PROGRAM: &str = "tcptop_iter_conns";
@@ -68,7 +68,7 @@ pub struct ConnIter {
 impl ConnIter {
     /// Loads the iterator program and links it to the connection map.
     /// Needs BTF tracing programs and map iterators (Linux 5.9+).
-    pub fn attach(ebpf: &mut Ebpf, btf: &mut TracingBtf) -> Result<Self, String> {
+    pub fn attach(ebpf: &mut Ebpf, btf: &mut TracingBtf) -> Result<Self, LoadError> {
         let map_fd = conns_fd(ebpf)?.as_raw_fd();
         let link = link_iterator(
             ebpf,
@@ -91,10 +91,10 @@ impl ConnIter {
 }
 
 /// The connection map's descriptor (owned by `ebpf`).
-pub(super) fn conns_fd(ebpf: &Ebpf) -> Result<BorrowedFd<'_>, String> {
+pub(super) fn conns_fd(ebpf: &Ebpf) -> Result<BorrowedFd<'_>, LoadError> {
     match ebpf.map(MAP_CONNS) {
         Some(Map::HashMap(m)) => Ok(m.fd().as_fd()),
-        _ => Err(format!("eBPF object has no hash map {MAP_CONNS}")),
+        _ => Err(LoadError::other(MAP_CONNS, "the eBPF object has no such hash map")),
     }
 }
 
@@ -109,16 +109,17 @@ pub(super) fn link_iterator(
     target: &str,
     map_fd: Option<RawFd>,
     what: &str,
-) -> Result<OwnedFd, String> {
+) -> Result<OwnedFd, LoadError> {
+    refused_for_test("iter", what)?;
     let btf = btf.parsed()?;
     let prog: &mut Iter = program(ebpf, name)?
         .try_into()
-        .map_err(|e| format!("{name}: {e}"))?;
+        .map_err(|e| LoadError::other(name, format!("{e}")))?;
     prog.load(target, btf)
-        .map_err(|e| format!("cannot load {what}: {}", chain(&e)))?;
+        .map_err(|e| LoadError::kernel(format!("loading {what}"), &e))?;
     let prog_fd = prog
         .fd()
-        .map_err(|e| format!("{name}: {}", chain(&e)))?
+        .map_err(|e| LoadError::kernel(format!("loading {what}"), &e))?
         .as_fd()
         .as_raw_fd();
     let info = map_fd.map(|fd| IterLinkInfo { map_fd: fd as u32 });
@@ -133,7 +134,7 @@ pub(super) fn link_iterator(
         },
         ..LinkCreate::default()
     };
-    bpf(BPF_LINK_CREATE, &attr).map_err(|e| format!("cannot link {what}: {e}"))
+    bpf(BPF_LINK_CREATE, &attr).map_err(|e| LoadError::kernel(format!("linking {what}"), &e))
 }
 
 /// Makes an iterator from the iterator link `link` and runs it to the end.

@@ -16,6 +16,7 @@ use aya::{
 };
 use tcptop_common::{ConnTuple, MAP_UDP_FLOWS, UdpFlow};
 
+use super::hooks::{Cause, LoadError};
 use super::{btf::Btf, caps, convert, hooks};
 use crate::model::ConnSample;
 use crate::platform::{HookSet, SourceOptions};
@@ -137,32 +138,44 @@ impl UdpFlows {
 
 /// The entry probe of a receive picks `flags` by tcp_recvmsg's layout,
 /// which every kernel gives udp(v6)_recvmsg too: checked before attaching.
-fn kprobe(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
+fn kprobe(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), LoadError> {
     for (func, _) in FUNCS {
         if func.ends_with("recvmsg")
             && hooks::present(btf, func)
             && btf.func_param_count(func) != btf.func_param_count("tcp_recvmsg")
         {
-            return Err(format!(
-                "{func} and tcp_recvmsg take different arguments in this kernel"
+            return Err(LoadError::missing(
+                format!("the kprobe for {func}"),
+                format!("{func} and tcp_recvmsg take different arguments in this kernel"),
             ));
         }
     }
     hooks::attach_kprobes(ebpf, btf, &FUNCS)
 }
 
-fn sock_addr(ebpf: &mut Ebpf) -> Result<(), String> {
-    let root = caps::cgroup2_root().ok_or("no cgroup v2 mount in /proc/mounts")?;
-    let cgroup = std::fs::File::open(&root)
-        .map_err(|e| format!("cannot open cgroup {}: {e}", root.display()))?;
+fn sock_addr(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    let what = "the UDP peer-address programs on the cgroup v2 root";
+    let root = caps::cgroup2_root()
+        .ok_or_else(|| LoadError::missing(what, "no cgroup v2 mount in /proc/mounts"))?;
+    let cgroup = std::fs::File::open(&root).map_err(|e| {
+        LoadError::kernel(format!("{what}: opening {}", root.display()), &e)
+    })?;
     for name in SOCK_ADDR_PROGRAMS {
+        hooks::refused_for_test("cgroup", what)?;
         let prog: &mut CgroupSockAddr = hooks::program(ebpf, name)?
             .try_into()
-            .map_err(|e| format!("{name}: {e}"))?;
+            .map_err(|e| LoadError::other(name, format!("{e}")))?;
         prog.load()
-            .map_err(|e| format!("cannot load {name}: {}", super::brief(&hooks::chain(&e))))?;
+            .map_err(|e| LoadError::kernel(format!("loading {name}"), &e))?;
         prog.attach(cgroup.as_fd(), CgroupAttachMode::Single)
-            .map_err(|e| format!("cannot attach {name}: {}", hooks::chain(&e)))?;
+            .map_err(|e| {
+                let err = LoadError::kernel(format!("attaching {name}"), &e);
+                if err.cause() == Cause::Refused {
+                    err.within("CAP_NET_ADMIN is needed to attach to a cgroup")
+                } else {
+                    err
+                }
+            })?;
     }
     Ok(())
 }
