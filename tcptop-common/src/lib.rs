@@ -342,11 +342,20 @@ mod tests {
         // Client in SYN_SENT: the SYN queued, not acknowledged.
         assert_eq!(app_bytes(0, 0, 1, 0, true, false, false), Some((0, 0)));
         // Client after sending 1,000 (acked) and its FIN (acked): FIN_WAIT2.
-        assert_eq!(app_bytes(1002, 2000, 0, 2000, true, true, false), Some((1000, 0)));
+        assert_eq!(
+            app_bytes(1002, 2000, 0, 2000, true, true, false),
+            Some((1000, 0))
+        );
         // Server: 1,001 received (with the FIN), 601 unread (600 + FIN).
-        assert_eq!(app_bytes(2000, 1001, 0, 601, false, false, true), Some((2000, 400)));
+        assert_eq!(
+            app_bytes(2000, 1001, 0, 601, false, false, true),
+            Some((2000, 400))
+        );
         // Server after reading the rest: the FIN went with the last read.
-        assert_eq!(app_bytes(2000, 1001, 0, 0, false, false, true), Some((2000, 1000)));
+        assert_eq!(
+            app_bytes(2000, 1001, 0, 0, false, false, true),
+            Some((2000, 1000))
+        );
         // Sent but not acknowledged yet, FIN queued: 500 of data.
         assert_eq!(app_bytes(1, 0, 501, 0, true, true, false), Some((499, 0)));
         // Counters of a socket being set up.
@@ -357,7 +366,13 @@ mod tests {
 
     #[test]
     fn fin_sent_by_state() {
-        for s in [TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_TIME_WAIT, TCP_LAST_ACK, TCP_CLOSING] {
+        for s in [
+            TCP_FIN_WAIT1,
+            TCP_FIN_WAIT2,
+            TCP_TIME_WAIT,
+            TCP_LAST_ACK,
+            TCP_CLOSING,
+        ] {
             assert!(fin_sent(s, false));
         }
         for s in [TCP_ESTABLISHED, TCP_SYN_SENT, TCP_SYN_RECV, TCP_CLOSE_WAIT] {

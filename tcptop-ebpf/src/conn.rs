@@ -265,12 +265,23 @@ pub fn read_app<M: Mem>(tp: *const u8, syn: bool, close_fin: bool) -> Option<(u6
 
 /// Whether a record's endpoints are still being filled in by the kernel:
 /// connect() picks the source port after entering SYN_SENT, a listener's
-/// child gets its remote end after SYN_RECV. Once both ports are set the
-/// endpoints never change (a failed connect() zeroes them again when it
-/// disconnects: they are not re-read then).
+/// child gets its remote end after SYN_RECV, and a dual-stack listener's
+/// child of an IPv4 peer gets its IPv4-mapped addresses after both ports
+/// (a reader in between sees the listener's `::`). Once both ports and
+/// both addresses are set the endpoints never change (a failed connect()
+/// zeroes them again when it disconnects: they are not re-read then). No
+/// connection has port 0 or an unspecified address at either end.
 #[inline(always)]
 pub fn incomplete(t: &ConnTuple) -> bool {
-    t.sport == 0 || t.dport == 0
+    t.sport == 0 || t.dport == 0 || unspecified(&t.saddr) || unspecified(&t.daddr)
+}
+
+/// All zero: `0.0.0.0` (the rest of the bytes are zero for IPv4) or `::`.
+#[inline(always)]
+fn unspecified(a: &[u8; 16]) -> bool {
+    // SAFETY: 16 bytes read as two u64 (unaligned: a byte array).
+    let w = unsafe { core::ptr::read_unaligned(a.as_ptr().cast::<[u64; 2]>()) };
+    w[0] | w[1] == 0
 }
 
 /// Records the calling process as the connection's owner. Only called from

@@ -40,8 +40,16 @@ pub async fn run_batch(
         eprintln!("tcptop: warning: {w}");
     }
     if !cli.quiet {
+        // "attached": the kernel programs are in place (tests wait for it).
+        let verb = match source.notice() {
+            Some(notice) => {
+                eprintln!("tcptop: notice: {notice}");
+                "started"
+            }
+            None => "attached",
+        };
         eprintln!(
-            "tcptop: attached (hooks: {}); a snapshot every {secs} s",
+            "tcptop: {verb} (hooks: {}); a snapshot every {secs} s",
             source.hooks()
         );
     }

@@ -10,8 +10,18 @@ use clap::{Parser, ValueEnum};
     version,
     about = "Top-style real-time monitor of network connections: per-connection bytes, \
              packets, rates, TCP state and RTT, with the owning process.",
-    after_help = "Needs root, or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN \
-                  (sudo setcap cap_bpf,cap_perfmon,cap_net_admin+ep $(command -v tcptop))."
+    after_help = "Full mode (eBPF: exact bytes per connection by every path, short-lived \
+                  connections, UDP) needs root, or CAP_BPF and CAP_PERFMON (CAP_NET_ADMIN \
+                  for the peers of unconnected UDP sockets, CAP_SYS_ADMIN for other network \
+                  namespaces): sudo setcap cap_bpf,cap_perfmon,cap_net_admin+ep \
+                  $(command -v tcptop)\n\n\
+                  Without them tcptop runs unprivileged on the kernel's socket diagnostics \
+                  (as ss does): TCP connections of its own network namespace with owner, \
+                  state, RTT, retransmits, and bytes from each socket's counters \
+                  (tcp_info bytes_acked and bytes_received, less what is still queued, \
+                  SYN and FIN: the same stream bytes the full mode counts, but read once \
+                  per interval, so a connection that opens and closes between two \
+                  snapshots is not seen) and no UDP."
 )]
 pub struct Cli {
     /// Print snapshots to stdout instead of the interactive display.
@@ -37,6 +47,12 @@ pub struct Cli {
     /// Show only connections with this local or remote port (repeatable).
     #[arg(short = 'P', long = "port", value_name = "PORT")]
     pub ports: Vec<u16>,
+
+    /// Where data comes from: eBPF programs (needs privileges), the kernel's
+    /// socket diagnostics alone (unprivileged, TCP only), or auto: eBPF,
+    /// and the diagnostics when eBPF programs may not be loaded.
+    #[arg(long, value_enum, default_value_t = Source::Auto)]
+    pub source: Source,
 
     /// Kernel hook set counting send/receive calls (default: the best this kernel has).
     #[arg(long, value_enum)]
@@ -154,6 +170,27 @@ impl Cli {
             only_v6: self.ipv6,
             only_tcp: self.tcp,
             only_udp: self.udp,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Source {
+    /// eBPF when allowed, else the socket diagnostics.
+    Auto,
+    /// eBPF programs only (an error without the privileges).
+    Ebpf,
+    /// The kernel's socket diagnostics only (unprivileged).
+    Diag,
+}
+
+impl From<Source> for crate::platform::SourceKind {
+    fn from(s: Source) -> Self {
+        use crate::platform::SourceKind;
+        match s {
+            Source::Auto => SourceKind::Auto,
+            Source::Ebpf => SourceKind::Ebpf,
+            Source::Diag => SourceKind::Diag,
         }
     }
 }

@@ -43,6 +43,7 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
         .map(output::csv::CsvLog::open)
         .transpose()?;
     let mut source = platform::open_default(&platform::SourceOptions {
+        kind: cli.source.into(),
         btf: cli.btf.clone(),
         hooks: cli.hooks.map(Into::into),
         udp_idle: cli.idle_timeout,

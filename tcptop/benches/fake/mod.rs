@@ -67,5 +67,6 @@ pub fn settings() -> tcptop::ui::Settings {
         interval: std::time::Duration::from_secs(1),
         bits: false,
         filter: tcptop::table::Filter::default(),
+        notice: None,
     }
 }

@@ -69,6 +69,10 @@ enum Role {
         /// Wait for a stdin line after connecting and before closing.
         #[arg(long)]
         wait_stdin: bool,
+        /// With --wait-stdin: send this many of the --send bytes before
+        /// the first wait (right after connecting).
+        #[arg(long, default_value_t = 0)]
+        send_first: u64,
         /// Bulk mode: send for this many seconds as fast as possible, report
         /// bytes sent, send calls and throughput; ignores --send/--recv.
         #[arg(long)]
@@ -183,6 +187,27 @@ struct Common {
     /// Print a line per connection (default: only the first and a summary).
     #[arg(long)]
     verbose: bool,
+    /// How `--send` bytes go out: write() calls, sendfile() from a
+    /// memory file, or splice() from a pipe.
+    #[arg(long, value_enum, default_value_t = SendWith::Write)]
+    send_with: SendWith,
+    /// How `--recv` bytes come in: read() calls, or splice() into a pipe
+    /// (then drained), which no receive call sees.
+    #[arg(long, value_enum, default_value_t = RecvWith::Read)]
+    recv_with: RecvWith,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SendWith {
+    Write,
+    Sendfile,
+    Splice,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RecvWith {
+    Read,
+    Splice,
 }
 
 fn main() -> Result<()> {
@@ -197,12 +222,13 @@ fn main() -> Result<()> {
             connect,
             common,
             wait_stdin,
+            send_first,
             bulk_secs,
             chunk,
             rate,
         } => match bulk_secs {
             Some(secs) => bulk(connect, &common, secs, chunk),
-            None => client(connect, &common, wait_stdin, rate),
+            None => client(connect, &common, wait_stdin, send_first, rate),
         },
         Role::HoldSelf { listen, pairs } => hold_self(listen, pairs),
         Role::ChurnSelf { listen, secs } => churn_self(listen, secs),
@@ -299,6 +325,135 @@ fn report(event: &str, s: &TcpStream) -> Result<()> {
     Ok(())
 }
 
+/// Sends `n` bytes on `s` the way `how` says.
+fn send_with(s: &mut TcpStream, n: u64, how: SendWith) -> Result<()> {
+    match how {
+        SendWith::Write => send_n(s, n),
+        SendWith::Sendfile => sendfile_n(s, n),
+        SendWith::Splice => splice_out_n(s, n),
+    }
+}
+
+/// Receives `n` bytes from `s` the way `how` says.
+fn recv_with(s: &mut TcpStream, n: u64, how: RecvWith) -> Result<()> {
+    match how {
+        RecvWith::Read => recv_n(s, n),
+        RecvWith::Splice => splice_in_n(s, n),
+    }
+}
+
+fn check(ret: isize, what: &str) -> Result<usize> {
+    if ret < 0 {
+        bail!("{what}: {}", std::io::Error::last_os_error());
+    }
+    Ok(ret as usize)
+}
+
+/// A pipe as (read end, write end).
+fn pipe() -> Result<(std::fs::File, std::fs::File)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`.
+    check(
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as isize,
+        "pipe2",
+    )?;
+    // SAFETY: both are new descriptors we own.
+    Ok(unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// `n` bytes with sendfile() from a memory file of 1 MiB, read round.
+fn sendfile_n(s: &mut TcpStream, n: u64) -> Result<()> {
+    use std::os::fd::FromRawFd;
+    const FILE: u64 = 1 << 20;
+    // SAFETY: memfd_create with a NUL-terminated name.
+    let fd = check(
+        unsafe { libc::memfd_create(c"testpeer".as_ptr(), libc::MFD_CLOEXEC) } as isize,
+        "memfd_create",
+    )?;
+    // SAFETY: a new descriptor we own.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd as i32) };
+    file.write_all(&vec![0x5au8; FILE as usize])?;
+    let mut left = n;
+    while left > 0 {
+        let mut off: libc::off_t = ((n - left) % FILE) as libc::off_t;
+        let k = left.min(FILE - off as u64) as usize;
+        // SAFETY: both descriptors are open; `off` is a live offset.
+        let sent = check(
+            unsafe { libc::sendfile(s.as_raw_fd(), file.as_raw_fd(), &mut off, k) },
+            "sendfile",
+        )?;
+        left -= sent as u64;
+    }
+    Ok(())
+}
+
+/// `n` bytes written into a pipe, then splice()d from it into the socket.
+fn splice_out_n(s: &mut TcpStream, n: u64) -> Result<()> {
+    let (r, mut w) = pipe()?;
+    let chunk = [0x5au8; 16 * 1024];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(chunk.len() as u64) as usize;
+        w.write_all(&chunk[..k])?;
+        let mut moved = 0;
+        while moved < k {
+            // SAFETY: both descriptors are open; no offsets (pipe, socket).
+            moved += check(
+                unsafe {
+                    libc::splice(
+                        r.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        s.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        k - moved,
+                        libc::SPLICE_F_MOVE,
+                    )
+                },
+                "splice to socket",
+            )?;
+        }
+        left -= k as u64;
+    }
+    Ok(())
+}
+
+/// `n` bytes splice()d from the socket into a pipe (no receive call on
+/// the socket: tcp_splice_read), each chunk drained from the pipe.
+fn splice_in_n(s: &mut TcpStream, n: u64) -> Result<()> {
+    let (mut r, w) = pipe()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(buf.len() as u64) as usize;
+        // SAFETY: both descriptors are open; no offsets (socket, pipe).
+        let got = check(
+            unsafe {
+                libc::splice(
+                    s.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    w.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    k,
+                    libc::SPLICE_F_MOVE,
+                )
+            },
+            "splice from socket",
+        )?;
+        if got == 0 {
+            bail!("peer closed with {left} bytes still expected");
+        }
+        r.read_exact(&mut buf[..got])?;
+        left -= got as u64;
+    }
+    Ok(())
+}
+
 fn send_n(s: &mut TcpStream, n: u64) -> Result<()> {
     let buf = [0x5au8; 64 * 1024];
     let mut left = n;
@@ -344,8 +499,8 @@ fn server(listen: SocketAddr, c: &Common, wait_stdin: bool) -> Result<()> {
             report("accepted", &s)?;
             wait_line()?;
         }
-        recv_n(&mut s, c.recv)?;
-        send_n(&mut s, c.send)?;
+        recv_with(&mut s, c.recv, c.recv_with)?;
+        send_with(&mut s, c.send, c.send_with)?;
         if i == 0 || c.verbose {
             report("done", &s)?;
         }
@@ -363,7 +518,13 @@ fn server(listen: SocketAddr, c: &Common, wait_stdin: bool) -> Result<()> {
     Ok(())
 }
 
-fn client(connect: SocketAddr, c: &Common, wait_stdin: bool, rate: Option<f64>) -> Result<()> {
+fn client(
+    connect: SocketAddr,
+    c: &Common,
+    wait_stdin: bool,
+    send_first: u64,
+    rate: Option<f64>,
+) -> Result<()> {
     set_name(&c.name)?;
     let start = Instant::now();
     for i in 0..c.conns {
@@ -374,12 +535,18 @@ fn client(connect: SocketAddr, c: &Common, wait_stdin: bool, rate: Option<f64>) 
         }
         let mut s = TcpStream::connect(connect).with_context(|| format!("connect {connect}"))?;
         let loud = i == 0 || c.verbose;
+        let first = if wait_stdin {
+            send_first.min(c.send)
+        } else {
+            0
+        };
+        send_with(&mut s, first, c.send_with)?;
         if wait_stdin {
             report("connected", &s)?;
             wait_line()?;
         }
-        send_n(&mut s, c.send)?;
-        recv_n(&mut s, c.recv)?;
+        send_with(&mut s, c.send - first, c.send_with)?;
+        recv_with(&mut s, c.recv, c.recv_with)?;
         if loud {
             report("done", &s)?;
         }

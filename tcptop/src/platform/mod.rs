@@ -23,6 +23,11 @@ pub trait DataSource {
     fn warnings(&self) -> &[String] {
         &[]
     }
+    /// One line for the header when the source shows less than it could
+    /// (e.g. an unprivileged mode: what is missing and how to get it).
+    fn notice(&self) -> Option<&str> {
+        None
+    }
     /// Gives up the privileges that opening needed and collecting does not
     /// and, with `user`, becomes that user. Called once, after opening and
     /// before the first collection. Without `user`, a failure is not fatal:
@@ -49,9 +54,22 @@ pub enum SourceError {
     Failed(String),
 }
 
+/// Which kind of source to open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SourceKind {
+    /// The full one if allowed, else the unprivileged one.
+    #[default]
+    Auto,
+    /// Kernel programs (Linux: eBPF); an error without the privileges.
+    Ebpf,
+    /// What the kernel tells any user (Linux: socket diagnostics).
+    Diag,
+}
+
 /// How to open a source.
 #[derive(Clone, Debug)]
 pub struct SourceOptions {
+    pub kind: SourceKind,
     /// Kernel BTF file to use instead of the running kernel's own.
     pub btf: Option<std::path::PathBuf>,
     /// Force one hook set (None: the best the kernel has).
@@ -95,10 +113,21 @@ impl HookSet {
     }
 }
 
-/// Opens the best data source for this machine.
+/// Opens the best data source for this machine that `opts.kind` allows.
 #[cfg(target_os = "linux")]
 pub fn open_default(opts: &SourceOptions) -> Result<Box<dyn DataSource>, SourceError> {
-    Ok(Box::new(linux::EbpfSource::open(opts)?))
+    match opts.kind {
+        SourceKind::Ebpf => Ok(Box::new(linux::EbpfSource::open(opts)?)),
+        SourceKind::Diag => Ok(Box::new(linux::unprivileged::DiagSource::open(opts, None)?)),
+        SourceKind::Auto => match linux::EbpfSource::open(opts) {
+            Ok(s) => Ok(Box::new(s)),
+            // Degrade, never refuse: what any user may read.
+            Err(SourceError::Privileges(why)) => Ok(Box::new(
+                linux::unprivileged::DiagSource::open(opts, Some(why))?,
+            )),
+            Err(e) => Err(e),
+        },
+    }
 }
 
 #[cfg(not(target_os = "linux"))]

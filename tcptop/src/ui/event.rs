@@ -126,6 +126,7 @@ pub async fn run_interactive(
         interval: cli.interval,
         bits: cli.bits,
         filter: cli.filter(),
+        notice: source.notice().map(str::to_string),
     };
     let mut app = App::new(settings, Instant::now().into_std())
         .with_resolver(crate::names::Resolver::system())

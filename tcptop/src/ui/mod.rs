@@ -46,6 +46,8 @@ pub struct Settings {
     pub bits: bool,
     /// `--pid` / `--port`.
     pub filter: Filter,
+    /// What the source cannot show, for the header (`DataSource::notice`).
+    pub notice: Option<String>,
 }
 
 /// Looks up a process for the detail pane (tests replace /proc).

@@ -132,6 +132,7 @@ fn settings() -> Settings {
         interval: Duration::from_secs(1),
         bits: false,
         filter: Filter::default(),
+        notice: None,
     }
 }
 

@@ -39,8 +39,9 @@ const KEYS: &[(&str, &str)] = &[
 
 pub fn draw(app: &mut App, frame: &mut Frame<'_>) {
     let area = frame.area();
+    let header_lines = 3 + u16::from(app.settings.notice.is_some());
     let [header, table, footer] = Layout::vertical([
-        Constraint::Length(3),
+        Constraint::Length(header_lines),
         Constraint::Min(1),
         Constraint::Length(1),
     ])
@@ -170,7 +171,13 @@ fn draw_header(app: &App, frame: &mut Frame<'_>, area: Rect, shown: usize) {
             units::bytes(tx_total)
         )),
     ];
-    let text = vec![Line::from(title), Line::from(counts), Line::from(traffic)];
+    let mut text = vec![Line::from(title), Line::from(counts), Line::from(traffic)];
+    if let Some(notice) = &app.settings.notice {
+        text.push(Line::from(Span::styled(
+            untrusted(notice).into_owned(),
+            Style::new().fg(Color::Yellow),
+        )));
+    }
     frame.render_widget(Paragraph::new(text), area);
 }
 

@@ -19,7 +19,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use aya::{Ebpf, programs::Iter};
 
 use super::hooks::{LoadError, TracingBtf, program};
-use super::procfs::{self, NetNs};
+use super::procfs::{self, NsFile};
 use super::refresh::{link_iterator, walk};
 
 /// Name of the iterator program in the eBPF object.
@@ -31,7 +31,7 @@ pub const PROGRAM: &str = "tcptop_adopt_tcp";
 pub fn adopt(
     ebpf: &mut Ebpf,
     btf: &mut TracingBtf,
-    namespaces: &[NetNs],
+    namespaces: &[NsFile],
 ) -> Result<usize, LoadError> {
     let walked = link_iterator(ebpf, btf, PROGRAM, "tcp", None, "the TCP socket iterator")
         .map(|link| walk_namespaces(&link, namespaces));
@@ -47,7 +47,7 @@ pub fn adopt(
 /// Runs the iterator in our namespace, then in each of `namespaces`, on a
 /// thread of its own: setns moves only the calling thread, and this one
 /// ends here.
-fn walk_namespaces(link: &OwnedFd, namespaces: &[NetNs]) -> usize {
+fn walk_namespaces(link: &OwnedFd, namespaces: &[NsFile]) -> usize {
     std::thread::scope(|s| {
         s.spawn(|| {
             let mut buf = vec![0u8; 4096];
@@ -56,7 +56,7 @@ fn walk_namespaces(link: &OwnedFd, namespaces: &[NetNs]) -> usize {
             for ns in namespaces.iter().filter(|ns| Some(ns.inode) != own) {
                 // The process may have exited (or moved: then we walk
                 // where it is now, which is harmless).
-                let Ok(f) = File::open(format!("/proc/{}/ns/net", ns.pid)) else {
+                let Ok(f) = File::open(&ns.path) else {
                     continue;
                 };
                 // SAFETY: setns on a namespace file we hold open; it moves

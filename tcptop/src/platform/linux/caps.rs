@@ -42,7 +42,6 @@ fn missing(eff: u64) -> Vec<&'static str> {
     out
 }
 
-
 pub fn missing_message(missing: &[&str]) -> String {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())

@@ -22,6 +22,33 @@ fn addr(family: u16, raw: [u8; 16], port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
+/// An IPv4-mapped IPv6 address as IPv4, as records show the IPv4 peer of
+/// a dual-stack socket.
+pub fn unmap(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => a,
+        },
+        SocketAddr::V4(_) => a,
+    }
+}
+
+/// The key of a kernel record's connection.
+pub fn key(st: &ConnStats) -> ConnKey {
+    let t = &st.tuple;
+    ConnKey {
+        proto: if t.proto == IPPROTO_UDP {
+            Proto::Udp
+        } else {
+            Proto::Tcp
+        },
+        local: addr(t.family, t.saddr, t.sport),
+        remote: addr(t.family, t.daddr, t.dport),
+        netns: t.netns,
+    }
+}
+
 /// Name bytes up to the first NUL, lossily decoded (still untrusted).
 fn comm(raw: &[u8; 16]) -> String {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
@@ -82,19 +109,9 @@ pub fn app_since_start(st: &ConnStats) -> (u64, u64) {
 /// truth (the counters were read at the last snapshot, the calls miss
 /// paths such as splice()), and at teardown the counters are exact.
 pub fn sample(sk: u64, st: &ConnStats, ended: bool) -> ConnSample {
-    let t = &st.tuple;
     let app = app_since_start(st);
     ConnSample {
-        key: ConnKey {
-            proto: if t.proto == IPPROTO_UDP {
-                Proto::Udp
-            } else {
-                Proto::Tcp
-            },
-            local: addr(t.family, t.saddr, t.sport),
-            remote: addr(t.family, t.daddr, t.dport),
-            netns: t.netns,
-        },
+        key: key(st),
         id: instance_id(sk, st.first_ns),
         pid: st.pid,
         comm: comm(&st.comm),

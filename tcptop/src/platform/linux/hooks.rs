@@ -144,8 +144,8 @@ pub fn refused_for_test(kind: &str, what: &str) -> Result<(), LoadError> {
     if !cfg!(debug_assertions) {
         return Ok(());
     }
-    let refused = std::env::var("TCPTOP_TEST_REFUSE")
-        .is_ok_and(|v| v.split(',').any(|k| k.trim() == kind));
+    let refused =
+        std::env::var("TCPTOP_TEST_REFUSE").is_ok_and(|v| v.split(',').any(|k| k.trim() == kind));
     if refused {
         return Err(LoadError {
             what: what.to_string(),

@@ -11,6 +11,8 @@ mod adopt;
 mod btf;
 mod caps;
 mod convert;
+pub mod diag;
+mod diagview;
 mod events;
 mod hooks;
 mod mapread;
@@ -18,6 +20,7 @@ mod privdrop;
 mod procfs;
 mod refresh;
 mod udp;
+pub mod unprivileged;
 
 use std::collections::{HashMap as StdHashMap, HashSet};
 use std::path::Path;
@@ -28,8 +31,8 @@ use aya::{
 };
 use tcptop_common::{
     ConnEvent, ConnStats, DROP_MAP_FULL, DROP_RINGBUF, DROP_UDP_FLOWS, EVENT_CLOSE, GLOBAL_OFFSETS,
-    MAP_CONNS, MAP_DROPS, MAP_EVENTS, MAP_SETTINGS, MAP_UDP_FLOWS, Offsets, SETTING_FILL_ESTABLISHED,
-    SKIP_CALLS, SKIP_RING,
+    MAP_CONNS, MAP_DROPS, MAP_EVENTS, MAP_SETTINGS, MAP_UDP_FLOWS, ORIGIN_EXISTING, Offsets,
+    SETTING_FILL_ESTABLISHED, SKIP_CALLS, SKIP_RING,
 };
 
 use super::{DataSource, HookSet, SourceError, SourceOptions};
@@ -52,6 +55,10 @@ pub struct EbpfSource {
     udp: Option<udp::UdpFlows>,
     /// None where the kernel refused the map iterator.
     conn_iter: Option<refresh::ConnIter>,
+    /// The socket diagnostics' view, where an iterator was refused: it
+    /// refreshes records (no map iterator) and shows connections adopted
+    /// from its first dump (no TCP socket iterator).
+    diag: Option<diagview::DiagView>,
     /// Connections found in /proc at start-up that the kernel side has not
     /// reported yet; reported with zero counters until it does.
     seeds: Vec<ConnSample>,
@@ -137,7 +144,8 @@ impl EbpfSource {
         // After every hook: a connection adopted now has its teardown seen,
         // and one born meanwhile has its record already.
         let scan = procfs::scan_sockets(Path::new("/proc")).unwrap_or_default();
-        let adopted = match adopt::adopt(&mut ebpf, &mut tracing, &scan.namespaces) {
+        let namespaces = procfs::namespace_files(&scan.namespaces);
+        let adopted = match adopt::adopt(&mut ebpf, &mut tracing, &namespaces) {
             Ok(_) => true,
             Err(e) => {
                 warnings.push(format!(
@@ -167,9 +175,37 @@ impl EbpfSource {
                  so nothing is counted (a benchmark of the hooks' own cost)"
             ));
         }
-        let _ = adopted;
         let seeds = seeds(scan.sockets);
-        let map_reader = mapread::MapReader::new(&ebpf).map_err(SourceError::Failed)?;
+        let mut map_reader = mapread::MapReader::new(&ebpf).map_err(SourceError::Failed)?;
+        // Where an iterator was refused, the kernel's socket diagnostics
+        // stand in (diagview.rs): one netlink socket per namespace, made
+        // now (entering a namespace needs CAP_SYS_ADMIN), and a first dump
+        // that adopts the connections no record has.
+        let diag = if conn_iter.is_none() || !adopted {
+            match open_diag(&namespaces, &mut map_reader) {
+                Ok((view, failed)) => {
+                    if !failed.is_empty() {
+                        warnings.push(format!(
+                            "socket diagnostics: cannot enter {} network namespace(s) \
+                             (their connections show what the hooks record: bytes and \
+                             states at birth and ESTABLISHED): {}",
+                            failed.len(),
+                            failed.join("; ")
+                        ));
+                    }
+                    Some(view)
+                }
+                Err(e) => {
+                    warnings.push(format!(
+                        "socket diagnostics unavailable ({e}): live connections show what \
+                         the hooks record (bytes per call, states at birth and ESTABLISHED)"
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let conns = take_map(&mut ebpf, MAP_CONNS, HashMap::try_from)?;
         let drops = take_map(&mut ebpf, MAP_DROPS, PerCpuArray::try_from)?;
         let ring = take_map(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?;
@@ -191,6 +227,7 @@ impl EbpfSource {
             map_reader,
             udp,
             conn_iter,
+            diag,
             seeds,
             seed_owners: StdHashMap::new(),
             hooks,
@@ -270,17 +307,32 @@ impl DataSource for EbpfSource {
                 .read_all(&mut self.live_buf)
                 .map_err(|e| SourceError::Failed(format!("cannot read the connection map: {e}")))?;
         }
+        if let Some(view) = &mut self.diag {
+            view.dump().map_err(|e| {
+                SourceError::Failed(format!("cannot read the kernel's socket diagnostics: {e}"))
+            })?;
+        }
+        // Records are refreshed from the dump where no iterator did it.
+        let from_diag = self.diag.as_ref().filter(|_| self.conn_iter.is_none());
         let mut live = Vec::with_capacity(self.live_buf.len());
         for (sk, st) in &self.live_buf {
-            let sample = convert::sample(*sk, st, false);
+            let sample = match from_diag {
+                Some(view) => {
+                    let mut st = *st;
+                    view.refresh(&convert::key(&st), &mut st);
+                    convert::sample(*sk, &st, false)
+                }
+                None => convert::sample(*sk, st, false),
+            };
             // A record is made at birth, before the kernel has filled in
             // every endpoint: connect() enters SYN_SENT before it picks the
             // source port, a listener's child enters SYN_RECV with the
-            // listener's (empty) remote end. The iterator fills them in at a
-            // later snapshot (the source port is picked within the connect
-            // call); until then the record is left out, never shown with
-            // port 0. (No connection has port 0 at either end.)
-            if sample.key.local.port() == 0 || sample.key.remote.port() == 0 {
+            // listener's (empty) remote end. The iterator (or the dump, or
+            // the transition to ESTABLISHED) fills them in later (the
+            // source port is picked within the connect call); until then
+            // the record is left out, never shown with port 0. (No
+            // connection has port 0 at either end.)
+            if incomplete(&sample.key) {
                 continue;
             }
             live.push(sample);
@@ -291,15 +343,32 @@ impl DataSource for EbpfSource {
         // delete), so it is reported closed in this same snapshot.
         self.events.drain_into(&mut self.event_buf);
         let mut closed: Vec<ConnSample> = Vec::with_capacity(self.event_buf.len());
-        closed.extend(
-            self.event_buf
-                .iter()
-                .filter(|ev| ev.kind == EVENT_CLOSE)
-                .map(|ev| convert::sample(ev.sk, &ev.stats, true)),
-        );
+        for ev in self.event_buf.iter().filter(|ev| ev.kind == EVENT_CLOSE) {
+            // One adopted from the first dump counts from its baseline.
+            match &mut self.diag {
+                Some(view) if ev.stats.origin == ORIGIN_EXISTING => {
+                    let key = convert::key(&ev.stats);
+                    let mut st = ev.stats;
+                    if let Some(b) = view.adopted(&key) {
+                        diagview::rebase(&mut st, b);
+                        view.forget(&key);
+                    }
+                    closed.push(convert::sample(ev.sk, &st, true));
+                }
+                _ => closed.push(convert::sample(ev.sk, &ev.stats, true)),
+            }
+        }
         if !closed.is_empty() {
             let gone: convert::IdSet = closed.iter().map(|c| c.id).collect();
             live.retain(|c| !gone.contains(&c.id));
+        }
+        // Adopted connections that made no call yet: live from the dump.
+        if let Some(view) = &self.diag {
+            let known: HashSet<ConnKey> = live.iter().chain(closed.iter()).map(|c| c.key).collect();
+            live.extend(
+                view.adopted_unknown(|k| known.contains(k))
+                    .map(|(k, c, b)| diagview::sample(k, c, b, false)),
+            );
         }
         if let Some(udp) = &mut self.udp {
             udp.collect(&mut live, &mut closed);
@@ -332,6 +401,16 @@ impl DataSource for EbpfSource {
             drops: self.read_drops(),
         })
     }
+}
+
+/// Whether a record's endpoints are not all known yet (see the kernel's
+/// `conn::incomplete`: no connection has port 0 or an unspecified address
+/// at either end).
+fn incomplete(k: &ConnKey) -> bool {
+    k.local.port() == 0
+        || k.remote.port() == 0
+        || k.local.ip().is_unspecified()
+        || k.remote.ip().is_unspecified()
 }
 
 /// Every snapshot allocates the same few large buffers again (closed
@@ -593,16 +672,31 @@ fn no_hook_set(errors: &[(HookSet, hooks::LoadError)], forced: bool) -> SourceEr
 /// cannot be attached: refused, or not in this kernel.
 fn required(e: &hooks::LoadError) -> SourceError {
     match e.cause() {
-        hooks::Cause::Refused => SourceError::Privileges(format!(
-            "{e}\n{}",
-            caps::missing_message(&[])
-        )),
+        hooks::Cause::Refused => {
+            SourceError::Privileges(format!("{e}\n{}", caps::missing_message(&[])))
+        }
         _ => SourceError::Unsupported(format!(
             "{e}.\nThis kernel ({}) lacks a hook tcptop needs (the tracepoints \
              inet_sock_set_state and tcp_destroy_sock, Linux 4.16+).",
             caps::kernel_release()
         )),
     }
+}
+
+/// Opens the socket diagnostics' view of our namespace and `namespaces`,
+/// dumps it once and adopts every connection the connection map (read
+/// with `reader`) has no record of: those open before start.
+fn open_diag(
+    namespaces: &[procfs::NsFile],
+    reader: &mut mapread::MapReader,
+) -> std::io::Result<(diagview::DiagView, Vec<String>)> {
+    let (mut view, failed) = diagview::DiagView::open(namespaces, diagview::CONN_STATES)?;
+    let mut records = Vec::new();
+    reader.read_all(&mut records)?;
+    let known: HashSet<ConnKey> = records.iter().map(|(_, st)| convert::key(st)).collect();
+    view.dump()?;
+    view.adopt_unknown(|k| known.contains(k));
+    Ok((view, failed))
 }
 
 /// Writes the run-time settings (`SETTING_*` bits) the programs read.

@@ -189,6 +189,71 @@ fn parse_pid(name: &OsStr) -> Option<u32> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
+/// A network namespace and a file that enters it (setns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NsFile {
+    pub inode: u32,
+    pub path: PathBuf,
+}
+
+/// Directories where tools keep named network namespaces (bind mounts),
+/// which may hold connections while no process lives in them.
+const NAMED_NETNS_DIRS: [&str; 2] = ["/run/netns", "/run/docker/netns"];
+
+/// Every namespace `found` in /proc (entered through its lowest pid), then
+/// the named ones (`ip netns`, docker) that no process lives in.
+pub fn namespace_files(found: &[NetNs]) -> Vec<NsFile> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out: Vec<NsFile> = found
+        .iter()
+        .map(|ns| NsFile {
+            inode: ns.inode,
+            path: PathBuf::from(format!("/proc/{}/ns/net", ns.pid)),
+        })
+        .collect();
+    for dir in NAMED_NETNS_DIRS {
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            // A namespace file's inode is the namespace's; an unmounted
+            // placeholder is an empty file on the /run filesystem.
+            let Ok(meta) = fs::metadata(&path) else {
+                continue;
+            };
+            let Ok(inode) = u32::try_from(meta.ino()) else {
+                continue;
+            };
+            if meta.dev() == fs::metadata(dir).map(|m| m.dev()).unwrap_or(0) {
+                continue;
+            }
+            if !out.iter().any(|n| n.inode == inode) {
+                out.push(NsFile { inode, path });
+            }
+        }
+    }
+    out
+}
+
+/// The process (lowest pid, name) holding each socket inode, from every
+/// `/proc/<pid>/fd` this process may read (its own processes when
+/// unprivileged).
+pub fn socket_owners(proc_root: &Path) -> io::Result<HashMap<u64, (u32, String)>> {
+    let mut pids: Vec<u32> = fs::read_dir(proc_root)?
+        .filter_map(|entry| parse_pid(&entry.ok()?.file_name()))
+        .collect();
+    pids.sort_unstable();
+    let mut owners = HashMap::new();
+    let mut path = PathBuf::from(proc_root);
+    for pid in pids {
+        path.push(pid.to_string());
+        collect_owners(&mut path, pid, &mut owners);
+        path.pop();
+    }
+    Ok(owners)
+}
+
 /// Inode of our own network namespace.
 pub fn own_netns() -> Option<u32> {
     read_netns(&mut PathBuf::from("/proc/self"))

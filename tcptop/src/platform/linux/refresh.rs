@@ -94,7 +94,10 @@ impl ConnIter {
 pub(super) fn conns_fd(ebpf: &Ebpf) -> Result<BorrowedFd<'_>, LoadError> {
     match ebpf.map(MAP_CONNS) {
         Some(Map::HashMap(m)) => Ok(m.fd().as_fd()),
-        _ => Err(LoadError::other(MAP_CONNS, "the eBPF object has no such hash map")),
+        _ => Err(LoadError::other(
+            MAP_CONNS,
+            "the eBPF object has no such hash map",
+        )),
     }
 }
 

@@ -157,9 +157,8 @@ fn sock_addr(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     let what = "the UDP peer-address programs on the cgroup v2 root";
     let root = caps::cgroup2_root()
         .ok_or_else(|| LoadError::missing(what, "no cgroup v2 mount in /proc/mounts"))?;
-    let cgroup = std::fs::File::open(&root).map_err(|e| {
-        LoadError::kernel(format!("{what}: opening {}", root.display()), &e)
-    })?;
+    let cgroup = std::fs::File::open(&root)
+        .map_err(|e| LoadError::kernel(format!("{what}: opening {}", root.display()), &e))?;
     for name in SOCK_ADDR_PROGRAMS {
         hooks::refused_for_test("cgroup", what)?;
         let prog: &mut CgroupSockAddr = hooks::program(ebpf, name)?

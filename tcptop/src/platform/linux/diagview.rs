@@ -1,0 +1,417 @@
+//! The kernel's socket diagnostics (`diag.rs`: NETLINK_SOCK_DIAG, what
+//! `ss -ti` reads) as a view of the live TCP connections of every network
+//! namespace tcptop could enter at start-up.
+//!
+//! Used where the kernel refused a BPF iterator (a security policy, an
+//! older kernel): the map iterator (records' state, RTT, segments,
+//! retransmits, application bytes and missing endpoints are refreshed from
+//! the last dump instead, matched by endpoints and namespace), the TCP
+//! socket iterator (connections open before start are adopted from the
+//! first dump: their counters then are their baseline). The unprivileged
+//! mode (`unprivileged.rs`) reads nothing else.
+//!
+//! A netlink socket answers for the namespace it was made in: one per
+//! namespace, made at start-up (entering another namespace needs
+//! CAP_SYS_ADMIN, which is dropped after start). Namespaces made later are
+//! not dumped: their connections keep what the kernel programs record
+//! (bytes per call, the state at birth and ESTABLISHED) until teardown.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+
+use tcptop_common::{
+    CONN_ACTIVE, CONN_APP, CONN_NO_FIN, ConnStats, ORIGIN_EXISTING, TCP_CLOSE_WAIT, TCP_CLOSING,
+    TCP_LAST_ACK, TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_SYN_SENT, TCP_TIME_WAIT,
+};
+
+use super::convert::unmap;
+use super::diag::{DiagConn, DiagSocket, TcpInfo};
+use super::procfs::NsFile;
+use crate::model::{ConnKey, ConnSample, ConnState, Counters, Proto};
+
+/// Every state but LISTEN, TIME_WAIT and NEW_SYN_RECV (not connections,
+/// or no longer full sockets: the kernel programs never track them).
+pub const CONN_STATES: u32 =
+    (1 << 13) - 2 & !(1 << TCP_LISTEN) & !(1 << TCP_TIME_WAIT) & !(1 << TCP_NEW_SYN_RECV);
+
+/// What a connection's counters were when tcptop first saw it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Baseline {
+    pub app_tx: u64,
+    pub app_rx: u64,
+    pub segs_in: u32,
+    pub segs_out: u32,
+    pub retrans: u32,
+}
+
+/// The dumps of every namespace tcptop holds a socket for.
+pub struct DiagView {
+    /// (namespace inode, its socket).
+    sockets: Vec<(u32, DiagSocket)>,
+    /// The last dump: (namespace, connection).
+    conns: Vec<(u32, DiagConn)>,
+    scratch: Vec<DiagConn>,
+    /// Connections of the last dump by key, and SYN_SENT ones by their
+    /// local address and remote end (the source port may be unknown to a
+    /// record: `match_incomplete`).
+    by_key: HashMap<ConnKey, usize>,
+    connecting: HashMap<(u32, std::net::IpAddr, SocketAddr), Option<usize>>,
+    /// Connections open before start adopted from the first dump.
+    adopted: HashMap<ConnKey, Baseline>,
+    states: u32,
+}
+
+impl DiagView {
+    /// A socket in our own namespace and, when `namespaces` is given (and
+    /// we may enter them), one in each of those. Returns the view and what
+    /// could not be opened.
+    pub fn open(namespaces: &[NsFile], states: u32) -> io::Result<(DiagView, Vec<String>)> {
+        let own = super::procfs::own_netns().unwrap_or(0);
+        let mut sockets = vec![(own, DiagSocket::open()?)];
+        let mut failed = Vec::new();
+        for ns in namespaces.iter().filter(|ns| ns.inode != own) {
+            let opened = File::open(&ns.path).and_then(|f| DiagSocket::open_in(&f));
+            match opened {
+                Ok(s) => sockets.push((ns.inode, s)),
+                // The process may have gone; its namespace with it, or not.
+                Err(e) => failed.push(format!("network namespace {}: {e}", ns.inode)),
+            }
+        }
+        Ok((
+            DiagView {
+                sockets,
+                conns: Vec::new(),
+                scratch: Vec::new(),
+                by_key: HashMap::new(),
+                connecting: HashMap::new(),
+                adopted: HashMap::new(),
+                states,
+            },
+            failed,
+        ))
+    }
+
+    /// Dumps every namespace again.
+    pub fn dump(&mut self) -> io::Result<()> {
+        self.conns.clear();
+        self.by_key.clear();
+        self.connecting.clear();
+        for (netns, sock) in &mut self.sockets {
+            self.scratch.clear();
+            sock.dump_tcp(self.states, &mut self.scratch)?;
+            self.conns
+                .extend(self.scratch.drain(..).map(|c| (*netns, c)));
+        }
+        for (i, (netns, c)) in self.conns.iter().enumerate() {
+            self.by_key.insert(key(*netns, c), i);
+            if c.state == TCP_SYN_SENT {
+                self.connecting
+                    .entry((*netns, c.local.ip(), c.remote))
+                    .and_modify(|e| *e = None)
+                    .or_insert(Some(i));
+            }
+        }
+        Ok(())
+    }
+
+    /// The last dump.
+    pub fn conns(&self) -> impl Iterator<Item = (ConnKey, &DiagConn)> {
+        self.conns.iter().map(|(netns, c)| (key(*netns, c), c))
+    }
+
+    /// Adopts every connection of the last dump for which `known` is false
+    /// (the kernel programs have no record of it: it was open before
+    /// start), with its counters now as its baseline.
+    pub fn adopt_unknown(&mut self, known: impl Fn(&ConnKey) -> bool) {
+        for (netns, c) in &self.conns {
+            let k = key(*netns, c);
+            if c.state == TCP_LISTEN || known(&k) {
+                continue;
+            }
+            if let Some(b) = baseline(c) {
+                self.adopted.insert(k, b);
+            }
+        }
+    }
+
+    /// The baseline of a connection adopted from the first dump.
+    pub fn adopted(&self, key: &ConnKey) -> Option<&Baseline> {
+        self.adopted.get(key)
+    }
+
+    /// Forgets an adopted connection (it ended).
+    pub fn forget(&mut self, key: &ConnKey) {
+        self.adopted.remove(key);
+    }
+
+    /// Adopted connections of the last dump that `known` does not have a
+    /// record of: (key, connection, baseline).
+    pub fn adopted_unknown<'a>(
+        &'a self,
+        known: impl Fn(&ConnKey) -> bool + 'a,
+    ) -> impl Iterator<Item = (ConnKey, &'a DiagConn, &'a Baseline)> + 'a {
+        self.conns.iter().filter_map(move |(netns, c)| {
+            let k = key(*netns, c);
+            let b = self.adopted.get(&k)?;
+            (!known(&k)).then_some((k, c, b))
+        })
+    }
+
+    /// Refreshes the copy `st` of a kernel record whose connection is `key`
+    /// from the last dump (false if the dump does not have it). A record
+    /// whose source port is not known yet (connect() picks it after the
+    /// SYN_SENT transition) is matched by its other ends when only one
+    /// connection in the dump fits, and completed.
+    pub fn refresh(&self, key: &ConnKey, st: &mut ConnStats) -> bool {
+        let found = match self.by_key.get(key) {
+            Some(&i) => Some(i),
+            None if st.tuple.sport == 0 && st.tuple.dport != 0 => self
+                .connecting
+                .get(&(key.netns, key.local.ip(), key.remote))
+                .copied()
+                .flatten(),
+            None => None,
+        };
+        let Some(i) = found else {
+            return false;
+        };
+        let c = &self.conns[i].1;
+        if st.tuple.sport == 0 {
+            st.tuple.sport = c.local.port();
+        }
+        apply(c, st, self.adopted.get(key));
+        true
+    }
+}
+
+/// The key of a dumped connection, addresses as the kernel records show
+/// them (an IPv4 peer of a dual-stack socket as IPv4).
+pub fn key(netns: u32, c: &DiagConn) -> ConnKey {
+    ConnKey {
+        proto: Proto::Tcp,
+        local: unmap(c.local),
+        remote: unmap(c.remote),
+        netns,
+    }
+}
+
+/// Whether a connection in `state` has had its peer's FIN arrive (counted
+/// in `bytes_received`). In CLOSE it cannot be told: not assumed.
+fn fin_received(state: u8) -> bool {
+    matches!(
+        state,
+        TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING | TCP_TIME_WAIT
+    )
+}
+
+/// The application's bytes of a dumped connection (see
+/// `tcptop_common::app_bytes`); `active`: it was opened by connect()
+/// (its SYN counts), `close_fin`: if in CLOSE, whether it sent a FIN.
+pub fn app_bytes(c: &DiagConn, active: bool, close_fin: bool) -> Option<(u64, u64)> {
+    let info = c.info.as_ref()?;
+    if c.state == TCP_SYN_SENT || c.state == tcptop_common::TCP_SYN_RECV {
+        return None;
+    }
+    if active && info.bytes_acked == 0 {
+        return Some((0, 0));
+    }
+    tcptop_common::app_bytes(
+        info.bytes_acked,
+        info.bytes_received,
+        c.wqueue,
+        c.rqueue,
+        active,
+        tcptop_common::fin_sent(c.state, close_fin),
+        fin_received(c.state),
+    )
+}
+
+/// A sample of a dumped connection that has no kernel record, counted
+/// from `base` (no owner: /proc names it, `EbpfSource::collect`).
+pub fn sample(key: ConnKey, c: &DiagConn, base: &Baseline, active: bool) -> ConnSample {
+    let (tx, rx) = app_bytes(c, active, true).unwrap_or((base.app_tx, base.app_rx));
+    let info = c.info.as_ref();
+    let seg = |f: fn(&TcpInfo) -> u32| info.map_or(0, f);
+    ConnSample {
+        key,
+        id: 0,
+        pid: 0,
+        comm: String::new(),
+        state: ConnState::from_tcp(c.state),
+        counters: Counters {
+            tx_bytes: tx.saturating_sub(base.app_tx),
+            rx_bytes: rx.saturating_sub(base.app_rx),
+            tx_packets: u64::from(seg(|i| i.segs_out).wrapping_sub(base.segs_out)),
+            rx_packets: u64::from(seg(|i| i.segs_in).wrapping_sub(base.segs_in)),
+            retrans: u64::from(seg(|i| i.total_retrans).wrapping_sub(base.retrans)),
+        },
+        rtt_us: info.map(|i| i.rtt_us).filter(|&r| r != 0),
+    }
+}
+
+/// A connection's counters now, as the baseline of one open before start.
+pub fn baseline(c: &DiagConn) -> Option<Baseline> {
+    let info = c.info.as_ref()?;
+    let (app_tx, app_rx) = app_bytes(c, false, true)?;
+    Some(Baseline {
+        app_tx,
+        app_rx,
+        segs_in: info.segs_in,
+        segs_out: info.segs_out,
+        retrans: info.total_retrans,
+    })
+}
+
+/// Gives the copy `st` of a record of an existing connection (made by its
+/// first call, or at its teardown) the baseline `b` taken when the first
+/// dump adopted it (the earlier one wins if the record has one too: a
+/// first call may have made the record before the first dump).
+pub fn rebase(st: &mut ConnStats, b: &Baseline) {
+    if st.origin != ORIGIN_EXISTING {
+        return;
+    }
+    let had = st.flags & CONN_APP != 0;
+    st.app_tx_base = if had {
+        st.app_tx_base.min(b.app_tx)
+    } else {
+        b.app_tx
+    };
+    st.app_rx_base = if had {
+        st.app_rx_base.min(b.app_rx)
+    } else {
+        b.app_rx
+    };
+    if !had {
+        // Nothing read from the socket yet: its counters are the baseline's.
+        st.app_tx = st.app_tx.max(b.app_tx);
+        st.app_rx = st.app_rx.max(b.app_rx);
+    }
+    st.segs_in_base = b.segs_in;
+    st.segs_out_base = b.segs_out;
+    st.retrans_base = b.retrans;
+    st.flags |= CONN_APP;
+}
+
+/// Writes what the dump says of a connection into the copy `st` of its
+/// record: state, RTT, segments, retransmits and application bytes, with
+/// `adopted`'s baseline (see [`rebase`]).
+fn apply(c: &DiagConn, st: &mut ConnStats, adopted: Option<&Baseline>) {
+    st.state = c.state;
+    let Some(info) = &c.info else {
+        return;
+    };
+    if info.rtt_us != 0 {
+        st.srtt_us8 = info.rtt_us.saturating_mul(8);
+    }
+    st.segs_in = info.segs_in;
+    st.segs_out = info.segs_out;
+    st.retrans = info.total_retrans;
+    if let Some(b) = adopted {
+        rebase(st, b);
+    }
+    // An existing connection with no baseline for its bytes gets none
+    // here: counting from its birth would count what came before start.
+    if st.origin == ORIGIN_EXISTING && st.flags & CONN_APP == 0 {
+        return;
+    }
+    let active = st.flags & CONN_ACTIVE != 0;
+    let close_fin = st.flags & CONN_NO_FIN == 0;
+    if let Some((tx, rx)) = app_bytes(c, active, close_fin) {
+        st.app_tx = tx;
+        st.app_rx = rx;
+        st.flags |= CONN_APP;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tcptop_common::{ORIGIN_BORN, TCP_CLOSE, TCP_ESTABLISHED, TCP_FIN_WAIT2};
+
+    fn conn(state: u8, acked: u64, received: u64, wq: u32, rq: u32) -> DiagConn {
+        DiagConn {
+            family: 2,
+            state,
+            local: "127.0.0.1:5000".parse().unwrap(),
+            remote: "127.0.0.1:40000".parse().unwrap(),
+            cookie: 1,
+            inode: 1,
+            uid: 0,
+            rqueue: rq,
+            wqueue: wq,
+            info: Some(TcpInfo {
+                rtt_us: 30,
+                segs_in: 10,
+                segs_out: 12,
+                total_retrans: 1,
+                bytes_acked: acked,
+                bytes_received: received,
+                ..TcpInfo::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn states_dumped() {
+        for s in [1, 2, 3, 4, 5, 7, 8, 9, 11] {
+            assert!(CONN_STATES & 1 << s != 0, "{s}");
+        }
+        for s in [0, 6, 10, 12] {
+            assert!(CONN_STATES & 1 << s == 0, "{s}");
+        }
+    }
+
+    #[test]
+    fn records_refreshed_from_a_dump() {
+        // A client born by connect(): its SYN and FIN are not data.
+        let mut st = ConnStats {
+            origin: ORIGIN_BORN,
+            flags: CONN_ACTIVE,
+            ..ConnStats::default()
+        };
+        apply(&conn(TCP_FIN_WAIT2, 1002, 2000, 0, 2000), &mut st, None);
+        assert_eq!(
+            (st.app_tx, st.app_rx, st.flags & CONN_APP),
+            (1000, 0, CONN_APP)
+        );
+        assert_eq!(
+            (st.state, st.srtt_us8 >> 3, st.segs_in),
+            (TCP_FIN_WAIT2, 30, 10)
+        );
+
+        // An existing connection adopted from the first dump: its baseline.
+        let mut st = ConnStats {
+            origin: ORIGIN_EXISTING,
+            ..ConnStats::default()
+        };
+        let first = baseline(&conn(TCP_ESTABLISHED, 500, 700, 0, 100)).unwrap();
+        assert_eq!((first.app_tx, first.app_rx), (500, 600));
+        apply(
+            &conn(TCP_ESTABLISHED, 800, 900, 0, 0),
+            &mut st,
+            Some(&first),
+        );
+        assert_eq!(
+            (st.app_tx - st.app_tx_base, st.app_rx - st.app_rx_base),
+            (300, 300)
+        );
+        assert_eq!(st.segs_in_base, 10);
+
+        // An existing record with no baseline anywhere stays without bytes.
+        let mut st = ConnStats {
+            origin: ORIGIN_EXISTING,
+            ..ConnStats::default()
+        };
+        apply(&conn(TCP_ESTABLISHED, 800, 900, 0, 0), &mut st, None);
+        assert_eq!(st.flags & CONN_APP, 0);
+    }
+
+    #[test]
+    fn closed_socket_fin_from_the_record() {
+        let c = conn(TCP_CLOSE, 11, 0, 0, 0);
+        assert_eq!(app_bytes(&c, true, true), Some((9, 0)));
+        assert_eq!(app_bytes(&c, true, false), Some((10, 0)));
+    }
+}

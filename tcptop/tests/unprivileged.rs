@@ -1,0 +1,180 @@
+//! The unprivileged mode: tcptop without any capability, on the kernel's
+//! socket diagnostics alone (`--source diag`, or `auto` when eBPF programs
+//! may not be loaded). Needs root only to make the namespace and drop to
+//! nobody with setpriv.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{NetNs, of_conn};
+use serde_json::Value;
+
+fn u(v: &Value, f: &str) -> u64 {
+    v[f].as_u64()
+        .unwrap_or_else(|| panic!("field {f} missing in {v}"))
+}
+
+/// tcptop as nobody, with no capability, inside `ns`, in jsonl batch mode
+/// for `n` snapshots; extra flags after.
+fn unprivileged(ns: &NetNs, n: u32, extra: &[&str]) -> std::process::Child {
+    let n = n.to_string();
+    Command::new("ip")
+        .args(["netns", "exec", &ns.name, "setpriv"])
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .args([
+            common::TCPTOP,
+            "--batch",
+            "--format",
+            "jsonl",
+            "--interval",
+            "0.3",
+            "-n",
+            &n,
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Without privileges tcptop does not exit: it shows live TCP connections
+/// of its namespace with state and RTT, says what it cannot show and how
+/// to get the full mode, counts the stream bytes of a connection made
+/// after it started exactly (and of one made before, from its start),
+/// reports a connection that ended as CLOSED with its counters, and exits
+/// 0 after --iterations.
+#[test]
+fn unprivileged_mode_shows_live_tcp() {
+    if !common::is_root("unprivileged_mode_shows_live_tcp") {
+        return;
+    }
+    let _g = common::serial();
+    let ns = NetNs::new("unpriv");
+    // One open before tcptop starts, which moves 300 bytes before and
+    // 5,000 / 7,000 after.
+    let old_addr = "127.0.0.1:40301";
+    let mut old_srv = ns.peer(&[
+        "server", "--listen", old_addr, "--recv", "5300", "--send", "7000",
+    ]);
+    old_srv.expect("listening");
+    let mut old_cli = ns.peer(&[
+        "client",
+        "--connect",
+        old_addr,
+        "--send",
+        "5300",
+        "--recv",
+        "7000",
+        "--wait-stdin",
+        "--send-first",
+        "300",
+    ]);
+    let old_local = old_cli.expect("connected")["local"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let addr = "127.0.0.1:40302";
+    let mut srv = ns.peer(&[
+        "server", "--listen", addr, "--recv", "1000", "--send", "2000",
+    ]);
+    srv.expect("listening");
+
+    let top = unprivileged(&ns, 12, &["--port", "40301", "--port", "40302"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut cli = ns.peer(&[
+        "client",
+        "--connect",
+        addr,
+        "--send",
+        "1000",
+        "--recv",
+        "2000",
+        "--wait-stdin",
+    ]);
+    let local = cli.expect("connected")["local"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cli.poke();
+    let done = cli.expect("done");
+    old_cli.poke();
+    old_cli.expect("done");
+    std::thread::sleep(Duration::from_millis(1000));
+    cli.poke();
+    cli.wait_ok();
+    srv.wait_ok();
+    old_cli.poke();
+    old_cli.wait_ok();
+    old_srv.wait_ok();
+
+    let out = top.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("tcptop: notice: unprivileged"), "{stderr}");
+    assert!(stderr.contains("setcap cap_bpf,cap_perfmon"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let records: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(records.iter().all(|r| r["hooks"] == "diag"), "{records:?}");
+
+    // The new connection, live and idle: exact, with state and RTT.
+    let c = of_conn(&records, &local, addr);
+    let idle = c
+        .iter()
+        .find(|r| r["state"] == "ESTABLISHED" && r["tx_bytes"].as_u64() == Some(1000))
+        .unwrap_or_else(|| panic!("no live idle record: {c:#?}"));
+    assert_eq!(u(idle, "rx_bytes"), 2000);
+    assert!(u(idle, "rtt_us") > 0, "{idle}");
+    assert_eq!(u(idle, "tx_packets"), u(&done, "segs_out"), "{idle}");
+    let fin = c.iter().find(|r| r["state"] == "CLOSED").expect("closed");
+    assert_eq!((u(fin, "tx_bytes"), u(fin, "rx_bytes")), (1000, 2000));
+    // Its server end: the same bytes the other way.
+    let s = of_conn(&records, addr, &local);
+    assert!(
+        s.iter()
+            .any(|r| r["tx_bytes"].as_u64() == Some(2000) && r["rx_bytes"].as_u64() == Some(1000)),
+        "{s:#?}"
+    );
+
+    // The old one: counted from tcptop's start.
+    let o = of_conn(&records, &old_local, old_addr);
+    assert!(
+        o.iter()
+            .any(|r| r["tx_bytes"].as_u64() == Some(5000) && r["rx_bytes"].as_u64() == Some(7000)),
+        "{o:#?}"
+    );
+}
+
+/// `--source ebpf` without privileges keeps the full mode's clear error
+/// and exit 1 instead of degrading.
+#[test]
+fn source_ebpf_without_privileges_is_an_error() {
+    if !common::is_root("source_ebpf_without_privileges_is_an_error") {
+        return;
+    }
+    let _g = common::serial();
+    let ns = NetNs::new("unpriv-ebpf");
+    let out = unprivileged(&ns, 1, &["--source", "ebpf"])
+        .wait_with_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Missing: CAP_BPF, CAP_PERFMON"), "{err}");
+    assert!(err.starts_with("tcptop: loading eBPF programs"), "{err}");
+    assert!(!err.contains("tcptop: tcptop"), "{err}");
+    assert!(out.stdout.is_empty());
+}
