@@ -11,6 +11,7 @@ mod adopt;
 mod btf;
 mod caps;
 mod convert;
+pub mod diag;
 mod events;
 mod hooks;
 mod mapread;
