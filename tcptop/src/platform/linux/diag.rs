@@ -18,13 +18,13 @@
 //! nothing). A batch is at most SKB_WITH_OVERHEAD(32 KiB), see
 //! [`RECV_BUF_LEN`].
 //!
-//! Cost (Linux 6.18, release build, 2 cores): a dump of 10,000
-//! established loopback connections takes about 12.5 ms of CPU, nearly
-//! all in the kernel (parsing: 0.5 ms). Of that, about 3.3 ms is paid
-//! even for an empty namespace: each family's dump walks the whole
-//! established hash table (262,144 buckets here), which all namespaces
-//! share unless one was given its own at creation (Linux 6.1+,
-//! net.ipv4.tcp_child_ehash_entries).
+//! Cost (Linux 6.18, release build, 2 busy cores, three runs): a dump of
+//! 10,000 established loopback connections takes 12 to 18 ms of CPU
+//! (about as much wall time), nearly all in the kernel (parsing: 0.5 ms).
+//! Of that, 3.2 to 6.5 ms is paid even for an empty namespace: each
+//! family's dump walks the whole established hash table (262,144 buckets
+//! here), which all namespaces share unless one was given its own at
+//! creation (Linux 6.1+, net.ipv4.tcp_child_ehash_entries).
 //!
 //! Parsing is a set of pure functions over byte slices, tested on
 //! hand-made replies; `from_ne_bytes` on checked sub-slices, no casts.
