@@ -325,7 +325,7 @@ mod tests {
         assert_eq!(size_of::<ConnTuple>(), 16 + 16 + 2 + 2 + 2 + 1 + 1 + 4);
         assert_eq!(
             size_of::<ConnStats>(),
-            size_of::<ConnTuple>() + 4 + 3 * 8 + 8 * 4 + 16 + 4 * 1 + 4 + 4 * 8
+            size_of::<ConnTuple>() + 4 + 3 * 8 + 8 * 4 + 16 + 4 + 4 + 4 * 8
         );
         assert_eq!(size_of::<ConnEvent>(), 16 + size_of::<ConnStats>());
         assert_eq!(size_of::<Offsets>(), 32 * 4);

@@ -640,3 +640,68 @@ fn tcp_only_attaches_no_udp_programs() {
     assert_eq!(loaded.len(), want, "hooks {hooks}: {loaded:?}");
     drop(top.stop());
 }
+
+/// Where the kernel refuses the cgroup programs (or tcptop lacks
+/// CAP_NET_ADMIN), the tracepoint set cannot tell the peer of an
+/// unconnected socket's datagram: tcptop says so and goes on; a connected
+/// socket's flow stays exact (its peer is the socket's own).
+#[test]
+fn connected_flows_exact_without_cgroup_programs() {
+    if !common::is_root("connected_flows_exact_without_cgroup_programs") {
+        return;
+    }
+    let _g = common::serial();
+    let hooks = common::active_hooks();
+    if !hooks.starts_with("tracepoint") {
+        // The fentry and kprobe sets read the peer from the call itself.
+        eprintln!("connected_flows_exact_without_cgroup_programs: {hooks} uses no cgroup program");
+        return;
+    }
+    let ns = NetNs::new("nocgroup");
+    let mut top = Tcptop::start_with_env(
+        common::INTERVAL,
+        &["--udp", "--port", "40391"],
+        &[("TCPTOP_TEST_REFUSE", "cgroup")],
+    );
+    let said = top.warnings.join("\n");
+    assert!(
+        said.contains("the peers of unconnected UDP sockets are not shown")
+            && said.contains("refused by the kernel (EPERM"),
+        "{said}"
+    );
+    let s = "127.0.0.1:40391";
+    let mut srv = ns.peer(&[
+        "udp-server",
+        "--listen",
+        s,
+        "--datagrams",
+        "7",
+        "--reply",
+        "5",
+    ]);
+    srv.expect("listening");
+    let mut cli = ns.peer(&[
+        "udp-client",
+        "--to",
+        s,
+        "--connected",
+        "--count",
+        "7",
+        "--size",
+        "123",
+        "--reply",
+        "5",
+    ]);
+    let local = cli.expect("done")["local"].as_str().unwrap().to_string();
+    cli.wait_ok();
+    srv.expect("done");
+    srv.wait_ok();
+    let f = top.wait_for(|r| {
+        r["local"] == local.as_str()
+            && r["remote"] == s
+            && r["tx_bytes"].as_u64() == Some(7 * 123)
+            && r["rx_bytes"].as_u64() == Some(7 * 5)
+    });
+    assert_eq!((u(&f, "tx_packets"), u(&f, "rx_packets")), (7, 7), "{f}");
+    drop(top.stop());
+}

@@ -308,7 +308,13 @@ impl DataSource for EbpfSource {
                 .map_err(|e| SourceError::Failed(format!("cannot read the connection map: {e}")))?;
         }
         if let Some(view) = &mut self.diag {
-            view.dump().map_err(|e| {
+            // Only the namespaces of records it refreshes, or of connections
+            // it adopted: each dump costs milliseconds, records or not.
+            let mut wanted: HashSet<u32> = view.adopted_namespaces().collect();
+            if self.conn_iter.is_none() {
+                wanted.extend(self.live_buf.iter().map(|(_, st)| st.tuple.netns));
+            }
+            view.dump_only(|ns| wanted.contains(&ns)).map_err(|e| {
                 SourceError::Failed(format!("cannot read the kernel's socket diagnostics: {e}"))
             })?;
         }
