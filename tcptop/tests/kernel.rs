@@ -180,19 +180,17 @@ fn exchange(tag: &str, ip: &str, port: u16) {
 }
 
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn ipv4_exchange_exact() {
-    if !common::is_root("ipv4_exchange_exact") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     exchange("v4", "127.0.0.1", 40101);
 }
 
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn ipv6_exchange_exact() {
-    if !common::is_root("ipv6_exchange_exact") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     exchange("v6", "::1", 40102);
 }
@@ -271,10 +269,9 @@ fn existing_connection(tag: &str, port: u16, server_blocked: bool) {
 }
 
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn existing_connection_is_seen() {
-    if !common::is_root("existing_connection_is_seen") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     existing_connection("existing", 40103, false);
 }
@@ -286,10 +283,9 @@ fn existing_connection_is_seen() {
 /// (Read from the socket at each snapshot by the connection map's iterator:
 /// no hook on the packet path traces them.)
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn state_and_counters_move_without_calls() {
-    if !common::is_root("state_and_counters_move_without_calls") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let ns = NetNs::new("nocalls");
     let addr = "127.0.0.1:40161";
@@ -372,10 +368,9 @@ fn idle_pair(tag: &str, port: u16, name: &str) -> (NetNs, Peer, Peer, String) {
 /// its socket is torn down with no call; the server reads only the end of
 /// the stream.)
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn idle_existing_connection_ends() {
-    if !common::is_root("idle_existing_connection_ends") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let (_ns, mut srv, cli, local) = idle_pair("idleold", 40162, "tt-io");
     let addr = "127.0.0.1:40162";
@@ -403,10 +398,9 @@ fn idle_existing_connection_ends() {
 /// state change with no call on its end (the peer's FIN: CLOSE_WAIT) shows
 /// with the packet that made it, under the owner /proc showed at start-up.
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn idle_existing_connection_is_live() {
-    if !common::is_root("idle_existing_connection_is_live") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let (_ns, mut srv, cli, local) = idle_pair("oldlive", 40163, "tt-ol");
     let addr = "127.0.0.1:40163";
@@ -446,10 +440,9 @@ fn idle_existing_connection_is_live() {
 /// batch read of the map holds (4,096), all adopted at start-up in the
 /// test's namespace.
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn many_existing_connections_in_one_snapshot() {
-    if !common::is_root("many_existing_connections_in_one_snapshot") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     const PAIRS: usize = 2500;
     let ns = NetNs::new("many");
@@ -502,10 +495,9 @@ fn many_existing_connections_in_one_snapshot() {
 /// never called for a call entered before they were attached, but the
 /// socket's own counters move (read at each snapshot and at teardown).
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn call_in_flight_at_start_is_counted() {
-    if !common::is_root("call_in_flight_at_start_is_counted") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     existing_connection("inflight", 40106, true);
 }
@@ -515,10 +507,9 @@ fn call_in_flight_at_start_is_counted() {
 /// (as proxies do) and answers with splice() from a pipe. Both ends are
 /// exact, live and at close.
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn sendfile_and_splice_are_counted() {
-    if !common::is_root("sendfile_and_splice_are_counted") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     const UP: u64 = 3_456_789;
     const DOWN: u64 = 234_567;
@@ -599,10 +590,9 @@ fn sendfile_and_splice_are_counted() {
 /// 500 short-lived connections in a burst: every one is reported closed,
 /// once, with exact bytes on both sides, and nothing is dropped.
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn burst_of_short_connections() {
-    if !common::is_root("burst_of_short_connections") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     const N: usize = 500;
     let ns = NetNs::new("burst");
@@ -679,10 +669,9 @@ fn burst_of_short_connections() {
 /// Programs are detached on every exit path: SIGTERM, Ctrl-C (SIGINT),
 /// reaching --iterations, and even SIGKILL (links are file descriptors).
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn programs_detached_on_every_exit() {
-    if !common::is_root("programs_detached_on_every_exit") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     // Programs of the previous test are freed after an RCU grace period.
     common::wait_no_programs();
@@ -726,10 +715,9 @@ fn programs_detached_on_every_exit() {
 /// its ports (the kernel zeroes the local port number before the CLOSE
 /// transition; tcptop must not show ":0").
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn refused_connect_keeps_its_ports() {
-    if !common::is_root("refused_connect_keeps_its_ports") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let ns = NetNs::new("refused");
     let mut top = Tcptop::start(&["--port", "40105"]);
@@ -761,10 +749,9 @@ fn refused_connect_keeps_its_ports() {
 /// Raw sockets with protocol TCP (sniffers, scanners) are not connections:
 /// they must not be tracked (they never reach tcp_destroy_sock).
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn raw_tcp_sockets_are_not_connections() {
-    if !common::is_root("raw_tcp_sockets_are_not_connections") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let ns = NetNs::new("raw");
     let mut top = Tcptop::start(&[]);
@@ -792,10 +779,9 @@ fn raw_tcp_sockets_are_not_connections() {
 /// A dual-stack server ([::]) accepting an IPv4 client: its socket is IPv6
 /// with IPv4-mapped addresses, shown as IPv4, bytes exact on both ends.
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn ipv4_mapped_server_socket_shown_as_ipv4() {
-    if !common::is_root("ipv4_mapped_server_socket_shown_as_ipv4") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let ns = NetNs::new("mapped");
     let mut top = Tcptop::start(&["--port", "40107"]);
@@ -842,10 +828,9 @@ fn ipv4_mapped_server_socket_shown_as_ipv4() {
 /// inherited socket takes it over, and a process that execs shows its new
 /// name (same PID). Bytes stay exact across both.
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn owner_follows_fork_and_exec() {
-    if !common::is_root("owner_follows_fork_and_exec") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let ns = NetNs::new("exec");
     let mut top = Tcptop::start(&["--port", "40111"]);
@@ -900,10 +885,9 @@ os.waitpid(pid, 0)'
 /// Stopping tcptop (SIGTERM or Ctrl-C) takes one last snapshot: a
 /// connection that closed since the previous one is still reported.
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn last_snapshot_on_signal() {
-    if !common::is_root("last_snapshot_on_signal") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let ns = NetNs::new("last");
     for sig in [libc::SIGTERM, libc::SIGINT] {
@@ -928,10 +912,9 @@ fn last_snapshot_on_signal() {
 /// tcptop's overhead in BENCHMARKS.md) must measure what it says: every
 /// program loaded and attached, none of them counting anything.
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn bench_noop_attaches_everything_and_counts_nothing() {
-    if !common::is_root("bench_noop_attaches_everything_and_counts_nothing") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let ns = NetNs::new("noop");
     // Programs of the previous test are freed after an RCU grace period.
@@ -982,10 +965,9 @@ fn exchange_shows_nothing(ns: &NetNs, mut top: Tcptop, mut srv: Peer, addr: &str
 /// counting, `ring` the final copies of closed connections, `user` all of
 /// user space's work but emptying the ring buffer.
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn bench_skip_leaves_out_what_it_names() {
-    if !common::is_root("bench_skip_leaves_out_what_it_names") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let ns = NetNs::new("skip");
 
@@ -1059,10 +1041,9 @@ fn bench_skip_leaves_out_what_it_names() {
 /// SYN_SENT transition: tcptop must show the real port, never port 0,
 /// while the connection waits.
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn stuck_connect_shows_its_port() {
-    if !common::is_root("stuck_connect_shows_its_port") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let ns = NetNs::new("stuck");
     let mut top = Tcptop::start(&["--port", "40151"]);
@@ -1134,10 +1115,9 @@ for _ in range(2):
 /// and still counts a connection made before start (its receive already
 /// blocked) and one made after, exactly, live with its RTT and at close.
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn refused_programs_fall_back() {
-    if !common::is_root("refused_programs_fall_back") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let mut refuse = String::from("iter,tp_btf,cgroup");
     if common::forced_hooks().is_none() {

@@ -16,10 +16,9 @@ use tcptop::output::{csv, record::Record};
 /// snapshots: same rows, same values (CSV parsed back with the documented
 /// formula guard undone).
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn csv_log_matches_jsonl_with_real_traffic() {
-    if !common::is_root("csv_log_matches_jsonl_with_real_traffic") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let dir = std::env::temp_dir().join(format!("tcptop-log-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -84,10 +83,9 @@ fn csv_log_matches_jsonl_with_real_traffic() {
 
 /// `--format csv` on stdout: one header, rows that parse back.
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn format_csv_on_stdout() {
-    if !common::is_root("format_csv_on_stdout") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let out = Command::new(TCPTOP)
         .args(["--batch", "-q", "-n", "2", "-i", "0.2", "--format", "csv"])
@@ -107,10 +105,9 @@ fn format_csv_on_stdout() {
 /// loaded. A log that fails while running (disk full: /dev/full): reported,
 /// and monitoring goes on.
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn unusable_log_files() {
-    if !common::is_root("unusable_log_files") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let out = Command::new(TCPTOP)
         .args(["--batch", "-n", "1", "--log", "/nonexistent-dir/log.csv"])
@@ -147,10 +144,9 @@ fn unusable_log_files() {
 /// A process whose name carries terminal escape sequences: the text table,
 /// JSON lines and CSV show the name escaped, never a raw control byte.
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn hostile_process_name_is_escaped_everywhere() {
-    if !common::is_root("hostile_process_name_is_escaped_everywhere") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let ns = NetNs::new("hostile");
     let evil = "\x1b[2J\x1b]0;x\x07ev";

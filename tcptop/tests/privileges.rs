@@ -217,19 +217,17 @@ fn closed<'a>(recs: &[&'a Value]) -> &'a Value {
 }
 
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn capabilities_dropped_and_counting_exact() {
-    if !common::is_root("capabilities_dropped_and_counting_exact") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     dropped_and_exact("priv-caps", 40201, &[], 0, 0);
 }
 
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn runs_as_user_and_counting_exact() {
-    if !common::is_root("runs_as_user_and_counting_exact") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let (uid, gid) = account("nobody");
     dropped_and_exact("priv-user", 40202, &["--user", "nobody"], uid, gid);
@@ -237,10 +235,9 @@ fn runs_as_user_and_counting_exact() {
 
 /// An unknown --user: exit 1 with one line, no backtrace, no output.
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn unknown_user_is_one_line_exit_1() {
-    if !common::is_root("unknown_user_is_one_line_exit_1") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let out = Command::new(common::TCPTOP)
         .args(["--batch", "-n", "1", "--user", "nosuchuser"])

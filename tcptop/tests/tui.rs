@@ -8,10 +8,9 @@ mod common;
 use common::{NetNs, TCPTOP, Tmux, forced_hooks};
 
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn interactive_display_shows_filters_and_quits() {
-    if !common::is_root("interactive_display_shows_filters_and_quits") {
-        return;
-    }
+    common::require_root();
     if !Tmux::available() {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -95,10 +94,13 @@ fn interactive_display_shows_filters_and_quits() {
 }
 
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn sigterm_restores_the_terminal() {
-    if !common::is_root("sigterm_restores_the_terminal") || !Tmux::available() {
-        return;
-    }
+    common::require_root();
+    assert!(
+        Tmux::available(),
+        "tmux is missing (scripts/setup installs it)"
+    );
     let _serial = common::serial();
     let pidfile = std::env::temp_dir().join(format!("tcptop-tui-{}.pid", std::process::id()));
     let _ = std::fs::remove_file(&pidfile);

@@ -318,29 +318,26 @@ fn flows(tag: &str, ip: &str, base: u16, mapped: bool) {
 }
 
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn udp_v4_flows_exact() {
-    if !common::is_root("udp_v4_flows_exact") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     flows("udp4", "127.0.0.1", 40301, true);
 }
 
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn udp_v6_flows_exact() {
-    if !common::is_root("udp_v6_flows_exact") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     flows("udp6", "::1", 40311, false);
 }
 
 /// `--tcp` shows no UDP flow, `--udp` no TCP connection.
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn protocol_filters() {
-    if !common::is_root("protocol_filters") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let ns = NetNs::new("udpf");
     let mut tcp_only = Tcptop::start(&["--tcp"]);
@@ -430,10 +427,9 @@ fn existing_receive_only_socket(tag: &str, port: u16, blocked: bool) {
 }
 
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn existing_receive_only_socket_owner() {
-    if !common::is_root("existing_receive_only_socket_owner") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     existing_receive_only_socket("udpold", 40331, false);
 }
@@ -443,10 +439,9 @@ fn existing_receive_only_socket_owner() {
 /// (function-exit hooks are not called for a call entered before they
 /// were attached).
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn udp_call_in_flight_at_start_is_counted() {
-    if !common::is_root("udp_call_in_flight_at_start_is_counted") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let hooks = common::active_hooks();
     if !hooks.starts_with("tracepoint") {
@@ -520,19 +515,17 @@ fn full_receive_buffer(tag: &str, ip: &str, port: u16) {
 }
 
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn full_receive_buffer_v4() {
-    if !common::is_root("full_receive_buffer_v4") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     full_receive_buffer("udpfull4", "127.0.0.1", 40341);
 }
 
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn full_receive_buffer_v6() {
-    if !common::is_root("full_receive_buffer_v6") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     full_receive_buffer("udpfull6", "::1", 40342);
 }
@@ -541,10 +534,9 @@ fn full_receive_buffer_v6() {
 /// ended early (reported CLOSED with their counters, counted as evicted),
 /// so every probe is accounted for and nothing is dropped.
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn port_scan_evicts_idle_flows() {
-    if !common::is_root("port_scan_evicts_idle_flows") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let ns = NetNs::new("udpscan");
     const PORTS: u64 = 1500;
@@ -609,10 +601,9 @@ fn port_scan_evicts_idle_flows() {
 /// those of its hook set: four cgroup hooks (tracepoint set), four fexit
 /// programs (fentry), four kprobe pairs (kprobe).
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn tcp_only_attaches_no_udp_programs() {
-    if !common::is_root("tcp_only_attaches_no_udp_programs") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let hooks = common::active_hooks();
     common::wait_no_programs();
@@ -646,10 +637,9 @@ fn tcp_only_attaches_no_udp_programs() {
 /// unconnected socket's datagram: tcptop says so and goes on; a connected
 /// socket's flow stays exact (its peer is the socket's own).
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn connected_flows_exact_without_cgroup_programs() {
-    if !common::is_root("connected_flows_exact_without_cgroup_programs") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let hooks = common::active_hooks();
     if !hooks.starts_with("tracepoint") {

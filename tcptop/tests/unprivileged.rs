@@ -54,10 +54,9 @@ fn unprivileged(ns: &NetNs, n: u32, extra: &[&str]) -> std::process::Child {
 /// reports a connection that ended as CLOSED with its counters, and exits
 /// 0 after --iterations.
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn unprivileged_mode_shows_live_tcp() {
-    if !common::is_root("unprivileged_mode_shows_live_tcp") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let ns = NetNs::new("unpriv");
     // One open before tcptop starts, which moves 300 bytes before and
@@ -162,10 +161,9 @@ fn unprivileged_mode_shows_live_tcp() {
 /// `--source ebpf` without privileges keeps the full mode's clear error
 /// and exit 1 instead of degrading.
 #[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn source_ebpf_without_privileges_is_an_error() {
-    if !common::is_root("source_ebpf_without_privileges_is_an_error") {
-        return;
-    }
+    common::require_root();
     let _g = common::serial();
     let ns = NetNs::new("unpriv-ebpf");
     let out = unprivileged(&ns, 1, &["--source", "ebpf"])

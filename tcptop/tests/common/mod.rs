@@ -19,14 +19,18 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// True if we may load eBPF programs; otherwise prints why the test is skipped.
-pub fn is_root(test: &str) -> bool {
+/// Root tests carry `#[cfg_attr(not(tcptop_root), ignore = "needs root")]`:
+/// built by another user (tcptop's build script sets `tcptop_root` when
+/// it runs as root), they are reported as ignored, never as passed. Built
+/// as root and run as another user, they fail here rather than pass.
+pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipping {test}: needs root (loads eBPF programs, creates network namespaces)");
-    }
-    root
+    assert!(
+        root,
+        "needs root (loads eBPF programs, creates network namespaces): these tests were \
+         built as root; run them as root"
+    );
 }
 
 pub const TCPTOP: &str = env!("CARGO_BIN_EXE_tcptop");
