@@ -3,10 +3,13 @@
 //! Data model: one [`ConnStats`] per TCP socket in the `CONNS` hash map, keyed
 //! by the kernel's `struct sock *`, made at the connection's birth (or, for
 //! one open before start, by the TCP iterator at start-up, or at its first
-//! call). Byte counters are added atomically at each send/receive
-//! call; state, endpoints, RTT, segment and retransmit counters are copied
-//! from the socket by a TCP iterator user space runs at each snapshot, and
-//! at teardown. Only the final record goes through the `EVENTS` ring buffer.
+//! call). Per-call byte counters are added atomically at each send/receive
+//! call (with the owner); state, endpoints, RTT, segment and retransmit
+//! counters and the application's bytes by every path (`conn::read_app`)
+//! are copied from the socket by the map iterator user space runs at each
+//! snapshot (or, where the kernel refuses it, read by user space from the
+//! socket diagnostics), and at teardown. Only the final record goes through
+//! the `EVENTS` ring buffer.
 #![no_std]
 #![no_main]
 // 64-bit atomic add for byte counters (see conn::add).
