@@ -357,7 +357,7 @@ mod tests {
             Some((2000, 1000))
         );
         // Sent but not acknowledged yet, FIN queued: 500 of data.
-        assert_eq!(app_bytes(1, 0, 501, 0, true, true, false), Some((499, 0)));
+        assert_eq!(app_bytes(1, 0, 501, 0, true, true, false), Some((500, 0)));
         // Counters of a socket being set up.
         assert_eq!(app_bytes(0, 0, 0, 0, true, false, false), None);
         assert_eq!(app_bytes(0, 0, 1 << 31, 0, false, false, false), None);

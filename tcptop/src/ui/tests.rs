@@ -234,6 +234,33 @@ fn default_view() {
     assert_eq!(b[(x + 2, y)].fg, Color::Red);
 }
 
+/// A source that shows less than it could says so on a fourth header
+/// line (escaped like any text from outside), and the table moves down.
+#[test]
+fn notice_in_the_header() {
+    let t0 = Instant::now();
+    let mut h = Harness {
+        app: App::new(
+            Settings {
+                notice: Some("unprivileged (socket diagnostics): no UDP\x1b[31m".into()),
+                ..settings()
+            },
+            t0,
+        )
+        .with_proc_lookup(Box::new(fake_proc)),
+        term: Terminal::new(TestBackend::new(140, 14)).unwrap(),
+        t0,
+    }
+    .with_scene(2);
+    let text = h.draw();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[3].starts_with("unprivileged (socket diagnostics): no UDP\\x1b[31m"),
+        "{text}"
+    );
+    assert_eq!(line_of(h.buffer(), "evil"), 5, "{text}");
+}
+
 #[test]
 fn waiting_for_first_snapshot() {
     let mut h = Harness::new(100, 8);

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""tcptop's own CPU with many idle connections, by how live connections are
+refreshed: the connection map's iterator (eBPF), the kernel's socket
+diagnostics where the iterator is refused (eBPF + diag), and the
+unprivileged mode (diag only, `--source diag`).
+
+N idle loopback connections (2N sockets, N listener-side and N
+client-side rows) are opened before tcptop starts; tcptop runs in batch
+jsonl mode at a 1 s interval with its output to /dev/null; its CPU time
+(all threads, schedstat) over --secs after a warm-up is the number, as a
+share of one core. Each arm runs --runs times; the median is reported.
+
+Arms:
+  ebpf         the eBPF mode as this host gives it (its `hooks` is printed:
+               `+diag` where the kernel refuses the map iterator)
+  ebpf-diag    the eBPF mode with the map and TCP iterators treated as
+               refused (TCPTOP_TEST_REFUSE=iter): needs a binary built with
+               debug assertions, e.g. `cargo build --profile bench-switches`
+               (release code, the test switch on); skipped otherwise
+  unprivileged `--source diag` as nobody (setpriv, no capability)
+
+Usage (root): scripts/bench-refresh.py [--conns 10000] [--runs 3] [--secs 10]
+              [--bin PATH] [--arms ebpf,ebpf-diag,unprivileged]
+"""
+import argparse
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cpu_secs(pid):
+    """CPU time of all the process's threads, ns precision (schedstat)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:
+            pass
+    return total / 1e9
+
+
+def hold(n, port):
+    """`n` idle loopback connections (2n sockets), bounded by the limits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 2 * n + 256
+    if hard != resource.RLIM_INFINITY and hard < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+    else:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", port))
+    ls.listen(4096)
+    held = [ls]
+    for _ in range(n):
+        c = socket.create_connection(("127.0.0.1", port))
+        a, _ = ls.accept()
+        held += [c, a]
+    return held
+
+
+def run_arm(binary, arm, secs):
+    cmd = [binary, "--batch", "--format", "jsonl", "--interval", "1"]
+    env = dict(os.environ)
+    if arm == "ebpf-diag":
+        env["TCPTOP_TEST_REFUSE"] = "iter"
+    if arm == "unprivileged":
+        cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+               "--inh-caps=-all", *cmd, "--source", "diag"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True, env=env)
+    said = []
+    line = p.stderr.readline()
+    while line.startswith(("tcptop: warning:", "tcptop: notice:")):
+        said.append(line.strip())
+        line = p.stderr.readline()
+    if not line.startswith(("tcptop: attached", "tcptop: started")):
+        p.kill()
+        sys.exit(f"{arm}: tcptop did not start: {line}")
+    hooks = line.split("hooks: ", 1)[1].split(")", 1)[0]
+    if arm == "ebpf-diag" and not any("TCPTOP_TEST_REFUSE" in s or "refused" in s for s in said):
+        p.kill()
+        return None, hooks
+    time.sleep(3)  # the first snapshots: adoption, first dumps
+    c0, t0 = cpu_secs(p.pid), time.monotonic()
+    time.sleep(secs)
+    share = (cpu_secs(p.pid) - c0) / (time.monotonic() - t0)
+    p.terminate()
+    p.wait(timeout=10)
+    return share, hooks
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--conns", type=int, default=10_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--secs", type=float, default=10.0)
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "tcptop"))
+    ap.add_argument("--arms", default="ebpf,ebpf-diag,unprivileged")
+    a = ap.parse_args()
+    if not 0 < a.conns <= 30_000:
+        ap.error("--conns: 1 to 30000 (loopback ports)")
+    held = hold(a.conns, 30123)
+    print(f"{a.conns:,} idle connections ({2 * a.conns:,} sockets), "
+          f"{os.uname().release}, {a.bin}")
+    try:
+        for arm in a.arms.split(","):
+            shares, hooks = [], "?"
+            for _ in range(a.runs):
+                share, hooks = run_arm(a.bin, arm, a.secs)
+                if share is None:
+                    break
+                shares.append(share)
+            if not shares:
+                print(f"| {arm} | (skipped: this binary ignores TCPTOP_TEST_REFUSE) | |")
+                continue
+            print(f"| {arm} | {hooks} | {statistics.median(shares) * 100:.2f}% "
+                  f"(runs: {', '.join(f'{s * 100:.2f}' for s in shares)}) |")
+    finally:
+        for s in held:
+            s.close()
+
+
+if __name__ == "__main__":
+    main()
