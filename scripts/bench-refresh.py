@@ -24,7 +24,6 @@ Usage (root): scripts/bench-refresh.py [--conns 10000] [--runs 3] [--secs 10]
 """
 import argparse
 import os
-import resource
 import socket
 import statistics
 import subprocess
@@ -47,23 +46,22 @@ def cpu_secs(pid):
 
 
 def hold(n, port):
-    """`n` idle loopback connections (2n sockets), bounded by the limits."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 2 * n + 256
-    if hard != resource.RLIM_INFINITY and hard < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
-    else:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    ls = socket.socket()
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("127.0.0.1", port))
-    ls.listen(4096)
-    held = [ls]
-    for _ in range(n):
-        c = socket.create_connection(("127.0.0.1", port))
-        a, _ = ls.accept()
-        held += [c, a]
-    return held
+    """`n` idle loopback connections (2n sockets), held by tcptop-testpeer
+    hold-self processes of at most 4,000 pairs each (descriptor limits)."""
+    peer = os.path.join(ROOT, "target", "release", "tcptop-testpeer")
+    procs, left, i = [], n, 0
+    while left > 0:
+        pairs = min(left, 4000)
+        p = subprocess.Popen([peer, "hold-self", "--listen", f"127.0.0.1:{port + i}",
+                              "--pairs", str(pairs)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = p.stdout.readline()
+        if '"holding"' not in line:
+            sys.exit(f"hold-self did not hold: {line}")
+        procs.append(p)
+        left -= pairs
+        i += 1
+    return procs
 
 
 def run_arm(binary, arm, secs):
@@ -124,8 +122,9 @@ def main():
             print(f"| {arm} | {hooks} | {statistics.median(shares) * 100:.2f}% "
                   f"(runs: {', '.join(f'{s * 100:.2f}' for s in shares)}) |")
     finally:
-        for s in held:
-            s.close()
+        for p in held:
+            p.stdin.close()
+            p.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -146,6 +146,11 @@ impl DiagView {
         }
     }
 
+    /// Whether any connection adopted from the first dump has not ended.
+    pub fn has_adopted(&self) -> bool {
+        !self.adopted.is_empty()
+    }
+
     /// The namespaces of connections adopted from the first dump that have
     /// not ended yet.
     pub fn adopted_namespaces(&self) -> impl Iterator<Item = u32> + '_ {

@@ -369,7 +369,7 @@ impl DataSource for EbpfSource {
             live.retain(|c| !gone.contains(&c.id));
         }
         // Adopted connections that made no call yet: live from the dump.
-        if let Some(view) = &self.diag {
+        if let Some(view) = self.diag.as_ref().filter(|v| v.has_adopted()) {
             let known: HashSet<ConnKey> = live.iter().chain(closed.iter()).map(|c| c.key).collect();
             live.extend(
                 view.adopted_unknown(|k| known.contains(k))
