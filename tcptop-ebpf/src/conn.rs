@@ -304,7 +304,7 @@ fn write_owner<M: Mem>(st: *mut ConnStats, tgid: u32, epoch: u32) {
     // SAFETY: `st` points at a live map value or a record on the stack.
     unsafe {
         (*st).pid = tgid;
-        (*st).comm = kernel::leader_comm::<M>();
+        (*st).comm = kernel::leader_comm();
         (*st).comm_epoch = epoch;
     }
 }

@@ -5,9 +5,7 @@
 //! `/sys/kernel/btf/vmlinux` before loading. How it is read depends on what
 //! the verifier knows about the pointer ([`Mem`]).
 
-use aya_ebpf::helpers::{
-    bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_skc_to_tcp_sock,
-};
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_skc_to_tcp_sock};
 use aya_ebpf::{macros::map, maps::Array};
 use tcptop_common::{Offsets, SETTING_FILL_ESTABLISHED};
 
@@ -102,13 +100,11 @@ pub fn udp_enabled() -> bool {
 /// against the kernel's BTF and the JIT makes fault-safe ([`Direct`]). The
 /// offsets come from a frozen read-only global, so the verifier sees them as
 /// constants. Pointers read out of a structure stay typed, so chains
-/// (`sk->skc_net->ns.inum`, `task->group_leader->comm`) stay direct.
+/// (`sk->skc_net->ns.inum`) stay direct.
 pub trait Mem {
     /// The `T` at `base + offset` (`T` a primitive, or an array of them
     /// within one field).
     fn read<T: Copy>(base: *const u8, offset: usize) -> Result<T, i32>;
-    /// The current task.
-    fn current_task() -> *const u8;
     /// `sk` as a `struct tcp_sock` pointer, or 0 when it is not a full TCP
     /// socket. Direct reads of fields past `struct sock` (ports, TCP
     /// counters) need this type; probe reads do not care, and the socket
@@ -127,13 +123,6 @@ impl Mem for Probe {
         // SAFETY: bpf_probe_read_kernel validates the address; a bad
         // pointer yields an error, never a fault.
         unsafe { bpf_probe_read_kernel(base.wrapping_add(offset).cast::<T>()) }
-    }
-
-    #[inline(always)]
-    fn current_task() -> *const u8 {
-        // SAFETY: helper without preconditions; the pointer is only read
-        // through probe reads.
-        unsafe { bpf_get_current_task() as *const u8 }
     }
 
     #[inline(always)]
@@ -157,12 +146,6 @@ impl Mem for Direct {
         // BTF type (a field of it, within bounds), and the JIT turns it into
         // a load that yields zero instead of faulting on a bad address.
         Ok(unsafe { core::ptr::read_volatile(base.wrapping_add(offset).cast::<T>()) })
-    }
-
-    #[inline(always)]
-    fn current_task() -> *const u8 {
-        // SAFETY: helper without preconditions (Linux 5.11+).
-        unsafe { bpf_get_current_task_btf() as *const u8 }
     }
 
     #[inline(always)]
@@ -191,14 +174,25 @@ pub fn read16<M: Mem>(base: *const u8, offset: usize) -> [u8; 16] {
 }
 
 /// Name of the current thread group's leader: the process name `ps` shows.
+///
+/// Probe reads from `bpf_get_current_task` in every program, typed or not:
+/// the typed current task (`bpf_get_current_task_btf`, direct loads) needs
+/// Linux 5.11, and a program that calls a helper its kernel lacks does not
+/// load (5.10: "invalid func unknown#158"). The cost is two probe-read
+/// calls instead of two loads, some tens of nanoseconds, paid only when a
+/// record's owner changes or its ~1 s epoch turns (`conn::set_owner`,
+/// `udp::count`): once or twice per connection (its connect, a listener's
+/// child's first call) and once a second per busy one, never per call.
 #[inline(always)]
-pub fn leader_comm<M: Mem>() -> [u8; 16] {
-    let task = M::current_task();
-    let leader: *const u8 = match M::read::<u64>(task, off!(task_group_leader)) {
+pub fn leader_comm() -> [u8; 16] {
+    // SAFETY: helper without preconditions; the pointer is only read
+    // through probe reads.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let leader: *const u8 = match Probe::read::<u64>(task, off!(task_group_leader)) {
         Ok(p) => p as *const u8,
         Err(_) => return [0; 16],
     };
-    read16::<M>(leader, off!(task_comm))
+    read16::<Probe>(leader, off!(task_comm))
 }
 
 /// Turns a pointer the verifier types as a socket (no arithmetic allowed on

@@ -36,15 +36,32 @@ static UDP_FLOWS: HashMap<ConnTuple, UdpFlow> = HashMap::with_max_entries(MAX_UD
 pub const SOCK_DGRAM: u16 = 2;
 
 /// The peer address of one call.
+///
+/// Passed around as a whole value, family 0 for none, not as an
+/// `Option<Peer>`: LLVM leaves a `None`'s payload unwritten and may load it
+/// anyway before it branches on the tag, and Linux 5.10's verifier rejects
+/// any read of a stack slot never written on the path it checks ("invalid
+/// read from stack R10 off=-240 size=8" in the kprobe programs, which
+/// inline this). Since 5.12 the verifier lets privileged programs read
+/// them.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Peer {
-    /// `AF_INET` (address in the first 4 bytes) or `AF_INET6`.
+    /// `AF_INET` (address in the first 4 bytes), `AF_INET6`, or 0: no peer.
     family: u16,
     /// Host order.
     port: u16,
     _pad: u32,
     addr: [u8; 16],
+}
+
+impl Peer {
+    const NONE: Peer = Peer {
+        family: 0,
+        port: 0,
+        _pad: 0,
+        addr: [0; 16],
+    };
 }
 
 /// A peer address the cgroup `sendmsg`/`recvmsg` hooks saw, for the
@@ -87,14 +104,17 @@ pub fn hand_over(sk: u64, tx: bool, family: u16, port: u16, addr: [u8; 16]) {
     let _ = UDP_PEERS.insert(&handover_key(tx), &h, 0);
 }
 
-/// The peer a cgroup hook handed over for this thread's call on `sk`.
+/// The peer a cgroup hook handed over for this thread's call on `sk`, or
+/// [`Peer::NONE`].
 #[inline(always)]
-fn take_handover(sk: u64, tx: bool) -> Option<Peer> {
+fn take_handover(sk: u64, tx: bool) -> Peer {
     let key = handover_key(tx);
     // SAFETY: the value is copied out before the entry is removed.
-    let h = unsafe { UDP_PEERS.get(&key) }.copied()?;
+    let Some(h) = unsafe { UDP_PEERS.get(&key) }.copied() else {
+        return Peer::NONE;
+    };
     let _ = UDP_PEERS.remove(&key);
-    (h.sk == sk).then_some(h.peer)
+    if h.sk == sk { h.peer } else { Peer::NONE }
 }
 
 /// A call on UDP socket `sk` (as the tracepoint gives it: typed for
@@ -127,7 +147,7 @@ pub fn on_function_exit(sk: u64, ret: i64, flags: i64, msg: u64, tx: bool) {
     if conn::transport::<Probe>(sk as *const u8) != conn::Kind::Udp {
         return;
     }
-    count::<Probe>(sk, ret as u64, tx, msg_peer(msg));
+    count::<Probe>(sk, ret as u64, tx, msg_peer(msg).unwrap_or(Peer::NONE));
 }
 
 /// `udp_sendmsg` is also called by `udpv6_sendmsg` for an IPv4-mapped
@@ -180,7 +200,7 @@ fn is_v4_mapped(a: &[u8; 16]) -> bool {
 /// `inet_sock`'s `inet_sport`): a typed `struct sock` pointer reaches them
 /// with plain loads.
 #[inline(always)]
-fn count<M: Mem>(sk: u64, bytes: u64, tx: bool, peer: Option<Peer>) {
+fn count<M: Mem>(sk: u64, bytes: u64, tx: bool, peer: Peer) {
     let skc = sk as *const u8;
     let mut t = ConnTuple {
         proto: IPPROTO_UDP,
@@ -190,7 +210,8 @@ fn count<M: Mem>(sk: u64, bytes: u64, tx: bool, peer: Option<Peer>) {
     conn::read_addrs::<M>(skc, &mut t);
     // A live socket's bound port (host order; zeroed only at close).
     t.sport = M::read::<u16>(skc, off!(skc_num)).unwrap_or(0);
-    if let Some(p) = peer {
+    if peer.family != 0 {
+        let p = peer;
         t.daddr = p.addr;
         t.dport = p.port;
         if p.family == AF_INET && t.family == AF_INET6 {
@@ -251,7 +272,7 @@ fn count<M: Mem>(sk: u64, bytes: u64, tx: bool, peer: Option<Peer>) {
         (*f).last_ns = now;
         if (*f).pid != pid || (*f).comm_epoch != epoch {
             (*f).pid = pid;
-            (*f).comm = kernel::leader_comm::<M>();
+            (*f).comm = kernel::leader_comm();
             (*f).comm_epoch = epoch;
         }
     }
