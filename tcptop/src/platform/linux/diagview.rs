@@ -61,6 +61,8 @@ pub struct DiagView {
     /// Connections open before start adopted from the first dump.
     adopted: HashMap<ConnKey, Baseline>,
     states: u32,
+    /// Whether `refresh` is used: the indexes are built only then.
+    indexed: bool,
 }
 
 impl DiagView {
@@ -88,9 +90,17 @@ impl DiagView {
                 connecting: HashMap::new(),
                 adopted: HashMap::new(),
                 states,
+                indexed: true,
             },
             failed,
         ))
+    }
+
+    /// Builds no index of the dumps (`refresh` and `adopted_unknown` then
+    /// find nothing): for a user that only walks `conns`.
+    pub fn without_index(mut self) -> DiagView {
+        self.indexed = false;
+        self
     }
 
     /// Dumps every namespace again.
@@ -113,6 +123,9 @@ impl DiagView {
             sock.dump_tcp(self.states, &mut self.scratch)?;
             self.conns
                 .extend(self.scratch.drain(..).map(|c| (*netns, c)));
+        }
+        if !self.indexed {
+            return Ok(());
         }
         for (i, (netns, c)) in self.conns.iter().enumerate() {
             self.by_key.insert(key(*netns, c), i);
