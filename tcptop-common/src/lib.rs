@@ -132,6 +132,9 @@ pub struct ConnStats {
     /// already existed (0 for one born while watched).
     pub app_tx_base: u64,
     pub app_rx_base: u64,
+    /// The owner's cgroup (v2) id (its directory's inode), read with the
+    /// owner (0: not known yet).
+    pub cgroup_id: u64,
 }
 
 /// `ConnStats::flags`: `app_tx`/`app_rx` have been read from the socket.
@@ -177,6 +180,8 @@ pub struct UdpFlow {
     pub comm_epoch: u32,
     /// Thread-group leader's name, NUL padded.
     pub comm: [u8; 16],
+    /// As [`ConnStats::cgroup_id`].
+    pub cgroup_id: u64,
 }
 
 /// Byte offsets of the kernel struct fields the programs read, computed by
@@ -325,11 +330,11 @@ mod tests {
         assert_eq!(size_of::<ConnTuple>(), 16 + 16 + 2 + 2 + 2 + 1 + 1 + 4);
         assert_eq!(
             size_of::<ConnStats>(),
-            size_of::<ConnTuple>() + 4 + 3 * 8 + 8 * 4 + 16 + 4 + 4 + 4 * 8
+            size_of::<ConnTuple>() + 4 + 3 * 8 + 8 * 4 + 16 + 4 + 4 + 5 * 8
         );
         assert_eq!(size_of::<ConnEvent>(), 16 + size_of::<ConnStats>());
         assert_eq!(size_of::<Offsets>(), 32 * 4);
-        assert_eq!(size_of::<UdpFlow>(), 6 * 8 + 8 + 16);
+        assert_eq!(size_of::<UdpFlow>(), 6 * 8 + 8 + 16 + 8);
     }
 
     /// The counters `ss -ti` showed for a real loopback exchange (client

@@ -298,13 +298,15 @@ pub fn set_owner<M: Mem>(st: *mut ConnStats) {
     }
 }
 
-/// Writes `tgid`, its leader's name and the epoch of that read into `st`.
+/// Writes `tgid`, its leader's name, its cgroup and the epoch of that
+/// read into `st`.
 #[inline(always)]
 fn write_owner<M: Mem>(st: *mut ConnStats, tgid: u32, epoch: u32) {
     // SAFETY: `st` points at a live map value or a record on the stack.
     unsafe {
         (*st).pid = tgid;
         (*st).comm = kernel::leader_comm();
+        (*st).cgroup_id = kernel::current_cgroup();
         (*st).comm_epoch = epoch;
     }
 }

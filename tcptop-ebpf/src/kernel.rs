@@ -5,7 +5,9 @@
 //! `/sys/kernel/btf/vmlinux` before loading. How it is read depends on what
 //! the verifier knows about the pointer ([`Mem`]).
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_skc_to_tcp_sock};
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_task, bpf_probe_read_kernel, bpf_skc_to_tcp_sock,
+};
 use aya_ebpf::{macros::map, maps::Array};
 use tcptop_common::{Offsets, SETTING_FILL_ESTABLISHED};
 
@@ -193,6 +195,15 @@ pub fn leader_comm() -> [u8; 16] {
         Err(_) => return [0; 16],
     };
     read16::<Probe>(leader, off!(task_comm))
+}
+
+/// The current task's cgroup (v2) id: the inode of its directory under the
+/// cgroup2 mount, which user space resolves to a path and a workload. It
+/// runs with the owner's name, so once a second per connection at most.
+#[inline(always)]
+pub fn current_cgroup() -> u64 {
+    // SAFETY: helper without preconditions (Linux 4.18+, tracing programs).
+    unsafe { bpf_get_current_cgroup_id() }
 }
 
 /// Turns a pointer the verifier types as a socket (no arithmetic allowed on

@@ -273,6 +273,7 @@ fn count<M: Mem>(sk: u64, bytes: u64, tx: bool, peer: Peer) {
         if (*f).pid != pid || (*f).comm_epoch != epoch {
             (*f).pid = pid;
             (*f).comm = kernel::leader_comm();
+            (*f).cgroup_id = kernel::current_cgroup();
             (*f).comm_epoch = epoch;
         }
     }

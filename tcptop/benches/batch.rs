@@ -41,6 +41,8 @@ fn closed(n: usize) -> Vec<ConnSample> {
                     retrans: 0,
                 },
                 rtt_us: Some(30 + (i % 7) as u32),
+                cgroup_id: 0,
+                workload: None,
             }
         })
         .collect()

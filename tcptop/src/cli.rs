@@ -44,6 +44,12 @@ pub struct Cli {
     #[arg(short, long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
 
+    /// Show only connections whose owner runs in this cgroup (v2) or below
+    /// it, e.g. /system.slice/nginx.service or /kubepods.slice (repeatable;
+    /// paths as the `cgroup` field shows them).
+    #[arg(long = "cgroup", value_name = "PREFIX")]
+    pub cgroups: Vec<String>,
+
     /// Show only connections with this local or remote port (repeatable).
     #[arg(short = 'P', long = "port", value_name = "PORT")]
     pub ports: Vec<u16>,
@@ -170,6 +176,7 @@ impl Cli {
             only_v6: self.ipv6,
             only_tcp: self.tcp,
             only_udp: self.udp,
+            cgroups: self.cgroups.clone(),
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -135,6 +136,37 @@ pub struct Counters {
     pub retrans: u64,
 }
 
+/// What runs a connection's owner: its control group and the workload
+/// that group names. Every text is untrusted (chosen by whoever made the
+/// group): escape before display.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Workload {
+    /// Path relative to the cgroup v2 root, e.g. `/system.slice/nginx.service`.
+    pub cgroup: String,
+    /// The systemd unit (`nginx.service`, `session-3.scope`).
+    pub unit: Option<String>,
+    /// A container id's first 12 hex digits (docker, containerd, CRI-O,
+    /// podman, LXC: the container's name).
+    pub container: Option<String>,
+    /// The Kubernetes pod as `namespace/name`, where the node's files say it.
+    pub pod: Option<String>,
+}
+
+impl Workload {
+    /// One name for a column: the pod, else the container, else the unit,
+    /// else the cgroup path's last part.
+    pub fn label(&self) -> &str {
+        self.pod
+            .as_deref()
+            .or(self.container.as_deref())
+            .or(self.unit.as_deref())
+            .unwrap_or_else(|| match self.cgroup.rsplit('/').next() {
+                Some(last) if !last.is_empty() => last,
+                _ => "/",
+            })
+    }
+}
+
 /// One connection as a source sees it at one moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnSample {
@@ -150,6 +182,11 @@ pub struct ConnSample {
     pub counters: Counters,
     /// Smoothed round-trip time in microseconds, when known.
     pub rtt_us: Option<u32>,
+    /// The owner's control group, as the source identifies it (Linux: the
+    /// cgroup v2 id; 0 when not known).
+    pub cgroup_id: u64,
+    /// What that control group runs, once the source resolved it.
+    pub workload: Option<Arc<Workload>>,
 }
 
 /// Events the source could not deliver or record; shown to the user.

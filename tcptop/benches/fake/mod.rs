@@ -31,6 +31,8 @@ impl Busy {
                     state: ConnState::Established,
                     counters: Counters::default(),
                     rtt_us: Some(100 + i % 5000),
+                    cgroup_id: 0,
+                    workload: None,
                 }
             })
             .collect();

@@ -41,8 +41,9 @@ pub fn unneutralize(s: &str) -> &str {
     }
 }
 
-/// The text fields of a record: the ones the formula guard applies to.
-fn text_fields<'r, 'a>(r: &'r mut Record<'a>) -> [&'r mut Cow<'a, str>; 6] {
+/// The text fields of a record: the ones the formula guard applies to
+/// (control group names included: chosen by whoever made the group).
+fn text_fields<'r, 'a>(r: &'r mut Record<'a>) -> impl Iterator<Item = &'r mut Cow<'a, str>> {
     [
         &mut r.comm,
         &mut r.proto,
@@ -51,6 +52,12 @@ fn text_fields<'r, 'a>(r: &'r mut Record<'a>) -> [&'r mut Cow<'a, str>; 6] {
         &mut r.state,
         &mut r.hooks,
     ]
+    .into_iter()
+    .chain(
+        [&mut r.cgroup, &mut r.unit, &mut r.container, &mut r.pod]
+            .into_iter()
+            .flatten(),
+    )
 }
 
 fn guarded(mut r: Record<'_>) -> Record<'_> {
@@ -84,7 +91,7 @@ pub fn write<W: Write>(
 }
 
 /// Field names, in order (the header line).
-pub const HEADER: [&str; 17] = [
+pub const HEADER: [&str; 21] = [
     "ts",
     "pid",
     "comm",
@@ -101,6 +108,10 @@ pub const HEADER: [&str; 17] = [
     "rtt_us",
     "retrans",
     "netns",
+    "cgroup",
+    "unit",
+    "container",
+    "pod",
     "hooks",
 ];
 
@@ -195,6 +206,16 @@ mod tests {
                     retrans: 1,
                 },
                 rtt_us: if i % 2 == 0 { Some(42) } else { None },
+                cgroup_id: i as u64,
+                // Group names are as hostile as process names.
+                workload: (i % 2 == 1).then(|| {
+                    std::sync::Arc::new(crate::model::Workload {
+                        cgroup: (*c).to_string(),
+                        unit: Some((*c).to_string()),
+                        container: Some((*c).to_string()),
+                        pod: Some((*c).to_string()),
+                    })
+                }),
             })
             .collect();
         t.apply(
@@ -258,6 +279,9 @@ mod tests {
         assert_eq!(back[0].rtt_us, Some(42));
         // Control characters were escaped before they reached the file.
         assert_eq!(back[5].comm, "a,b\"c\\x0ad");
+        assert_eq!(back[5].pod.as_deref(), Some("a,b\"c\\x0ad"));
+        assert_eq!(back[1].unit.as_deref(), Some("+1+1"));
+        assert_eq!(back[0].cgroup, None);
     }
 
     #[test]

@@ -113,6 +113,19 @@ fn push_line(chunk: &mut Vec<u8>, ts: &[u8], hooks: &[u8], r: &Row) -> io::Resul
     push_decimal(chunk, c.retrans);
     chunk.extend_from_slice(b",\"netns\":");
     push_decimal(chunk, r.key.netns.into());
+    let w = r.workload.as_deref();
+    for (key, v) in [
+        (&b",\"cgroup\":"[..], w.map(|w| w.cgroup.as_str())),
+        (b",\"unit\":", w.and_then(|w| w.unit.as_deref())),
+        (b",\"container\":", w.and_then(|w| w.container.as_deref())),
+        (b",\"pod\":", w.and_then(|w| w.pod.as_deref())),
+    ] {
+        chunk.extend_from_slice(key);
+        match v {
+            Some(s) => push_json_str(chunk, &untrusted(s))?,
+            None => chunk.extend_from_slice(b"null"),
+        }
+    }
     chunk.extend_from_slice(b",\"hooks\":");
     chunk.extend_from_slice(hooks);
     chunk.extend_from_slice(b"}\n");
@@ -200,6 +213,8 @@ mod tests {
                     ..Default::default()
                 },
                 rtt_us: None,
+                cgroup_id: 0,
+                workload: None,
             })
             .collect();
         let mut t = ConnTable::new();
@@ -283,6 +298,23 @@ mod tests {
                     Some(i as u32 * 99_999)
                 } else {
                     None
+                },
+                cgroup_id: i as u64,
+                // Every kind of control group, hostile names included.
+                workload: match i % 3 {
+                    0 => None,
+                    1 => Some(std::sync::Arc::new(crate::model::Workload {
+                        cgroup: format!("/system.slice/{name}.service"),
+                        unit: Some(format!("{name}.service")),
+                        container: None,
+                        pod: None,
+                    })),
+                    _ => Some(std::sync::Arc::new(crate::model::Workload {
+                        cgroup: format!("/kubepods.slice/x/{name}"),
+                        unit: None,
+                        container: Some((*name).to_string()),
+                        pod: Some(format!("ns/{name}")),
+                    })),
                 },
             })
             .collect();

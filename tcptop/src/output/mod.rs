@@ -235,6 +235,8 @@ mod tests {
                                 ..Counters::default()
                             },
                             rtt_us: None,
+                            cgroup_id: 0,
+                            workload: None,
                         });
                     }
                 }

@@ -29,6 +29,13 @@ pub struct Record<'a> {
     pub rtt_us: Option<u32>,
     pub retrans: u64,
     pub netns: u32,
+    /// The owner's control group: its path under the cgroup v2 root, its
+    /// systemd unit, container (12 hex digits) and Kubernetes pod
+    /// (`namespace/name`), null when not known (all escaped: untrusted).
+    pub cgroup: Option<Cow<'a, str>>,
+    pub unit: Option<Cow<'a, str>>,
+    pub container: Option<Cow<'a, str>>,
+    pub pod: Option<Cow<'a, str>>,
     /// Kernel hook set that produced the numbers.
     pub hooks: Cow<'a, str>,
 }
@@ -59,6 +66,19 @@ impl<'a> Record<'a> {
             rtt_us: r.rtt_us,
             retrans: r.counters.retrans,
             netns: r.key.netns,
+            cgroup: r.workload.as_ref().map(|w| untrusted(&w.cgroup)),
+            unit: r
+                .workload
+                .as_ref()
+                .and_then(|w| w.unit.as_deref().map(untrusted)),
+            container: r
+                .workload
+                .as_ref()
+                .and_then(|w| w.container.as_deref().map(untrusted)),
+            pod: r
+                .workload
+                .as_ref()
+                .and_then(|w| w.pod.as_deref().map(untrusted)),
             hooks: Cow::Borrowed(hooks),
         }
     }

@@ -137,6 +137,8 @@ mod tests {
                 ..Default::default()
             },
             rtt_us: Some(120),
+            cgroup_id: 0,
+            workload: None,
         };
         t.apply(
             Snapshot {

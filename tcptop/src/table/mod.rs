@@ -4,9 +4,10 @@
 use std::cell::OnceCell;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::model::{ConnKey, ConnSample, ConnState, Counters, Drops, Snapshot};
+use crate::model::{ConnKey, ConnSample, ConnState, Counters, Drops, Snapshot, Workload};
 
 /// One connection as the user sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,6 +21,8 @@ pub struct Row {
     /// Cumulative since first seen.
     pub counters: Counters,
     pub rtt_us: Option<u32>,
+    /// What runs the owner (its control group), once known.
+    pub workload: Option<Arc<Workload>>,
     /// Bytes per second over the last interval.
     pub tx_bps: f64,
     pub rx_bps: f64,
@@ -54,6 +57,7 @@ impl Row {
             state: s.state,
             counters: s.counters,
             rtt_us: s.rtt_us,
+            workload: s.workload,
             tx_bps: 0.0,
             rx_bps: 0.0,
             first_seen: now,
@@ -110,8 +114,9 @@ impl Row {
         self.rx_bps = rx;
     }
 
-    /// Process name (escaped), PID, protocol, both endpoints and state, in
-    /// lower case: what the live filter matches.
+    /// Process name (escaped), PID, protocol, both endpoints, state and
+    /// the owner's control group (path, unit, container, pod), in lower
+    /// case: what the live filter matches.
     pub fn search_text(&self) -> &str {
         self.search.get_or_init(|| {
             let mut text = format!(
@@ -123,6 +128,20 @@ impl Row {
                 self.key.remote,
                 self.state.as_str(),
             );
+            if let Some(w) = &self.workload {
+                for part in [
+                    Some(&w.cgroup),
+                    w.unit.as_ref(),
+                    w.container.as_ref(),
+                    w.pod.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    text.push(' ');
+                    text.push_str(&crate::output::escape::untrusted(part));
+                }
+            }
             text.make_ascii_lowercase();
             text
         })
@@ -154,6 +173,10 @@ impl Row {
         self.state = s.state;
         if s.rtt_us.is_some() {
             self.rtt_us = s.rtt_us;
+        }
+        if s.workload.is_some() && s.workload != self.workload {
+            self.workload = s.workload;
+            changed = true;
         }
         if changed {
             self.search.take();
@@ -387,6 +410,21 @@ impl ConnTable {
     }
 }
 
+/// Whether the cgroup `path` is `prefix` or below it, path part by path
+/// part (`/system.slice` holds `/system.slice/a.service`, not
+/// `/system.slices`); a prefix ending in `/` or naming a part's beginning
+/// with `*` is not special: parts are whole.
+fn cgroup_has_prefix(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.is_empty() {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
 /// What the user asked to see.
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
@@ -398,13 +436,21 @@ pub struct Filter {
     /// `--tcp` / `--udp`: only these protocols (neither set: both).
     pub only_tcp: bool,
     pub only_udp: bool,
+    /// `--cgroup PREFIX`: only connections whose owner's cgroup path starts
+    /// with one of these (a connection whose group is not known yet does
+    /// not match).
+    pub cgroups: Vec<String>,
 }
 
 impl Filter {
     pub fn matches(&self, r: &Row) -> bool {
         let v4 = r.key.remote.is_ipv4();
         let tcp = r.key.proto == crate::model::Proto::Tcp;
-        (self.pids.is_empty() || self.pids.contains(&r.pid))
+        (self.cgroups.is_empty()
+            || r.workload
+                .as_ref()
+                .is_some_and(|w| self.cgroups.iter().any(|p| cgroup_has_prefix(&w.cgroup, p))))
+            && (self.pids.is_empty() || self.pids.contains(&r.pid))
             && (self.ports.is_empty()
                 || self.ports.contains(&r.key.local.port())
                 || self.ports.contains(&r.key.remote.port()))
@@ -437,6 +483,8 @@ mod tests {
                 ..Default::default()
             },
             rtt_us: Some(50),
+            cgroup_id: 0,
+            workload: None,
         }
     }
 
@@ -794,5 +842,46 @@ mod tests {
             ..Filter::default()
         };
         assert_eq!(t.rows().filter(|r| f.matches(r)).count(), 0);
+    }
+
+    #[test]
+    fn filter_by_cgroup_prefix_whole_parts() {
+        let in_group = |path: &str, port| ConnSample {
+            workload: Some(Arc::new(Workload {
+                cgroup: path.into(),
+                unit: None,
+                container: None,
+                pod: None,
+            })),
+            ..sample(port, u64::from(port), 0, 0)
+        };
+        let mut t = ConnTable::new();
+        t.apply(
+            snap(
+                vec![
+                    in_group("/system.slice/nginx.service", 1),
+                    in_group("/system.slices/other.service", 2),
+                    in_group("/kubepods.slice/kubepods-pod1.slice", 3),
+                    sample(4, 4, 0, 0),
+                ],
+                vec![],
+            ),
+            Instant::now(),
+            1.0,
+        );
+        let count = |prefixes: &[&str]| {
+            let f = Filter {
+                cgroups: prefixes.iter().map(|p| p.to_string()).collect(),
+                ..Filter::default()
+            };
+            t.rows().filter(|r| f.matches(r)).count()
+        };
+        assert_eq!(count(&[]), 4);
+        assert_eq!(count(&["/system.slice"]), 1);
+        assert_eq!(count(&["/system.slice/"]), 1);
+        assert_eq!(count(&["/system.slice/nginx.service"]), 1);
+        assert_eq!(count(&["/system.slice", "/kubepods.slice"]), 2);
+        assert_eq!(count(&["/"]), 3, "every known group, not the unknown one");
+        assert_eq!(count(&["/nothing"]), 0);
     }
 }

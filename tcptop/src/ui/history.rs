@@ -120,6 +120,8 @@ mod tests {
                 ..Default::default()
             },
             rtt_us: None,
+            cgroup_id: 0,
+            workload: None,
         }
     }
 
@@ -193,6 +195,8 @@ mod budget_tests {
                 state: ConnState::Established,
                 counters: Counters::default(),
                 rtt_us: None,
+                cgroup_id: 0,
+                workload: None,
             })
             .collect();
         for i in 0..(CAPACITY as u64 + 5) {

@@ -16,6 +16,8 @@ pub enum Grouping {
     #[default]
     Connection,
     Process,
+    /// By what runs the owner: pod, container, unit or cgroup.
+    Workload,
     RemoteHost,
 }
 
@@ -23,7 +25,8 @@ impl Grouping {
     pub fn next(self) -> Grouping {
         match self {
             Grouping::Connection => Grouping::Process,
-            Grouping::Process => Grouping::RemoteHost,
+            Grouping::Process => Grouping::Workload,
+            Grouping::Workload => Grouping::RemoteHost,
             Grouping::RemoteHost => Grouping::Connection,
         }
     }
@@ -32,6 +35,7 @@ impl Grouping {
         match self {
             Grouping::Connection => "connection",
             Grouping::Process => "process",
+            Grouping::Workload => "workload",
             Grouping::RemoteHost => "remote",
         }
     }
@@ -45,6 +49,8 @@ pub enum ItemId {
     Conn(ConnKey, u64),
     /// All connections of one process (0: owner not known yet).
     Process(u32),
+    /// All connections of one workload (a hash of its label; 0: not known).
+    Workload(u64),
     /// All connections to one remote address.
     Remote(IpAddr),
 }
@@ -54,6 +60,7 @@ pub enum ItemId {
 pub enum Column {
     Pid,
     Process,
+    Workload,
     Proto,
     Local,
     Remote,
@@ -67,9 +74,10 @@ pub enum Column {
 }
 
 impl Column {
-    pub const ALL: [Column; 12] = [
+    pub const ALL: [Column; 13] = [
         Column::Pid,
         Column::Process,
+        Column::Workload,
         Column::Proto,
         Column::Local,
         Column::Remote,
@@ -86,6 +94,7 @@ impl Column {
         match self {
             Column::Pid => "PID",
             Column::Process => "PROCESS",
+            Column::Workload => "WORKLOAD",
             Column::Proto => "PROTO",
             Column::Local => "LOCAL",
             Column::Remote => "REMOTE",
@@ -120,13 +129,14 @@ impl Column {
             Column::TxRate => 2,
             Column::Remote => 3,
             Column::Pid => 4,
-            Column::Local => 5,
-            Column::State => 6,
-            Column::Rtt => 7,
-            Column::RxTotal => 8,
-            Column::TxTotal => 9,
-            Column::Proto => 10,
-            Column::Retrans => 11,
+            Column::Workload => 5,
+            Column::Local => 6,
+            Column::State => 7,
+            Column::Rtt => 8,
+            Column::RxTotal => 9,
+            Column::TxTotal => 10,
+            Column::Proto => 11,
+            Column::Retrans => 12,
         }
     }
 }
@@ -143,9 +153,10 @@ pub enum SortKey {
 
 impl SortKey {
     /// The cycle `<` / `>` moves along.
-    const ORDER: [SortKey; 13] = [
+    const ORDER: [SortKey; 14] = [
         SortKey::Column(Column::Pid),
         SortKey::Column(Column::Process),
+        SortKey::Column(Column::Workload),
         SortKey::Column(Column::Proto),
         SortKey::Column(Column::Local),
         SortKey::Column(Column::Remote),
@@ -260,6 +271,9 @@ pub struct Item<'a> {
     pub pid: u32,
     /// Process name as reported: untrusted, escape before display.
     pub comm: &'a str,
+    /// What runs the owner (`Workload::label`): untrusted; None: not
+    /// known, or a group of several.
+    pub workload: Option<&'a str>,
     /// Distinct processes in a group (1 for a connection).
     pub procs: usize,
     /// Connections in a group (1 for a connection).
@@ -290,6 +304,7 @@ impl<'a> Item<'a> {
             id: ItemId::Conn(r.key, r.id),
             pid: r.pid,
             comm: &r.comm,
+            workload: r.workload.as_deref().map(crate::model::Workload::label),
             procs: 1,
             conns: 1,
             proto: Some(r.key.proto),
@@ -331,6 +346,9 @@ impl<'a> Item<'a> {
             Column::Pid => self.pid.to_string(),
             Column::Process if self.procs > 1 => format!("({} processes)", self.procs),
             Column::Process => untrusted(self.comm).into_owned(),
+            Column::Workload => self
+                .workload
+                .map_or_else(|| "-".into(), |w| untrusted(w).into_owned()),
             Column::Proto => self.proto.map_or("-", Proto::as_str).into(),
             Column::Local => match (self.local, self.conns) {
                 (Some(a), 1) => names.endpoint(self.proto, a, false),
@@ -370,6 +388,7 @@ impl<'a> Item<'a> {
         match c {
             Column::Pid => self.pid.cmp(&other.pid),
             Column::Process => self.comm.cmp(other.comm).then(self.procs.cmp(&other.procs)),
+            Column::Workload => self.workload.cmp(&other.workload),
             Column::Proto => self.proto.cmp(&other.proto),
             Column::Local => self.local.cmp(&other.local),
             Column::Remote => self
@@ -418,8 +437,20 @@ pub fn build<'a>(rows: &[&'a Row], grouping: Grouping) -> Vec<Item<'a>> {
     match grouping {
         Grouping::Connection => rows.iter().map(|r| Item::of_row(r)).collect(),
         Grouping::Process => group(rows, |r| ItemId::Process(r.pid)),
+        Grouping::Workload => group(rows, |r| ItemId::Workload(workload_id(r))),
         Grouping::RemoteHost => group(rows, |r| ItemId::Remote(r.key.remote.ip())),
     }
+}
+
+/// The identity of a row's workload for grouping: its label, hashed (0:
+/// not known).
+pub fn workload_id(r: &Row) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    r.workload.as_deref().map_or(0, |w| {
+        BuildHasherDefault::<DefaultHasher>::default()
+            .hash_one(w.label())
+            .max(1)
+    })
 }
 
 fn group<'a>(rows: &[&'a Row], id_of: impl Fn(&Row) -> ItemId) -> Vec<Item<'a>> {
@@ -462,6 +493,9 @@ fn group<'a>(rows: &[&'a Row], id_of: impl Fn(&Row) -> ItemId) -> Vec<Item<'a>> 
                 }
                 if g.state != one.state {
                     g.state = None;
+                }
+                if g.workload != one.workload {
+                    g.workload = None;
                 }
                 g.rx_bps += one.rx_bps;
                 g.tx_bps += one.tx_bps;

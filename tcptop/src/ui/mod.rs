@@ -408,6 +408,22 @@ impl App {
                 self.selected = None;
                 self.sel_index = 0;
             }
+            ItemId::Workload(h) => {
+                // Its connections: the filter finds the label (escaped,
+                // in lower case, as the filter matches).
+                let label = self
+                    .table
+                    .rows()
+                    .find(|r| items::workload_id(r) == h)
+                    .and_then(|r| r.workload.as_deref())
+                    .map(|w| crate::output::escape::untrusted(w.label()).to_lowercase());
+                self.grouping = Grouping::Connection;
+                if let Some(label) = label {
+                    self.filter = label;
+                }
+                self.selected = None;
+                self.sel_index = 0;
+            }
         }
     }
 

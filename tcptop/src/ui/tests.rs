@@ -64,6 +64,8 @@ fn conn(
             retrans: pid as u64 % 3,
         },
         rtt_us: Some(200 + pid % 1000 * 10),
+        cgroup_id: 0,
+        workload: None,
     }
 }
 
@@ -261,6 +263,94 @@ fn notice_in_the_header() {
     assert_eq!(line_of(h.buffer(), "evil"), 5, "{text}");
 }
 
+/// Connections whose owners' control groups are known: a WORKLOAD column
+/// (pod, else container, else unit, else the group's last part; escaped),
+/// grouping by workload on `g`, Enter on a group filters to it, the
+/// detail pane shows the group and what it names, and the live filter
+/// finds a unit.
+#[test]
+fn workload_column_grouping_and_detail() {
+    use std::sync::Arc;
+    let group = |cgroup: &str, unit: Option<&str>, container: Option<&str>, pod: Option<&str>| {
+        Some(Arc::new(crate::model::Workload {
+            cgroup: cgroup.into(),
+            unit: unit.map(str::to_string),
+            container: container.map(str::to_string),
+            pod: pod.map(str::to_string),
+        }))
+    };
+    let scene_w = |t: u64| {
+        let mut s = scene(t);
+        s[0].workload = group(
+            "/user.slice/user-1000.slice/session-2.scope",
+            Some("session-2.scope"),
+            None,
+            None,
+        );
+        s[1].workload = group(
+            "/system.slice/sshd.service",
+            Some("sshd.service"),
+            None,
+            None,
+        );
+        s[2].workload = group(
+            "/system.slice/postgresql.service",
+            Some("postgresql.service"),
+            None,
+            None,
+        );
+        s[3].workload = s[2].workload.clone();
+        s[4].workload = group(
+            "/kubepods.slice/kubepods-pod1.slice/cri-containerd-0123.scope",
+            Some("cri-containerd-0123.scope"),
+            Some("0123456789ab"),
+            Some("shop/cart\x1b[31m"),
+        );
+        s
+    };
+    let mut h = Harness::new(160, 14);
+    for t in 1..=2 {
+        h.feed(t, snap(scene_w(t)));
+    }
+    let s = h.draw();
+    insta::assert_snapshot!("workload_column", s);
+    assert!(s.contains("WORKLOAD"), "{s}");
+    assert!(!s.contains('\x1b'), "{s}");
+    h.keys("gg");
+    let g = h.draw();
+    insta::assert_snapshot!("group_workload", g);
+    assert!(
+        g.contains("group: workload") && g.contains("lines: 4"),
+        "{g}"
+    );
+    // Enter on a workload's line lists its connections.
+    h.code(KeyCode::End);
+    h.code(KeyCode::Enter);
+    let e = h.draw();
+    assert!(
+        e.contains("group: connection") && e.contains("filter: "),
+        "{e}"
+    );
+    h.code(KeyCode::Esc);
+    // The live filter finds a unit.
+    h.keys("/sshd.serv");
+    let f = h.draw();
+    assert!(f.contains("1 shown"), "{f}");
+    h.code(KeyCode::Esc);
+    // The busiest connection (the pod's) in the detail pane.
+    h.code(KeyCode::Home);
+    h.code(KeyCode::Enter);
+    let d = h.draw();
+    assert!(
+        d.contains("/kubepods.slice/kubepods-pod1.slice/cri-containerd-0123.scope"),
+        "{d}"
+    );
+    assert!(
+        d.contains("container 0123456789ab  pod shop/cart\\x1b[31m"),
+        "{d}"
+    );
+}
+
 #[test]
 fn waiting_for_first_snapshot() {
     let mut h = Harness::new(100, 8);
@@ -270,13 +360,13 @@ fn waiting_for_first_snapshot() {
 #[test]
 fn sorting_moves_and_reverses() {
     let mut h = Harness::new(140, 12).with_scene(2);
-    // From the default (RX/s+TX/s) five steps left: PROCESS, A to Z.
-    h.keys("<<<<<");
+    // From the default (RX/s+TX/s) six steps left: PROCESS, A to Z.
+    h.keys("<<<<<<");
     insta::assert_snapshot!("sort_process", h.draw());
     h.keys("r");
     insta::assert_snapshot!("sort_process_reversed", h.draw());
     // Right past the end wraps around to PID.
-    h.keys(">>>>>>>>>>>>");
+    h.keys(">>>>>>>>>>>>>");
     let s = h.draw();
     assert!(s.contains("sort: PID ▼"), "numbers: biggest first\n{s}");
     assert!(s.contains("PID▼"), "{s}");
@@ -401,7 +491,7 @@ fn grouping_by_process_and_remote() {
     let mut h = Harness::new(140, 12).with_scene(2);
     h.keys("g");
     insta::assert_snapshot!("group_process", h.draw());
-    h.keys("g");
+    h.keys("gg");
     insta::assert_snapshot!("group_remote", h.draw());
     h.keys("g");
     assert!(h.draw().contains("group: connection"));
@@ -774,7 +864,7 @@ fn host_names_shown() {
     h.keys("n");
     assert!(h.draw().contains("www.example.org:443"));
     // Grouped by remote host: the names alone.
-    h.keys("gg");
+    h.keys("ggg");
     let g = h.settle_names();
     assert!(
         g.contains("www.example.org ") && g.contains("localhost "),

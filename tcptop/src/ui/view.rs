@@ -25,7 +25,7 @@ const KEYS: &[(&str, &str)] = &[
     ("p, Space", "pause the display (data keeps coming)"),
     ("< >", "sort by the column to the left / right"),
     ("r", "reverse the sort"),
-    ("g", "group by connection / process / remote host"),
+    ("g", "group: connection, process, workload, remote"),
     ("Enter", "details of a connection; a group's connections"),
     ("Up Down j k", "move the selection"),
     ("PgUp PgDn", "a page up / down"),
@@ -197,6 +197,7 @@ fn limits(c: Column) -> (usize, usize) {
     match c {
         Column::Pid => (5, 7),
         Column::Process => (7, 20),
+        Column::Workload => (8, 28),
         Column::Proto => (5, 5),
         Column::Local | Column::Remote => (9, 47),
         Column::State => (5, 12),
@@ -208,11 +209,12 @@ fn limits(c: Column) -> (usize, usize) {
 }
 
 /// Columns that fit in `width`, in display order, with their widths: the
-/// most important ones are kept (see `Column::priority`).
-fn fit_columns(widths: &[usize; 12], width: usize) -> Vec<(Column, usize)> {
-    let mut by_priority: Vec<usize> = (0..12).collect();
+/// most important ones are kept (see `Column::priority`). A width of 0
+/// leaves a column out (WORKLOAD when no row has one).
+fn fit_columns(widths: &[usize; 13], width: usize) -> Vec<(Column, usize)> {
+    let mut by_priority: Vec<usize> = (0..13).filter(|&i| widths[i] > 0).collect();
     by_priority.sort_by_key(|&i| Column::ALL[i].priority());
-    let mut keep = [false; 12];
+    let mut keep = [false; 13];
     let mut used = 0;
     for i in by_priority {
         let need = widths[i] + usize::from(used > 0);
@@ -221,7 +223,7 @@ fn fit_columns(widths: &[usize; 12], width: usize) -> Vec<(Column, usize)> {
             keep[i] = true;
         }
     }
-    (0..12)
+    (0..13)
         .filter(|&i| keep[i])
         .map(|i| (Column::ALL[i], widths[i]))
         .collect()
@@ -232,7 +234,7 @@ fn draw_table(app: &App, frame: &mut Frame<'_>, area: Rect, items: &[Item<'_>], 
         &items[at.offset.min(items.len())..][..items.len().saturating_sub(at.offset).min(at.page)];
     let bits = app.settings.bits;
     let names = app.names();
-    let cells: Vec<[String; 12]> = visible
+    let cells: Vec<[String; 13]> = visible
         .iter()
         .map(|it| Column::ALL.map(|c| it.cell(c, bits, names)))
         .collect();
@@ -241,14 +243,14 @@ fn draw_table(app: &App, frame: &mut Frame<'_>, area: Rect, items: &[Item<'_>], 
     } else {
         "▲"
     };
-    let titles: [String; 12] = Column::ALL.map(|c| {
+    let titles: [String; 13] = Column::ALL.map(|c| {
         if app.sort.marks(c) {
             format!("{}{dir}", c.title())
         } else {
             c.title().to_string()
         }
     });
-    let mut widths = [0usize; 12];
+    let mut widths = [0usize; 13];
     for (i, c) in Column::ALL.iter().enumerate() {
         let (min, max) = limits(*c);
         let content = cells
@@ -257,6 +259,12 @@ fn draw_table(app: &App, frame: &mut Frame<'_>, area: Rect, items: &[Item<'_>], 
             .max()
             .unwrap_or(0);
         widths[i] = content.clamp(min, max).max(titles[i].chars().count());
+    }
+    // No workload known on any line (no cgroup v2, another OS): no column.
+    if let Some(w) = Column::ALL.iter().position(|c| *c == Column::Workload)
+        && items.iter().all(|it| it.workload.is_none())
+    {
+        widths[w] = 0;
     }
     let cols = fit_columns(&widths, usize::from(area.width));
     let index = |c: Column| Column::ALL.iter().position(|x| *x == c).unwrap_or(0);
@@ -496,6 +504,28 @@ fn draw_detail(app: &App, frame: &mut Frame<'_>, area: Rect) {
             )),
         ]),
     ];
+    if let Some(w) = &row.workload {
+        let or_dash = |v: &Option<String>| {
+            v.as_deref()
+                .map_or_else(|| "-".into(), |t| untrusted(t).into_owned())
+        };
+        lines.insert(
+            4,
+            Line::from(vec![label("cgroup"), Span::raw(untrusted(&w.cgroup))]),
+        );
+        lines.insert(
+            5,
+            Line::from(vec![
+                label("workload"),
+                Span::raw(format!(
+                    "unit {}  container {}  pod {}",
+                    or_dash(&w.unit),
+                    or_dash(&w.container),
+                    or_dash(&w.pod)
+                )),
+            ]),
+        );
+    }
     if app.show_dns {
         lines.insert(
             1,

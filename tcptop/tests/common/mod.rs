@@ -69,9 +69,26 @@ impl NetNs {
     /// Starts `program` inside the namespace; it reports JSON lines with
     /// an `event` field on stdout, like the test peer.
     pub fn spawn(&self, program: &str, args: &[&str]) -> Peer {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
-            .args(args)
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]).args(args);
+        Peer::start(cmd)
+    }
+
+    /// Starts the test peer inside the namespace, in the control group
+    /// whose `cgroup.procs` file is `procs` (a shell moves itself there,
+    /// then enters the namespace: `ip netns exec` mounts a sysfs of its
+    /// own, without the cgroup2 mount).
+    pub fn peer_in_cgroup(&self, procs: &str, args: &[&str]) -> Peer {
+        let script = format!("echo $$ > '{procs}' && exec ip netns exec \"$0\" \"$@\"");
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script, &self.name, PEER]).args(args);
+        Peer::start(cmd)
+    }
+}
+
+impl Peer {
+    fn start(mut cmd: Command) -> Peer {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

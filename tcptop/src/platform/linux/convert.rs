@@ -129,6 +129,8 @@ pub fn sample(sk: u64, st: &ConnStats, ended: bool) -> ConnSample {
             retrans: u64::from(st.retrans.wrapping_sub(st.retrans_base)),
         },
         rtt_us: (st.srtt_us8 != 0).then_some(st.srtt_us8 >> 3),
+        cgroup_id: st.cgroup_id,
+        workload: None,
     }
 }
 
@@ -158,6 +160,8 @@ pub fn udp_sample(t: &ConnTuple, f: &UdpFlow, ended: bool) -> ConnSample {
             retrans: 0,
         },
         rtt_us: None,
+        cgroup_id: f.cgroup_id,
+        workload: None,
     }
 }
 

@@ -282,6 +282,8 @@ pub fn sample(key: ConnKey, c: &DiagConn, base: &Baseline, active: bool) -> Conn
             retrans: u64::from(seg(|i| i.total_retrans).wrapping_sub(base.retrans)),
         },
         rtt_us: info.map(|i| i.rtt_us).filter(|&r| r != 0),
+        cgroup_id: 0,
+        workload: None,
     }
 }
 

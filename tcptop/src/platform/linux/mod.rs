@@ -10,6 +10,7 @@
 mod adopt;
 mod btf;
 mod caps;
+mod cgroup;
 mod convert;
 pub mod diag;
 mod diagview;
@@ -59,6 +60,8 @@ pub struct EbpfSource {
     /// refreshes records (no map iterator) and shows connections adopted
     /// from its first dump (no TCP socket iterator).
     diag: Option<diagview::DiagView>,
+    /// Owners' cgroup ids to paths and workloads.
+    cgroups: cgroup::Resolver,
     /// Connections found in /proc at start-up that the kernel side has not
     /// reported yet; reported with zero counters until it does.
     seeds: Vec<ConnSample>,
@@ -228,6 +231,7 @@ impl EbpfSource {
             udp,
             conn_iter,
             diag,
+            cgroups: cgroup::Resolver::new(),
             seeds,
             seed_owners: StdHashMap::new(),
             hooks,
@@ -401,6 +405,8 @@ impl DataSource for EbpfSource {
                 self.seed_owners.remove(&c.key);
             }
         }
+        self.cgroups.fill(&mut live);
+        self.cgroups.fill(&mut closed);
         Ok(Snapshot {
             live,
             closed,
@@ -747,6 +753,8 @@ fn seeds(found: Vec<procfs::ProcSocket>) -> Vec<ConnSample> {
             state,
             counters: Counters::default(),
             rtt_us: None,
+            cgroup_id: 0,
+            workload: None,
         });
     }
     seen.into_values().collect()

@@ -37,6 +37,7 @@ pub struct DiagSource {
     view: DiagView,
     followed: HashMap<ConnKey, Followed>,
     owners: HashMap<u64, (u32, String)>,
+    cgroups: super::cgroup::Resolver,
     generation: u64,
     warnings: Vec<String>,
     notice: String,
@@ -78,6 +79,7 @@ impl DiagSource {
             view,
             followed: HashMap::new(),
             owners: procfs::socket_owners(Path::new("/proc")).unwrap_or_default(),
+            cgroups: super::cgroup::Resolver::new(),
             generation: 0,
             warnings,
             notice,
@@ -208,8 +210,11 @@ impl DataSource for DiagSource {
 
     fn collect(&mut self) -> Result<Snapshot, SourceError> {
         self.view.dump().map_err(dump_error)?;
-        let closed = self.follow(false);
-        let live = self.followed.values().map(|f| f.last.clone()).collect();
+        let mut closed = self.follow(false);
+        let mut live: Vec<ConnSample> = self.followed.values().map(|f| f.last.clone()).collect();
+        // Owners named by /proc: their groups from /proc too.
+        self.cgroups.fill(&mut live);
+        self.cgroups.fill(&mut closed);
         Ok(Snapshot {
             live,
             closed,

@@ -1,0 +1,230 @@
+//! Root integration tests: which control group (service, container, pod)
+//! runs a connection's owner. Real cgroups under the real cgroup2 mount
+//! (wherever /proc/self/mountinfo says it is), real traffic from peers
+//! moved into them, exact bytes.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{NetNs, Tcptop, of_conn};
+use serde_json::Value;
+
+fn u(v: &Value, f: &str) -> u64 {
+    v[f].as_u64()
+        .unwrap_or_else(|| panic!("field {f} missing in {v}"))
+}
+
+/// The cgroup2 mount point.
+fn cgroup2() -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| PathBuf::from(left.split_whitespace().nth(4).unwrap()))
+        })
+        .expect("no cgroup2 mount")
+}
+
+/// Groups made for a test (paths relative to the cgroup2 root), removed
+/// deepest first on drop; and a pod directory like the kubelet's.
+struct Groups {
+    root: PathBuf,
+    made: Vec<String>,
+    pod_dir: Option<PathBuf>,
+}
+
+impl Groups {
+    fn new() -> Groups {
+        Groups {
+            root: cgroup2(),
+            made: Vec::new(),
+            pod_dir: None,
+        }
+    }
+
+    /// Makes `rel` (and its parents): its cgroup.procs file.
+    fn make(&mut self, rel: &str) -> String {
+        let mut at = String::new();
+        for part in rel.split('/').filter(|p| !p.is_empty()) {
+            at.push('/');
+            at.push_str(part);
+            let dir = self.root.join(&at[1..]);
+            if !dir.exists() {
+                std::fs::create_dir(&dir).unwrap();
+                self.made.push(at.clone());
+            }
+        }
+        self.root
+            .join(rel.trim_start_matches('/'))
+            .join("cgroup.procs")
+            .display()
+            .to_string()
+    }
+}
+
+impl Drop for Groups {
+    fn drop(&mut self) {
+        for rel in self.made.iter().rev() {
+            let dir = self.root.join(rel.trim_start_matches('/'));
+            // Its processes have exited; the kernel may take a moment.
+            for _ in 0..50 {
+                if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        if let Some(d) = &self.pod_dir {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// A server in a systemd service's group, a client in a Kubernetes pod's
+/// container group (systemd cgroup driver): every record of each side
+/// names its group, unit, container and pod, live and closed, and the
+/// bytes are exact; `--cgroup` keeps only the pod's connections.
+#[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
+fn services_containers_and_pods() {
+    common::require_root();
+    let _g = common::serial();
+    let uid = "7c1d2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f";
+    let hex = "3f2a8c9d0e1b4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d";
+    let svc = "/system.slice/tcptop-test.service".to_string();
+    let pod_group = format!(
+        "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{hex}.scope",
+        uid.replace('-', "_")
+    );
+    let mut groups = Groups::new();
+    let svc_procs = groups.make(&svc);
+    let pod_procs = groups.make(&pod_group);
+    // The kubelet's record of the pod's namespace and name.
+    let pods = PathBuf::from("/var/log/pods");
+    let made_pods = !pods.exists();
+    std::fs::create_dir_all(&pods).unwrap();
+    let pod_dir = pods.join(format!("shop_cart-7d4b9c_{uid}"));
+    std::fs::create_dir(&pod_dir).unwrap();
+    groups.pod_dir = Some(pod_dir);
+
+    let ns = NetNs::new("cgroups");
+    let addr = "127.0.0.1:40401";
+    let mut all = Tcptop::start(&["--port", "40401"]);
+    let mut only_pod = Tcptop::start(&["--port", "40401", "--cgroup", "/kubepods.slice"]);
+    let mut srv = ns.peer_in_cgroup(
+        &svc_procs,
+        &[
+            "server", "--listen", addr, "--recv", "3333", "--send", "4444", "--conns", "2",
+        ],
+    );
+    srv.expect("listening");
+    let mut cli = ns.peer_in_cgroup(
+        &pod_procs,
+        &[
+            "client",
+            "--connect",
+            addr,
+            "--send",
+            "3333",
+            "--recv",
+            "4444",
+            "--wait-stdin",
+        ],
+    );
+    let local = cli.expect("connected")["local"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cli.poke();
+    cli.expect("done");
+    srv.expect("done");
+    // Live, idle: both ends named and exact.
+    let live_cli = all.wait_for(|r| {
+        r["local"] == local.as_str() && r["tx_bytes"].as_u64() == Some(3333) && !r["pod"].is_null()
+    });
+    assert_eq!(live_cli["cgroup"], pod_group.as_str(), "{live_cli}");
+    let live_srv = all
+        .wait_for(|r| r["local"] == addr && r["remote"] == local.as_str() && !r["unit"].is_null());
+    assert_eq!(live_srv["cgroup"], svc.as_str(), "{live_srv}");
+    cli.poke();
+    cli.wait_ok();
+    // A short one whose process is gone before the next snapshot: its
+    // group can only come from what the kernel recorded.
+    let mut quick = ns.peer_in_cgroup(
+        &pod_procs,
+        &[
+            "client",
+            "--connect",
+            addr,
+            "--send",
+            "3333",
+            "--recv",
+            "4444",
+        ],
+    );
+    let quick_local = quick.expect("done")["local"].as_str().unwrap().to_string();
+    quick.wait_ok();
+    srv.wait_ok();
+    all.pump(Duration::from_millis(800));
+    only_pod.pump(Duration::from_millis(300));
+    let (records, _) = all.stop();
+    let (pod_only, _) = only_pod.stop();
+
+    for r in of_conn(&records, &local, addr) {
+        // connect() names the owner, and so its group, from the start.
+        assert_ne!(r["pid"], 0, "{r}");
+        assert_eq!(r["cgroup"], pod_group.as_str(), "{r}");
+        assert_eq!(
+            r["unit"],
+            format!("cri-containerd-{hex}.scope").as_str(),
+            "{r}"
+        );
+        assert_eq!(r["container"], &hex[..12], "{r}");
+        assert_eq!(r["pod"], "shop/cart-7d4b9c", "{r}");
+    }
+    let fin = of_conn(&records, &local, addr)
+        .into_iter()
+        .find(|r| r["state"] == "CLOSED")
+        .expect("closed client");
+    assert_eq!((u(fin, "tx_bytes"), u(fin, "rx_bytes")), (3333, 4444));
+    // (A listener's child has no owner, and so no group, until the server
+    // makes a call on it.)
+    for r in of_conn(&records, addr, &local)
+        .into_iter()
+        .filter(|r| r["pid"] != 0)
+    {
+        assert_eq!(r["cgroup"], svc.as_str(), "{r}");
+        assert_eq!(r["unit"], "tcptop-test.service", "{r}");
+        assert!(r["container"].is_null() && r["pod"].is_null(), "{r}");
+    }
+    let fin = of_conn(&records, addr, &local)
+        .into_iter()
+        .find(|r| r["state"] == "CLOSED")
+        .expect("closed server");
+    assert_eq!((u(fin, "tx_bytes"), u(fin, "rx_bytes")), (4444, 3333));
+
+    let q = of_conn(&records, &quick_local, addr);
+    let fin = q
+        .iter()
+        .find(|r| r["state"] == "CLOSED")
+        .expect("closed quick client");
+    assert_eq!(fin["pod"], "shop/cart-7d4b9c", "{fin}");
+    assert_eq!((u(fin, "tx_bytes"), u(fin, "rx_bytes")), (3333, 4444));
+
+    // --cgroup: the pod's side only.
+    assert!(!pod_only.is_empty());
+    assert!(
+        pod_only
+            .iter()
+            .all(|r| r["local"] == local.as_str() || r["local"] == quick_local.as_str()),
+        "{pod_only:#?}"
+    );
+    drop(groups);
+    if made_pods {
+        let _ = std::fs::remove_dir(&pods);
+    }
+}
