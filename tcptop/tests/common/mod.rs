@@ -4,9 +4,10 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -34,7 +35,25 @@ pub fn require_root() {
 }
 
 pub const TCPTOP: &str = env!("CARGO_BIN_EXE_tcptop");
-pub const PEER: &str = env!("CARGO_BIN_EXE_tcptop-testpeer");
+
+/// The test peer (crate `tcptop-testpeer`): cargo names the binaries of
+/// this package only (`CARGO_BIN_EXE_*`), so it is found where cargo puts
+/// every binary of the workspace for this profile and target: beside
+/// tcptop. `cargo test --workspace` builds it (the peer's own test needs
+/// it); a test of this package alone runs whatever was built last.
+pub fn peer_bin() -> &'static str {
+    static PEER: OnceLock<String> = OnceLock::new();
+    PEER.get_or_init(|| {
+        let path = Path::new(TCPTOP).with_file_name("tcptop-testpeer");
+        assert!(
+            path.is_file(),
+            "the test peer is missing ({}): build it first with `cargo build -p \
+             tcptop-testpeer` (with --release or --target as these tests were built)",
+            path.display()
+        );
+        path.to_string_lossy().into_owned()
+    })
+}
 
 /// A network namespace with `lo` up, deleted on drop.
 pub struct NetNs {
@@ -63,7 +82,7 @@ impl NetNs {
 
     /// Starts tcptop-testpeer inside the namespace.
     pub fn peer(&self, args: &[&str]) -> Peer {
-        self.spawn(PEER, args)
+        self.spawn(peer_bin(), args)
     }
 
     /// Starts `program` inside the namespace; it reports JSON lines with
