@@ -223,6 +223,30 @@ pub fn refused(kind: &str) -> bool {
     std::env::var("TCPTOP_TEST_REFUSE").is_ok_and(|v| v.split(',').any(|k| k.trim() == kind))
 }
 
+/// tcptop's benchmark and test switches, read only by builds with debug
+/// assertions or the `bench-switches` feature (the tests are built alike).
+const SWITCHES: [&str; 3] = [
+    "TCPTOP_BENCH_NOOP",
+    "TCPTOP_BENCH_SKIP",
+    "TCPTOP_TEST_REFUSE",
+];
+
+/// A switch asked for (in `env` or by the whole run) where tcptop would
+/// ignore it fails the test here, saying why.
+fn require_switches(env: &[(&str, &str)]) {
+    let asked = SWITCHES
+        .into_iter()
+        .find(|s| env.iter().any(|(k, _)| k == s) || std::env::var_os(s).is_some());
+    if let Some(switch) = asked
+        && !cfg!(any(debug_assertions, feature = "bench-switches"))
+    {
+        panic!(
+            "{switch} is read only by builds with debug assertions or the bench-switches \
+             feature: run these tests with `--features bench-switches`"
+        );
+    }
+}
+
 impl Tcptop {
     /// Starts tcptop and waits until its programs are attached.
     pub fn start(extra: &[&str]) -> Tcptop {
@@ -236,6 +260,7 @@ impl Tcptop {
 
     /// As [`Tcptop::start_with_interval`], with more environment variables.
     pub fn start_with_env(interval: &str, extra: &[&str], env: &[(&str, &str)]) -> Tcptop {
+        require_switches(env);
         let mut cmd = Command::new(TCPTOP);
         cmd.envs(env.iter().copied());
         cmd.args(["--batch", "--format", "jsonl", "--interval", interval]);

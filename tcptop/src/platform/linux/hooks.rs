@@ -136,12 +136,13 @@ pub fn errno_of(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
     None
 }
 
-/// Test switch (debug builds only, which the tests run):
+/// Test switch (builds with debug assertions, which the tests run, or the
+/// `bench-switches` feature: `super::SWITCHES`):
 /// `TCPTOP_TEST_REFUSE=iter,fentry,tp_btf,kprobe,cgroup` makes the loader
 /// treat those kinds of program as refused by the kernel (EPERM), so that
 /// every fallback runs on a host that allows everything.
 pub fn refused_for_test(kind: &str, what: &str) -> Result<(), LoadError> {
-    if !cfg!(debug_assertions) {
+    if !super::SWITCHES {
         return Ok(());
     }
     let refused =

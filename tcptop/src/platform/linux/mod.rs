@@ -464,15 +464,23 @@ fn read_btf(path: &Path, user_given: bool) -> Result<btf::Btf, SourceError> {
     })
 }
 
+/// Whether this build reads the benchmark and test switches
+/// (`TCPTOP_BENCH_NOOP`, `TCPTOP_BENCH_SKIP`, `TCPTOP_TEST_REFUSE`): with
+/// debug assertions (the tests' builds) or the `bench-switches` feature
+/// (the benchmark scripts' release builds). Elsewhere the reads are
+/// compiled out and the switches do nothing.
+const SWITCHES: bool = cfg!(any(debug_assertions, feature = "bench-switches"));
+
 /// Benchmark instrument: with this set to 1, every program is loaded and
 /// attached as usual but returns at its first instruction (the `ready`
 /// flag stays 0), so a benchmark can measure what the hooks cost before
 /// they do any work: the kernel's own dispatch, the floor under tcptop's
 /// overhead (`scripts/bench.py`, `scripts/bench-peers.py`: `tcptop-noop`).
+/// Read only where [`SWITCHES`] says.
 const BENCH_NOOP: &str = "TCPTOP_BENCH_NOOP";
 
 fn bench_noop() -> bool {
-    std::env::var_os(BENCH_NOOP).is_some_and(|v| v == "1")
+    SWITCHES && std::env::var_os(BENCH_NOOP).is_some_and(|v| v == "1")
 }
 
 /// Benchmark instrument: `TCPTOP_BENCH_SKIP=calls,ring,user` leaves parts
@@ -482,7 +490,8 @@ fn bench_noop() -> bool {
 /// TCP bytes still come from the socket's counters at each read); `ring`, a
 /// teardown deletes its record without sending the final copy; `user`,
 /// user space only empties the ring buffer (no map walk, no rows, no
-/// output). Whatever is left out is not counted: never for real use.
+/// output). Whatever is left out is not counted: never for real use. Read
+/// only where [`SWITCHES`] says.
 const BENCH_SKIP: &str = "TCPTOP_BENCH_SKIP";
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -494,6 +503,9 @@ struct BenchSkip {
 
 impl BenchSkip {
     fn from_env() -> Result<BenchSkip, SourceError> {
+        if !SWITCHES {
+            return Ok(BenchSkip::default());
+        }
         match std::env::var(BENCH_SKIP) {
             Ok(v) => BenchSkip::parse(&v),
             Err(std::env::VarError::NotPresent) => Ok(BenchSkip::default()),
