@@ -40,6 +40,17 @@ use crate::model::{ConnKey, ConnSample, ConnState, Counters, Drops, Proto, Snaps
 
 const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 
+/// Every map user space asks the eBPF object for by name (a test checks
+/// them against the object; so are the programs each module lists).
+#[cfg(test)]
+const MAPS: [&str; 5] = [
+    MAP_CONNS,
+    MAP_DROPS,
+    MAP_EVENTS,
+    MAP_SETTINGS,
+    MAP_UDP_FLOWS,
+];
+
 /// The eBPF data source. Dropping it detaches every program.
 pub struct EbpfSource {
     // Field order matters: maps and the event thread go before `_ebpf`.
@@ -787,6 +798,42 @@ mod tests {
         assert!(incomplete(&key("[::]:80", "[::]:40000")));
         assert!(incomplete(&key("0.0.0.0:80", "127.0.0.1:40000")));
         assert!(incomplete(&key("127.0.0.1:80", "0.0.0.0:40000")));
+    }
+
+    /// Every map, global and program user space asks for by name is in the
+    /// embedded eBPF object. Its names are string literals in the eBPF
+    /// crate: `#[map(name = ...)]` takes a literal only (aya-ebpf-macros
+    /// parses a `LitStr` and emits `export_name`), so it cannot use
+    /// `tcptop_common::MAP_*`; program names are the functions' names.
+    /// Parsed as aya would before loading, no kernel needed.
+    #[test]
+    fn embedded_object_has_every_name_user_space_uses() {
+        let bytes = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptop"));
+        let mut obj = aya_obj::Object::parse(bytes).unwrap();
+        let mut programs = hooks::program_names();
+        programs.extend(udp::program_names());
+        programs.push(refresh::PROGRAM.to_string());
+        programs.push(adopt::PROGRAM.to_string());
+        let mut missing: Vec<String> = MAPS
+            .into_iter()
+            .filter(|m| !obj.maps.contains_key(*m))
+            .map(|m| format!("map {m}"))
+            .chain(
+                programs
+                    .iter()
+                    .filter(|p| !obj.programs.contains_key(*p))
+                    .map(|p| format!("program {p}")),
+            )
+            .collect();
+        // What `EbpfLoader::override_global` does with it: the symbol
+        // exists and has the size of `Offsets`.
+        let offsets = [0u8; std::mem::size_of::<Offsets>()];
+        if let Err(e) =
+            obj.patch_map_data(StdHashMap::from([(GLOBAL_OFFSETS, (&offsets[..], true))]))
+        {
+            missing.push(format!("global {GLOBAL_OFFSETS}: {e}"));
+        }
+        assert!(missing.is_empty(), "not in the eBPF object: {missing:#?}");
     }
 
     #[test]
