@@ -226,8 +226,11 @@ impl EbpfSource {
         drop(btf);
         // Start-up parsed the kernel's BTF (megabytes) and is done with it:
         // hand the freed heap back to the system for the long run.
+        #[cfg(target_env = "gnu")]
         // SAFETY: malloc_trim only releases free memory.
-        unsafe { libc::malloc_trim(0) };
+        unsafe {
+            libc::malloc_trim(0)
+        };
         keep_freed_memory();
         Ok(EbpfSource {
             conns,
