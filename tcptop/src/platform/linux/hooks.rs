@@ -167,20 +167,21 @@ const IO_FUNCS: [(&str, bool); 3] = [
     ("tcp_recvmsg", false),
 ];
 
-/// Aya's full model of the kernel's BTF (tens of MB), needed only to load
-/// BTF-typed programs: parsed on first use, at most once, and dropped with
-/// this value after attaching.
+/// Aya's full model of the kernel's BTF, needed only to load BTF-typed
+/// programs: parsed on first use, at most once, from the blob our reader
+/// holds (`btf.rs` says why both parse it), and dropped with this value
+/// after attaching.
 pub struct TracingBtf<'a> {
-    path: &'a std::path::Path,
+    blob: &'a Btf,
     parsed: Option<Result<aya::Btf, String>>,
     enabled: bool,
 }
 
 impl<'a> TracingBtf<'a> {
     /// `enabled: false`: load no BTF-typed program at all.
-    pub fn new(path: &'a std::path::Path, enabled: bool) -> Self {
+    pub fn new(blob: &'a Btf, enabled: bool) -> Self {
         TracingBtf {
-            path,
+            blob,
             parsed: None,
             enabled,
         }
@@ -205,10 +206,10 @@ impl<'a> TracingBtf<'a> {
     /// For programs that exist only BTF-typed (the map iterator), on
     /// every hook set.
     pub(super) fn parsed(&mut self) -> Result<&aya::Btf, LoadError> {
-        let path = self.path;
+        let blob = self.blob;
         self.parsed
             .get_or_insert_with(|| {
-                aya::Btf::parse_file(path, aya::Endianness::default())
+                aya::Btf::parse(blob.bytes(), aya::Endianness::default())
                     .map_err(|e| format!("cannot load the kernel's BTF for tracing programs: {e}"))
             })
             .as_ref()

@@ -113,7 +113,7 @@ impl EbpfSource {
         // takes raw tracepoints too (and so the VM matrix tests both kinds).
         let typed = opts.hooks != Some(HookSet::Kprobe)
             && std::env::var_os("TCPTOP_RAW_TRACEPOINTS").is_none_or(|v| v == "0");
-        let mut tracing = hooks::TracingBtf::new(btf_path, typed);
+        let mut tracing = hooks::TracingBtf::new(&btf, typed);
         let btf_lifecycle =
             hooks::attach_lifecycle(&mut ebpf, &mut tracing).map_err(|e| required(&e))?;
         let mut warnings = Vec::new();
