@@ -125,7 +125,10 @@ def main():
         sys.exit("bench-hooks.py needs root (eBPF, kernel.bpf_stats_enabled)")
     if not 1 <= a.secs <= 60 or not 1 <= a.rounds <= 20:
         ap.error("bounds: 1 <= --secs <= 60, 1 <= --rounds <= 20")
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    # The switches (TCPTOP_BENCH_NOOP, TCPTOP_BENCH_SKIP) are compiled out of
+    # release builds without this feature.
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--features", "tcptop/bench-switches"],
+                   cwd=ROOT, check=True)
     churn = bench_peers().load_churn
     old = open(STATS).read().strip()
     real, floor = [], []

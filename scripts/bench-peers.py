@@ -775,7 +775,10 @@ def main():
         ap.error("bounds: 1 <= --secs <= 60, 1 <= --rounds <= 20, 1 <= --rate <= 20000")
 
     install(tools, not a.no_install)
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    # The switches (TCPTOP_BENCH_NOOP, TCPTOP_BENCH_SKIP) are compiled out of
+    # release builds without this feature.
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--features", "tcptop/bench-switches"],
+                   cwd=ROOT, check=True)
     os.makedirs(OUT, exist_ok=True)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda s, _: sys.exit(128 + s))

@@ -14,9 +14,10 @@ Arms:
   ebpf         the eBPF mode as this host gives it (its `hooks` is printed:
                `+diag` where the kernel refuses the map iterator)
   ebpf-diag    the eBPF mode with the map and TCP iterators treated as
-               refused (TCPTOP_TEST_REFUSE=iter): needs a binary built with
-               debug assertions, e.g. `cargo build --profile bench-switches`
-               (release code, the test switch on); skipped otherwise
+               refused (TCPTOP_TEST_REFUSE=iter): needs a binary with the
+               test switch, `cargo build --release --features
+               tcptop/bench-switches` (as the other bench scripts build);
+               skipped otherwise
   unprivileged `--source diag` as nobody (setpriv, no capability)
 
 Usage (root): scripts/bench-refresh.py [--conns 10000] [--runs 3] [--secs 10]

@@ -200,7 +200,10 @@ def main():
         ap.error("--idle-conns: 0 to 30000 (loopback ports and the connection map's 65,536 slots)")
     if os.geteuid() != 0:
         sys.exit("bench.py needs root (tcptop loads eBPF programs)")
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    # The switches (TCPTOP_BENCH_NOOP, TCPTOP_BENCH_SKIP) are compiled out of
+    # release builds without this feature.
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--features", "tcptop/bench-switches"],
+                   cwd=ROOT, check=True)
 
     kinds = ("bulk", "small", "conn", "udp")
     keys = {"bulk": "gbit_s", "small": "ns_per_call", "conn": "cpu_ns_per_conn",

@@ -228,6 +228,8 @@ pub struct Offsets {
     /// Non-zero once filled in by user space; programs do nothing until then.
     pub ready: u32,
     /// Benchmark instrument: [`SKIP_CALLS`], [`SKIP_RING`] (0 in normal use).
+    /// User space sets it only when built with its `bench-switches` feature
+    /// (or debug assertions): it stays here, as data, in every build.
     pub bench_skip: u32,
     // struct tcp_sock: the counters behind the application's bytes
     pub tcp_bytes_acked: u32,

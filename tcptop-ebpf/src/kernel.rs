@@ -66,8 +66,9 @@ pub fn ready() -> bool {
     off!(ready) != 0
 }
 
-/// Whether the benchmark instrument leaves out `part` (`SKIP_*`). In
-/// normal use: a load from the cache line `ready` just read, a mask and a
+/// Whether the benchmark instrument leaves out `part` (`SKIP_*`; user
+/// space sets `bench_skip` only in builds with its `bench-switches`
+/// feature or debug assertions, 0 otherwise). In normal use: a load from the cache line `ready` just read, a mask and a
 /// branch never taken (the verifier keeps them: bpftool shows 4 more
 /// instructions in the send program).
 #[inline(always)]

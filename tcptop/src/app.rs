@@ -132,6 +132,14 @@ pub fn unix_now() -> f64 {
 }
 
 /// Local wall-clock time as HH:MM:SS.
+#[cfg_attr(
+    target_env = "musl",
+    expect(
+        deprecated,
+        reason = "libc marks time_t deprecated on musl (it is to become 64-bit there); \
+                  localtime_r takes one"
+    )
+)]
 fn clock_time() -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -4,9 +4,10 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -34,7 +35,25 @@ pub fn require_root() {
 }
 
 pub const TCPTOP: &str = env!("CARGO_BIN_EXE_tcptop");
-pub const PEER: &str = env!("CARGO_BIN_EXE_tcptop-testpeer");
+
+/// The test peer (crate `tcptop-testpeer`): cargo names the binaries of
+/// this package only (`CARGO_BIN_EXE_*`), so it is found where cargo puts
+/// every binary of the workspace for this profile and target: beside
+/// tcptop. `cargo test --workspace` builds it (the peer's own test needs
+/// it); a test of this package alone runs whatever was built last.
+pub fn peer_bin() -> &'static str {
+    static PEER: OnceLock<String> = OnceLock::new();
+    PEER.get_or_init(|| {
+        let path = Path::new(TCPTOP).with_file_name("tcptop-testpeer");
+        assert!(
+            path.is_file(),
+            "the test peer is missing ({}): build it first with `cargo build -p \
+             tcptop-testpeer` (with --release or --target as these tests were built)",
+            path.display()
+        );
+        path.to_string_lossy().into_owned()
+    })
+}
 
 /// A network namespace with `lo` up, deleted on drop.
 pub struct NetNs {
@@ -63,7 +82,7 @@ impl NetNs {
 
     /// Starts tcptop-testpeer inside the namespace.
     pub fn peer(&self, args: &[&str]) -> Peer {
-        self.spawn(PEER, args)
+        self.spawn(peer_bin(), args)
     }
 
     /// Starts `program` inside the namespace; it reports JSON lines with
@@ -221,6 +240,30 @@ pub fn refused(kind: &str) -> bool {
     std::env::var("TCPTOP_TEST_REFUSE").is_ok_and(|v| v.split(',').any(|k| k.trim() == kind))
 }
 
+/// tcptop's benchmark and test switches, read only by builds with debug
+/// assertions or the `bench-switches` feature (the tests are built alike).
+const SWITCHES: [&str; 3] = [
+    "TCPTOP_BENCH_NOOP",
+    "TCPTOP_BENCH_SKIP",
+    "TCPTOP_TEST_REFUSE",
+];
+
+/// A switch asked for (in `env` or by the whole run) where tcptop would
+/// ignore it fails the test here, saying why.
+fn require_switches(env: &[(&str, &str)]) {
+    let asked = SWITCHES
+        .into_iter()
+        .find(|s| env.iter().any(|(k, _)| k == s) || std::env::var_os(s).is_some());
+    if let Some(switch) = asked
+        && !cfg!(any(debug_assertions, feature = "bench-switches"))
+    {
+        panic!(
+            "{switch} is read only by builds with debug assertions or the bench-switches \
+             feature: run these tests with `--features bench-switches`"
+        );
+    }
+}
+
 impl Tcptop {
     /// Starts tcptop and waits until its programs are attached.
     pub fn start(extra: &[&str]) -> Tcptop {
@@ -234,6 +277,7 @@ impl Tcptop {
 
     /// As [`Tcptop::start_with_interval`], with more environment variables.
     pub fn start_with_env(interval: &str, extra: &[&str], env: &[(&str, &str)]) -> Tcptop {
+        require_switches(env);
         let mut cmd = Command::new(TCPTOP);
         cmd.envs(env.iter().copied());
         cmd.args(["--batch", "--format", "jsonl", "--interval", interval]);

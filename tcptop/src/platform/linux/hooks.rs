@@ -136,12 +136,13 @@ pub fn errno_of(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
     None
 }
 
-/// Test switch (debug builds only, which the tests run):
+/// Test switch (builds with debug assertions, which the tests run, or the
+/// `bench-switches` feature: `super::SWITCHES`):
 /// `TCPTOP_TEST_REFUSE=iter,fentry,tp_btf,kprobe,cgroup` makes the loader
 /// treat those kinds of program as refused by the kernel (EPERM), so that
 /// every fallback runs on a host that allows everything.
 pub fn refused_for_test(kind: &str, what: &str) -> Result<(), LoadError> {
-    if !cfg!(debug_assertions) {
+    if !super::SWITCHES {
         return Ok(());
     }
     let refused =
@@ -166,20 +167,21 @@ const IO_FUNCS: [(&str, bool); 3] = [
     ("tcp_recvmsg", false),
 ];
 
-/// Aya's full model of the kernel's BTF (tens of MB), needed only to load
-/// BTF-typed programs: parsed on first use, at most once, and dropped with
-/// this value after attaching.
+/// Aya's full model of the kernel's BTF, needed only to load BTF-typed
+/// programs: parsed on first use, at most once, from the blob our reader
+/// holds (`btf.rs` says why both parse it), and dropped with this value
+/// after attaching.
 pub struct TracingBtf<'a> {
-    path: &'a std::path::Path,
+    blob: &'a Btf,
     parsed: Option<Result<aya::Btf, String>>,
     enabled: bool,
 }
 
 impl<'a> TracingBtf<'a> {
     /// `enabled: false`: load no BTF-typed program at all.
-    pub fn new(path: &'a std::path::Path, enabled: bool) -> Self {
+    pub fn new(blob: &'a Btf, enabled: bool) -> Self {
         TracingBtf {
-            path,
+            blob,
             parsed: None,
             enabled,
         }
@@ -204,10 +206,10 @@ impl<'a> TracingBtf<'a> {
     /// For programs that exist only BTF-typed (the map iterator), on
     /// every hook set.
     pub(super) fn parsed(&mut self) -> Result<&aya::Btf, LoadError> {
-        let path = self.path;
+        let blob = self.blob;
         self.parsed
             .get_or_insert_with(|| {
-                aya::Btf::parse_file(path, aya::Endianness::default())
+                aya::Btf::parse(blob.bytes(), aya::Endianness::default())
                     .map_err(|e| format!("cannot load the kernel's BTF for tracing programs: {e}"))
             })
             .as_ref()
@@ -262,7 +264,7 @@ fn tracepoints(ebpf: &mut Ebpf, btf: &mut TracingBtf, names: &[&str]) -> Result<
         match btf_tracepoints(ebpf, btf, names) {
             Ok(()) => return Ok(true),
             // The raw programs do the same with probe reads.
-            Err(_) => unload(ebpf, names.iter().map(|n| format!("btf_{n}"))),
+            Err(_) => unload(ebpf, names.iter().map(|n| btf_program(n))),
         }
     }
     for name in names {
@@ -274,7 +276,7 @@ fn tracepoints(ebpf: &mut Ebpf, btf: &mut TracingBtf, names: &[&str]) -> Result<
 fn btf_tracepoints(ebpf: &mut Ebpf, btf: &mut TracingBtf, names: &[&str]) -> Result<(), LoadError> {
     let btf = btf.get()?;
     for tp in names {
-        let name = format!("btf_{tp}");
+        let name = btf_program(tp);
         let what = format!("the BTF-typed program for tracepoint {tp}");
         refused_for_test("tp_btf", &what)?;
         let prog: &mut BtfTracePoint = program(ebpf, &name)?
@@ -306,11 +308,11 @@ fn kprobe(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), LoadError> {
 /// The fexit program of `func` for this kernel: a `*_recvmsg` function has
 /// one per argument layout (`fexit_<func><count>`).
 fn fexit_name(btf: &Btf, func: &str) -> Result<String, LoadError> {
-    if !func.ends_with("recvmsg") {
-        return Ok(format!("fexit_{func}"));
+    if !has_layouts(func) {
+        return Ok(fexit_program(func, None));
     }
     match btf.func_param_count(func) {
-        Some(n @ 4..=6) => Ok(format!("fexit_{func}{n}")),
+        Some(n) if RECVMSG_PARAMS.contains(&n) => Ok(fexit_program(func, Some(n))),
         other => Err(LoadError::missing(
             format!("fexit program for {func}"),
             format!("{func} has {other:?} arguments in BTF (4 to 6 expected)"),
@@ -355,8 +357,8 @@ pub(super) fn attach_kprobes(
         if optional && !present(btf, func) {
             continue;
         }
-        for kind in ["kprobe", "kretprobe"] {
-            let name = format!("{kind}_{func}");
+        for kind in KPROBE_KINDS {
+            let name = kprobe_program(kind, func);
             let what = format!("the {kind} for {func}");
             refused_for_test("kprobe", &what)?;
             let prog: &mut KProbe = program(ebpf, &name)?
@@ -374,14 +376,55 @@ pub(super) fn attach_kprobes(
 /// Every fexit, kprobe and kretprobe program name `funcs` may use.
 pub(super) fn function_programs(funcs: &[(&str, bool)]) -> Vec<String> {
     let mut names = Vec::new();
-    for (func, _) in funcs {
-        if func.ends_with("recvmsg") {
-            names.extend((4..=6).map(|n| format!("fexit_{func}{n}")));
+    for &(func, _) in funcs {
+        if has_layouts(func) {
+            names.extend(RECVMSG_PARAMS.map(|n| fexit_program(func, Some(n))));
         } else {
-            names.push(format!("fexit_{func}"));
+            names.push(fexit_program(func, None));
         }
-        names.push(format!("kprobe_{func}"));
-        names.push(format!("kretprobe_{func}"));
+        names.extend(KPROBE_KINDS.map(|kind| kprobe_program(kind, func)));
+    }
+    names
+}
+
+/// Argument counts a `*_recvmsg` function has had (see `kernel_offsets`):
+/// its fexit program is built once for each.
+const RECVMSG_PARAMS: std::ops::RangeInclusive<usize> = 4..=6;
+
+/// Whether `func` has one fexit program per argument layout.
+fn has_layouts(func: &str) -> bool {
+    func.ends_with("recvmsg")
+}
+
+// Names of programs in the eBPF object (`tcptop-ebpf/src/probes/`), built
+// by these functions only: `program_names` lists every one this module may
+// ask for, and a test checks them against the object.
+
+fn fexit_program(func: &str, params: Option<usize>) -> String {
+    match params {
+        Some(n) => format!("fexit_{func}{n}"),
+        None => format!("fexit_{func}"),
+    }
+}
+
+const KPROBE_KINDS: [&str; 2] = ["kprobe", "kretprobe"];
+
+fn kprobe_program(kind: &str, func: &str) -> String {
+    format!("{kind}_{func}")
+}
+
+/// The BTF-typed program of tracepoint `tp` (the raw one is named `tp`).
+fn btf_program(tp: &str) -> String {
+    format!("btf_{tp}")
+}
+
+/// Every program name this module may ask the eBPF object for.
+#[cfg(test)]
+pub(super) fn program_names() -> Vec<String> {
+    let mut names = function_programs(&IO_FUNCS);
+    for tp in LIFECYCLE_TRACEPOINTS.iter().chain(&IO_TRACEPOINTS) {
+        names.push(tp.to_string());
+        names.push(btf_program(tp));
     }
     names
 }
@@ -412,7 +455,7 @@ fn unload_set(ebpf: &mut Ebpf, set: HookSet) {
             ebpf,
             IO_TRACEPOINTS
                 .iter()
-                .flat_map(|n| [n.to_string(), format!("btf_{n}")]),
+                .flat_map(|n| [n.to_string(), btf_program(n)]),
         ),
     }
 }

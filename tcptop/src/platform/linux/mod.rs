@@ -41,6 +41,17 @@ use crate::model::{ConnKey, ConnSample, ConnState, Counters, Drops, Proto, Snaps
 
 const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 
+/// Every map user space asks the eBPF object for by name (a test checks
+/// them against the object; so are the programs each module lists).
+#[cfg(test)]
+const MAPS: [&str; 5] = [
+    MAP_CONNS,
+    MAP_DROPS,
+    MAP_EVENTS,
+    MAP_SETTINGS,
+    MAP_UDP_FLOWS,
+];
+
 /// The eBPF data source. Dropping it detaches every program.
 pub struct EbpfSource {
     // Field order matters: maps and the event thread go before `_ebpf`.
@@ -105,7 +116,7 @@ impl EbpfSource {
         // takes raw tracepoints too (and so the VM matrix tests both kinds).
         let typed = opts.hooks != Some(HookSet::Kprobe)
             && std::env::var_os("TCPTOP_RAW_TRACEPOINTS").is_none_or(|v| v == "0");
-        let mut tracing = hooks::TracingBtf::new(btf_path, typed);
+        let mut tracing = hooks::TracingBtf::new(&btf, typed);
         let btf_lifecycle =
             hooks::attach_lifecycle(&mut ebpf, &mut tracing).map_err(|e| required(&e))?;
         let mut warnings = Vec::new();
@@ -218,8 +229,11 @@ impl EbpfSource {
         drop(btf);
         // Start-up parsed the kernel's BTF (megabytes) and is done with it:
         // hand the freed heap back to the system for the long run.
+        #[cfg(target_env = "gnu")]
         // SAFETY: malloc_trim only releases free memory.
-        unsafe { libc::malloc_trim(0) };
+        unsafe {
+            libc::malloc_trim(0)
+        };
         keep_freed_memory();
         Ok(EbpfSource {
             conns,
@@ -470,15 +484,23 @@ fn read_btf(path: &Path, user_given: bool) -> Result<btf::Btf, SourceError> {
     })
 }
 
+/// Whether this build reads the benchmark and test switches
+/// (`TCPTOP_BENCH_NOOP`, `TCPTOP_BENCH_SKIP`, `TCPTOP_TEST_REFUSE`): with
+/// debug assertions (the tests' builds) or the `bench-switches` feature
+/// (the benchmark scripts' release builds). Elsewhere the reads are
+/// compiled out and the switches do nothing.
+const SWITCHES: bool = cfg!(any(debug_assertions, feature = "bench-switches"));
+
 /// Benchmark instrument: with this set to 1, every program is loaded and
 /// attached as usual but returns at its first instruction (the `ready`
 /// flag stays 0), so a benchmark can measure what the hooks cost before
 /// they do any work: the kernel's own dispatch, the floor under tcptop's
 /// overhead (`scripts/bench.py`, `scripts/bench-peers.py`: `tcptop-noop`).
+/// Read only where [`SWITCHES`] says.
 const BENCH_NOOP: &str = "TCPTOP_BENCH_NOOP";
 
 fn bench_noop() -> bool {
-    std::env::var_os(BENCH_NOOP).is_some_and(|v| v == "1")
+    SWITCHES && std::env::var_os(BENCH_NOOP).is_some_and(|v| v == "1")
 }
 
 /// Benchmark instrument: `TCPTOP_BENCH_SKIP=calls,ring,user` leaves parts
@@ -488,7 +510,8 @@ fn bench_noop() -> bool {
 /// TCP bytes still come from the socket's counters at each read); `ring`, a
 /// teardown deletes its record without sending the final copy; `user`,
 /// user space only empties the ring buffer (no map walk, no rows, no
-/// output). Whatever is left out is not counted: never for real use.
+/// output). Whatever is left out is not counted: never for real use. Read
+/// only where [`SWITCHES`] says.
 const BENCH_SKIP: &str = "TCPTOP_BENCH_SKIP";
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -500,6 +523,9 @@ struct BenchSkip {
 
 impl BenchSkip {
     fn from_env() -> Result<BenchSkip, SourceError> {
+        if !SWITCHES {
+            return Ok(BenchSkip::default());
+        }
         match std::env::var(BENCH_SKIP) {
             Ok(v) => BenchSkip::parse(&v),
             Err(std::env::VarError::NotPresent) => Ok(BenchSkip::default()),
@@ -783,6 +809,42 @@ mod tests {
         assert!(incomplete(&key("[::]:80", "[::]:40000")));
         assert!(incomplete(&key("0.0.0.0:80", "127.0.0.1:40000")));
         assert!(incomplete(&key("127.0.0.1:80", "0.0.0.0:40000")));
+    }
+
+    /// Every map, global and program user space asks for by name is in the
+    /// embedded eBPF object. Its names are string literals in the eBPF
+    /// crate: `#[map(name = ...)]` takes a literal only (aya-ebpf-macros
+    /// parses a `LitStr` and emits `export_name`), so it cannot use
+    /// `tcptop_common::MAP_*`; program names are the functions' names.
+    /// Parsed as aya would before loading, no kernel needed.
+    #[test]
+    fn embedded_object_has_every_name_user_space_uses() {
+        let bytes = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptop"));
+        let mut obj = aya_obj::Object::parse(bytes).unwrap();
+        let mut programs = hooks::program_names();
+        programs.extend(udp::program_names());
+        programs.push(refresh::PROGRAM.to_string());
+        programs.push(adopt::PROGRAM.to_string());
+        let mut missing: Vec<String> = MAPS
+            .into_iter()
+            .filter(|m| !obj.maps.contains_key(*m))
+            .map(|m| format!("map {m}"))
+            .chain(
+                programs
+                    .iter()
+                    .filter(|p| !obj.programs.contains_key(*p))
+                    .map(|p| format!("program {p}")),
+            )
+            .collect();
+        // What `EbpfLoader::override_global` does with it: the symbol
+        // exists and has the size of `Offsets`.
+        let offsets = [0u8; std::mem::size_of::<Offsets>()];
+        if let Err(e) =
+            obj.patch_map_data(StdHashMap::from([(GLOBAL_OFFSETS, (&offsets[..], true))]))
+        {
+            missing.push(format!("global {GLOBAL_OFFSETS}: {e}"));
+        }
+        assert!(missing.is_empty(), "not in the eBPF object: {missing:#?}");
     }
 
     #[test]

@@ -38,6 +38,14 @@ const SOCK_ADDR_PROGRAMS: [&str; 4] = [
     "tcptop_udp_recvmsg6",
 ];
 
+/// Every program name this module may ask the eBPF object for.
+#[cfg(test)]
+pub(super) fn program_names() -> Vec<String> {
+    let mut names = hooks::function_programs(&FUNCS);
+    names.extend(SOCK_ADDR_PROGRAMS.map(String::from));
+    names
+}
+
 pub struct UdpFlows {
     flows: HashMap<MapData, ConnTuple, UdpFlow>,
     idle_ns: u64,
