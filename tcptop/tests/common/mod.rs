@@ -100,7 +100,7 @@ impl NetNs {
     pub fn peer_in_cgroup(&self, procs: &str, args: &[&str]) -> Peer {
         let script = format!("echo $$ > '{procs}' && exec ip netns exec \"$0\" \"$@\"");
         let mut cmd = Command::new("sh");
-        cmd.args(["-c", &script, &self.name, PEER]).args(args);
+        cmd.args(["-c", &script, &self.name, peer_bin()]).args(args);
         Peer::start(cmd)
     }
 }
