@@ -9,13 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{NetNs, Tcptop, of_conn};
-use serde_json::Value;
-
-fn u(v: &Value, f: &str) -> u64 {
-    v[f].as_u64()
-        .unwrap_or_else(|| panic!("field {f} missing in {v}"))
-}
+use common::{NetNs, Tcptop, closed, of_conn, u};
 
 /// The cgroup2 mount point.
 fn cgroup2() -> PathBuf {
@@ -135,10 +129,7 @@ fn services_containers_and_pods() {
             "--wait-stdin",
         ],
     );
-    let local = cli.expect("connected")["local"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let local = cli.local_at("connected");
     cli.poke();
     cli.expect("done");
     srv.expect("done");
@@ -166,7 +157,7 @@ fn services_containers_and_pods() {
             "4444",
         ],
     );
-    let quick_local = quick.expect("done")["local"].as_str().unwrap().to_string();
+    let quick_local = quick.local_at("done");
     quick.wait_ok();
     srv.wait_ok();
     all.pump(Duration::from_millis(800));
@@ -186,10 +177,7 @@ fn services_containers_and_pods() {
         assert_eq!(r["container"], &hex[..12], "{r}");
         assert_eq!(r["pod"], "shop/cart-7d4b9c", "{r}");
     }
-    let fin = of_conn(&records, &local, addr)
-        .into_iter()
-        .find(|r| r["state"] == "CLOSED")
-        .expect("closed client");
+    let fin = closed(&of_conn(&records, &local, addr));
     assert_eq!((u(fin, "tx_bytes"), u(fin, "rx_bytes")), (3333, 4444));
     // (A listener's child has no owner, and so no group, until the server
     // makes a call on it.)
@@ -201,10 +189,7 @@ fn services_containers_and_pods() {
         assert_eq!(r["unit"], "tcptop-test.service", "{r}");
         assert!(r["container"].is_null() && r["pod"].is_null(), "{r}");
     }
-    let fin = of_conn(&records, addr, &local)
-        .into_iter()
-        .find(|r| r["state"] == "CLOSED")
-        .expect("closed server");
+    let fin = closed(&of_conn(&records, addr, &local));
     assert_eq!((u(fin, "tx_bytes"), u(fin, "rx_bytes")), (4444, 3333));
 
     let q = of_conn(&records, &quick_local, addr);

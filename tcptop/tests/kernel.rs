@@ -6,23 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{NetNs, Peer, Tcptop, of_conn};
+use common::{NetNs, Peer, Tcptop, closed, of_conn, u};
 use serde_json::Value;
 
 const CLI_BYTES: u64 = 1_234_567;
 const SRV_BYTES: u64 = 765_432;
-
-fn u(v: &Value, f: &str) -> u64 {
-    v[f].as_u64()
-        .unwrap_or_else(|| panic!("field {f} missing in {v}"))
-}
-
-/// The one CLOSED record of a connection (exactly one must exist).
-fn closed<'a>(recs: &[&'a Value]) -> &'a Value {
-    let c: Vec<_> = recs.iter().filter(|r| r["state"] == "CLOSED").collect();
-    assert_eq!(c.len(), 1, "want exactly one CLOSED record, got {recs:#?}");
-    c[0]
-}
 
 /// One client/server exchange with exact bytes both ways; checks bytes,
 /// owner, state sequence, packets and RTT against the kernel's TCP_INFO.
@@ -230,10 +218,7 @@ fn existing_connection(tag: &str, port: u16, server_blocked: bool) {
         "7000",
         "--wait-stdin",
     ]);
-    let local = cli.expect("connected")["local"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let local = cli.local_at("connected");
     if !server_blocked {
         srv.expect("accepted");
     }
@@ -354,10 +339,7 @@ fn idle_pair(tag: &str, port: u16, name: &str) -> (NetNs, Peer, Peer, String) {
         &cli_name,
         "--wait-stdin",
     ]);
-    let local = cli.expect("connected")["local"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let local = cli.local_at("connected");
     srv.expect("accepted");
     (ns, srv, cli, local)
 }
@@ -547,10 +529,7 @@ fn sendfile_and_splice_are_counted() {
         &down,
         "--wait-stdin",
     ]);
-    let local = cli.expect("connected")["local"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let local = cli.local_at("connected");
     cli.poke();
     cli.expect("done");
     srv.expect("done");
@@ -631,9 +610,7 @@ fn burst_of_short_connections() {
     // The client's own view of each connection's local address. A port can
     // come back within the burst (the server closes first, so the client
     // keeps no TIME_WAIT), so ports are compared as multisets.
-    let mut used: Vec<String> = (0..N)
-        .map(|_| cli.expect("done")["local"].as_str().unwrap().to_string())
-        .collect();
+    let mut used: Vec<String> = (0..N).map(|_| cli.local_at("done")).collect();
     cli.wait_ok();
     srv.wait_ok();
     top.pump(Duration::from_millis(1000));
@@ -808,7 +785,7 @@ fn ipv4_mapped_server_socket_shown_as_ipv4() {
         "--recv",
         "3333",
     ]);
-    let local = cli.expect("done")["local"].as_str().unwrap().to_string();
+    let local = cli.local_at("done");
     cli.wait_ok();
     srv.wait_ok();
     top.pump(Duration::from_millis(600));
@@ -996,7 +973,7 @@ fn bench_skip_leaves_out_what_it_names() {
     let (mut top, mut srv, addr) = start("calls", 40133);
     let addr = addr.as_str();
     let mut cli = ns.peer(&["client", "--connect", addr, "--send", "777"]);
-    let local = cli.expect("done")["local"].as_str().unwrap().to_string();
+    let local = cli.local_at("done");
     cli.expect("finished");
     srv.expect("finished");
     top.wait_for(|r| r["local"] == local.as_str() && r["state"] == "CLOSED");
@@ -1009,10 +986,7 @@ fn bench_skip_leaves_out_what_it_names() {
     let (mut top, mut srv, addr) = start("ring", 40134);
     let addr = addr.as_str();
     let mut cli = ns.peer(&["client", "--connect", addr, "--send", "777", "--wait-stdin"]);
-    let local = cli.expect("connected")["local"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let local = cli.local_at("connected");
     cli.poke();
     cli.expect("done");
     top.wait_for(|r| r["local"] == local.as_str() && r["tx_bytes"].as_u64() == Some(777));
@@ -1150,10 +1124,7 @@ fn refused_programs_fall_back() {
         "7000",
         "--wait-stdin",
     ]);
-    let old_local = old_cli.expect("connected")["local"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let old_local = old_cli.local_at("connected");
     let mut top = Tcptop::start_with_env(
         common::INTERVAL,
         &["--port", "40108", "--port", "40109"],
@@ -1201,10 +1172,7 @@ fn refused_programs_fall_back() {
         "1234",
         "--wait-stdin",
     ]);
-    let local = cli.expect("connected")["local"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let local = cli.local_at("connected");
     cli.poke();
     let done = cli.expect("done");
     let live = top.wait_for(|r| {

@@ -10,8 +10,7 @@ use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{NetNs, Tcptop, of_conn};
-use serde_json::Value;
+use common::{NetNs, Tcptop, closed, of_conn, u};
 
 const CAP_BPF: u32 = 39;
 const CLI_BYTES: u64 = 345_678;
@@ -145,7 +144,7 @@ fn dropped_and_exact(tag: &str, port: u16, extra: &[&str], uid: u32, gid: u32) {
         "--recv",
         &srv_n,
     ]);
-    let local = cli.expect("done")["local"].as_str().unwrap().to_string();
+    let local = cli.local_at("done");
     cli.expect("finished");
     cli.wait_ok();
     srv.expect("finished");
@@ -203,17 +202,6 @@ fn prog_ids(pid: u32) -> Vec<u32> {
         }
     }
     ids
-}
-
-fn u(v: &Value, f: &str) -> u64 {
-    v[f].as_u64()
-        .unwrap_or_else(|| panic!("field {f} missing in {v}"))
-}
-
-fn closed<'a>(recs: &[&'a Value]) -> &'a Value {
-    let c: Vec<_> = recs.iter().filter(|r| r["state"] == "CLOSED").collect();
-    assert_eq!(c.len(), 1, "want exactly one CLOSED record, got {recs:#?}");
-    c[0]
 }
 
 #[test]

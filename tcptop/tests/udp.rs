@@ -7,13 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{NetNs, Peer, Tcptop, of_conn};
+use common::{NetNs, Peer, Tcptop, of_conn, u};
 use serde_json::Value;
-
-fn u(v: &Value, f: &str) -> u64 {
-    v[f].as_u64()
-        .unwrap_or_else(|| panic!("field {f} missing in {v}"))
-}
 
 fn sock(ip: &str, port: u16) -> String {
     if ip.contains(':') {
@@ -413,7 +408,7 @@ fn existing_receive_only_socket(tag: &str, port: u16, blocked: bool) {
         "--name",
         "tt-udp-new",
     ]);
-    let local = cli.expect("done")["local"].as_str().unwrap().to_string();
+    let local = cli.local_at("done");
     let from = format!("127.0.0.1:{}", port_of(&local));
     srv.expect("done");
     let srv_pid = u64::from(srv.pid());
@@ -558,7 +553,7 @@ fn port_scan_evicts_idle_flows() {
         "--gap-us",
         "5000",
     ]);
-    let local = cli.expect("done")["local"].as_str().unwrap().to_string();
+    let local = cli.local_at("done");
     let from = bound("127.0.0.1", &local);
     cli.wait_ok();
     top.pump(Duration::from_millis(1000));
@@ -682,7 +677,7 @@ fn connected_flows_exact_without_cgroup_programs() {
         "--reply",
         "5",
     ]);
-    let local = cli.expect("done")["local"].as_str().unwrap().to_string();
+    let local = cli.local_at("done");
     cli.wait_ok();
     srv.expect("done");
     srv.wait_ok();

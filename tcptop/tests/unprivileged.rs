@@ -9,13 +9,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{NetNs, of_conn};
+use common::{NetNs, of_conn, u};
 use serde_json::Value;
-
-fn u(v: &Value, f: &str) -> u64 {
-    v[f].as_u64()
-        .unwrap_or_else(|| panic!("field {f} missing in {v}"))
-}
 
 /// tcptop as nobody, with no capability, inside `ns`, in jsonl batch mode
 /// for `n` snapshots; extra flags after.
@@ -78,10 +73,7 @@ fn unprivileged_mode_shows_live_tcp() {
         "--send-first",
         "300",
     ]);
-    let old_local = old_cli.expect("connected")["local"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let old_local = old_cli.local_at("connected");
 
     let addr = "127.0.0.1:40302";
     let mut srv = ns.peer(&[
@@ -101,10 +93,7 @@ fn unprivileged_mode_shows_live_tcp() {
         "2000",
         "--wait-stdin",
     ]);
-    let local = cli.expect("connected")["local"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let local = cli.local_at("connected");
     cli.poke();
     let done = cli.expect("done");
     old_cli.poke();

@@ -155,7 +155,30 @@ pub struct Peer {
     stdin: Option<ChildStdin>,
 }
 
+/// A number field of a record (the test fails naming it if absent).
+pub fn u(v: &Value, f: &str) -> u64 {
+    v[f].as_u64()
+        .unwrap_or_else(|| panic!("field {f} missing in {v}"))
+}
+
+/// The one CLOSED record among a connection's records (exactly one must
+/// exist).
+pub fn closed<'a>(recs: &[&'a Value]) -> &'a Value {
+    let c: Vec<_> = recs.iter().filter(|r| r["state"] == "CLOSED").collect();
+    assert_eq!(c.len(), 1, "want exactly one CLOSED record, got {recs:#?}");
+    c[0]
+}
+
 impl Peer {
+    /// The `local` address of this peer's socket in its next `event` line.
+    pub fn local_at(&mut self, event: &str) -> String {
+        let v = self.expect(event);
+        v["local"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no local address in {v}"))
+            .to_string()
+    }
+
     /// Next JSON line with this `event`, within 20 s.
     pub fn expect(&mut self, event: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
