@@ -8,6 +8,7 @@
 //! from the ring buffer (closed connections), then the drop counters.
 
 mod adopt;
+mod bpf;
 mod btf;
 mod caps;
 mod convert;
