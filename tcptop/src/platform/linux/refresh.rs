@@ -4,7 +4,7 @@
 //! and (while incomplete) endpoints from its socket into its record.
 //!
 //! Aya loads the program; the link and the iterators made from it are two
-//! bpf() commands issued here: aya links iterators without a target (this
+//! bpf() commands (`bpf.rs`): aya links iterators without a target (this
 //! one's target is a map) and turns a link into an iterator only once,
 //! consuming it, where a snapshot needs a fresh one each time. The link is
 //! a file descriptor we own: dropping it detaches.
