@@ -280,19 +280,16 @@ fn main() -> Result<()> {
 fn set_name(name: &Option<String>) -> Result<()> {
     if let Some(n) = name {
         let c = std::ffi::CString::new(n.as_bytes()).context("name has a NUL byte")?;
-        // SAFETY: PR_SET_NAME reads a NUL-terminated string (truncated to 15 bytes).
-        if unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) } != 0 {
-            bail!(
-                "prctl(PR_SET_NAME) failed: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+        // PR_SET_NAME (truncated to 15 bytes).
+        sys(rustix::thread::set_name(&c), "prctl(PR_SET_NAME) failed")?;
     }
     Ok(())
 }
 
 fn tcp_info(s: &TcpStream) -> libc::tcp_info {
-    // SAFETY: getsockopt writes at most `len` bytes into the zeroed struct.
+    // SAFETY: getsockopt writes at most `len` bytes into the zeroed struct
+    // (all-zero is a valid tcp_info). rustix has no TCP_INFO option (its
+    // struct is libc's alone), nor does socket2.
     unsafe {
         let mut info: libc::tcp_info = std::mem::zeroed();
         let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
@@ -342,52 +339,34 @@ fn recv_with(s: &mut TcpStream, n: u64, how: RecvWith) -> Result<()> {
     }
 }
 
-fn check(ret: isize, what: &str) -> Result<usize> {
-    if ret < 0 {
-        bail!("{what}: {}", std::io::Error::last_os_error());
-    }
-    Ok(ret as usize)
+/// A system call's result, its error prefixed with `what`.
+fn sys<T>(r: rustix::io::Result<T>, what: &str) -> Result<T> {
+    r.map_err(|e| anyhow::anyhow!("{what}: {}", std::io::Error::from(e)))
 }
 
 /// A pipe as (read end, write end).
 fn pipe() -> Result<(std::fs::File, std::fs::File)> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into `fds`.
-    check(
-        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as isize,
+    let (r, w) = sys(
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC),
         "pipe2",
     )?;
-    // SAFETY: both are new descriptors we own.
-    Ok(unsafe {
-        (
-            std::fs::File::from_raw_fd(fds[0]),
-            std::fs::File::from_raw_fd(fds[1]),
-        )
-    })
+    Ok((r.into(), w.into()))
 }
 
 /// `n` bytes with sendfile() from a memory file of 1 MiB, read round.
 fn sendfile_n(s: &mut TcpStream, n: u64) -> Result<()> {
-    use std::os::fd::FromRawFd;
+    use rustix::fs::{MemfdFlags, memfd_create, sendfile};
     const FILE: u64 = 1 << 20;
-    // SAFETY: memfd_create with a NUL-terminated name.
-    let fd = check(
-        unsafe { libc::memfd_create(c"testpeer".as_ptr(), libc::MFD_CLOEXEC) } as isize,
+    let mut file = std::fs::File::from(sys(
+        memfd_create(c"testpeer", MemfdFlags::CLOEXEC),
         "memfd_create",
-    )?;
-    // SAFETY: a new descriptor we own.
-    let mut file = unsafe { std::fs::File::from_raw_fd(fd as i32) };
+    )?);
     file.write_all(&vec![0x5au8; FILE as usize])?;
     let mut left = n;
     while left > 0 {
-        let mut off: libc::off_t = ((n - left) % FILE) as libc::off_t;
-        let k = left.min(FILE - off as u64) as usize;
-        // SAFETY: both descriptors are open; `off` is a live offset.
-        let sent = check(
-            unsafe { libc::sendfile(s.as_raw_fd(), file.as_raw_fd(), &mut off, k) },
-            "sendfile",
-        )?;
+        let mut off = (n - left) % FILE;
+        let k = left.min(FILE - off) as usize;
+        let sent = sys(sendfile(&*s, &file, Some(&mut off), k), "sendfile")?;
         left -= sent as u64;
     }
     Ok(())
@@ -395,6 +374,7 @@ fn sendfile_n(s: &mut TcpStream, n: u64) -> Result<()> {
 
 /// `n` bytes written into a pipe, then splice()d from it into the socket.
 fn splice_out_n(s: &mut TcpStream, n: u64) -> Result<()> {
+    use rustix::pipe::{SpliceFlags, splice};
     let (r, mut w) = pipe()?;
     let chunk = [0x5au8; 16 * 1024];
     let mut left = n;
@@ -403,18 +383,9 @@ fn splice_out_n(s: &mut TcpStream, n: u64) -> Result<()> {
         w.write_all(&chunk[..k])?;
         let mut moved = 0;
         while moved < k {
-            // SAFETY: both descriptors are open; no offsets (pipe, socket).
-            moved += check(
-                unsafe {
-                    libc::splice(
-                        r.as_raw_fd(),
-                        std::ptr::null_mut(),
-                        s.as_raw_fd(),
-                        std::ptr::null_mut(),
-                        k - moved,
-                        libc::SPLICE_F_MOVE,
-                    )
-                },
+            // No offsets (pipe, socket).
+            moved += sys(
+                splice(&r, None, &*s, None, k - moved, SpliceFlags::MOVE),
                 "splice to socket",
             )?;
         }
@@ -426,23 +397,15 @@ fn splice_out_n(s: &mut TcpStream, n: u64) -> Result<()> {
 /// `n` bytes splice()d from the socket into a pipe (no receive call on
 /// the socket: tcp_splice_read), each chunk drained from the pipe.
 fn splice_in_n(s: &mut TcpStream, n: u64) -> Result<()> {
+    use rustix::pipe::{SpliceFlags, splice};
     let (mut r, w) = pipe()?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut left = n;
     while left > 0 {
         let k = left.min(buf.len() as u64) as usize;
-        // SAFETY: both descriptors are open; no offsets (socket, pipe).
-        let got = check(
-            unsafe {
-                libc::splice(
-                    s.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    w.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    k,
-                    libc::SPLICE_F_MOVE,
-                )
-            },
+        // No offsets (socket, pipe).
+        let got = sys(
+            splice(&*s, None, &w, None, k, SpliceFlags::MOVE),
             "splice from socket",
         )?;
         if got == 0 {
@@ -572,19 +535,23 @@ fn client(
 fn hold_self(listen: SocketAddr, pairs: u32) -> Result<()> {
     // Two descriptors a pair: raise the limit (the hard one too, which
     // root may: a VM's default is 4,096), or at least the soft one to it.
-    let want = 2 * libc::rlim_t::from(pairs) + 64;
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
-            let raised = libc::rlimit {
-                rlim_cur: want,
-                rlim_max: lim.rlim_max.max(want),
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
-                lim.rlim_cur = lim.rlim_max;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            }
+    // (rustix: None is RLIM_INFINITY.)
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let want = 2 * u64::from(pairs) + 64;
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current.is_some_and(|cur| cur < want) {
+        let raised = Rlimit {
+            current: Some(want),
+            maximum: lim.maximum.map(|max| max.max(want)),
+        };
+        if setrlimit(Resource::Nofile, raised).is_err() {
+            let _ = setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: lim.maximum,
+                    ..lim
+                },
+            );
         }
     }
     let l = TcpListener::bind(listen).with_context(|| format!("bind {listen}"))?;
@@ -698,14 +665,13 @@ fn udp_ping_self(listen: SocketAddr, secs: f64) -> Result<()> {
     Ok(())
 }
 
-/// User and system CPU time of this process so far, ns.
+/// User and system CPU time of this process so far, ns: the process CPU
+/// clock, the total that getrusage(RUSAGE_SELF) splits into user and
+/// system time (to the nanosecond, where getrusage gives microseconds).
 fn cpu_ns() -> u64 {
-    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes into the struct we pass, nothing else.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    (us(ru.ru_utime) + us(ru.ru_stime)) * 1000
+    use rustix::time::{ClockId, clock_gettime};
+    let t = clock_gettime(ClockId::ProcessCPUTime);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// No test waits longer than this for a datagram on loopback.
@@ -734,20 +700,10 @@ fn udp_server(listen: SocketAddr, name: &Option<String>, o: &UdpServe) -> Result
     let s = UdpSocket::bind(listen).with_context(|| format!("bind {listen}"))?;
     s.set_read_timeout(Some(UDP_TIMEOUT))?;
     if let Some(n) = rcvbuf {
-        let v = n as libc::c_int;
-        // SAFETY: setsockopt reads one int.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&raw const v).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            bail!("SO_RCVBUF: {}", std::io::Error::last_os_error());
-        }
+        sys(
+            rustix::net::sockopt::set_socket_recv_buffer_size(&s, n),
+            "SO_RCVBUF",
+        )?;
     }
     println!(
         "{}",

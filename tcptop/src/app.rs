@@ -131,27 +131,39 @@ pub fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Local wall-clock time as HH:MM:SS.
-#[cfg_attr(
-    target_env = "musl",
-    expect(
-        deprecated,
-        reason = "libc marks time_t deprecated on musl (it is to become 64-bit there); \
-                  localtime_r takes one"
-    )
-)]
+/// Local wall-clock time as HH:MM:SS (the C library's localtime_r, through
+/// `time`); the Unix time in seconds if the offset cannot be had.
 fn clock_time() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let t = now as libc::time_t;
-    // SAFETY: localtime_r writes into the provided struct only.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let ok = !unsafe { libc::localtime_r(&t, &mut tm) }.is_null();
-    if ok {
-        format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
-    } else {
-        format!("{now}")
+    match time::OffsetDateTime::now_local() {
+        Ok(t) => format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second()),
+        Err(_) => format!(
+            "{}",
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// HH:MM:SS, also with other threads running (`time` once refused to
+    /// read the local offset then, and the fallback is the Unix time).
+    #[test]
+    fn clock_time_with_threads() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || rx.recv());
+        let t = clock_time();
+        drop(tx);
+        let _ = other.join();
+        let parts: Vec<&str> = t.split(':').collect();
+        assert_eq!(parts.len(), 3, "{t}");
+        for (p, max) in parts.iter().zip([23, 59, 60]) {
+            assert_eq!(p.len(), 2, "{t}");
+            assert!(p.parse::<u32>().is_ok_and(|v| v <= max), "{t}");
+        }
     }
 }

@@ -13,7 +13,6 @@
 //! escaped (`output::escape::untrusted`) before display.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::ffi::CStr;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -282,61 +281,15 @@ pub fn sanitize(name: &str) -> Option<Box<str>> {
     (!name.is_empty()).then(|| name.into())
 }
 
-/// `getnameinfo(3)` with `NI_NAMEREQD`: the name of `ip`, or None if it has
-/// none. Blocks (DNS timeouts): call it on a worker thread.
+/// `getnameinfo(3)` with `NI_NAMEREQD` (dns-lookup): the name of `ip`, or
+/// None if it has none (or one that is not UTF-8). Blocks (DNS timeouts):
+/// call it on a worker thread.
 pub fn system_lookup(ip: IpAddr) -> Option<String> {
-    // SAFETY: sockaddr_storage is plain data, valid when zeroed.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match SocketAddr::new(ip, 0) {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: 0,
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is large enough and suitably aligned
-            // for any socket address.
-            unsafe { std::ptr::write((&raw mut storage).cast::<libc::sockaddr_in>(), sin) };
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: 0,
-                sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: 0,
-            };
-            // SAFETY: as above.
-            unsafe { std::ptr::write((&raw mut storage).cast::<libc::sockaddr_in6>(), sin6) };
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    let mut host = [0 as libc::c_char; libc::NI_MAXHOST as usize];
-    // SAFETY: the address is initialised for `len` bytes, `host` is a
-    // writable buffer of the length given; no service buffer is asked for.
-    let rc = unsafe {
-        libc::getnameinfo(
-            (&raw const storage).cast::<libc::sockaddr>(),
-            len as libc::socklen_t,
-            host.as_mut_ptr(),
-            host.len() as libc::socklen_t,
-            std::ptr::null_mut(),
-            0,
-            libc::NI_NAMEREQD,
-        )
-    };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: on success getnameinfo wrote a NUL-terminated string into host.
-    let name = unsafe { CStr::from_ptr(host.as_ptr()) };
-    Some(name.to_string_lossy().into_owned())
+    // Port 0, given as a number: no service look-up.
+    let flags = libc::NI_NAMEREQD | libc::NI_NUMERICSERV;
+    dns_lookup::getnameinfo(&SocketAddr::new(ip, 0), flags)
+        .ok()
+        .map(|(host, _service)| host)
 }
 
 #[cfg(test)]

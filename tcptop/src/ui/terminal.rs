@@ -1,30 +1,29 @@
 //! The terminal in raw mode on the alternate screen, restored on every exit
-//! path: the guard's `Drop` (normal return, errors, unwinding) and a panic
-//! hook that restores before the panic message is printed.
+//! path. ratatui's `try_init` enables raw mode, enters the alternate screen
+//! and installs a panic hook that restores the terminal before the previous
+//! hook prints the panic message. The guard adds what that leaves out: the
+//! cursor hidden from the start and shown again at the end, a restore when
+//! set-up fails halfway, and one at every return, error or unwinding
+//! (`Drop`).
 
-use std::io::{self, Stdout, Write};
-use std::sync::Once;
+use std::io::{self, Write};
 
-use crossterm::cursor::{Hide, Show};
+use crossterm::cursor::Show;
 use crossterm::execute;
-use crossterm::terminal::{
-    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
-};
-use ratatui::Terminal;
-use ratatui::backend::CrosstermBackend;
+use ratatui::DefaultTerminal;
 
 /// Owns the terminal set-up; dropping it restores the terminal.
 pub struct TerminalGuard {
-    pub terminal: Terminal<CrosstermBackend<Stdout>>,
+    pub terminal: DefaultTerminal,
 }
 
 impl TerminalGuard {
+    /// Call once: each call chains one more panic hook.
     pub fn enter() -> io::Result<TerminalGuard> {
-        install_panic_hook();
-        enable_raw_mode()?;
-        // From here on, any failure restores through `restore`.
-        let setup = execute!(io::stdout(), EnterAlternateScreen, Hide)
-            .and_then(|()| Terminal::new(CrosstermBackend::new(io::stdout())));
+        let setup = ratatui::try_init().and_then(|mut terminal| {
+            terminal.hide_cursor()?;
+            Ok(terminal)
+        });
         match setup {
             Ok(terminal) => Ok(TerminalGuard { terminal }),
             Err(e) => {
@@ -41,22 +40,12 @@ impl Drop for TerminalGuard {
     }
 }
 
-/// Leaves raw mode and the alternate screen and shows the cursor. Safe to
-/// call more than once; errors are ignored (nothing better to do).
+/// Leaves raw mode and the alternate screen (`ratatui::try_restore`) and
+/// shows the cursor. Safe to call more than once; errors are ignored
+/// (nothing better to do).
 pub fn restore() {
-    let _ = disable_raw_mode();
+    let _ = ratatui::try_restore();
     let mut out = io::stdout();
-    let _ = execute!(out, LeaveAlternateScreen, Show);
+    let _ = execute!(out, Show);
     let _ = out.flush();
-}
-
-fn install_panic_hook() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            restore();
-            previous(info);
-        }));
-    });
 }

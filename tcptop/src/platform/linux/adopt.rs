@@ -14,9 +14,10 @@
 //! when done: it runs once.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 use aya::{Ebpf, programs::Iter};
+use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 
 use super::hooks::{LoadError, TracingBtf, program};
 use super::procfs::{self, NsFile};
@@ -59,9 +60,9 @@ fn walk_namespaces(link: &OwnedFd, namespaces: &[NsFile]) -> usize {
                 let Ok(f) = File::open(&ns.path) else {
                     continue;
                 };
-                // SAFETY: setns on a namespace file we hold open; it moves
-                // only this thread, which ends when the walks are done.
-                if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } == 0
+                // setns moves only this thread, which ends when the walks
+                // are done.
+                if move_into_link_name_space(f.as_fd(), Some(LinkNameSpaceType::Network)).is_ok()
                     && walk(link, &mut buf).is_ok()
                 {
                     walked += 1;

@@ -71,13 +71,15 @@ pub fn check() -> Result<(), SourceError> {
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it where we may.
+/// Failure is harmless on 5.11+.
 pub fn raise_memlock() {
-    let rlim = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
+    use rustix::process::{Resource, Rlimit, setrlimit};
+    // None: RLIM_INFINITY.
+    let unlimited = Rlimit {
+        current: None,
+        maximum: None,
     };
-    // SAFETY: plain syscall with a valid pointer; failure is harmless on 5.11+.
-    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+    let _ = setrlimit(Resource::Memlock, unlimited);
 }
 
 /// (major, minor) of a release string such as "6.1.0-28-amd64".

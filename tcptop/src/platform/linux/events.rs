@@ -13,7 +13,7 @@
 //! loss is counted.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{
     Arc, Mutex, MutexGuard,
     atomic::{AtomicBool, Ordering},
@@ -21,12 +21,16 @@ use std::sync::{
 use std::thread::JoinHandle;
 
 use aya::maps::{MapData, RingBuf};
+use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec, eventfd, poll};
 use tcptop_common::ConnEvent;
 
 /// The kernel wakes the thread when the ring fills past 1/8; this is only a
 /// backstop (a wake-up every 100 ms cost an idle tcptop more than the rest
 /// of its work).
-const POLL_MS: i32 = 1000;
+const POLL_TIMEOUT: Timespec = Timespec {
+    tv_sec: 1,
+    tv_nsec: 0,
+};
 /// Events held between two collections (about 35 MB at most).
 const QUEUE_CAP: usize = 200_000;
 
@@ -34,6 +38,9 @@ struct Shared {
     ring: Mutex<RingBuf<MapData>>,
     queue: Mutex<Vec<ConnEvent>>,
     stop: AtomicBool,
+    /// The ring's descriptor, duplicated, for poll: the thread waits with
+    /// the ring unlocked.
+    ring_fd: OwnedFd,
     /// An eventfd that wakes the thread from poll when it should stop.
     wake: OwnedFd,
 }
@@ -50,17 +57,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl EventQueue {
     pub fn start(ring: RingBuf<MapData>) -> io::Result<Self> {
-        // SAFETY: plain syscall; the descriptor is checked before use.
-        let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if wake < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        let ring_fd = ring.as_fd().try_clone_to_owned()?;
         let shared = Arc::new(Shared {
             ring: Mutex::new(ring),
+            ring_fd,
             queue: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
-            // SAFETY: a fresh descriptor that nothing else owns.
-            wake: unsafe { OwnedFd::from_raw_fd(wake) },
+            wake,
         });
         let mut q = EventQueue {
             shared,
@@ -76,15 +80,7 @@ impl EventQueue {
     pub fn pause(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
-            let one = 1u64;
-            // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
-            let _ = unsafe {
-                libc::write(
-                    self.shared.wake.as_raw_fd(),
-                    (&raw const one).cast(),
-                    std::mem::size_of::<u64>(),
-                )
-            };
+            let _ = rustix::io::write(&self.shared.wake, &1u64.to_ne_bytes());
             let _ = h.join();
         }
     }
@@ -93,16 +89,8 @@ impl EventQueue {
     /// credentials.
     pub fn resume(&mut self) -> io::Result<()> {
         if self.handle.is_none() {
-            let mut count = 0u64;
-            // SAFETY: reads at most 8 bytes into a valid u64 (resets the
-            // eventfd; EAGAIN when it was not signalled).
-            let _ = unsafe {
-                libc::read(
-                    self.shared.wake.as_raw_fd(),
-                    (&raw mut count).cast(),
-                    std::mem::size_of::<u64>(),
-                )
-            };
+            // Resets the eventfd (EAGAIN when it was not signalled).
+            let _ = rustix::io::read(&self.shared.wake, &mut [0u8; 8]);
             self.shared.stop.store(false, Ordering::Relaxed);
             let s = Arc::clone(&self.shared);
             let handle = std::thread::Builder::new()
@@ -140,15 +128,12 @@ fn pull(ring: &mut RingBuf<MapData>, out: &mut Vec<ConnEvent>, cap: usize) {
 }
 
 fn run(s: &Shared) {
-    let fd = lock(&s.ring).as_raw_fd();
     while !s.stop.load(Ordering::Relaxed) {
-        let mut pfds = [fd, s.wake.as_raw_fd()].map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        // SAFETY: two valid pollfds; the timeout bounds the wait.
-        let _ = unsafe { libc::poll(pfds.as_mut_ptr(), 2, POLL_MS) };
+        let mut pfds = [
+            PollFd::new(&s.ring_fd, PollFlags::IN),
+            PollFd::new(&s.wake, PollFlags::IN),
+        ];
+        let _ = poll(&mut pfds, Some(&POLL_TIMEOUT));
         let mut ring = lock(&s.ring);
         let mut queue = lock(&s.queue);
         pull(&mut ring, &mut queue, QUEUE_CAP);
@@ -161,6 +146,9 @@ fn decode(bytes: &[u8]) -> Option<ConnEvent> {
         return None;
     }
     // SAFETY: length checked; ConnEvent is plain old data (every bit pattern
-    // valid), and read_unaligned makes no alignment assumption.
+    // valid), and read_unaligned makes no alignment assumption. Aya hands
+    // ring-buffer records out as bytes and has no typed read; zerocopy or
+    // bytemuck would need derives on tcptop-common's kernel-shared types
+    // for this one read.
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnEvent>()) })
 }

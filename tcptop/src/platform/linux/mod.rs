@@ -8,6 +8,7 @@
 //! from the ring buffer (closed connections), then the drop counters.
 
 mod adopt;
+mod bpf;
 mod btf;
 mod caps;
 mod cgroup;
@@ -227,14 +228,7 @@ impl EbpfSource {
             .map_err(|e| SourceError::Failed(format!("cannot start the event thread: {e}")))?;
 
         drop(btf);
-        // Start-up parsed the kernel's BTF (megabytes) and is done with it:
-        // hand the freed heap back to the system for the long run.
-        #[cfg(target_env = "gnu")]
-        // SAFETY: malloc_trim only releases free memory.
-        unsafe {
-            libc::malloc_trim(0)
-        };
-        keep_freed_memory();
+        tune_heap();
         Ok(EbpfSource {
             conns,
             drops,
@@ -439,17 +433,26 @@ fn incomplete(k: &ConnKey) -> bool {
         || k.remote.ip().is_unspecified()
 }
 
-/// Every snapshot allocates the same few large buffers again (closed
-/// connections, rows to sort: megabytes a second under churn). By default
-/// glibc maps each one fresh and unmaps it on free, so every snapshot
-/// page-faulted its buffers in again (~6% of tcptop's CPU under churn).
-/// Serve buffers up to 32 MiB from the heap and keep up to 32 MiB of what
-/// is freed there for the next snapshot: memory stays near its high-water
-/// mark instead (bounded: a burst cannot pin more than that).
-fn keep_freed_memory() {
+/// Two changes to glibc's allocator, for the long run (other C libraries
+/// keep their defaults):
+///
+/// * Start-up parsed the kernel's BTF (megabytes) and is done with it:
+///   the freed heap goes back to the system (malloc_trim).
+/// * Every snapshot allocates the same few large buffers again (closed
+///   connections, rows to sort: megabytes a second under churn). By
+///   default glibc maps each one fresh and unmaps it on free, so every
+///   snapshot page-faulted its buffers in again (~6% of tcptop's CPU under
+///   churn). Serve buffers up to 32 MiB from the heap and keep up to
+///   32 MiB of what is freed there for the next snapshot: memory stays
+///   near its high-water mark instead (bounded: a burst cannot pin more
+///   than that).
+fn tune_heap() {
     #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets allocator parameters.
+    // SAFETY: malloc_trim only releases free memory, mallopt only sets
+    // allocator parameters. Both are glibc extensions that no crate wraps
+    // (libc declares them, for glibc only).
     unsafe {
+        libc::malloc_trim(0);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
     }

@@ -31,24 +31,10 @@ use std::ffi::CString;
 use std::io;
 use std::time::{Duration, Instant};
 
+use rustix::process::{Gid, Uid};
+use rustix::thread::{self as rthread, CapabilitySet, CapabilitySets};
+
 use super::caps::{CAP_BPF, CAP_SYS_ADMIN};
-
-/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets as two 32-bit halves.
-const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
 
 /// The calling thread's capability sets, one bit per capability.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,50 +48,28 @@ fn bit(cap: u32) -> u64 {
     1u64 << cap
 }
 
+/// capget(2) of the calling thread.
 fn capget() -> io::Result<CapSets> {
-    let mut header = CapHeader {
-        version: CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: a valid header and the two-element array version 3 expects.
-    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let join = |lo: u32, hi: u32| u64::from(lo) | u64::from(hi) << 32;
+    let c = rthread::capabilities(None)?;
     Ok(CapSets {
-        effective: join(data[0].effective, data[1].effective),
-        permitted: join(data[0].permitted, data[1].permitted),
-        inheritable: join(data[0].inheritable, data[1].inheritable),
+        effective: c.effective.bits(),
+        permitted: c.permitted.bits(),
+        inheritable: c.inheritable.bits(),
     })
 }
 
+/// capset(2) of the calling thread. Every bit is passed on, also those of
+/// capabilities newer than rustix's names for them.
 fn capset(sets: CapSets) -> io::Result<()> {
-    let mut header = CapHeader {
-        version: CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let half = |shift: u32| CapData {
-        effective: (sets.effective >> shift) as u32,
-        permitted: (sets.permitted >> shift) as u32,
-        inheritable: (sets.inheritable >> shift) as u32,
-    };
-    let data = [half(0), half(32)];
-    // SAFETY: a valid header and the two-element array version 3 expects.
-    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// prctl with integer arguments.
-fn prctl(option: libc::c_int, arg: libc::c_ulong, arg2: libc::c_ulong) -> io::Result<()> {
-    // SAFETY: every option used here takes integers, no pointers.
-    if unsafe { libc::prctl(option, arg, arg2, 0, 0) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let set = CapabilitySet::from_bits_retain;
+    rthread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: set(sets.effective),
+            permitted: set(sets.permitted),
+            inheritable: set(sets.inheritable),
+        },
+    )?;
     Ok(())
 }
 
@@ -122,11 +86,22 @@ fn lookup_user(name: &str) -> Result<Account, String> {
     let cname = CString::new(name).map_err(|_| unknown())?;
     let mut buf = vec![0u8; 4096];
     loop {
-        // SAFETY: passwd is plain data that getpwnam_r fills in.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut pwd = libc::passwd {
+            pw_name: std::ptr::null_mut(),
+            pw_passwd: std::ptr::null_mut(),
+            pw_uid: 0,
+            pw_gid: 0,
+            pw_gecos: std::ptr::null_mut(),
+            pw_dir: std::ptr::null_mut(),
+            pw_shell: std::ptr::null_mut(),
+        };
         let mut found: *mut libc::passwd = std::ptr::null_mut();
         // SAFETY: valid C string, output struct and buffer of the given length;
-        // the strings in `pwd` point into `buf`, which outlives their use.
+        // the strings in `pwd` point into `buf`, which outlives their use (only
+        // the ids are read). The user database goes through the C library's
+        // NSS modules (files, LDAP, sssd…): rustix does no NSS by design, and
+        // nix's `User::from_name` is this same call behind a second system
+        // crate beside rustix, for one look-up at start-up.
         let rc = unsafe {
             libc::getpwnam_r(
                 cname.as_ptr(),
@@ -223,13 +198,20 @@ fn drop_bounding(keep: u64) {
         .unwrap_or(63)
         .min(63);
     for cap in (0..=last).filter(|c| keep & bit(*c) == 0) {
-        let _ = prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0);
+        let _ =
+            rthread::remove_capability_from_bounding_set(CapabilitySet::from_bits_retain(bit(cap)));
     }
 }
 
 /// Takes the user's uid, gid and primary group as the only group, keeping
 /// the permitted capability set across the switch (PR_SET_KEEPCAPS; the
 /// kernel clears the effective set, which the caller sets afterwards).
+///
+/// The kernel keeps credentials per thread; the C library's setresuid and
+/// friends signal every thread to make the same call, rustix's `set_thread_*`
+/// make it for the calling thread only. Here the calling thread is the only
+/// one (`wait_single_thread`), and threads started later inherit its
+/// credentials, so both change the whole process.
 fn switch_user(a: &Account) -> Result<(), String> {
     let fail = |what: &str, e: io::Error| {
         let hint = if e.raw_os_error() == Some(libc::EPERM) {
@@ -239,21 +221,15 @@ fn switch_user(a: &Account) -> Result<(), String> {
         };
         format!("cannot switch to user \"{}\": {what}: {e}{hint}", a.name)
     };
-    let last = io::Error::last_os_error;
-    prctl(libc::PR_SET_KEEPCAPS, 1, 0).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
-    // SAFETY: one gid from a valid reference.
-    if unsafe { libc::setgroups(1, &a.gid) } != 0 {
-        return Err(fail("setgroups", last()));
-    }
-    // SAFETY: plain id arguments.
-    if unsafe { libc::setresgid(a.gid, a.gid, a.gid) } != 0 {
-        return Err(fail("setresgid", last()));
-    }
-    // SAFETY: plain id arguments.
-    if unsafe { libc::setresuid(a.uid, a.uid, a.uid) } != 0 {
-        return Err(fail("setresuid", last()));
-    }
-    prctl(libc::PR_SET_KEEPCAPS, 0, 0).map_err(|e| fail("PR_SET_KEEPCAPS", e))
+    let keepcaps = |on: bool| {
+        rthread::set_keep_capabilities(on).map_err(|e| fail("PR_SET_KEEPCAPS", e.into()))
+    };
+    let (uid, gid) = (Uid::from_raw(a.uid), Gid::from_raw(a.gid));
+    keepcaps(true)?;
+    rthread::set_thread_groups(&[gid]).map_err(|e| fail("setgroups", e.into()))?;
+    rthread::set_thread_res_gid(gid, gid, gid).map_err(|e| fail("setresgid", e.into()))?;
+    rthread::set_thread_res_uid(uid, uid, uid).map_err(|e| fail("setresuid", e.into()))?;
+    keepcaps(false)
 }
 
 /// Reduces the process to what reading the maps needs (see the module
@@ -271,11 +247,7 @@ pub fn drop_privileges(
     // CAP_SETUID and CAP_SETGID, both still effective until the capset.
     drop_bounding(keep);
     // Ambient capabilities would survive execve; none were asked for.
-    let _ = prctl(
-        libc::PR_CAP_AMBIENT,
-        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-        0,
-    );
+    let _ = rthread::clear_ambient_capability_set();
     if let Some(a) = &account {
         switch_user(a)?;
     }
@@ -285,7 +257,7 @@ pub fn drop_privileges(
         inheritable: 0,
     };
     capset(want).map_err(|e| format!("cannot drop capabilities (capset): {e}"))?;
-    prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).map_err(|e| format!("cannot set no_new_privs: {e}"))?;
+    rthread::set_no_new_privs(true).map_err(|e| format!("cannot set no_new_privs: {e}"))?;
     match capget() {
         Ok(got) if got == want => Ok(()),
         Ok(got) => Err(format!(

@@ -4,54 +4,23 @@
 //! and (while incomplete) endpoints from its socket into its record.
 //!
 //! Aya loads the program; the link and the iterators made from it are two
-//! bpf() commands issued here: aya links iterators without a target (this
+//! bpf() commands (`bpf.rs`): aya links iterators without a target (this
 //! one's target is a map) and turns a link into an iterator only once,
 //! consuming it, where a snapshot needs a fresh one each time. The link is
 //! a file descriptor we own: dropping it detaches.
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use aya::{Ebpf, maps::Map, programs::Iter};
 use tcptop_common::MAP_CONNS;
 
+use super::bpf;
 use super::hooks::{LoadError, TracingBtf, program, refused_for_test};
 
 /// Name of the iterator program in the eBPF object.
 pub const PROGRAM: &str = "tcptop_iter_conns";
-
-/// `enum bpf_cmd` and `enum bpf_attach_type` values (include/uapi/linux/bpf.h).
-const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_ITER_CREATE: libc::c_long = 33;
-const BPF_TRACE_ITER: u32 = 28;
-
-/// `union bpf_attr` for BPF_LINK_CREATE, as far as an iterator uses it.
-#[repr(C)]
-#[derive(Default)]
-struct LinkCreate {
-    prog_fd: u32,
-    target_fd: u32,
-    attach_type: u32,
-    flags: u32,
-    iter_info: u64,
-    iter_info_len: u32,
-    _pad: u32,
-}
-
-/// `union bpf_iter_link_info` for a map element iterator: the map.
-#[repr(C)]
-struct IterLinkInfo {
-    map_fd: u32,
-}
-
-/// `union bpf_attr` for BPF_ITER_CREATE.
-#[repr(C)]
-#[derive(Default)]
-struct IterCreate {
-    link_fd: u32,
-    flags: u32,
-}
 
 /// Partial walks accepted in one run: 4,194,304 records (the most
 /// --max-conns allows) at a million per read, with room to spare.
@@ -69,13 +38,16 @@ impl ConnIter {
     /// Loads the iterator program and links it to the connection map.
     /// Needs BTF tracing programs and map iterators (Linux 5.9+).
     pub fn attach(ebpf: &mut Ebpf, btf: &mut TracingBtf) -> Result<Self, LoadError> {
-        let map_fd = conns_fd(ebpf)?.as_raw_fd();
+        // A descriptor of its own: loading borrows `ebpf`, which holds the map.
+        let map_fd = conns_fd(ebpf)?
+            .try_clone_to_owned()
+            .map_err(|e| LoadError::kernel("duplicating the connection map's descriptor", &e))?;
         let link = link_iterator(
             ebpf,
             btf,
             PROGRAM,
             "bpf_map_elem",
-            Some(map_fd),
+            Some(map_fd.as_fd()),
             "the connection map's iterator",
         )?;
         Ok(ConnIter {
@@ -110,7 +82,7 @@ pub(super) fn link_iterator(
     btf: &mut TracingBtf,
     name: &str,
     target: &str,
-    map_fd: Option<RawFd>,
+    map_fd: Option<BorrowedFd<'_>>,
     what: &str,
 ) -> Result<OwnedFd, LoadError> {
     refused_for_test("iter", what)?;
@@ -123,21 +95,9 @@ pub(super) fn link_iterator(
     let prog_fd = prog
         .fd()
         .map_err(|e| LoadError::kernel(format!("loading {what}"), &e))?
-        .as_fd()
-        .as_raw_fd();
-    let info = map_fd.map(|fd| IterLinkInfo { map_fd: fd as u32 });
-    let attr = LinkCreate {
-        prog_fd: prog_fd as u32,
-        attach_type: BPF_TRACE_ITER,
-        iter_info: info.as_ref().map_or(0, |i| std::ptr::from_ref(i) as u64),
-        iter_info_len: if info.is_some() {
-            std::mem::size_of::<IterLinkInfo>() as u32
-        } else {
-            0
-        },
-        ..LinkCreate::default()
-    };
-    bpf(BPF_LINK_CREATE, &attr).map_err(|e| LoadError::kernel(format!("linking {what}"), &e))
+        .as_fd();
+    bpf::link_iterator(prog_fd, map_fd)
+        .map_err(|e| LoadError::kernel(format!("linking {what}"), &e))
 }
 
 /// Makes an iterator from the iterator link `link` and runs it to the end.
@@ -147,11 +107,7 @@ pub(super) fn link_iterator(
 /// EAGAIN; the next read goes on from there. --max-conns allows 4,194,304
 /// records: a few reads at most.
 pub(super) fn walk(link: &OwnedFd, buf: &mut [u8]) -> io::Result<()> {
-    let attr = IterCreate {
-        link_fd: link.as_raw_fd() as u32,
-        flags: 0,
-    };
-    let mut iter = File::from(bpf(BPF_ITER_CREATE, &attr)?);
+    let mut iter = File::from(bpf::iter_create(link.as_fd())?);
     let mut again = 0;
     loop {
         match iter.read(buf) {
@@ -164,23 +120,4 @@ pub(super) fn walk(link: &OwnedFd, buf: &mut [u8]) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-}
-
-/// One bpf() command that returns a new file descriptor.
-fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<OwnedFd> {
-    // SAFETY: `attr` is a live, initialised `union bpf_attr` prefix of the
-    // size passed; the kernel reads only that many bytes.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            std::ptr::from_ref(attr),
-            std::mem::size_of::<T>() as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }

@@ -7,17 +7,17 @@
 //! starts a new flow, with fresh counters, if the 5-tuple is used again) and
 //! reported once as closed with its final counters.
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 
 use aya::{
     Ebpf,
-    maps::{HashMap, IterableMap, MapData},
+    maps::{HashMap, MapData},
     programs::{CgroupSockAddr, links::CgroupAttachMode},
 };
 use tcptop_common::{ConnTuple, MAP_UDP_FLOWS, UdpFlow};
 
 use super::hooks::{Cause, LoadError};
-use super::{btf::Btf, caps, convert, hooks};
+use super::{bpf, btf::Btf, caps, convert, hooks};
 use crate::model::ConnSample;
 use crate::platform::{HookSet, SourceOptions};
 
@@ -137,7 +137,7 @@ impl UdpFlows {
         for tuple in idle {
             // The final value comes from the delete itself: a datagram
             // counted between our read and the delete is not lost.
-            if let Some(flow) = lookup_and_delete(self.flows.map(), &tuple) {
+            if let Some(flow) = lookup_and_delete(&mut self.flows, &tuple) {
                 closed.push(convert::udp_sample(&tuple, &flow, true));
             }
         }
@@ -189,59 +189,25 @@ fn sock_addr(ebpf: &mut Ebpf) -> Result<(), LoadError> {
 
 /// `bpf_ktime_get_ns()`'s clock.
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     (ts.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(ts.tv_nsec as u64)
 }
 
-/// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` on a hash map (Linux 5.14+; Aya 0.16
-/// has no wrapper for hash maps). On older kernels: lookup, then delete.
-fn lookup_and_delete(map: &MapData, key: &ConnTuple) -> Option<UdpFlow> {
-    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-    const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
-    const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
-    #[repr(C)]
-    struct ElemAttr {
-        map_fd: u32,
-        _pad: u32,
-        key: u64,
-        value: u64,
-        flags: u64,
-    }
-    let mut value = UdpFlow::default();
-    let attr = ElemAttr {
-        map_fd: map.fd().as_fd().as_raw_fd() as u32,
-        _pad: 0,
-        key: key as *const ConnTuple as u64,
-        value: &mut value as *mut UdpFlow as u64,
-        flags: 0,
-    };
-    let bpf = |cmd: libc::c_long| {
-        // SAFETY: `attr` is a valid bpf_attr prefix for the element commands;
-        // key and value point at live buffers of the map's sizes.
-        unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                cmd,
-                &attr as *const ElemAttr,
-                std::mem::size_of::<ElemAttr>(),
-            )
+/// Takes a flow out of the map, with its last counters: one
+/// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` (Linux 5.14+ for hash maps; Aya 0.16
+/// has no wrapper for it), or on older kernels a lookup, then a delete.
+fn lookup_and_delete(
+    map: &mut HashMap<MapData, ConnTuple, UdpFlow>,
+    key: &ConnTuple,
+) -> Option<UdpFlow> {
+    match bpf::lookup_and_delete(map, key) {
+        Ok(found) => found,
+        Err(_) => {
+            let value = map.get(key, 0).ok()?;
+            let _ = map.remove(key);
+            Some(value)
         }
-    };
-    if bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM) == 0 {
-        return Some(value);
     }
-    if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) {
-        return None;
-    }
-    (bpf(BPF_MAP_LOOKUP_ELEM) == 0).then(|| {
-        bpf(BPF_MAP_DELETE_ELEM);
-        value
-    })
 }
