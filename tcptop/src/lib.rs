@@ -1,12 +1,15 @@
 //! tcptop: a top-style, real-time per-connection network monitor.
 //!
 //! Layers, bottom up: `platform` (where data comes from: the eBPF backend on
-//! Linux, behind the `DataSource` trait), `model` (platform-neutral samples),
-//! `table` (connection state and rates), `output` (text and JSON lines),
-//! `app` (the batch event loop), `ui` (the interactive display), `cli` (flags).
+//! Linux and its fallbacks, behind the `DataSource` trait), `model`
+//! (platform-neutral samples), `escape` (text from outside, made safe to
+//! show), `table` (connection state and rates), `output` (text, JSON lines,
+//! CSV), `batch` (the batch event loop), `ui` (the interactive display),
+//! `cli` (flags).
 
-pub mod app;
+pub mod batch;
 pub mod cli;
+pub mod escape;
 pub mod model;
 pub mod names;
 pub mod output;
@@ -35,7 +38,7 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(app::AppError::Signals)?;
+        .map_err(batch::BatchError::Signals)?;
     // A log that cannot be opened is an error before anything starts.
     let log = cli
         .log
@@ -54,7 +57,7 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
     // give them up (and become --user) before the run loop starts.
     source.drop_privileges(cli.user.as_deref())?;
     if cli.batch {
-        return Ok(rt.block_on(app::run_batch(source.as_mut(), cli, log))?);
+        return Ok(rt.block_on(batch::run_batch(source.as_mut(), cli, log))?);
     }
     // Privileges and the kernel were checked by open_default, before the
     // terminal changes; errors print after the guard restored it.

@@ -189,6 +189,17 @@ pub struct ConnSample {
     pub workload: Option<Arc<Workload>>,
 }
 
+/// What is known about a process, for the detail pane; None where it
+/// could not be read (the process ended, or the platform cannot tell).
+/// Untrusted text: escape before display.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcInfo {
+    /// Arguments joined by spaces.
+    pub cmdline: Option<String>,
+    /// User name, or the uid number when it has none.
+    pub user: Option<String>,
+}
+
 /// Events the source could not deliver or record; shown to the user.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Drops {

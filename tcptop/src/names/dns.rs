@@ -10,7 +10,7 @@
 //! time, so an address without a name is not asked for on every frame.
 //!
 //! Names come from the network: they are capped in length here and must be
-//! escaped (`output::escape::untrusted`) before display.
+//! escaped (`escape::untrusted`) before display.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -490,7 +490,7 @@ mod tests {
         );
         r.lookup(v4(1));
         assert!(poll_until(&mut r, |r| r.cached(v4(1)).is_some()));
-        let shown = crate::output::escape::untrusted(r.cached(v4(1)).unwrap_or(""));
+        let shown = crate::escape::untrusted(r.cached(v4(1)).unwrap_or(""));
         assert_eq!(shown, "evil\\x1b[2J\\x1b]0;pwned\\x07.example");
     }
 }

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 pub use dns::Resolver;
 pub use services::Services;
 
-use crate::output::escape::untrusted;
+use crate::escape::untrusted;
 
 /// Host names are cut to this many characters in the table, so that the
 /// port still shows in a 47-column endpoint.

@@ -12,8 +12,8 @@
 
 use std::io::{self, IoSlice, Write};
 
-use super::escape::untrusted;
 use super::{push_addr, push_decimal, sorted_order};
+use crate::escape::untrusted;
 use crate::table::Row;
 
 /// Writes `rows` (in any order) as JSON lines, in [`sort_rows`] order.

@@ -1,7 +1,6 @@
 //! Batch output: aligned text tables, JSON lines and CSV.
 
 pub mod csv;
-pub mod escape;
 pub mod jsonl;
 pub mod record;
 pub mod text;

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use super::escape::untrusted;
+use crate::escape::untrusted;
 use crate::table::Row;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -2,7 +2,8 @@
 
 use std::io::{self, Write};
 
-use super::{escape::untrusted, units};
+use super::units;
+use crate::escape::untrusted;
 use crate::model::{ConnState, Drops};
 use crate::table::Row;
 

@@ -113,6 +113,18 @@ impl HookSet {
     }
 }
 
+/// What the system says about process `pid` (its command line and user),
+/// read when the detail pane opens.
+#[cfg(target_os = "linux")]
+pub fn process_info(pid: u32) -> crate::model::ProcInfo {
+    linux::procfs::process_info(pid)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn process_info(_pid: u32) -> crate::model::ProcInfo {
+    crate::model::ProcInfo::default()
+}
+
 /// Opens the best data source for this machine that `opts.kind` allows.
 #[cfg(target_os = "linux")]
 pub fn open_default(opts: &SourceOptions) -> Result<Box<dyn DataSource>, SourceError> {

@@ -121,7 +121,7 @@ impl Row {
         self.search.get_or_init(|| {
             let mut text = format!(
                 "{} {} {} {} {} {}",
-                crate::output::escape::untrusted(&self.comm),
+                crate::escape::untrusted(&self.comm),
                 self.pid,
                 self.key.proto.as_str(),
                 self.key.local,
@@ -139,7 +139,7 @@ impl Row {
                 .flatten()
                 {
                     text.push(' ');
-                    text.push_str(&crate::output::escape::untrusted(part));
+                    text.push_str(&crate::escape::untrusted(part));
                 }
             }
             text.make_ascii_lowercase();

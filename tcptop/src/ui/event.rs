@@ -79,8 +79,11 @@ pub async fn run<B: Backend>(
                 if let Some(log) = log.as_deref_mut() {
                     // A failed write (disk full…) is shown, not fatal; the
                     // next snapshot tries again and clears it on success.
-                    let written =
-                        log.append(crate::app::unix_now(), source.hooks(), &app.snapshot_rows());
+                    let written = log.append(
+                        crate::batch::unix_now(),
+                        source.hooks(),
+                        &app.snapshot_rows(),
+                    );
                     app.set_status(written.err().or_else(|| warning.clone()));
                 }
             }

@@ -5,9 +5,10 @@ use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
+use crate::escape::untrusted;
 use crate::model::{ConnKey, ConnState, Proto};
 use crate::names::{self, Resolver, Services};
-use crate::output::{escape::untrusted, units};
+use crate::output::units;
 use crate::table::Row;
 
 /// How rows are grouped.

@@ -8,7 +8,6 @@
 pub mod event;
 pub mod history;
 pub mod items;
-pub mod process;
 pub mod terminal;
 pub mod view;
 
@@ -19,12 +18,11 @@ use std::time::{Duration, Instant};
 
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use crate::model::{ConnState, Drops, Snapshot};
+use crate::model::{ConnState, Drops, ProcInfo, Snapshot};
 use crate::names::{Resolver, Services};
 use crate::table::{ConnTable, Filter, Row};
 use history::History;
 use items::{Grouping, Item, ItemId, NameMatch, Names, SortKey};
-use process::ProcInfo;
 
 /// How long a closed connection stays on screen, dimmed.
 pub const LINGER: Duration = Duration::from_secs(5);
@@ -123,7 +121,7 @@ impl App {
             snapshots: 0,
             quit: false,
             dirty: true,
-            proc_lookup: Box::new(process::lookup),
+            proc_lookup: Box::new(crate::platform::process_info),
             status: None,
             resolver: Resolver::none(),
             show_dns: false,
@@ -416,7 +414,7 @@ impl App {
                     .rows()
                     .find(|r| items::workload_id(r) == h)
                     .and_then(|r| r.workload.as_deref())
-                    .map(|w| crate::output::escape::untrusted(w.label()).to_lowercase());
+                    .map(|w| crate::escape::untrusted(w.label()).to_lowercase());
                 self.grouping = Grouping::Connection;
                 if let Some(label) = label {
                     self.filter = label;

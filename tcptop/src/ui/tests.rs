@@ -13,8 +13,8 @@ use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::style::{Color, Modifier};
 
-use super::process::ProcInfo;
 use super::{App, Settings};
+use crate::model::ProcInfo;
 use crate::model::{ConnKey, ConnSample, ConnState, Counters, Drops, Proto, Snapshot};
 use crate::platform::{DataSource, SourceError};
 use crate::table::Filter;

@@ -14,7 +14,8 @@ use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row as TableRow, Sparkline
 
 use super::items::{Column, Grouping, Item, ItemId};
 use super::{App, Settled, state_counts};
-use crate::output::{escape::untrusted, units};
+use crate::escape::untrusted;
+use crate::output::units;
 use crate::table::Row;
 
 const KEYS: &[(&str, &str)] = &[

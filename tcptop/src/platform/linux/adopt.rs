@@ -20,8 +20,8 @@ use aya::{Ebpf, programs::Iter};
 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 
 use super::hooks::{LoadError, TracingBtf, program};
+use super::iter::{link_iterator, walk};
 use super::procfs::{self, NsFile};
-use super::refresh::{link_iterator, walk};
 
 /// Name of the iterator program in the eBPF object.
 pub const PROGRAM: &str = "tcptop_adopt_tcp";

@@ -1,6 +1,6 @@
 //! The bpf() commands that Aya 0.16 has no public wrapper for: reading a
 //! hash map in batches, lookup-and-delete on a hash map, and linking and
-//! running an iterator whose target is a map (see `refresh.rs`).
+//! running an iterator whose target is a map (see `iter.rs`).
 //!
 //! `union bpf_attr`, the command numbers and the attach type come from
 //! aya-obj's bindings, generated from the kernel's uapi headers: nothing

@@ -1,8 +1,9 @@
-//! Privilege and environment checks, done before anything is loaded so the
-//! user gets one clear message instead of a kernel error code.
+//! Capabilities: which ones loading the programs needs, checked before
+//! anything is loaded so that the user gets one clear message (naming them
+//! and the setcap line) instead of a kernel error code; and the memlock
+//! limit older kernels charge maps to.
 
-use std::path::PathBuf;
-
+use super::procfs;
 use crate::platform::SourceError;
 
 pub(super) const CAP_SYS_ADMIN: u32 = 21;
@@ -11,15 +12,11 @@ pub(super) const CAP_BPF: u32 = 39;
 
 /// Effective capability set of this process, from /proc/self/status.
 fn effective_caps() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    parse_cap_eff(&status)
+    parse_cap_eff(&procfs::own_status("CapEff:")?)
 }
 
-fn parse_cap_eff(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+fn parse_cap_eff(hex: &str) -> Option<u64> {
+    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 /// Names of the capabilities missing from `eff` (empty if enough).
@@ -82,61 +79,13 @@ pub fn raise_memlock() {
     let _ = setrlimit(Resource::Memlock, unlimited);
 }
 
-/// (major, minor) of a release string such as "6.1.0-28-amd64".
-pub fn parse_release(release: &str) -> Option<(u32, u32)> {
-    let mut it = release.trim().split(|c: char| !c.is_ascii_digit());
-    let major = it.next()?.parse().ok()?;
-    let minor = it.next()?.parse().ok()?;
-    Some((major, minor))
-}
-
-/// Oldest kernel tcptop runs on: BPF ring buffer (5.8), map element
-/// iterators (5.9) and BTF.
-pub const MIN_KERNEL: (u32, u32) = (5, 9);
-
-pub fn check_kernel() -> Result<(), SourceError> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    match parse_release(&release) {
-        Some(v) if v < MIN_KERNEL => Err(SourceError::Unsupported(format!(
-            "this kernel (Linux {}) is too old: tcptop needs Linux {}.{} or newer \
-             (BPF ring buffer, BTF).",
-            release.trim(),
-            MIN_KERNEL.0,
-            MIN_KERNEL.1
-        ))),
-        _ => Ok(()),
-    }
-}
-
-pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| format!("Linux {}", s.trim()))
-        .unwrap_or_else(|_| "unknown kernel".into())
-}
-
-/// Mount point of the cgroup v2 hierarchy (`/sys/fs/cgroup` on unified
-/// systems, `/sys/fs/cgroup/unified` on hybrid ones).
-pub fn cgroup2_root() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    parse_cgroup2_root(&mounts)
-}
-
-fn parse_cgroup2_root(mounts: &str) -> Option<PathBuf> {
-    mounts.lines().find_map(|l| {
-        let mut f = l.split_whitespace();
-        let (_dev, dir, fstype) = (f.next()?, f.next()?, f.next()?);
-        (fstype == "cgroup2").then(|| PathBuf::from(dir))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn cap_eff_parsing_and_missing_names() {
-        let status = "Name:\tx\nCapEff:\t000001ffffffffff\n";
-        let eff = parse_cap_eff(status).unwrap();
+        let eff = parse_cap_eff("000001ffffffffff").unwrap();
         assert!(missing(eff).is_empty());
         assert_eq!(missing(0), vec!["CAP_BPF", "CAP_PERFMON"]);
         // CAP_NET_ADMIN is optional (UDP peers of unconnected sockets).
@@ -151,25 +100,5 @@ mod tests {
         let m = missing_message(&["CAP_BPF"]);
         assert!(m.contains("Missing: CAP_BPF"));
         assert!(m.contains("setcap cap_bpf,cap_perfmon,cap_net_admin+ep"));
-    }
-
-    #[test]
-    fn kernel_versions() {
-        assert_eq!(parse_release("6.1.0-28-amd64"), Some((6, 1)));
-        assert_eq!(parse_release("5.15.0-91-generic\n"), Some((5, 15)));
-        assert_eq!(parse_release("6.18.44-fc-v669"), Some((6, 18)));
-        assert_eq!(parse_release("garbage"), None);
-        assert!((5, 8) < MIN_KERNEL && (5, 9) >= MIN_KERNEL && (6, 1) > MIN_KERNEL);
-    }
-
-    #[test]
-    fn finds_cgroup2_mount() {
-        let mounts = "cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n\
-                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw,nosuid 0 0\n";
-        assert_eq!(
-            parse_cgroup2_root(mounts),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
-        assert_eq!(parse_cgroup2_root("proc /proc proc rw 0 0\n"), None);
     }
 }

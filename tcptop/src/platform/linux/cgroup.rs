@@ -57,10 +57,7 @@ impl Resolver {
     /// A resolver for this machine's cgroup2 mount (from
     /// /proc/self/mountinfo: not always /sys/fs/cgroup).
     pub fn new() -> Resolver {
-        let root = fs::read_to_string("/proc/self/mountinfo")
-            .ok()
-            .and_then(|m| cgroup2_mount(&m));
-        Resolver::with_paths(root, PathBuf::from(POD_LOGS))
+        Resolver::with_paths(mount(), PathBuf::from(POD_LOGS))
     }
 
     /// A resolver for the tree at `root` and the pod directory `pods_dir`
@@ -219,6 +216,13 @@ impl Default for Resolver {
     fn default() -> Self {
         Resolver::new()
     }
+}
+
+/// This machine's cgroup2 mount point (from /proc/self/mountinfo: it is
+/// /sys/fs/cgroup on unified systems, /sys/fs/cgroup/unified on hybrid
+/// ones, and anywhere an administrator put it).
+pub fn mount() -> Option<PathBuf> {
+    cgroup2_mount(&fs::read_to_string("/proc/self/mountinfo").ok()?)
 }
 
 /// The cgroup2 mount point in a /proc/self/mountinfo text (fields: id,

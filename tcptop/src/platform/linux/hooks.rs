@@ -2,7 +2,7 @@
 //!
 //! Birth and teardown use the `inet_sock_set_state` and `tcp_destroy_sock`
 //! tracepoints, and live connections' states and socket counters the
-//! connection map's iterator (`refresh.rs`), on every kernel tcptop supports; what
+//! connection map's iterator (`iter.rs`), on every kernel tcptop supports; what
 //! differs between kernels is how each send/receive call is seen:
 //!
 //! | set | programs | needs |
@@ -220,7 +220,7 @@ impl<'a> TracingBtf<'a> {
 /// The birth and teardown tracepoints every hook set uses: teardown first,
 /// so that no socket starts being tracked before its teardown would be
 /// seen. (States, endpoints and socket counters of live connections come
-/// from the connection map's iterator: `refresh.rs`.)
+/// from the connection map's iterator: `iter.rs`.)
 const LIFECYCLE_TRACEPOINTS: [&str; 2] = ["tcp_destroy_sock", "inet_sock_set_state"];
 /// The send/receive tracepoints of the tracepoint set.
 const IO_TRACEPOINTS: [&str; 2] = ["sock_send_length", "sock_recv_length"];

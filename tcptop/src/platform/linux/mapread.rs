@@ -16,7 +16,7 @@ use aya::maps::{HashMap, Map, MapData};
 use tcptop_common::ConnStats;
 
 use super::bpf::lookup_batch;
-use super::refresh::conns_fd;
+use super::iter::conns_fd;
 
 /// Records asked for per call at first; doubled when one bucket holds more
 /// (the kernel then answers ENOSPC).

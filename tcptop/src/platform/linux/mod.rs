@@ -17,12 +17,14 @@ pub mod diag;
 mod diagview;
 mod events;
 mod hooks;
+mod iter;
 mod mapread;
 mod privdrop;
-mod procfs;
-mod refresh;
+pub mod procfs;
+mod release;
 mod udp;
 pub mod unprivileged;
+mod users;
 
 use std::collections::{HashMap as StdHashMap, HashSet};
 use std::path::Path;
@@ -67,7 +69,7 @@ pub struct EbpfSource {
     /// None when the UDP programs could not attach (a warning says so).
     udp: Option<udp::UdpFlows>,
     /// None where the kernel refused the map iterator.
-    conn_iter: Option<refresh::ConnIter>,
+    conn_iter: Option<iter::ConnIter>,
     /// The socket diagnostics' view, where an iterator was refused: it
     /// refreshes records (no map iterator) and shows connections adopted
     /// from its first dump (no TCP socket iterator).
@@ -92,7 +94,7 @@ pub struct EbpfSource {
 impl EbpfSource {
     pub fn open(opts: &SourceOptions) -> Result<Self, SourceError> {
         caps::check()?;
-        caps::check_kernel()?;
+        release::check_kernel()?;
         let btf_path = opts.btf.as_deref().unwrap_or(Path::new(BTF_PATH));
         let btf = read_btf(btf_path, opts.btf.is_some())?;
         let mut offsets = kernel_offsets(&btf)?;
@@ -124,10 +126,10 @@ impl EbpfSource {
         // The map iterator is optional: where the kernel refuses it, the
         // kernel's socket diagnostics refresh the records instead, and the
         // state program completes their endpoints at ESTABLISHED.
-        let conn_iter = match refresh::ConnIter::attach(&mut ebpf, &mut tracing) {
+        let conn_iter = match iter::ConnIter::attach(&mut ebpf, &mut tracing) {
             Ok(it) => Some(it),
             Err(e) => {
-                hooks::unload(&mut ebpf, [refresh::PROGRAM.to_string()]);
+                hooks::unload(&mut ebpf, [iter::PROGRAM.to_string()]);
                 set_settings(&mut ebpf, SETTING_FILL_ESTABLISHED)?;
                 warnings.push(format!(
                     "{e}: live connections' state, RTT and counters come from the \
@@ -476,7 +478,7 @@ fn read_btf(path: &Path, user_given: bool) -> Result<btf::Btf, SourceError> {
              tcptop reads kernel structures at offsets taken from BTF: use a kernel built \
              with CONFIG_DEBUG_INFO_BTF=y (the default on Debian, Ubuntu, Fedora and RHEL \
              kernels since 2020), or pass this kernel's BTF with --btf FILE.",
-            caps::kernel_release()
+            release::kernel_release()
         )));
     }
     btf::Btf::from_file(path).map_err(|e| {
@@ -694,7 +696,7 @@ fn no_hook_set(errors: &[(HookSet, hooks::LoadError)], forced: bool) -> SourceEr
     } else {
         String::from("no hook set can count send/receive calls on this kernel")
     };
-    msg.push_str(&format!(" ({}):", caps::kernel_release()));
+    msg.push_str(&format!(" ({}):", release::kernel_release()));
     for (set, e) in errors {
         msg.push_str(&format!("\n  {}: {e}", set.as_str()));
         if *set == HookSet::Tracepoint && e.cause() == hooks::Cause::Missing {
@@ -719,7 +721,7 @@ fn required(e: &hooks::LoadError) -> SourceError {
         _ => SourceError::Unsupported(format!(
             "{e}.\nThis kernel ({}) lacks a hook tcptop needs (the tracepoints \
              inet_sock_set_state and tcp_destroy_sock, Linux 4.16+).",
-            caps::kernel_release()
+            release::kernel_release()
         )),
     }
 }
@@ -826,7 +828,7 @@ mod tests {
         let mut obj = aya_obj::Object::parse(bytes).unwrap();
         let mut programs = hooks::program_names();
         programs.extend(udp::program_names());
-        programs.push(refresh::PROGRAM.to_string());
+        programs.push(iter::PROGRAM.to_string());
         programs.push(adopt::PROGRAM.to_string());
         let mut missing: Vec<String> = MAPS
             .into_iter()

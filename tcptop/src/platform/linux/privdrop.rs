@@ -27,7 +27,6 @@
 //! calling thread is the only one (checked), so that threads started later
 //! inherit the reduced sets.
 
-use std::ffi::CString;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -35,6 +34,7 @@ use rustix::process::{Gid, Uid};
 use rustix::thread::{self as rthread, CapabilitySet, CapabilitySets};
 
 use super::caps::{CAP_BPF, CAP_SYS_ADMIN};
+use super::users::{self, Account};
 
 /// The calling thread's capability sets, one bit per capability.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,69 +73,18 @@ fn capset(sets: CapSets) -> io::Result<()> {
     Ok(())
 }
 
-/// A user from the password database.
-#[derive(Debug, PartialEq, Eq)]
-struct Account {
-    name: String,
-    uid: libc::uid_t,
-    gid: libc::gid_t,
-}
-
+/// The account `--user NAME` names, or a message saying why there is none.
 fn lookup_user(name: &str) -> Result<Account, String> {
-    let unknown = || format!("--user: there is no user named \"{name}\"");
-    let cname = CString::new(name).map_err(|_| unknown())?;
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let mut pwd = libc::passwd {
-            pw_name: std::ptr::null_mut(),
-            pw_passwd: std::ptr::null_mut(),
-            pw_uid: 0,
-            pw_gid: 0,
-            pw_gecos: std::ptr::null_mut(),
-            pw_dir: std::ptr::null_mut(),
-            pw_shell: std::ptr::null_mut(),
-        };
-        let mut found: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: valid C string, output struct and buffer of the given length;
-        // the strings in `pwd` point into `buf`, which outlives their use (only
-        // the ids are read). The user database goes through the C library's
-        // NSS modules (files, LDAP, sssd…): rustix does no NSS by design, and
-        // nix's `User::from_name` is this same call behind a second system
-        // crate beside rustix, for one look-up at start-up.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                cname.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut found,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        if rc != 0 {
-            return Err(format!(
-                "cannot look up user \"{name}\" (--user): {}",
-                io::Error::from_raw_os_error(rc)
-            ));
-        }
-        if found.is_null() {
-            return Err(unknown());
-        }
-        return Ok(Account {
-            name: name.to_string(),
-            uid: pwd.pw_uid,
-            gid: pwd.pw_gid,
-        });
+    match users::by_name(name) {
+        Ok(Some(a)) => Ok(a),
+        Ok(None) => Err(format!("--user: there is no user named \"{name}\"")),
+        Err(e) => Err(format!("cannot look up user \"{name}\" (--user): {e}")),
     }
 }
 
 /// Number of threads in this process, from /proc/self/status.
 fn thread_count() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    parse_threads(&status)
+    super::procfs::own_status("Threads:")?.parse().ok()
 }
 
 /// Waits (up to a second) until the calling thread is the only one. A
@@ -156,13 +105,6 @@ fn wait_single_thread() -> Result<(), String> {
             None => return Err("cannot drop privileges: /proc/self/status is unreadable".into()),
         }
     }
-}
-
-fn parse_threads(status: &str) -> Option<u32> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
 }
 
 /// Capabilities (as bits) that map reads need on this kernel: none, or the
@@ -272,12 +214,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn threads_line() {
-        assert_eq!(
-            parse_threads("Name:\tx\nThreads:\t3\nSigQ:\t0/1\n"),
-            Some(3)
-        );
-        assert_eq!(parse_threads("Name:\tx\n"), None);
+    fn own_threads() {
+        // This test's thread and the harness's main thread at least.
+        assert!(thread_count().is_some_and(|n| n >= 1));
     }
 
     #[test]

@@ -189,6 +189,44 @@ fn parse_pid(name: &OsStr) -> Option<u32> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
+/// What the detail pane shows about process `pid`: /proc/PID/cmdline, and
+/// the real uid from /proc/PID/status named through the user database.
+pub fn process_info(pid: u32) -> crate::model::ProcInfo {
+    if pid == 0 {
+        return crate::model::ProcInfo::default();
+    }
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .map(|b| cmdline_text(&b))
+        .filter(|s| !s.is_empty());
+    let user = fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| status_field(&s, "Uid:").and_then(|n| n.parse::<u32>().ok()))
+        .map(|uid| super::users::name_of(uid).unwrap_or_else(|| uid.to_string()));
+    crate::model::ProcInfo { cmdline, user }
+}
+
+/// NUL-separated arguments as one line.
+pub fn cmdline_text(raw: &[u8]) -> String {
+    let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
+    String::from_utf8_lossy(raw).replace('\0', " ")
+}
+
+/// The first value of a `Name:` line of a /proc status file (the real uid
+/// for `Uid:`, the set for `CapEff:`, the count for `Threads:`).
+pub fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|rest| rest.split_whitespace().next())
+}
+
+/// A field of this process's /proc/self/status.
+pub fn own_status(name: &str) -> Option<String> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    status_field(&status, name).map(str::to_string)
+}
+
 /// A network namespace and a file that enters it (setns).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NsFile {
@@ -398,6 +436,20 @@ fn parse_hex(s: &str, max_len: usize) -> Option<u32> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_facts() {
+        assert_eq!(cmdline_text(b"curl\0-o\0/dev/null\0"), "curl -o /dev/null");
+        assert_eq!(cmdline_text(b""), "");
+        let status = "Name:\tcurl\nUid:\t1000\t1000\t1000\t1000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(status_field(status, "Uid:"), Some("1000"));
+        assert_eq!(status_field(status, "CapEff:"), Some("000001ffffffffff"));
+        assert_eq!(status_field("Name: x\n", "Uid:"), None);
+        let me = process_info(std::process::id());
+        assert!(me.cmdline.is_some());
+        assert!(me.user.is_some());
+        assert_eq!(process_info(0), crate::model::ProcInfo::default());
+    }
     use std::net::{TcpListener, TcpStream};
     use std::os::unix::fs::symlink;
     use std::str::FromStr;

@@ -17,7 +17,7 @@ use aya::{
 use tcptop_common::{ConnTuple, MAP_UDP_FLOWS, UdpFlow};
 
 use super::hooks::{Cause, LoadError};
-use super::{bpf, btf::Btf, caps, convert, hooks};
+use super::{bpf, btf::Btf, cgroup, convert, hooks};
 use crate::model::ConnSample;
 use crate::platform::{HookSet, SourceOptions};
 
@@ -163,7 +163,7 @@ fn kprobe(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), LoadError> {
 
 fn sock_addr(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     let what = "the UDP peer-address programs on the cgroup v2 root";
-    let root = caps::cgroup2_root()
+    let root = cgroup::mount()
         .ok_or_else(|| LoadError::missing(what, "no cgroup v2 mount in /proc/mounts"))?;
     let cgroup = std::fs::File::open(&root)
         .map_err(|e| LoadError::kernel(format!("{what}: opening {}", root.display()), &e))?;

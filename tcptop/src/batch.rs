@@ -14,7 +14,7 @@ use crate::platform::DataSource;
 use crate::table::{ConnTable, Row};
 
 #[derive(Debug, thiserror::Error)]
-pub enum AppError {
+pub enum BatchError {
     #[error(transparent)]
     Source(#[from] crate::platform::SourceError),
     #[error("cannot write output: {0}")]
@@ -27,15 +27,15 @@ pub async fn run_batch(
     source: &mut dyn DataSource,
     cli: &Cli,
     mut log: Option<csv::CsvLog>,
-) -> Result<(), AppError> {
+) -> Result<(), BatchError> {
     let filter = cli.filter();
     let secs = cli.interval.as_secs_f64();
     let mut table = ConnTable::new();
     table.set_window(cli.rate_window.into());
     let mut ticker = interval_at(tokio::time::Instant::now() + cli.interval, cli.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut sigint = signal(SignalKind::interrupt()).map_err(AppError::Signals)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(AppError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(BatchError::Signals)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(BatchError::Signals)?;
     for w in source.warnings() {
         eprintln!("tcptop: warning: {w}");
     }
@@ -103,7 +103,7 @@ pub async fn run_batch(
             Ok(()) => {}
             // `tcptop -b | head`: the reader is gone, stop quietly.
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-            Err(e) => return Err(AppError::Output(e)),
+            Err(e) => return Err(BatchError::Output(e)),
         }
         done += 1;
         if last || cli.iterations.is_some_and(|n| done >= n) {
