@@ -15,6 +15,8 @@ pub const MAP_DROPS: &str = "DROPS";
 pub const MAP_UDP_FLOWS: &str = "UDP_FLOWS";
 /// Name of the global holding kernel struct offsets ([`Offsets`]).
 pub const GLOBAL_OFFSETS: &str = "OFFSETS";
+/// Name of the global holding what user space decided at load ([`Config`]).
+pub const GLOBAL_CONFIG: &str = "CONFIG";
 
 /// Default capacity of the connection map.
 pub const MAX_CONNS: u32 = 65_536;
@@ -223,14 +225,6 @@ pub struct Offsets {
     pub recv_ret_arg: u32,
     // struct msghdr: the peer address of a send or receive call
     pub msghdr_name: u32,
-    /// Non-zero when UDP flows are counted (not `--tcp`).
-    pub udp: u32,
-    /// Non-zero once filled in by user space; programs do nothing until then.
-    pub ready: u32,
-    /// Benchmark instrument: [`SKIP_CALLS`], [`SKIP_RING`] (0 in normal use).
-    /// User space sets it only when built with its `bench-switches` feature
-    /// (or debug assertions): it stays here, as data, in every build.
-    pub bench_skip: u32,
     // struct tcp_sock: the counters behind the application's bytes
     pub tcp_bytes_acked: u32,
     pub tcp_bytes_received: u32,
@@ -304,10 +298,26 @@ pub fn app_bytes(
     Some((tx, rx))
 }
 
-/// `Offsets::bench_skip`: the send/receive programs return at once (no
+/// What user space decides before load, frozen with the programs (the
+/// run-time settings that may change later are a map: `MAP_SETTINGS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    /// Non-zero once filled in by user space; programs do nothing until then.
+    pub ready: u32,
+    /// Non-zero when UDP flows are counted (not `--tcp`).
+    pub udp: u32,
+    /// Benchmark instrument: [`SKIP_CALLS`], [`SKIP_RING`] (0 in normal use).
+    /// User space sets it only when built with its `bench-switches` feature
+    /// (or debug assertions): it stays here, as data, in every build.
+    pub bench_skip: u32,
+    pub _pad: u32,
+}
+
+/// `Config::bench_skip`: the send/receive programs return at once (no
 /// bytes, no owners from calls).
 pub const SKIP_CALLS: u32 = 1;
-/// `Offsets::bench_skip`: a teardown deletes the record without sending
+/// `Config::bench_skip`: a teardown deletes the record without sending
 /// its final copy through the ring buffer.
 pub const SKIP_RING: u32 = 2;
 
@@ -318,6 +328,7 @@ mod user {
     unsafe impl aya::Pod for super::ConnStats {}
     unsafe impl aya::Pod for super::ConnEvent {}
     unsafe impl aya::Pod for super::Offsets {}
+    unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::ConnTuple {}
     unsafe impl aya::Pod for super::UdpFlow {}
 }
@@ -335,7 +346,8 @@ mod tests {
             size_of::<ConnTuple>() + 4 + 3 * 8 + 8 * 4 + 16 + 4 + 4 + 5 * 8
         );
         assert_eq!(size_of::<ConnEvent>(), 16 + size_of::<ConnStats>());
-        assert_eq!(size_of::<Offsets>(), 32 * 4);
+        assert_eq!(size_of::<Offsets>(), 29 * 4);
+        assert_eq!(size_of::<Config>(), 4 * 4);
         assert_eq!(size_of::<UdpFlow>(), 6 * 8 + 8 + 16 + 8);
     }
 

@@ -1,22 +1,23 @@
 //! The connection map and the operations every probe shares: find or start
 //! tracking a socket, refresh its socket counters, emit lifecycle events.
 
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
-
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_pid_tgid, bpf_jiffies64, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use tcptop_common::{
-    AF_INET, AF_INET6, CONN_ACTIVE, CONN_APP, CONN_NO_FIN, ConnEvent, ConnStats, ConnTuple,
-    DROP_COUNTERS, DROP_MAP_FULL, DROP_RINGBUF, EVENT_CLOSE, EVENTS_BYTES, IPPROTO_TCP,
-    IPPROTO_UDP, MAX_CONNS, ORIGIN_BORN, ORIGIN_EXISTING, SKIP_CALLS, SKIP_RING, TCP_CLOSE,
-    TCP_SYN_RECV, TCP_SYN_SENT,
+    CONN_ACTIVE, CONN_APP, CONN_NO_FIN, ConnEvent, ConnStats, ConnTuple, DROP_MAP_FULL,
+    DROP_RINGBUF, EVENT_CLOSE, EVENTS_BYTES, IPPROTO_TCP, MAX_CONNS, ORIGIN_BORN, ORIGIN_EXISTING,
+    SKIP_CALLS, SKIP_RING, TCP_CLOSE, TCP_SYN_RECV, TCP_SYN_SENT,
 };
 
 use crate::kernel::{self, Mem, off};
+use crate::sock::{
+    Kind, MSG_ERRQUEUE, MSG_PEEK, add, comm_epoch, count_drop, family, kind, netns, read_addrs,
+    tcp_sock,
+};
 use crate::udp;
 
 #[map(name = "CONNS")]
@@ -24,9 +25,6 @@ static CONNS: HashMap<u64, ConnStats> = HashMap::with_max_entries(MAX_CONNS, 0);
 
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
-
-#[map(name = "DROPS")]
-static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_COUNTERS, 0);
 
 /// Wake user space only when the ring buffer is filling up: it drains on a
 /// timer otherwise, so a burst of short connections costs no wake-ups.
@@ -44,78 +42,6 @@ const QUERY_EVERY: u64 = 32;
 #[map(name = "SUBMITTED")]
 static SUBMITTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-pub fn count_drop(which: u32) {
-    if let Some(p) = DROPS.get_ptr_mut(which) {
-        // SAFETY: per-CPU slot, only this CPU writes it while we run.
-        unsafe { *p += 1 };
-    }
-}
-
-/// Socket family, or 0 if unreadable.
-#[inline(always)]
-pub fn family<M: Mem>(sk: *const u8) -> u16 {
-    M::read::<u16>(sk, off!(skc_family)).unwrap_or(0)
-}
-
-/// `SOCK_STREAM`: raw sockets can have protocol TCP too, but are not connections.
-const SOCK_STREAM: u16 = 1;
-
-/// What an inet socket is, for the send/receive hooks.
-#[derive(PartialEq, Eq)]
-pub enum Kind {
-    Tcp,
-    Udp,
-    Other,
-}
-
-/// TCP stream or UDP datagram socket of the inet families, or anything else.
-#[inline(always)]
-pub fn kind<M: Mem>(sk: *const u8) -> Kind {
-    let fam = family::<M>(sk);
-    if fam != AF_INET && fam != AF_INET6 {
-        return Kind::Other;
-    }
-    transport::<M>(sk)
-}
-
-/// TCP stream, UDP datagram or anything else, for a socket already known
-/// to be of an inet family (raw sockets can carry either protocol number).
-#[inline(always)]
-pub fn transport<M: Mem>(sk: *const u8) -> Kind {
-    let proto = M::read::<u16>(sk, off!(sk_protocol)).unwrap_or(0);
-    let ty = M::read::<u16>(sk, off!(sk_type)).unwrap_or(0);
-    if proto == IPPROTO_TCP as u16 && ty == SOCK_STREAM {
-        Kind::Tcp
-    } else if proto == IPPROTO_UDP as u16 && ty == udp::SOCK_DGRAM {
-        Kind::Udp
-    } else {
-        Kind::Other
-    }
-}
-
-/// `sk` as a TCP stream socket of the inet families (typed `tcp_sock` for
-/// direct reads), or 0 when it is anything else.
-#[inline(always)]
-pub fn tcp_sock<M: Mem>(sk: u64) -> u64 {
-    let tp = M::tcp_sock(sk);
-    if tp != 0 && kind::<M>(tp as *const u8) == Kind::Tcp {
-        tp
-    } else {
-        0
-    }
-}
-
-/// Inode number of the network namespace of `sk` (0 if unreadable).
-#[inline(always)]
-pub fn netns<M: Mem>(sk: *const u8) -> u32 {
-    let net = M::read::<u64>(sk, off!(skc_net)).unwrap_or(0) as *const u8;
-    if net.is_null() {
-        0
-    } else {
-        M::read::<u32>(net, off!(net_ns_inum)).unwrap_or(0)
-    }
-}
-
 /// Reads both endpoints and the network namespace of `sk`.
 #[inline(always)]
 pub fn read_tuple<M: Mem>(sk: *const u8, t: &mut ConnTuple) {
@@ -132,25 +58,6 @@ pub fn read_endpoints<M: Mem>(sk: *const u8, t: &mut ConnTuple) {
     // inet_sport, not skc_num: closing releases the port and zeroes skc_num
     // before the CLOSE transition is traced.
     t.sport = u16::from_be(M::read::<u16>(sk, off!(inet_sport)).unwrap_or(0));
-}
-
-/// Reads both addresses and the remote port of `sk` for `t.family`: the
-/// `sock_common` part of the endpoints (the local port is the caller's).
-#[inline(always)]
-pub fn read_addrs<M: Mem>(sk: *const u8, t: &mut ConnTuple) {
-    if t.family == AF_INET6 {
-        t.saddr = kernel::read16::<M>(sk, off!(skc_v6_rcv_saddr));
-        t.daddr = kernel::read16::<M>(sk, off!(skc_v6_daddr));
-    } else {
-        // Network byte order in memory: the bytes as they are.
-        let s = M::read::<u32>(sk, off!(skc_rcv_saddr)).unwrap_or(0);
-        let d = M::read::<u32>(sk, off!(skc_daddr)).unwrap_or(0);
-        t.saddr = [0; 16];
-        t.daddr = [0; 16];
-        t.saddr[..4].copy_from_slice(&s.to_ne_bytes());
-        t.daddr[..4].copy_from_slice(&d.to_ne_bytes());
-    }
-    t.dport = u16::from_be(M::read::<u16>(sk, off!(skc_dport)).unwrap_or(0));
 }
 
 /// Socket counters of a `tcp_sock`.
@@ -311,16 +218,6 @@ fn write_owner<M: Mem>(st: *mut ConnStats, tgid: u32, epoch: u32) {
     }
 }
 
-/// About a second per value: jiffies / 256, so 1.02 s at Debian's HZ=250
-/// (0.26 s at HZ=1000, 2.6 s at HZ=100). Reading jiffies is one load;
-/// `bpf_ktime_get_ns` reads the clock source (the TSC), which perf showed
-/// at ~10% of the send/receive programs' time when it was read per call.
-#[inline(always)]
-pub fn comm_epoch() -> u32 {
-    // SAFETY: helper without preconditions.
-    (unsafe { bpf_jiffies64() } >> 8) as u32
-}
-
 #[inline(always)]
 pub fn lookup(sk: u64) -> Option<*mut ConnStats> {
     CONNS.get_ptr_mut(&sk)
@@ -442,15 +339,6 @@ pub fn start_born<M: Mem>(tp: *const u8, state: u8, owner: bool) {
 /// `-EEXIST`, as the map helpers return it.
 const EEXIST: i32 = -17;
 
-/// Adds `n` to a byte counter without losing concurrent increments.
-#[inline(always)]
-pub fn add(counter: *mut u64, n: u64) {
-    // The bpf target does not declare 64-bit atomic RMW, so `AtomicU64` has
-    // no `fetch_add`; the intrinsic lowers to the BPF atomic add instruction.
-    // SAFETY: `counter` points into a live map value, 8-byte aligned.
-    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, n) };
-}
-
 /// Sends a connection's final record: `st` in state CLOSE and, when `tp`
 /// (its `tcp_sock`) is not null, with what the socket holds now (see
 /// [`store`]). The only event there is: while a connection lives, user
@@ -512,11 +400,6 @@ fn time_to_ask() -> bool {
         None => true,
     }
 }
-
-/// `MSG_PEEK`: data is left in the queue and will be counted when read.
-pub const MSG_PEEK: i64 = 2;
-/// `MSG_ERRQUEUE`: reads queued errors and timestamps, not data.
-pub const MSG_ERRQUEUE: i64 = 0x2000;
 
 /// Accounts one send (`tx`) or receive call on `sk` that returned `ret`
 /// (bytes moved, or a negative errno). Called in the caller's context by

@@ -9,7 +9,7 @@ use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_task, bpf_probe_read_kernel, bpf_skc_to_tcp_sock,
 };
 use aya_ebpf::{macros::map, maps::Array};
-use tcptop_common::{Offsets, SETTING_FILL_ESTABLISHED};
+use tcptop_common::{Config, Offsets, SETTING_FILL_ESTABLISHED};
 
 #[unsafe(no_mangle)]
 static OFFSETS: Offsets = Offsets {
@@ -34,9 +34,6 @@ static OFFSETS: Offsets = Offsets {
     task_comm: 0,
     recv_ret_arg: 0,
     msghdr_name: 0,
-    udp: 0,
-    ready: 0,
-    bench_skip: 0,
     tcp_bytes_acked: 0,
     tcp_bytes_received: 0,
     tcp_write_seq: 0,
@@ -61,19 +58,36 @@ pub fn offsets() -> &'static Offsets {
     &OFFSETS
 }
 
+/// What user space decided at load (frozen, read-only like `OFFSETS`).
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config {
+    ready: 0,
+    udp: 0,
+    bench_skip: 0,
+    _pad: 0,
+};
+
+/// One field of `CONFIG` (volatile, as `off!`).
+macro_rules! config {
+    ($field:ident) => {
+        // SAFETY: a read of a static's field.
+        unsafe { core::ptr::read_volatile(&CONFIG.$field) }
+    };
+}
+
 #[inline(always)]
 pub fn ready() -> bool {
-    off!(ready) != 0
+    config!(ready) != 0
 }
 
 /// Whether the benchmark instrument leaves out `part` (`SKIP_*`; user
 /// space sets `bench_skip` only in builds with its `bench-switches`
-/// feature or debug assertions, 0 otherwise). In normal use: a load from the cache line `ready` just read, a mask and a
+/// feature or debug assertions, 0 otherwise). In normal use: a load from the global `ready` was just read from, a mask and a
 /// branch never taken (the verifier keeps them: bpftool shows 4 more
 /// instructions in the send program).
 #[inline(always)]
 pub fn skips(part: u32) -> bool {
-    off!(bench_skip) as u32 & part != 0
+    config!(bench_skip) & part != 0
 }
 
 /// Run-time settings user space may change after load (`SETTING_*`).
@@ -91,7 +105,7 @@ pub fn fill_established() -> bool {
 /// Whether UDP flows are counted (not `--tcp`).
 #[inline(always)]
 pub fn udp_enabled() -> bool {
-    off!(udp) != 0
+    config!(udp) != 0
 }
 
 /// How a program reads kernel memory.
@@ -111,7 +125,7 @@ pub trait Mem {
     /// `sk` as a `struct tcp_sock` pointer, or 0 when it is not a full TCP
     /// socket. Direct reads of fields past `struct sock` (ports, TCP
     /// counters) need this type; probe reads do not care, and the socket
-    /// kind is checked in `conn::tcp_sock` either way.
+    /// kind is checked in `sock::tcp_sock` either way.
     fn tcp_sock(sk: u64) -> u64;
     /// `p` as a plain number that [`Probe`] reads can take offsets from.
     fn plain(p: u64) -> u64;

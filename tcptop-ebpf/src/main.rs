@@ -12,13 +12,14 @@
 //! the `EVENTS` ring buffer.
 #![no_std]
 #![no_main]
-// 64-bit atomic add for byte counters (see conn::add).
+// 64-bit atomic add for byte counters (see sock::add).
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
 mod conn;
 mod kernel;
 mod probes;
+mod sock;
 mod udp;
 
 #[cfg(not(test))]

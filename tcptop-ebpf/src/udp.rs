@@ -27,13 +27,11 @@ use tcptop_common::{
     AF_INET, AF_INET6, ConnTuple, DROP_UDP_FLOWS, IPPROTO_UDP, MAX_UDP_FLOWS, UdpFlow,
 };
 
-use crate::conn::{self, MSG_ERRQUEUE, MSG_PEEK};
 use crate::kernel::{self, Mem, Probe, off};
+use crate::sock::{self, MSG_ERRQUEUE, MSG_PEEK};
 
 #[map(name = "UDP_FLOWS")]
 static UDP_FLOWS: HashMap<ConnTuple, UdpFlow> = HashMap::with_max_entries(MAX_UDP_FLOWS, 0);
-
-pub const SOCK_DGRAM: u16 = 2;
 
 /// The peer address of one call.
 ///
@@ -144,7 +142,7 @@ pub fn on_function_exit(sk: u64, ret: i64, flags: i64, msg: u64, tx: bool) {
     }
     // UDP-Lite sockets share these functions; the tracepoint set leaves
     // them out too.
-    if conn::transport::<Probe>(sk as *const u8) != conn::Kind::Udp {
+    if sock::transport::<Probe>(sk as *const u8) != sock::Kind::Udp {
         return;
     }
     count::<Probe>(sk, ret as u64, tx, msg_peer(msg).unwrap_or(Peer::NONE));
@@ -154,7 +152,7 @@ pub fn on_function_exit(sk: u64, ret: i64, flags: i64, msg: u64, tx: bool) {
 /// destination: counted there, at the outer call, not twice.
 #[inline(always)]
 pub fn is_inet6(sk: u64) -> bool {
-    conn::family::<Probe>(sk as *const u8) == AF_INET6
+    sock::family::<Probe>(sk as *const u8) == AF_INET6
 }
 
 /// The address in `msg->msg_name` (a `sockaddr_in` or `sockaddr_in6`),
@@ -204,10 +202,10 @@ fn count<M: Mem>(sk: u64, bytes: u64, tx: bool, peer: Peer) {
     let skc = sk as *const u8;
     let mut t = ConnTuple {
         proto: IPPROTO_UDP,
-        family: conn::family::<M>(skc),
+        family: sock::family::<M>(skc),
         ..ConnTuple::default()
     };
-    conn::read_addrs::<M>(skc, &mut t);
+    sock::read_addrs::<M>(skc, &mut t);
     // A live socket's bound port (host order; zeroed only at close).
     t.sport = M::read::<u16>(skc, off!(skc_num)).unwrap_or(0);
     if peer.family != 0 {
@@ -235,7 +233,7 @@ fn count<M: Mem>(sk: u64, bytes: u64, tx: bool, peer: Peer) {
             t.saddr[..4].copy_from_slice(&s[12..]);
         }
     }
-    t.netns = conn::netns::<M>(skc);
+    t.netns = sock::netns::<M>(skc);
 
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -252,22 +250,22 @@ fn count<M: Mem>(sk: u64, bytes: u64, tx: bool, peer: Peer) {
             match UDP_FLOWS.get_ptr_mut(&t) {
                 Some(f) => f,
                 None => {
-                    conn::count_drop(DROP_UDP_FLOWS);
+                    sock::count_drop(DROP_UDP_FLOWS);
                     return;
                 }
             }
         }
     };
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let epoch = conn::comm_epoch();
+    let epoch = sock::comm_epoch();
     // SAFETY: `f` points at a live map value; counters are 8-byte aligned.
     unsafe {
         if tx {
-            conn::add(&raw mut (*f).tx_bytes, bytes);
-            conn::add(&raw mut (*f).tx_packets, 1);
+            sock::add(&raw mut (*f).tx_bytes, bytes);
+            sock::add(&raw mut (*f).tx_packets, 1);
         } else {
-            conn::add(&raw mut (*f).rx_bytes, bytes);
-            conn::add(&raw mut (*f).rx_packets, 1);
+            sock::add(&raw mut (*f).rx_bytes, bytes);
+            sock::add(&raw mut (*f).rx_packets, 1);
         }
         (*f).last_ns = now;
         if (*f).pid != pid || (*f).comm_epoch != epoch {

@@ -19,8 +19,8 @@
 
 use tcptop_common::{TCP_CLOSE, TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_TIME_WAIT};
 
-use crate::conn;
 use crate::kernel::{self, Mem, Probe, off};
+use crate::{conn, sock};
 
 /// `struct bpf_iter__tcp`, the program's context.
 #[repr(C)]
@@ -59,7 +59,7 @@ fn adopt(sk: u64) {
     {
         return;
     }
-    let tp = conn::tcp_sock::<Probe>(sk);
+    let tp = sock::tcp_sock::<Probe>(sk);
     if tp != 0 {
         // A record already there is a connection born since the hooks
         // attached: it is kept. A full map is counted as a drop.

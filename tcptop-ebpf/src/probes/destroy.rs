@@ -11,8 +11,8 @@ use aya_ebpf::{
 };
 use tcptop_common::TCP_CLOSE;
 
-use crate::conn;
 use crate::kernel::{self, Direct, Mem, Probe};
+use crate::{conn, sock};
 
 #[btf_tracepoint(function = "tcp_destroy_sock")]
 pub fn btf_tcp_destroy_sock(ctx: BtfTracePointContext) -> i32 {
@@ -44,7 +44,7 @@ fn on_destroy<M: Mem>(sk: u64) {
         // since has a record): user space shows it
         // from /proc at start-up, and learns here that it ended. Sockets
         // that never connected (and listeners) have no remote port.
-        let tp = conn::tcp_sock::<M>(sk);
+        let tp = sock::tcp_sock::<M>(sk);
         if tp == 0 {
             return;
         }

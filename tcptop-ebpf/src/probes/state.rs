@@ -34,8 +34,8 @@ use tcptop_common::{
     TCP_LAST_ACK, TCP_SYN_RECV, TCP_SYN_SENT,
 };
 
-use crate::conn;
 use crate::kernel::{self, Direct, Mem, Probe};
+use crate::{conn, sock};
 
 /// The last socket this CPU saw enter CLOSE, and whether it had sent a FIN
 /// (1) or not (0).
@@ -70,7 +70,7 @@ fn on_state<M: Mem>(sk: u64, oldstate: u8, newstate: u8) {
         if !kernel::ready() || sk == 0 {
             return;
         }
-        let tp = conn::tcp_sock::<M>(sk);
+        let tp = sock::tcp_sock::<M>(sk);
         if tp != 0 {
             // connect() runs in its caller's context: the owner. A
             // listener's child is made in softirq: its owner comes with

@@ -34,9 +34,9 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
 };
 use tcptop_common::{
-    ConnEvent, ConnStats, DROP_MAP_FULL, DROP_RINGBUF, DROP_UDP_FLOWS, EVENT_CLOSE, GLOBAL_OFFSETS,
-    MAP_CONNS, MAP_DROPS, MAP_EVENTS, MAP_SETTINGS, MAP_UDP_FLOWS, ORIGIN_EXISTING, Offsets,
-    SETTING_FILL_ESTABLISHED, SKIP_CALLS, SKIP_RING,
+    Config, ConnEvent, ConnStats, DROP_MAP_FULL, DROP_RINGBUF, DROP_UDP_FLOWS, EVENT_CLOSE,
+    GLOBAL_CONFIG, GLOBAL_OFFSETS, MAP_CONNS, MAP_DROPS, MAP_EVENTS, MAP_SETTINGS, MAP_UDP_FLOWS,
+    ORIGIN_EXISTING, Offsets, SETTING_FILL_ESTABLISHED, SKIP_CALLS, SKIP_RING,
 };
 
 use super::{DataSource, HookSet, SourceError, SourceOptions};
@@ -97,19 +97,21 @@ impl EbpfSource {
         release::check_kernel()?;
         let btf_path = opts.btf.as_deref().unwrap_or(Path::new(BTF_PATH));
         let btf = read_btf(btf_path, opts.btf.is_some())?;
-        let mut offsets = kernel_offsets(&btf)?;
-        offsets.udp = u32::from(opts.udp);
+        let offsets = kernel_offsets(&btf)?;
         let noop = bench_noop();
-        if noop {
-            offsets.ready = 0;
-        }
         let skip = BenchSkip::from_env()?;
-        offsets.bench_skip = skip.kernel;
+        let config = Config {
+            ready: u32::from(!noop),
+            udp: u32::from(opts.udp),
+            bench_skip: skip.kernel,
+            _pad: 0,
+        };
         caps::raise_memlock();
 
         let bytes = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptop"));
         let mut ebpf = EbpfLoader::new()
             .override_global(GLOBAL_OFFSETS, &offsets, true)
+            .override_global(GLOBAL_CONFIG, &config, true)
             .map_max_entries(MAP_CONNS, opts.max_conns)
             .map_max_entries(MAP_UDP_FLOWS, opts.max_conns)
             .load(bytes)
@@ -621,9 +623,6 @@ fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, SourceError> {
             }
         },
         msghdr_name: off("msghdr", "msg_name")?,
-        udp: 0,
-        ready: 1,
-        bench_skip: 0,
         tcp_bytes_acked: off("tcp_sock", "bytes_acked")?,
         tcp_bytes_received: off("tcp_sock", "bytes_received")?,
         tcp_write_seq: off("tcp_sock", "write_seq")?,
@@ -841,13 +840,14 @@ mod tests {
                     .map(|p| format!("program {p}")),
             )
             .collect();
-        // What `EbpfLoader::override_global` does with it: the symbol
-        // exists and has the size of `Offsets`.
+        // What `EbpfLoader::override_global` does with them: the symbols
+        // exist and have the sizes of `Offsets` and `Config`.
         let offsets = [0u8; std::mem::size_of::<Offsets>()];
-        if let Err(e) =
-            obj.patch_map_data(StdHashMap::from([(GLOBAL_OFFSETS, (&offsets[..], true))]))
-        {
-            missing.push(format!("global {GLOBAL_OFFSETS}: {e}"));
+        let config = [0u8; std::mem::size_of::<Config>()];
+        for (name, bytes) in [(GLOBAL_OFFSETS, &offsets[..]), (GLOBAL_CONFIG, &config[..])] {
+            if let Err(e) = obj.patch_map_data(StdHashMap::from([(name, (bytes, true))])) {
+                missing.push(format!("global {name}: {e}"));
+            }
         }
         assert!(missing.is_empty(), "not in the eBPF object: {missing:#?}");
     }
