@@ -268,6 +268,7 @@ pub fn existing<M: Mem>(
     st.segs_out_base = c.segs_out;
     st.retrans_base = c.retrans;
     st.state = state;
+    // SAFETY: helper without preconditions.
     st.first_ns = unsafe { bpf_ktime_get_ns() };
     Some(p)
 }
@@ -313,6 +314,7 @@ pub fn start_born<M: Mem>(tp: *const u8, state: u8, owner: bool) {
         st.flags = CONN_ACTIVE;
     }
     st.state = state;
+    // SAFETY: helper without preconditions.
     st.first_ns = unsafe { bpf_ktime_get_ns() };
     if owner {
         let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;

@@ -48,6 +48,7 @@ static OFFSETS: Offsets = Offsets {
 /// does not fold the all-zero initialiser that user space overrides).
 macro_rules! off {
     ($field:ident) => {
+        // SAFETY: a read of a field of a static, which lives for ever.
         unsafe { core::ptr::read_volatile(&crate::kernel::offsets().$field) } as usize
     };
 }

@@ -753,7 +753,10 @@ fn udp_server(listen: SocketAddr, name: &Option<String>, o: &UdpServe) -> Result
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one flag per option of the udp-client command"
+)]
 fn udp_client(
     to: &[SocketAddr],
     bind: Option<SocketAddr>,

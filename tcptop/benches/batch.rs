@@ -2,7 +2,10 @@
 //! connections (one second of the maximum-rate churn load, both ends)
 //! through the table, the sort and JSON lines, as `tcptop --batch --format
 //! jsonl` does each interval. Method and results: BENCHMARKS.md.
-#![allow(clippy::unwrap_used)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test and benchmark code: a failed unwrap fails the run"
+)]
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,9 @@
 //! Building and drawing one frame of the interactive display with 10,000
 //! connections (target: under 5 ms). Method and results: BENCHMARKS.md.
-#![allow(clippy::unwrap_used)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test and benchmark code: a failed unwrap fails the run"
+)]
 
 mod fake;
 

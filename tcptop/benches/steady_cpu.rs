@@ -3,7 +3,10 @@
 //! crossterm backend (escape sequences written to a sink) on a 160x48
 //! screen. Reports process CPU time over wall time (target: under 2% of one
 //! core). `TCPTOP_BENCH_SECS` sets the duration (default 30).
-#![allow(clippy::unwrap_used)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test and benchmark code: a failed unwrap fails the run"
+)]
 
 mod fake;
 

@@ -2,7 +2,10 @@
 //! runs a connection's owner. Real cgroups under the real cgroup2 mount
 //! (wherever /proc/self/mountinfo says it is), real traffic from peers
 //! moved into them, exact bytes.
-#![allow(clippy::unwrap_used)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test and benchmark code: a failed unwrap fails the run"
+)]
 
 mod common;
 

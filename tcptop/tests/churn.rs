@@ -3,7 +3,10 @@
 //! connection must be reported closed exactly once on each side with its
 //! exact bytes: nothing lost, nothing counted twice. tcptop's memory and CPU
 //! are printed for BENCHMARKS.md (targets live there, not in assertions).
-#![allow(clippy::unwrap_used)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test and benchmark code: a failed unwrap fails the run"
+)]
 
 mod common;
 

@@ -1,6 +1,9 @@
 //! The command line as a user meets it: bad flags and missing privileges
 //! give one clear message and an exit code, never a backtrace.
-#![allow(clippy::unwrap_used)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test and benchmark code: a failed unwrap fails the run"
+)]
 
 use std::process::Command;
 

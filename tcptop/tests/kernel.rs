@@ -1,6 +1,9 @@
 //! Root integration tests: the real binary, real kernel hooks, real loopback
 //! TCP traffic of known sizes inside a fresh network namespace.
-#![allow(clippy::unwrap_used)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test and benchmark code: a failed unwrap fails the run"
+)]
 
 mod common;
 

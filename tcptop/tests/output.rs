@@ -1,7 +1,6 @@
 //! Taking data out: `--log FILE` (CSV appended every interval) and
 //! `--format csv`, with real traffic; a log that cannot be opened or
 //! written.
-#![allow(clippy::unwrap_used)]
 
 mod common;
 

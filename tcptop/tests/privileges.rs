@@ -2,7 +2,10 @@
 //! capability that reading its maps does not need, in every thread, with
 //! no_new_privs set; with --user it runs as that user; and either way it
 //! still counts a connection made afterwards to the byte.
-#![allow(clippy::unwrap_used)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test and benchmark code: a failed unwrap fails the run"
+)]
 
 mod common;
 

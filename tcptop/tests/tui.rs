@@ -1,7 +1,6 @@
 //! End to end: the real binary's interactive display in a tmux pane, as
 //! root, watching real loopback traffic in a fresh network namespace; the
 //! user filters with `/` and quits with `q`, and the terminal is restored.
-#![allow(clippy::unwrap_used)]
 
 mod common;
 

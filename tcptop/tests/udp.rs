@@ -1,7 +1,10 @@
 //! Root integration tests for UDP flows: the real binary and kernel, real
 //! datagrams of known sizes inside a fresh network namespace; every flow's
 //! bytes and datagrams asserted exactly, on both ends.
-#![allow(clippy::unwrap_used)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test and benchmark code: a failed unwrap fails the run"
+)]
 
 mod common;
 

@@ -2,7 +2,10 @@
 //! socket diagnostics alone (`--source diag`, or `auto` when eBPF programs
 //! may not be loaded). Needs root only to make the namespace and drop to
 //! nobody with setpriv.
-#![allow(clippy::unwrap_used)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test and benchmark code: a failed unwrap fails the run"
+)]
 
 mod common;
 

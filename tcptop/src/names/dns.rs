@@ -183,32 +183,49 @@ impl Resolver {
         self.poll_at(Instant::now())
     }
 
+    /// Waits up to `timeout` for a lookup to finish (tests: instead of
+    /// polling in a sleep loop), then takes every finished one. None if
+    /// none finished; else whether a name appeared, changed or went away.
+    pub fn wait(&mut self, timeout: std::time::Duration) -> Option<bool> {
+        let result = self.rx.recv_timeout(timeout).ok()?;
+        let now = Instant::now();
+        let changed = self.accept(result, now);
+        Some(self.poll_at(now) | changed)
+    }
+
     /// [`poll`](Self::poll) at time `now`.
     pub fn poll_at(&mut self, now: Instant) -> bool {
         let mut changed = false;
-        while let Ok((ip, name)) = self.rx.try_recv() {
-            self.in_flight = self.in_flight.saturating_sub(1);
-            self.pending.remove(&ip);
-            let name = name.and_then(|n| sanitize(&n));
-            let ttl = if name.is_some() {
-                self.config.ttl_name
-            } else {
-                self.config.ttl_no_name
-            };
-            let old = self.cache.get(&ip).and_then(|e| e.name.as_deref());
-            changed |= old != name.as_deref();
-            self.clock += 1;
-            self.cache.insert(
-                ip,
-                Entry {
-                    name,
-                    expires: now + ttl,
-                    used: self.clock,
-                },
-            );
-            self.evict();
+        while let Ok(result) = self.rx.try_recv() {
+            changed |= self.accept(result, now);
         }
         self.start_queued();
+        changed
+    }
+
+    /// Takes one finished lookup into the cache; true if a name appeared,
+    /// changed or went away.
+    fn accept(&mut self, (ip, name): (IpAddr, Option<String>), now: Instant) -> bool {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.pending.remove(&ip);
+        let name = name.and_then(|n| sanitize(&n));
+        let ttl = if name.is_some() {
+            self.config.ttl_name
+        } else {
+            self.config.ttl_no_name
+        };
+        let old = self.cache.get(&ip).and_then(|e| e.name.as_deref());
+        let changed = old != name.as_deref();
+        self.clock += 1;
+        self.cache.insert(
+            ip,
+            Entry {
+                name,
+                expires: now + ttl,
+                used: self.clock,
+            },
+        );
+        self.evict();
         changed
     }
 
@@ -298,17 +315,18 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Condvar, Mutex};
 
-    /// Polls until `done` or a few seconds passed.
+    /// Takes finished lookups until `done` or a few seconds passed
+    /// (blocking on the workers' results, never sleeping).
     fn poll_until(r: &mut Resolver, mut done: impl FnMut(&mut Resolver) -> bool) -> bool {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            r.poll();
-            if done(r) {
-                return true;
+        r.poll();
+        while !done(r) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || r.wait(left).is_none() {
+                return done(r);
             }
-            std::thread::sleep(Duration::from_millis(5));
         }
-        false
+        true
     }
 
     /// Whether /etc/hosts names `ip` (so that resolving it asks no server).

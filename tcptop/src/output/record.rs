@@ -23,7 +23,8 @@ pub struct Record<'a> {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub rx_packets: u64,
-    /// Bytes per second over the last interval.
+    /// Bytes per second over the rate window (`--rate-window`: the last
+    /// interval by default).
     pub tx_bps: u64,
     pub rx_bps: u64,
     pub rtt_us: Option<u32>,

@@ -23,7 +23,8 @@ pub struct Row {
     pub rtt_us: Option<u32>,
     /// What runs the owner (its control group), once known.
     pub workload: Option<Arc<Workload>>,
-    /// Bytes per second over the last interval.
+    /// Bytes per second over the table's rate window (the last interval,
+    /// or a rolling 2/10/40 s window).
     pub tx_bps: f64,
     pub rx_bps: f64,
     /// When the table first saw this connection.

@@ -160,6 +160,15 @@ impl App {
         changed
     }
 
+    /// Waits up to `timeout` for a DNS lookup to finish, then takes what
+    /// finished (tests: no sleep loops). None if none finished; else, as
+    /// [`poll_names`](Self::poll_names), whether the display changed.
+    pub fn wait_names(&mut self, timeout: Duration) -> Option<bool> {
+        let changed = self.resolver.wait(timeout)? && self.show_dns;
+        self.dirty |= changed;
+        Some(changed)
+    }
+
     /// DNS lookups queued or running.
     pub fn names_pending(&self) -> usize {
         self.resolver.pending()
@@ -534,11 +543,6 @@ impl App {
         self.frozen
             .as_ref()
             .map_or_else(|| self.table.totals(), |f| f.totals)
-    }
-
-    /// Connections tracked by the app's history (for tests and benchmarks).
-    pub fn tracked(&self) -> usize {
-        self.history.len()
     }
 
     /// Draws the whole screen.

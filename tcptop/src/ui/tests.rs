@@ -813,17 +813,19 @@ impl Harness {
         self
     }
 
-    /// Draws and polls until no lookup is outstanding; the last frame.
+    /// Draws and takes finished lookups (waiting for the workers'
+    /// results, never sleeping) until none is outstanding; the last frame.
     fn settle_names(&mut self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let s = self.draw();
-            let changed = self.app.poll_names();
-            if !changed && self.app.names_pending() == 0 {
+            self.app.poll_names();
+            if self.app.names_pending() == 0 {
                 return self.draw();
             }
-            assert!(Instant::now() < deadline, "lookups never finished:\n{s}");
-            std::thread::sleep(Duration::from_millis(1));
+            assert!(
+                self.app.wait_names(Duration::from_secs(5)).is_some(),
+                "lookups never finished:\n{s}"
+            );
         }
     }
 }
@@ -968,10 +970,12 @@ fn names_arriving_mark_the_display_dirty() {
     let mut h = Harness::new(140, 12).with_scene(2).with_names(true, false);
     h.draw();
     h.app.take_dirty();
-    let deadline = Instant::now() + Duration::from_secs(5);
     while !h.app.poll_names() {
-        assert!(Instant::now() < deadline, "no name arrived");
-        std::thread::sleep(Duration::from_millis(1));
+        let changed = h.app.wait_names(Duration::from_secs(5));
+        assert!(changed.is_some(), "no name arrived");
+        if changed == Some(true) {
+            break;
+        }
     }
     assert!(h.app.take_dirty(), "a new name redraws");
     // Names off: lookups that finish change nothing on screen.
@@ -979,11 +983,14 @@ fn names_arriving_mark_the_display_dirty() {
     h.draw();
     h.keys("n");
     h.app.take_dirty();
-    let deadline = Instant::now() + Duration::from_secs(5);
     while h.app.names_pending() > 0 {
         assert!(!h.app.poll_names());
-        assert!(Instant::now() < deadline, "lookups never finished");
-        std::thread::sleep(Duration::from_millis(1));
+        let changed = h.app.wait_names(Duration::from_secs(5));
+        assert_eq!(
+            changed,
+            Some(false),
+            "lookups never finished, or changed the screen"
+        );
     }
     assert!(!h.app.take_dirty());
 }

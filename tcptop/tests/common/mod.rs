@@ -1,7 +1,11 @@
 //! Harness for root integration tests: a fresh network namespace per test,
 //! the real tcptop binary in batch jsonl mode, and tcptop-testpeer processes
 //! that move exactly known byte counts and report their kernel TCP_INFO.
-#![allow(dead_code, clippy::unwrap_used)]
+#![expect(dead_code, reason = "each test binary uses a part of the harness")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap fails the test"
+)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;

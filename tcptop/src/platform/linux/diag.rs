@@ -684,7 +684,6 @@ fn ipv6_at(b: &[u8], off: usize) -> Ipv6Addr {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use std::io::{Read, Write};
     use std::mem::offset_of;

@@ -31,14 +31,11 @@ const TCP_LISTEN: u8 = 10;
 pub struct ProcSocket {
     /// Inode number of the network namespace (as in `/proc/<pid>/ns/net` -> `net:[4026531840]`).
     pub netns: u32,
-    /// Read from `tcp6`.
-    pub family_v6: bool,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     /// Kernel TCP state number (1 = ESTABLISHED ... 10 = LISTEN), hex field `st`.
     pub state: u8,
     pub inode: u64,
-    pub uid: u32,
     /// `(pid, comm)` of a process holding an fd to `socket:[inode]`.
     pub owner: Option<(u32, String)>,
 }
@@ -107,8 +104,8 @@ pub fn scan_sockets(proc_root: &Path) -> io::Result<Scan> {
         })
         .collect();
     for ns in namespaces {
-        for (family_v6, rows) in [(false, ns.v4), (true, ns.v6)] {
-            for (local, remote, state, inode, uid) in rows.unwrap_or_default() {
+        for rows in [ns.v4, ns.v6] {
+            for (local, remote, state, inode, _uid) in rows.unwrap_or_default() {
                 if state == TCP_LISTEN {
                     continue;
                 }
@@ -120,12 +117,10 @@ pub fn scan_sockets(proc_root: &Path) -> io::Result<Scan> {
                 };
                 out.push(ProcSocket {
                     netns: ns.inode,
-                    family_v6,
                     local,
                     remote,
                     state,
                     inode,
-                    uid,
                     owner,
                 });
             }
@@ -433,7 +428,6 @@ fn parse_hex(s: &str, max_len: usize) -> Option<u32> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -601,7 +595,7 @@ garbage
         for s in [find(client_addr, server), find(server, client_addr)] {
             assert_eq!(s.state, 1, "{s:?}");
             assert_eq!(s.netns, netns, "{s:?}");
-            assert!(!s.family_v6, "{s:?}");
+            assert!(s.local.is_ipv4(), "{s:?}");
             assert_ne!(s.inode, 0, "{s:?}");
             let (owner_pid, owner_comm) = s.owner.clone().unwrap();
             assert_eq!(owner_pid, pid, "{s:?}");
@@ -689,12 +683,10 @@ garbage
             |netns, state, inode, local: Ipv4Addr, remote: Ipv4Addr, owner: Option<(u32, &str)>| {
                 ProcSocket {
                     netns,
-                    family_v6: false,
                     local: SocketAddr::new(local.into(), 80),
                     remote: SocketAddr::new(remote.into(), 4096),
                     state,
                     inode,
-                    uid: 1000,
                     owner: owner.map(|(p, c)| (p, c.to_owned())),
                 }
             };
