@@ -181,7 +181,10 @@ fn monotonic_ns() -> u64 {
 }
 
 /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` on a hash map (Linux 5.14+; Aya 0.16
-/// has no wrapper for hash maps). On older kernels: lookup, then delete.
+/// has no wrapper for hash maps). On older kernels: lookup, then delete
+/// (a datagram counted between the two is lost); the value only if the
+/// delete succeeded, so that a flow still in the map is not reported
+/// ended, and ended again at the next snapshot.
 fn lookup_and_delete(map: &MapData, key: &ConnTuple) -> Option<UdpFlow> {
     const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
     const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
@@ -202,26 +205,27 @@ fn lookup_and_delete(map: &MapData, key: &ConnTuple) -> Option<UdpFlow> {
         value: &mut value as *mut UdpFlow as u64,
         flags: 0,
     };
-    let bpf = |cmd: libc::c_long| {
+    let bpf = |cmd: libc::c_long, attr: &ElemAttr| {
         // SAFETY: `attr` is a valid bpf_attr prefix for the element commands;
-        // key and value point at live buffers of the map's sizes.
+        // key and value point at live buffers of the map's sizes (or are 0).
         unsafe {
             libc::syscall(
                 libc::SYS_bpf,
                 cmd,
-                &attr as *const ElemAttr,
+                attr as *const ElemAttr,
                 std::mem::size_of::<ElemAttr>(),
             )
         }
     };
-    if bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM) == 0 {
+    if bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &attr) == 0 {
         return Some(value);
     }
     if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) {
         return None;
     }
-    (bpf(BPF_MAP_LOOKUP_ELEM) == 0).then(|| {
-        bpf(BPF_MAP_DELETE_ELEM);
-        value
-    })
+    // The delete command's attributes end at the key: the kernel refuses
+    // it (EINVAL) unless the rest is zero.
+    let delete = ElemAttr { value: 0, ..attr };
+    (bpf(BPF_MAP_LOOKUP_ELEM, &attr) == 0 && bpf(BPF_MAP_DELETE_ELEM, &delete) == 0)
+        .then_some(value)
 }
