@@ -118,7 +118,7 @@ impl EbpfSource {
         };
         let set = hooks::attach_io(&mut ebpf, &candidates, &btf, &mut tracing)
             .map_err(|errors| no_hook_set(&errors, opts.hooks.is_some()))?;
-        let mut warnings = Vec::new();
+        let mut warnings: Vec<String> = hooks::io_warning(set).into_iter().collect();
         let udp = if opts.udp {
             match udp::UdpFlows::attach(&mut ebpf, set, &btf, &mut tracing, opts) {
                 Ok((u, warning)) => {
