@@ -100,6 +100,17 @@ fn flows(tag: &str, ip: &str, base: u16, mapped: bool) {
     const IDLE: f64 = 1.5;
     let ns = NetNs::new(tag);
     let mut top = Tcptop::start(&["--udp", "--idle-timeout", &IDLE.to_string()]);
+    // Several peers block in receives at once here: more than a kernel
+    // without preemption gives the kprobe set's return probes slots for
+    // on a small machine (tcptop warns; `hooks::io_warning`).
+    if let Some(w) = top
+        .warnings
+        .iter()
+        .find(|w| w.contains("calls of each hooked function"))
+    {
+        eprintln!("skipping flows({tag}): exact counts cannot hold here (known limitation): {w}");
+        return;
+    }
     let (s1, s2, s3) = (sock(ip, base), sock(ip, base + 1), sock(ip, base + 2));
     let server = |addr: &str, name: &str, datagrams: &str, reply: &str| -> Peer {
         let mut p = ns.peer(&[

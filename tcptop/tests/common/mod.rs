@@ -347,13 +347,30 @@ impl Tcptop {
         self.child.id()
     }
 
-    /// Collects records for `d`.
+    /// Collects records for `d`, and no longer: lines that arrive faster
+    /// than they are parsed (5,000 a second in an emulated VM) wait in the
+    /// channel for the next pump or for [`Tcptop::stop`]. (Reading on
+    /// while lines were waiting never ended on Linux 5.10's VM, and the
+    /// parsed records filled its memory.)
     pub fn pump(&mut self, d: Duration) {
         let deadline = Instant::now() + d;
-        while let Ok(l) = self
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.records.push(serde_json::from_str(&l).unwrap()),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// After tcptop exited: every line it wrote that is still waiting.
+    fn drain(&mut self) {
+        // The channel closes at the end of tcptop's output; the timeout
+        // only guards against a descriptor some other process still holds.
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.records.push(serde_json::from_str(&l).unwrap());
         }
     }
@@ -395,7 +412,7 @@ impl Tcptop {
         unsafe { libc::kill(self.child.id() as i32, sig) };
         let st = self.child.wait().unwrap();
         assert!(st.success(), "tcptop exited with {st}");
-        self.pump(Duration::from_millis(200));
+        self.drain();
         std::mem::take(&mut self.records)
     }
 
@@ -404,7 +421,7 @@ impl Tcptop {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let st = self.child.wait().unwrap();
-        self.pump(Duration::from_millis(200));
+        self.drain();
         let err: Vec<String> = self.stderr.try_iter().collect();
         assert!(st.success(), "tcptop exited with {st}: {err:?}");
         (std::mem::take(&mut self.records), err.join("\n"))

@@ -146,6 +146,7 @@ impl EbpfSource {
         };
         let set = hooks::attach_io(&mut ebpf, &candidates, &btf, &mut tracing)
             .map_err(|errors| no_hook_set(&errors, opts.hooks.is_some()))?;
+        warnings.extend(hooks::io_warning(set));
         let udp = if opts.udp {
             match udp::UdpFlows::attach(&mut ebpf, set, &btf, &mut tracing, opts) {
                 Ok((u, warning)) => {

@@ -197,7 +197,10 @@ fn monotonic_ns() -> u64 {
 
 /// Takes a flow out of the map, with its last counters: one
 /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` (Linux 5.14+ for hash maps; Aya 0.16
-/// has no wrapper for it), or on older kernels a lookup, then a delete.
+/// has no wrapper for it), or on older kernels a lookup, then a delete (a
+/// datagram counted between the two is lost); the value only if the delete
+/// succeeded, so that a flow still in the map is not reported ended, and
+/// ended again at the next snapshot.
 fn lookup_and_delete(
     map: &mut HashMap<MapData, ConnTuple, UdpFlow>,
     key: &ConnTuple,
@@ -206,7 +209,7 @@ fn lookup_and_delete(
         Ok(found) => found,
         Err(_) => {
             let value = map.get(key, 0).ok()?;
-            let _ = map.remove(key);
+            map.remove(key).ok()?;
             Some(value)
         }
     }
