@@ -32,6 +32,10 @@ pub async fn run_batch(
     let secs = cli.interval.as_secs_f64();
     let mut table = ConnTable::new();
     table.set_window(cli.rate_window.into());
+    if cli.rate_window == crate::cli::Window::Interval {
+        // Nothing can change the window later: no samples to keep.
+        table.interval_rates_only();
+    }
     let mut ticker = interval_at(tokio::time::Instant::now() + cli.interval, cli.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut sigint = signal(SignalKind::interrupt()).map_err(BatchError::Signals)?;

@@ -71,6 +71,8 @@ pub struct Resolver {
     /// Use counter, for recency.
     clock: u64,
     tx: Sender<(IpAddr, Option<String>)>,
+    /// Changes to the cache's names (see `generation`).
+    generation: u64,
     rx: Receiver<(IpAddr, Option<String>)>,
 }
 
@@ -101,6 +103,7 @@ impl Resolver {
             in_flight: 0,
             clock: 0,
             tx,
+            generation: 0,
             rx,
         }
     }
@@ -205,6 +208,12 @@ impl Resolver {
 
     /// Takes one finished lookup into the cache; true if a name appeared,
     /// changed or went away.
+    /// Moves whenever a cached name appears, changes or goes away (a
+    /// display that filters by names caches its lines until it moves).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     fn accept(&mut self, (ip, name): (IpAddr, Option<String>), now: Instant) -> bool {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.pending.remove(&ip);
@@ -216,6 +225,7 @@ impl Resolver {
         };
         let old = self.cache.get(&ip).and_then(|e| e.name.as_deref());
         let changed = old != name.as_deref();
+        self.generation += u64::from(changed);
         self.clock += 1;
         self.cache.insert(
             ip,

@@ -71,9 +71,16 @@ impl Row {
         }
     }
 
+    /// Records the counters at `now`, if they moved since the last sample:
+    /// between two samples they were constant, so an idle connection keeps
+    /// one sample instead of one per snapshot (40 at a 1 s interval, ~1 KB
+    /// a row, most of a large idle table's memory).
     fn record_sample(&mut self, now: Instant) {
-        self.samples
-            .push_back((now, self.counters.tx_bytes, self.counters.rx_bytes));
+        let c = (self.counters.tx_bytes, self.counters.rx_bytes);
+        if self.samples.back().is_some_and(|s| (s.1, s.2) == c) {
+            return;
+        }
+        self.samples.push_back((now, c.0, c.1));
         // Keep one sample at or beyond the longest window as its baseline.
         while self.samples.len() > 2
             && self
@@ -85,23 +92,27 @@ impl Row {
         }
     }
 
-    /// Sets `tx_bps`/`rx_bps` to the average over `w` ending at `now`: from
-    /// the newest sample at least `w` old (or the oldest there is, if the
-    /// connection is younger). With a single sample, the interval rate.
+    /// Sets `tx_bps`/`rx_bps` to the average over `w` ending at `now`. A
+    /// sample holds from its time until the next one (counters that did not
+    /// move are not sampled again): the counters `w` ago are those of the
+    /// newest sample at least `w` old, and the rate is over `w`; if no
+    /// sample is that old (a younger connection), over the time since the
+    /// oldest. With a single sample of now, the interval rate.
     fn apply_window(&mut self, w: RateWindow, now: Instant) {
         let (tx, rx) = match w.duration() {
             None => self.interval_bps,
             Some(span) => {
-                let base = self
-                    .samples
-                    .iter()
-                    .rev()
-                    .find(|s| now.saturating_duration_since(s.0) >= span)
-                    .or(self.samples.front())
-                    .copied();
+                let age = |t: Instant| now.saturating_duration_since(t);
+                let base = match self.samples.iter().rev().find(|s| age(s.0) >= span) {
+                    Some(&(_, btx, brx)) => Some((span, btx, brx)),
+                    None => self
+                        .samples
+                        .front()
+                        .map(|&(t, btx, brx)| (age(t), btx, brx)),
+                };
                 match base {
-                    Some((t, btx, brx)) if t < now => {
-                        let secs = now.saturating_duration_since(t).as_secs_f64();
+                    Some((secs, btx, brx)) if !secs.is_zero() => {
+                        let secs = secs.as_secs_f64();
                         (
                             rate(self.counters.tx_bytes, btx, secs),
                             rate(self.counters.rx_bytes, brx, secs),
@@ -243,7 +254,7 @@ pub fn rate(now: u64, before: u64, secs: f64) -> f64 {
 #[derive(Debug, Default)]
 pub struct ConnTable {
     /// Live connections.
-    live: HashMap<ConnKey, Row>,
+    live: HashMap<ConnKey, Row, foldhash::fast::RandomState>,
     /// Connections that ended: those of the latest snapshot, plus older ones
     /// still within `linger`.
     closed: Vec<Row>,
@@ -257,6 +268,21 @@ pub struct ConnTable {
     window: RateWindow,
     /// Snapshots applied: marks the live rows each one reported.
     generation: u64,
+    /// Changes to what `rows` returns (snapshots, expiry, the rate
+    /// window): a display caches its sorted lines until this moves.
+    version: u64,
+    /// No counter samples are kept (rates over the last interval only: a
+    /// batch run whose window cannot change).
+    no_samples: bool,
+}
+
+/// Where a row is in the table, to find it again cheaply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowAt {
+    /// A live row: by its key (the connection's, in the live map).
+    Live,
+    /// A closed row: by its place among the closed ones.
+    Closed(u32),
 }
 
 impl ConnTable {
@@ -293,6 +319,7 @@ impl ConnTable {
     /// then they leave. A connection reusing the 4-tuple of a closed one is a
     /// new row.
     pub fn apply(&mut self, snap: Snapshot, now: Instant, nominal_secs: f64) {
+        self.version += 1;
         let secs = match self.last {
             Some(t) => now.saturating_duration_since(t).as_secs_f64(),
             None => nominal_secs,
@@ -352,7 +379,7 @@ impl ConnTable {
             // A row first seen closed (most rows under churn) needs no
             // history: without one its windowed rate is its interval rate,
             // and it never moves again. It saves an allocation per row.
-            if r.closed_at.is_none() || !r.samples.is_empty() {
+            if !self.no_samples && (r.closed_at.is_none() || !r.samples.is_empty()) {
                 r.record_sample(now);
             }
             r.apply_window(self.window, now);
@@ -365,6 +392,7 @@ impl ConnTable {
 
     /// Chooses how rates are averaged, and recomputes them now.
     pub fn set_window(&mut self, w: RateWindow) {
+        self.version += 1;
         self.window = w;
         if let Some(now) = self.last {
             for r in self.live.values_mut().chain(self.closed.iter_mut()) {
@@ -381,10 +409,46 @@ impl ConnTable {
     /// linger time, closed rows leave only at the next snapshot).
     pub fn expire(&mut self, now: Instant) {
         if let Some(linger) = self.linger {
+            let before = self.closed.len();
             self.closed.retain(|r| {
                 r.closed_at
                     .is_none_or(|t| now.saturating_duration_since(t) < linger)
             });
+            if self.closed.len() != before {
+                self.version += 1;
+            }
+        }
+    }
+
+    /// Rates over the last interval only, for good: no row keeps counter
+    /// samples (batch mode with the interval window; the display keeps
+    /// them, its window can change).
+    pub fn interval_rates_only(&mut self) {
+        self.no_samples = true;
+        self.window = RateWindow::Interval;
+    }
+
+    /// Moves with every change to the rows or their rates.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The rows, each with where it is ([`get`](Self::get) finds it again
+    /// while `version` has not moved).
+    pub fn rows_at(&self) -> impl Iterator<Item = (RowAt, &Row)> {
+        self.live.values().map(|r| (RowAt::Live, r)).chain(
+            self.closed
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (RowAt::Closed(i as u32), r)),
+        )
+    }
+
+    /// The row of connection `key` at `at`.
+    pub fn get(&self, key: &ConnKey, at: RowAt) -> Option<&Row> {
+        match at {
+            RowAt::Live => self.live.get(key),
+            RowAt::Closed(i) => self.closed.get(i as usize),
         }
     }
 
@@ -743,6 +807,57 @@ mod tests {
         assert!(row.samples.len() <= 42, "{}", row.samples.len());
         t.set_window(RateWindow::Secs40);
         assert_eq!(t.rows().next().unwrap().tx_bps, 10.0);
+    }
+
+    /// An idle connection keeps one sample, however long it idles, and its
+    /// windowed rates stay right when it wakes: 1,000 bytes in the last
+    /// second after a minute of nothing is 100 B/s over 10 s, 25 over 40.
+    #[test]
+    fn idle_rows_keep_one_sample_and_true_window_rates() {
+        let mut t = ConnTable::new();
+        let t0 = Instant::now();
+        for s in 0..=60u64 {
+            t.apply(
+                snap(vec![sample(1000, 7, 500, 0)], vec![]),
+                t0 + Duration::from_secs(s),
+                1.0,
+            );
+        }
+        assert_eq!(t.rows().next().unwrap().samples.len(), 1);
+        t.apply(
+            snap(vec![sample(1000, 7, 1500, 0)], vec![]),
+            t0 + Duration::from_secs(61),
+            1.0,
+        );
+        assert_eq!(t.rows().next().unwrap().samples.len(), 2);
+        for (w, want) in [
+            (RateWindow::Interval, 1000.0),
+            (RateWindow::Secs2, 500.0),
+            (RateWindow::Secs10, 100.0),
+            (RateWindow::Secs40, 25.0),
+        ] {
+            t.set_window(w);
+            assert_eq!(t.rows().next().unwrap().tx_bps, want, "{w:?}");
+        }
+        // A connection younger than the window: over its whole life.
+        t.apply(
+            snap(
+                vec![sample(1000, 7, 1500, 0), sample(2000, 8, 0, 0)],
+                vec![],
+            ),
+            t0 + Duration::from_secs(62),
+            1.0,
+        );
+        t.apply(
+            snap(
+                vec![sample(1000, 7, 1500, 0), sample(2000, 8, 300, 0)],
+                vec![],
+            ),
+            t0 + Duration::from_secs(65),
+            1.0,
+        );
+        let young = t.rows().find(|r| r.id == 8).unwrap();
+        assert_eq!(young.tx_bps, 100.0, "300 bytes over its 3 s");
     }
 
     #[test]

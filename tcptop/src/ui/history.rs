@@ -57,7 +57,7 @@ impl Series {
 /// with it.
 #[derive(Debug, Default)]
 pub struct History {
-    series: HashMap<ItemId, Series>,
+    series: HashMap<ItemId, Series, foldhash::fast::RandomState>,
     generation: u64,
 }
 

@@ -297,10 +297,12 @@ pub struct Item<'a> {
     pub closed: bool,
     /// The connection itself (connection view only).
     pub row: Option<&'a Row>,
+    /// Its place in the rows given to [`build`] (connection view only).
+    pub pos: u32,
 }
 
 impl<'a> Item<'a> {
-    fn of_row(r: &'a Row) -> Item<'a> {
+    pub fn of_row(r: &'a Row) -> Item<'a> {
         Item {
             id: ItemId::Conn(r.key, r.id),
             pid: r.pid,
@@ -321,6 +323,7 @@ impl<'a> Item<'a> {
             retrans: r.counters.retrans,
             closed: r.is_closed(),
             row: Some(r),
+            pos: 0,
         }
     }
 
@@ -436,7 +439,14 @@ pub fn matches(r: &Row, needle: &str) -> bool {
 /// The lines for `rows` under a grouping.
 pub fn build<'a>(rows: &[&'a Row], grouping: Grouping) -> Vec<Item<'a>> {
     match grouping {
-        Grouping::Connection => rows.iter().map(|r| Item::of_row(r)).collect(),
+        Grouping::Connection => rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Item {
+                pos: i as u32,
+                ..Item::of_row(r)
+            })
+            .collect(),
         Grouping::Process => group(rows, |r| ItemId::Process(r.pid)),
         Grouping::Workload => group(rows, |r| ItemId::Workload(workload_id(r))),
         Grouping::RemoteHost => group(rows, |r| ItemId::Remote(r.key.remote.ip())),

@@ -14,13 +14,15 @@ pub mod view;
 #[cfg(test)]
 mod tests;
 
+use std::cell::{Ref, RefCell};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use crate::model::{ConnState, Drops, ProcInfo, Snapshot};
+use crate::model::{ConnState, Drops, ProcInfo, Proto, Snapshot};
 use crate::names::{Resolver, Services};
-use crate::table::{ConnTable, Filter, Row};
+use crate::table::{ConnTable, Filter, Row, RowAt};
 use history::History;
 use items::{Grouping, Item, ItemId, NameMatch, Names, SortKey};
 
@@ -96,6 +98,147 @@ pub struct App {
     /// Port names, shown if `show_ports` (key `s`).
     services: Services,
     show_ports: bool,
+    /// Pauses so far: a frozen table is a new set of rows.
+    pauses: u64,
+    /// The lines in display order and the header's numbers, computed when
+    /// what they depend on changed (`ViewKey`), not per frame: with
+    /// 100,000 connections, filtering, grouping and sorting every frame
+    /// made each key press cost tens of milliseconds.
+    view: RefCell<Option<View>>,
+}
+
+/// Where a line's connection is: in the table, or in the paused copy.
+#[derive(Clone, Copy, Debug)]
+enum RowSrc {
+    Table(RowAt),
+    Frozen(u32),
+}
+
+/// A line of the table: a connection, found again through where it is,
+/// or a group, which owns its sums and texts.
+#[derive(Debug)]
+enum Line {
+    Row { id: ItemId, src: RowSrc },
+    Group(Box<GroupLine>),
+}
+
+/// A group's line, owning its texts.
+#[derive(Debug)]
+struct GroupLine {
+    id: ItemId,
+    pid: u32,
+    comm: String,
+    workload: Option<String>,
+    procs: usize,
+    conns: usize,
+    proto: Option<Proto>,
+    local: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
+    remote_ip: Option<IpAddr>,
+    state: Option<ConnState>,
+    rx_bps: f64,
+    tx_bps: f64,
+    rx_bytes: u64,
+    tx_bytes: u64,
+    rtt_us: Option<u32>,
+    retrans: u64,
+    closed: bool,
+}
+
+impl GroupLine {
+    fn of(it: &Item<'_>) -> GroupLine {
+        GroupLine {
+            id: it.id,
+            pid: it.pid,
+            comm: it.comm.to_string(),
+            workload: it.workload.map(str::to_string),
+            procs: it.procs,
+            conns: it.conns,
+            proto: it.proto,
+            local: it.local,
+            remote: it.remote,
+            remote_ip: it.remote_ip,
+            state: it.state,
+            rx_bps: it.rx_bps,
+            tx_bps: it.tx_bps,
+            rx_bytes: it.rx_bytes,
+            tx_bytes: it.tx_bytes,
+            rtt_us: it.rtt_us,
+            retrans: it.retrans,
+            closed: it.closed,
+        }
+    }
+
+    fn item(&self) -> Item<'_> {
+        Item {
+            id: self.id,
+            pid: self.pid,
+            comm: &self.comm,
+            workload: self.workload.as_deref(),
+            procs: self.procs,
+            conns: self.conns,
+            proto: self.proto,
+            local: self.local,
+            remote: self.remote,
+            remote_ip: self.remote_ip,
+            state: self.state,
+            rx_bps: self.rx_bps,
+            tx_bps: self.tx_bps,
+            rx_bytes: self.rx_bytes,
+            tx_bytes: self.tx_bytes,
+            rtt_us: self.rtt_us,
+            retrans: self.retrans,
+            closed: self.closed,
+            row: None,
+            pos: 0,
+        }
+    }
+}
+
+/// What the lines depend on.
+#[derive(Clone, Debug, PartialEq)]
+struct ViewKey {
+    table: u64,
+    pauses: Option<u64>,
+    sort: SortKey,
+    reverse: bool,
+    grouping: Grouping,
+    filter: String,
+    show_dns: bool,
+    show_ports: bool,
+    /// The resolver's names, while the filter may match them.
+    names: u64,
+}
+
+/// The table's lines in display order, and the header's numbers.
+#[derive(Debug)]
+pub struct View {
+    key: ViewKey,
+    lines: Vec<Line>,
+    /// Rows on display before the live filter (`--pid`/`--port` applied).
+    rows: usize,
+    states: Vec<(&'static str, usize)>,
+    /// Sums of the rows' rates (rx, tx).
+    bps: (f64, f64),
+    /// Whether any line names a workload (else no WORKLOAD column).
+    any_workload: bool,
+}
+
+impl View {
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    fn id(&self, i: usize) -> Option<ItemId> {
+        self.lines.get(i).map(|l| match l {
+            Line::Row { id, .. } => *id,
+            Line::Group(g) => g.id,
+        })
+    }
 }
 
 impl App {
@@ -127,6 +270,8 @@ impl App {
             show_dns: false,
             services: Services::builtin(),
             show_ports: false,
+            pauses: 0,
+            view: RefCell::new(None),
         }
     }
 
@@ -357,19 +502,20 @@ impl App {
             KeyCode::End => isize::MAX / 2,
             _ => return EventState::NotConsumed,
         };
-        let (index, len) = {
-            let items = self.items();
-            (self.resolve(&items), items.len())
+        let (index, len, to_id) = {
+            let view = self.view();
+            let len = view.len();
+            let index = self.resolve(&view);
+            let to = (index.unwrap_or(0) as isize)
+                .saturating_add(step)
+                .clamp(0, len.max(1) as isize - 1) as usize;
+            (to, len, view.id(to))
         };
         if len == 0 {
             return EventState::Consumed;
         }
-        let to = (index.unwrap_or(0) as isize)
-            .saturating_add(step)
-            .clamp(0, len as isize - 1) as usize;
-        let id = self.items().get(to).map(|i| i.id);
-        self.selected = id;
-        self.sel_index = to;
+        self.selected = to_id;
+        self.sel_index = index;
         self.refresh_detail();
         EventState::Consumed
     }
@@ -383,7 +529,10 @@ impl App {
         self.frozen = match self.frozen {
             Some(_) => None,
             None => Some(Frozen {
-                rows: self.table.rows().cloned().collect(),
+                rows: {
+                    self.pauses += 1;
+                    self.table.rows().cloned().collect()
+                },
                 drops: self.table.drops(),
                 totals: self.table.totals(),
             }),
@@ -453,47 +602,144 @@ impl App {
         }
     }
 
+    /// What the lines depend on, now.
+    fn view_key(&self) -> ViewKey {
+        ViewKey {
+            table: self.table.version(),
+            pauses: self.frozen.as_ref().map(|_| self.pauses),
+            sort: self.sort,
+            reverse: self.reverse,
+            grouping: self.grouping,
+            filter: self.filter.to_lowercase(),
+            show_dns: self.show_dns,
+            show_ports: self.show_ports,
+            names: if self.filter.is_empty() || !self.show_dns {
+                0
+            } else {
+                self.resolver.generation()
+            },
+        }
+    }
+
+    /// The lines in display order, computed again only if something they
+    /// depend on changed since the last call.
+    pub fn view(&self) -> Ref<'_, View> {
+        let key = self.view_key();
+        let stale = self.view.borrow().as_ref().is_none_or(|v| v.key != key);
+        if stale {
+            let built = self.build_view(key);
+            *self.view.borrow_mut() = Some(built);
+        }
+        Ref::map(self.view.borrow(), |v| match v {
+            Some(v) => v,
+            None => unreachable!("built just above"),
+        })
+    }
+
     /// Rows on display: the live table, or the frozen one while paused;
-    /// `--pid`/`--port` applied.
-    fn rows(&self) -> Vec<&Row> {
+    /// `--pid`/`--port` applied; each with where it is.
+    fn source_rows(&self) -> Vec<(RowSrc, &Row)> {
         let f = &self.settings.filter;
         match &self.frozen {
-            Some(fr) => fr.rows.iter().filter(|r| f.matches(r)).collect(),
-            None => self.table.rows().filter(|r| f.matches(r)).collect(),
+            Some(fr) => fr
+                .rows
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| f.matches(r))
+                .map(|(i, r)| (RowSrc::Frozen(i as u32), r))
+                .collect(),
+            None => self
+                .table
+                .rows_at()
+                .filter(|(_, r)| f.matches(r))
+                .map(|(at, r)| (RowSrc::Table(at), r))
+                .collect(),
         }
     }
 
-    /// The lines of the table, in display order.
-    pub fn items(&self) -> Vec<Item<'_>> {
-        let needle = self.filter.to_lowercase();
+    fn build_view(&self, key: ViewKey) -> View {
+        let all = self.source_rows();
+        let plain: Vec<&Row> = all.iter().map(|(_, r)| *r).collect();
+        let states = state_counts(&plain);
+        let bps = plain
+            .iter()
+            .fold((0.0, 0.0), |(rx, tx), r| (rx + r.rx_bps, tx + r.tx_bps));
         // The filter also finds the names on display.
-        let names = NameMatch::new(self.names(), &needle);
-        let rows: Vec<&Row> = self
-            .rows()
-            .into_iter()
-            .filter(|r| items::matches(r, &needle) || names.matches(r))
+        let names = NameMatch::new(self.names(), &key.filter);
+        let (srcs, rows): (Vec<RowSrc>, Vec<&Row>) = all
+            .iter()
+            .filter(|(_, r)| items::matches(r, &key.filter) || names.matches(r))
+            .map(|(s, r)| (*s, *r))
+            .unzip();
+        let mut list = items::build(&rows, key.grouping);
+        items::sort(&mut list, key.sort, key.reverse);
+        let any_workload = list.iter().any(|it| it.workload.is_some());
+        let lines = list
+            .iter()
+            .map(|it| match it.row {
+                Some(_) => Line::Row {
+                    id: it.id,
+                    src: srcs[it.pos as usize],
+                },
+                None => Line::Group(Box::new(GroupLine::of(it))),
+            })
             .collect();
-        let mut list = items::build(&rows, self.grouping);
-        items::sort(&mut list, self.sort, self.reverse);
-        list
+        View {
+            key,
+            lines,
+            rows: plain.len(),
+            states,
+            bps,
+            any_workload,
+        }
     }
 
-    /// Index of the selected line in `items`, falling back to the same
-    /// position when it left.
-    fn resolve(&self, items: &[Item<'_>]) -> Option<usize> {
-        if items.is_empty() {
+    /// The row a connection line shows.
+    fn row_of(&self, id: &ItemId, src: RowSrc) -> Option<&Row> {
+        let ItemId::Conn(key, _) = id else {
+            return None;
+        };
+        match src {
+            RowSrc::Table(at) => self.table.get(key, at),
+            RowSrc::Frozen(i) => self.frozen.as_ref()?.rows.get(i as usize),
+        }
+    }
+
+    /// Lines `from..from + len` of `view`, as items.
+    fn page<'a>(&'a self, view: &'a View, from: usize, len: usize) -> Vec<Item<'a>> {
+        view.lines
+            .iter()
+            .skip(from)
+            .take(len)
+            .filter_map(|l| match l {
+                Line::Row { id, src } => self.row_of(id, *src).map(Item::of_row),
+                Line::Group(g) => Some(g.item()),
+            })
+            .collect()
+    }
+
+    /// Index of the selected line in `view`, falling back to the same
+    /// position when it left. The common case (it did not move) costs one
+    /// comparison.
+    fn resolve(&self, view: &View) -> Option<usize> {
+        if view.is_empty() {
             return None;
         }
-        self.selected
-            .and_then(|id| items.iter().position(|i| i.id == id))
-            .or(Some(self.sel_index.min(items.len() - 1)))
+        let here = self.sel_index.min(view.len() - 1);
+        match self.selected {
+            Some(id) if view.id(here) == Some(id) => Some(here),
+            Some(id) => (0..view.len())
+                .find(|&i| view.id(i) == Some(id))
+                .or(Some(here)),
+            None => Some(here),
+        }
     }
 
     /// Where the selection and the scroll offset settle for a table
-    /// `height` lines high showing `items`.
-    fn settle(&self, items: &[Item<'_>], height: usize) -> Settled {
+    /// `height` lines high showing `view`.
+    fn settle(&self, view: &View, height: usize) -> Settled {
         let page = height.max(1);
-        let index = self.resolve(items);
+        let index = self.resolve(view);
         let mut offset = self.offset;
         if let Some(i) = index {
             if i < offset {
@@ -504,8 +750,8 @@ impl App {
         }
         Settled {
             index,
-            id: index.map(|i| items[i].id),
-            offset: offset.min(items.len().saturating_sub(page)),
+            id: index.and_then(|i| view.id(i)),
+            offset: offset.min(view.len().saturating_sub(page)),
             page,
         }
     }
@@ -521,8 +767,8 @@ impl App {
     }
 
     fn selected_item_id(&self) -> Option<ItemId> {
-        let items = self.items();
-        self.resolve(&items).map(|i| items[i].id)
+        let view = self.view();
+        self.resolve(&view).and_then(|i| view.id(i))
     }
 
     /// The selected connection (connection view only).
@@ -530,7 +776,16 @@ impl App {
         let ItemId::Conn(key, id) = self.selected? else {
             return None;
         };
-        self.rows().into_iter().find(|r| r.key == key && r.id == id)
+        let view = self.view();
+        let i = self.resolve(&view)?;
+        match view.lines.get(i) {
+            Some(Line::Row { id: line, src }) if *line == ItemId::Conn(key, id) => {
+                let src = *src;
+                drop(view);
+                self.row_of(&ItemId::Conn(key, id), src)
+            }
+            _ => None,
+        }
     }
 
     fn drops(&self) -> Drops {

@@ -13,7 +13,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row as TableRow, Sparkline, Table, Wrap};
 
 use super::items::{Column, Grouping, Item, ItemId};
-use super::{App, Settled, state_counts};
+use super::{App, Settled, View};
 use crate::escape::untrusted;
 use crate::output::units;
 use crate::table::Row;
@@ -50,12 +50,15 @@ pub fn draw(app: &mut App, frame: &mut Frame<'_>) {
     // The table's header line takes one line.
     let height = usize::from(table.height.saturating_sub(1));
     let (settled, hosts) = {
-        let items = app.items();
-        let settled = app.settle(&items, height);
-        draw_header(app, frame, header, items.len());
-        draw_table(app, frame, table, &items, &settled);
-        draw_footer(app, frame, footer, items.len());
-        (settled, remote_hosts(&items, &settled))
+        let view = app.view();
+        let settled = app.settle(&view, height);
+        // Only the lines on screen become items: a frame costs what it
+        // shows, not what the table holds.
+        let items = app.page(&view, settled.offset, settled.page);
+        draw_header(app, frame, header, &view);
+        draw_table(app, frame, table, &items, &settled, &view);
+        draw_footer(app, frame, footer, view.len());
+        (settled, remote_hosts(&items))
     };
     app.keep(&settled);
     // Names for what is on screen arrive on later frames.
@@ -69,11 +72,9 @@ pub fn draw(app: &mut App, frame: &mut Frame<'_>) {
 }
 
 /// The remote addresses on screen (lines of one remote host or connection).
-fn remote_hosts(items: &[Item<'_>], at: &Settled) -> Vec<IpAddr> {
+fn remote_hosts(items: &[Item<'_>]) -> Vec<IpAddr> {
     items
         .iter()
-        .skip(at.offset)
-        .take(at.page)
         .filter(|it| matches!(it.id, ItemId::Conn(..) | ItemId::Remote(_)))
         .filter_map(|it| it.remote_ip)
         .collect()
@@ -96,7 +97,8 @@ fn interval_text(d: Duration) -> String {
     }
 }
 
-fn draw_header(app: &App, frame: &mut Frame<'_>, area: Rect, shown: usize) {
+fn draw_header(app: &App, frame: &mut Frame<'_>, area: Rect, view: &View) {
+    let shown = view.len();
     let dir = if app.sort.descending_by_default() != app.reverse {
         "▼"
     } else {
@@ -124,7 +126,6 @@ fn draw_header(app: &App, frame: &mut Frame<'_>, area: Rect, shown: usize) {
         title.push(Span::raw("  waiting for the first snapshot…"));
     }
 
-    let rows = app.rows();
     let drops = app.drops();
     let drop_style = if drops.any() {
         Style::new().fg(Color::Black).bg(Color::Red).bold()
@@ -132,7 +133,7 @@ fn draw_header(app: &App, frame: &mut Frame<'_>, area: Rect, shown: usize) {
         Style::new()
     };
     let mut counts = vec![
-        Span::raw(format!("connections: {}  ", rows.len())),
+        Span::raw(format!("connections: {}  ", view.rows)),
         Span::styled(
             if drops.evicted == 0 {
                 format!("dropped: {} events, {} conns", drops.events, drops.conns)
@@ -148,15 +149,16 @@ fn draw_header(app: &App, frame: &mut Frame<'_>, area: Rect, shown: usize) {
     if !app.filter.is_empty() || app.grouping != Grouping::Connection {
         counts.push(Span::raw(format!("  lines: {shown}")));
     }
-    let states = state_counts(&rows);
-    if !states.is_empty() {
-        let parts: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    if !view.states.is_empty() {
+        let parts: Vec<String> = view
+            .states
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect();
         counts.push(Span::raw(format!("  ({})", parts.join(", "))));
     }
 
-    let (rx, tx) = rows
-        .iter()
-        .fold((0.0, 0.0), |(rx, tx), r| (rx + r.rx_bps, tx + r.tx_bps));
+    let (rx, tx) = view.bps;
     let (rx_total, tx_total) = app.totals();
     let traffic = vec![
         Span::styled("RX ", Style::new().bold()),
@@ -230,9 +232,15 @@ fn fit_columns(widths: &[usize; 13], width: usize) -> Vec<(Column, usize)> {
         .collect()
 }
 
-fn draw_table(app: &App, frame: &mut Frame<'_>, area: Rect, items: &[Item<'_>], at: &Settled) {
-    let visible =
-        &items[at.offset.min(items.len())..][..items.len().saturating_sub(at.offset).min(at.page)];
+/// Draws the lines on screen (`visible`: the page `at` settled on).
+fn draw_table(
+    app: &App,
+    frame: &mut Frame<'_>,
+    area: Rect,
+    visible: &[Item<'_>],
+    at: &Settled,
+    view: &View,
+) {
     let bits = app.settings.bits;
     let names = app.names();
     let cells: Vec<[String; 13]> = visible
@@ -263,7 +271,7 @@ fn draw_table(app: &App, frame: &mut Frame<'_>, area: Rect, items: &[Item<'_>], 
     }
     // No workload known on any line (no cgroup v2, another OS): no column.
     if let Some(w) = Column::ALL.iter().position(|c| *c == Column::Workload)
-        && items.iter().all(|it| it.workload.is_none())
+        && !view.any_workload
     {
         widths[w] = 0;
     }
@@ -315,7 +323,7 @@ fn draw_table(app: &App, frame: &mut Frame<'_>, area: Rect, items: &[Item<'_>], 
         .header(header)
         .column_spacing(1);
     frame.render_widget(table, area);
-    if items.is_empty() && area.height > 2 {
+    if view.is_empty() && area.height > 2 {
         let msg = if app.snapshots == 0 {
             "waiting for data…"
         } else if app.filter.is_empty() {
