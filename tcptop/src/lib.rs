@@ -3,10 +3,13 @@
 //! Layers, bottom up: `platform` (where data comes from: the eBPF backend on
 //! Linux, behind the `DataSource` trait), `model` (platform-neutral samples),
 //! `table` (connection state and rates), `output` (text and JSON lines),
-//! `app` (the batch event loop), `ui` (the interactive display), `cli` (flags).
+//! `metrics` (series for Prometheus and their HTTP server), `app` (the
+//! batch and headless event loop), `ui` (the interactive display), `cli`
+//! (flags).
 
 pub mod app;
 pub mod cli;
+pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod output;
