@@ -98,6 +98,8 @@ pub struct App {
     /// Port names, shown if `show_ports` (key `s`).
     services: Services,
     show_ports: bool,
+    /// `--metrics-listen`: fed the table at each snapshot.
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl App {
@@ -129,7 +131,14 @@ impl App {
             show_dns: false,
             services: Services::builtin(),
             show_ports: false,
+            metrics: None,
         }
+    }
+
+    /// Feeds `metrics` the table after each snapshot (paused or not).
+    pub fn with_metrics(mut self, metrics: Option<crate::metrics::Metrics>) -> App {
+        self.metrics = metrics;
+        self
     }
 
     /// Replaces the reverse DNS resolver (by default none: nothing is
@@ -239,6 +248,9 @@ impl App {
         self.snapshots += 1;
         self.table
             .apply(snap, now, self.settings.interval.as_secs_f64());
+        if let Some(m) = self.metrics.as_mut() {
+            m.update(&self.table, now);
+        }
         self.history.record(self.table.rows());
         self.refresh_detail();
         self.dirty = true;
