@@ -30,6 +30,13 @@ use crate::table::{ConnTable, Filter, Row};
 /// this long is dropped.
 pub const IDLE_SERIES: Duration = Duration::from_secs(600);
 
+/// How long the bytes of a new connection whose owner is not known yet
+/// are held back (a listener's child is ownerless until its server's first
+/// call, and a snapshot can read that call's bytes before the call's hook
+/// names the owner): then, or when it ends, they go to the series without
+/// `comm`.
+pub const OWNER_GRACE: Duration = Duration::from_secs(5);
+
 /// Upper bounds of the RTT histogram's buckets, in microseconds (exposed in
 /// seconds; +Inf on top).
 pub const RTT_BUCKETS_US: [u32; 14] = [
@@ -331,14 +338,22 @@ impl Aggregator {
         let ip = canonical_ip(&r.key.remote);
         let named = level == Level::Remote && self.remotes.named(ip, now);
         let snapshot = self.snapshots;
+        // An ownerless new connection's growth waits for its owner.
+        let hold =
+            r.pid == 0 && !closed && now.saturating_duration_since(r.first_seen) < OWNER_GRACE;
+        let counters = if hold {
+            Counters::default()
+        } else {
+            r.counters
+        };
         // Whether the row is the tracked connection (then, if it closed,
         // its tracking ends here).
         let mut was_tracked = true;
         let (slot, delta) = match self.conns.get_mut(&r.key) {
             // The common case: a connection seen before, same label set.
             Some(t) if t.same_instance(r) && t.same_labels(r, named, level) => {
-                let d = growth(&t.last, &r.counters);
-                t.last = newest(&t.last, &r.counters);
+                let d = growth(&t.last, &counters);
+                t.last = newest(&t.last, &counters);
                 if r.id != 0 {
                     t.id = r.id;
                 }
@@ -349,12 +364,12 @@ impl Aggregator {
             // its remote's rank changed): what it moves from now on goes
             // to the new series.
             Some(t) if t.same_instance(r) => {
-                let (old, d) = (t.slot, growth(&t.last, &r.counters));
+                let (old, d) = (t.slot, growth(&t.last, &counters));
                 let slot = self.slot_for(r, named, now, Some(old));
                 acquire(&mut self.slots, slot);
                 release(&mut self.slots, old, now);
                 if let Some(t) = self.conns.get_mut(&r.key) {
-                    t.last = newest(&t.last, &r.counters);
+                    t.last = newest(&t.last, &counters);
                     t.slot = slot;
                     t.pid = r.pid;
                     t.comm = r.comm.as_str().into();
@@ -372,7 +387,7 @@ impl Aggregator {
             // tracked endpoints: counted on its own.
             _ if closed => {
                 was_tracked = false;
-                (self.slot_for(r, named, now, None), r.counters)
+                (self.slot_for(r, named, now, None), counters)
             }
             // New, or a new instance replacing one that vanished.
             _ => {
@@ -380,7 +395,7 @@ impl Aggregator {
                 acquire(&mut self.slots, slot);
                 let t = Tracked {
                     id: r.id,
-                    last: r.counters,
+                    last: counters,
                     slot,
                     pid: r.pid,
                     comm: r.comm.as_str().into(),
@@ -391,7 +406,7 @@ impl Aggregator {
                 if let Some(old) = self.conns.insert(r.key, t) {
                     release(&mut self.slots, old.slot, now);
                 }
-                (slot, r.counters)
+                (slot, counters)
             }
         };
         if level == Level::Remote {

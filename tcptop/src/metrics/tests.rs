@@ -240,30 +240,58 @@ fn counters_keep_closed_connections_and_never_go_backwards() {
 #[test]
 fn reused_endpoints_and_owner_changes() {
     let mut rig = Rig::new(Level::Process, 100);
-    // A connection seen before its owner is known (a /proc seed, no call).
+    let unknown = |e: &Exposition| {
+        e.series
+            .iter()
+            .find(|s| s.labels.iter().all(|(k, _)| *k != "comm"))
+            .map(|s| s.totals.tx_bytes)
+    };
+    // A connection seen before its owner is known (a listener's child
+    // before its server's first call): its bytes wait for the owner.
     let mut seed = conn(45000, 443, 1, "", 50, 0);
     seed.pid = 0;
-    rig.step_at(1, vec![seed], vec![]);
-    // Its owner's first call: later growth is the owner's.
+    let e = rig.step_at(1, vec![seed], vec![]);
+    assert_eq!(unknown(&e), Some(0));
     let e = rig.step_at(2, vec![conn(45000, 443, 1, "wget", 80, 0)], vec![]);
-    let unknown = e
-        .series
-        .iter()
-        .find(|s| s.labels.iter().all(|(k, _)| *k != "comm"))
-        .map(|s| s.totals.tx_bytes);
-    assert_eq!(unknown, Some(50));
-    assert_eq!(totals(&e, "wget").tx_bytes, 30);
+    assert_eq!(unknown(&e), Some(0));
+    assert_eq!(totals(&e, "wget").tx_bytes, 80);
+    // One whose owner stays unknown past the grace time: its bytes are
+    // counted without comm from then on.
+    let mut orphan = conn(46000, 443, 9, "", 7, 0);
+    orphan.pid = 0;
+    rig.step_at(
+        2,
+        vec![conn(45000, 443, 1, "wget", 80, 0), orphan.clone()],
+        vec![],
+    );
+    let g = aggregate::OWNER_GRACE.as_secs();
+    let e = rig.step_at(
+        2 + g,
+        vec![conn(45000, 443, 1, "wget", 80, 0), orphan],
+        vec![],
+    );
+    assert_eq!(unknown(&e), Some(7));
+    // Then its owner appears: what it moves from then on is the owner's.
+    let e = rig.step_at(
+        3 + g,
+        vec![
+            conn(45000, 443, 1, "wget", 80, 0),
+            conn(46000, 443, 9, "late", 10, 0),
+        ],
+        vec![],
+    );
+    assert_eq!((unknown(&e), totals(&e, "late").tx_bytes), (Some(7), 3));
     // The same endpoints: the old instance's close and a new instance in
     // one snapshot.
     let e = rig.step_at(
-        3,
+        4 + g,
         vec![conn(45000, 443, 2, "wget", 5, 0)],
         vec![conn(45000, 443, 1, "wget", 100, 0)],
     );
     let t = totals(&e, "wget");
-    assert_eq!((t.tx_bytes, t.closed), (50 + 5, 1));
-    let e = rig.step_at(4, vec![conn(45000, 443, 2, "wget", 9, 0)], vec![]);
-    assert_eq!(totals(&e, "wget").tx_bytes, 59);
+    assert_eq!((t.tx_bytes, t.closed), (100 + 5, 1));
+    let e = rig.step_at(5 + g, vec![conn(45000, 443, 2, "wget", 9, 0)], vec![]);
+    assert_eq!(totals(&e, "wget").tx_bytes, 109);
     assert_eq!(rig.agg.tracked(), 1);
 }
 
