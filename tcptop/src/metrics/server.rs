@@ -6,6 +6,8 @@
 //!   root); the thread starts after the drop, with the reduced credentials.
 //! * `GET` or `HEAD /metrics` (any query string) answers the latest
 //!   snapshot's values; any other path is 404, another method 405.
+//! * The thread runs at a lower priority (nice +10) than the collecting
+//!   one: a storm of scrapes slows the scrapes, not the snapshots.
 //! * What a client can hold: at most [`MAX_CONNECTIONS`] connections at
 //!   once (more wait in the listen backlog), [`HEADER_TIMEOUT`] to send a
 //!   request's headers (at most [`MAX_REQUEST`] bytes of them), and
@@ -85,9 +87,32 @@ pub fn spawn(listener: std::net::TcpListener, shared: Arc<Shared>) -> Result<(),
     };
     std::thread::Builder::new()
         .name("tcptop-metrics".into())
-        .spawn(move || rt.block_on(serve(listener, shared)))
+        .spawn(move || {
+            lower_priority();
+            rt.block_on(serve(listener, shared))
+        })
         .map_err(ServerError::Start)?;
     Ok(())
+}
+
+/// Niceness of the server thread: under a storm of scrapes the CPU goes to
+/// the collecting thread first.
+pub const NICE: i32 = 10;
+
+/// Makes the calling thread nicer by [`NICE`] (Linux: the nice value is
+/// per thread, and `setpriority(PRIO_PROCESS, 0)` sets the caller's).
+/// Raising it needs no privilege; a failure only leaves it as it was.
+fn lower_priority() {
+    // SAFETY: getpriority and setpriority take plain integers; errno is
+    // only read to tell a result of -1 from an error.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let now = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if now == -1 && *libc::__errno_location() != 0 {
+            return;
+        }
+        libc::setpriority(libc::PRIO_PROCESS, 0, (now + NICE).min(19));
+    }
 }
 
 async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
