@@ -1,6 +1,7 @@
-//! The event loop: collect every interval, update the table, write output;
-//! stop on the iteration count, Ctrl-C or SIGTERM. Returning (on any path)
-//! drops the data source, which detaches the kernel programs.
+//! The event loop of batch and headless mode: collect every interval,
+//! update the table, write output (none in headless mode) and feed the
+//! metrics; stop on the iteration count, Ctrl-C or SIGTERM. Returning (on
+//! any path) drops the data source, which detaches the kernel programs.
 
 use std::io::{self, Write};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -27,6 +28,7 @@ pub async fn run_batch(
     source: &mut dyn DataSource,
     cli: &Cli,
     mut log: Option<csv::CsvLog>,
+    mut metrics: Option<crate::metrics::Metrics>,
 ) -> Result<(), BatchError> {
     let filter = cli.filter();
     let secs = cli.interval.as_secs_f64();
@@ -56,8 +58,14 @@ pub async fn run_batch(
             "tcptop: {verb} (hooks: {}); a snapshot every {secs} s",
             source.hooks()
         );
+        if let Some(addr) = cli.metrics_listen {
+            eprintln!(
+                "tcptop: metrics at http://{addr}/metrics (level {}, at most {} series)",
+                crate::metrics::Level::from(cli.metrics_level).as_str(),
+                cli.metrics_max_series
+            );
+        }
     }
-    let stdout = io::stdout();
     let mut done = 0u64;
     loop {
         // A signal ends the run after one last snapshot: connections that
@@ -68,46 +76,17 @@ pub async fn run_batch(
             _ = sigterm.recv() => true,
         };
         let snap = source.collect()?;
-        table.apply(snap, Instant::now(), secs);
-        // Sized once: a filter's size hint is 0, and growing to tens of
-        // thousands of rows copied the vector over and over.
-        let mut rows: Vec<&Row> = Vec::with_capacity(table.len());
-        rows.extend(table.rows().filter(|r| filter.matches(r)));
-        // JSON lines sort as they write (formatting rows in memory order);
-        // the other outputs take the rows sorted.
-        if cli.format != Format::Jsonl || log.is_some() {
-            output::sort_rows(&mut rows);
+        let now = Instant::now();
+        table.apply(snap, now, secs);
+        if let Some(m) = metrics.as_mut() {
+            m.update(&table, now);
         }
-        let ts = unix_now();
-        if let Some(log) = log.as_mut()
-            && let Err(e) = log.append(ts, source.hooks(), &rows)
+        // Headless: nothing on stdout (the log, if any, is written).
+        if (!cli.headless || log.is_some())
+            && write_snapshot(source, cli, &table, &filter, log.as_mut(), done == 0)?
+                == Written::ReaderGone
         {
-            // Keep monitoring: the next snapshot tries again.
-            eprintln!("tcptop: {e}");
-        }
-        // Stdout is line-buffered: a write(2) per row, which under churn
-        // (tens of thousands of closed rows a second) cost more than all the
-        // rest of tcptop. One buffer per snapshot, flushed at its end.
-        let mut out = io::BufWriter::with_capacity(OUT_BUFFER, stdout.lock());
-        let written = match cli.format {
-            Format::Jsonl => jsonl::write(&mut out, ts, source.hooks(), &rows),
-            Format::Csv => csv::write(&mut out, done == 0, ts, source.hooks(), &rows),
-            Format::Text => text::write(
-                &mut out,
-                &text::Header {
-                    time: &clock_time(),
-                    hooks: source.hooks(),
-                    drops: table.drops(),
-                },
-                &rows,
-            ),
-        }
-        .and_then(|()| out.flush());
-        match written {
-            Ok(()) => {}
-            // `tcptop -b | head`: the reader is gone, stop quietly.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-            Err(e) => return Err(BatchError::Output(e)),
+            return Ok(());
         }
         done += 1;
         if last || cli.iterations.is_some_and(|n| done >= n) {
@@ -123,6 +102,66 @@ pub async fn run_batch(
         );
     }
     Ok(())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Written {
+    Ok,
+    /// `tcptop -b | head`: the reader is gone, stop quietly.
+    ReaderGone,
+}
+
+/// One snapshot's rows to the log and (but in headless mode) to stdout.
+fn write_snapshot(
+    source: &dyn DataSource,
+    cli: &Cli,
+    table: &ConnTable,
+    filter: &crate::table::Filter,
+    log: Option<&mut csv::CsvLog>,
+    first: bool,
+) -> Result<Written, BatchError> {
+    // Sized once: a filter's size hint is 0, and growing to tens of
+    // thousands of rows copied the vector over and over.
+    let mut rows: Vec<&Row> = Vec::with_capacity(table.len());
+    rows.extend(table.rows().filter(|r| filter.matches(r)));
+    // JSON lines sort as they write (formatting rows in memory order);
+    // the other outputs take the rows sorted.
+    if cli.format != Format::Jsonl || log.is_some() {
+        output::sort_rows(&mut rows);
+    }
+    let ts = unix_now();
+    if let Some(log) = log
+        && let Err(e) = log.append(ts, source.hooks(), &rows)
+    {
+        // Keep monitoring: the next snapshot tries again.
+        eprintln!("tcptop: {e}");
+    }
+    if cli.headless {
+        return Ok(Written::Ok);
+    }
+    // Stdout is line-buffered: a write(2) per row, which under churn
+    // (tens of thousands of closed rows a second) cost more than all the
+    // rest of tcptop. One buffer per snapshot, flushed at its end.
+    let mut out = io::BufWriter::with_capacity(OUT_BUFFER, io::stdout().lock());
+    let written = match cli.format {
+        Format::Jsonl => jsonl::write(&mut out, ts, source.hooks(), &rows),
+        Format::Csv => csv::write(&mut out, first, ts, source.hooks(), &rows),
+        Format::Text => text::write(
+            &mut out,
+            &text::Header {
+                time: &clock_time(),
+                hooks: source.hooks(),
+                drops: table.drops(),
+            },
+            &rows,
+        ),
+    }
+    .and_then(|()| out.flush());
+    match written {
+        Ok(()) => Ok(Written::Ok),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Written::ReaderGone),
+        Err(e) => Err(BatchError::Output(e)),
+    }
 }
 
 /// Bytes of batch output gathered before a write(2).

@@ -21,12 +21,53 @@ use clap::{Parser, ValueEnum};
                   (tcp_info bytes_acked and bytes_received, less what is still queued, \
                   SYN and FIN: the same stream bytes the full mode counts, but read once \
                   per interval, so a connection that opens and closes between two \
-                  snapshots is not seen) and no UDP."
+                  snapshots is not seen) and no UDP.\n\n\
+                  As a service: tcptop --headless --metrics-listen 127.0.0.1:9911 (nothing on \
+                  stdout; start-up lines, warnings and the exit summary on stderr; runs until \
+                  SIGTERM or SIGINT), and Prometheus scrapes http://127.0.0.1:9911/metrics."
 )]
+#[command(group(clap::ArgGroup::new("headless_sink").args(["metrics_listen", "log"]).multiple(true)))]
 pub struct Cli {
     /// Print snapshots to stdout instead of the interactive display.
     #[arg(short, long)]
     pub batch: bool,
+
+    /// Run as a service: no display and nothing on stdout, until SIGTERM or
+    /// SIGINT. Needs --metrics-listen (or --log); start-up lines, warnings
+    /// and the exit summary go to stderr (-q: warnings only).
+    #[arg(long, conflicts_with_all = ["batch", "format"], requires = "headless_sink")]
+    pub headless: bool,
+
+    /// Serve metrics for Prometheus at http://ADDR:PORT/metrics (OpenMetrics,
+    /// or the Prometheus text format for clients that ask for it), e.g.
+    /// 127.0.0.1:9911. Works with the display, --batch and --headless; the
+    /// metrics count the connections the filters select.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// Labels of the metrics: process (proto, comm, workload, unit,
+    /// container, pod), remote (also remote_ip for the top
+    /// --metrics-top-remotes addresses by bytes, other for the rest, the
+    /// service port and role) or connection (also pid, local and remote
+    /// address:port, netns: a series per connection).
+    #[arg(long, value_enum, default_value_t = MetricsLevel::Process, requires = "metrics_listen")]
+    pub metrics_level: MetricsLevel,
+
+    /// At most this many label sets (each: the counters, a connections
+    /// gauge per TCP state and the RTT histogram), at any level; a
+    /// connection whose label set does not fit is counted in an overflow
+    /// series (overflow="true") and in tcptop_series_overflow_total. A
+    /// series with no live connection is dropped after 10 minutes without
+    /// growth.
+    #[arg(long, value_name = "N", default_value_t = crate::metrics::DEFAULT_MAX_SERIES,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000), requires = "metrics_listen")]
+    pub metrics_max_series: u32,
+
+    /// At --metrics-level remote: this many remote addresses (the most
+    /// bytes) have series of their own, the others are remote_ip="other".
+    #[arg(long, value_name = "N", default_value_t = crate::metrics::DEFAULT_TOP_REMOTES,
+          value_parser = clap::value_parser!(u32).range(0..=100_000), requires = "metrics_listen")]
+    pub metrics_top_remotes: u32,
 
     /// Seconds between snapshots (fractions allowed, 0.1 to 3600).
     #[arg(short, long, default_value = "1", value_parser = parse_interval)]
@@ -144,6 +185,27 @@ pub enum Format {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MetricsLevel {
+    /// Per process name and workload.
+    Process,
+    /// Also per remote address (top N) and service port.
+    Remote,
+    /// Per connection (opt-in: a series each).
+    Connection,
+}
+
+impl From<MetricsLevel> for crate::metrics::Level {
+    fn from(l: MetricsLevel) -> Self {
+        use crate::metrics::Level;
+        match l {
+            MetricsLevel::Process => Level::Process,
+            MetricsLevel::Remote => Level::Remote,
+            MetricsLevel::Connection => Level::Connection,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Window {
     Interval,
     #[value(name = "2s")]
@@ -167,6 +229,15 @@ impl From<Window> for crate::table::RateWindow {
 }
 
 impl Cli {
+    /// How metrics series are made.
+    pub fn metrics_options(&self) -> crate::metrics::Options {
+        crate::metrics::Options {
+            level: self.metrics_level.into(),
+            max_series: self.metrics_max_series as usize,
+            top_remotes: self.metrics_top_remotes as usize,
+        }
+    }
+
     /// The connections the flags select.
     pub fn filter(&self) -> crate::table::Filter {
         crate::table::Filter {
@@ -222,6 +293,12 @@ impl From<Hooks> for crate::platform::HookSet {
     }
 }
 
+fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!("\"{s}\" is not an address and port: use e.g. 127.0.0.1:9911 or [::1]:9911")
+    })
+}
+
 fn parse_interval(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
@@ -270,5 +347,71 @@ mod tests {
         let cli = Cli::try_parse_from(["tcptop", "--no-dns", "--no-port-names"]).unwrap();
         assert!(cli.no_dns && cli.no_port_names);
         assert!(Cli::try_parse_from(["tcptop", "--port", "70000"]).is_err());
+    }
+
+    #[test]
+    fn metrics_and_headless_flags() {
+        let cli = Cli::try_parse_from(["tcptop", "--headless", "--metrics-listen", "[::1]:9911"])
+            .unwrap();
+        assert!(cli.headless);
+        assert_eq!(cli.metrics_listen, Some("[::1]:9911".parse().unwrap()));
+        let o = cli.metrics_options();
+        assert_eq!(o.level, crate::metrics::Level::Process);
+        assert_eq!((o.max_series, o.top_remotes), (2000, 100));
+        let cli = Cli::try_parse_from([
+            "tcptop",
+            "-b",
+            "--metrics-listen",
+            "127.0.0.1:9911",
+            "--metrics-level",
+            "remote",
+            "--metrics-max-series",
+            "50",
+            "--metrics-top-remotes",
+            "5",
+        ])
+        .unwrap();
+        let o = cli.metrics_options();
+        assert_eq!(o.level, crate::metrics::Level::Remote);
+        assert_eq!((o.max_series, o.top_remotes), (50, 5));
+        assert!(Cli::try_parse_from(["tcptop", "--headless", "--log", "x.csv"]).is_ok());
+        for bad in [
+            &["tcptop", "--headless"][..],
+            &[
+                "tcptop",
+                "--headless",
+                "-b",
+                "--metrics-listen",
+                "127.0.0.1:1",
+            ],
+            &[
+                "tcptop",
+                "--headless",
+                "-f",
+                "csv",
+                "--metrics-listen",
+                "127.0.0.1:1",
+            ],
+            &["tcptop", "--metrics-level", "remote"],
+            &["tcptop", "--metrics-max-series", "10"],
+            &["tcptop", "--metrics-listen", "localhost:9911"],
+            &["tcptop", "--metrics-listen", "127.0.0.1"],
+            &[
+                "tcptop",
+                "--metrics-listen",
+                "127.0.0.1:1",
+                "--metrics-max-series",
+                "0",
+            ],
+            &[
+                "tcptop",
+                "--metrics-listen",
+                "127.0.0.1:1",
+                "--metrics-level",
+                "pod",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 }

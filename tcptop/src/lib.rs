@@ -4,12 +4,14 @@
 //! Linux and its fallbacks, behind the `DataSource` trait), `model`
 //! (platform-neutral samples), `escape` (text from outside, made safe to
 //! show), `table` (connection state and rates), `output` (text, JSON lines,
-//! CSV), `batch` (the batch event loop), `ui` (the interactive display),
+//! CSV), `metrics` (series for Prometheus and their HTTP server), `batch`
+//! (the batch and headless event loop), `ui` (the interactive display),
 //! `cli` (flags).
 
 pub mod batch;
 pub mod cli;
 pub mod escape;
+pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod output;
@@ -45,6 +47,10 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
         .as_deref()
         .map(output::csv::CsvLog::open)
         .transpose()?;
+    // So is a metrics address that cannot be listened on. Bound now, before
+    // privileges are dropped (a port below 1024 works when started as root);
+    // served once they are.
+    let listener = cli.metrics_listen.map(metrics::server::bind).transpose()?;
     let mut source = platform::open_default(&platform::SourceOptions {
         kind: cli.source.into(),
         btf: cli.btf.clone(),
@@ -56,10 +62,24 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
     // Loading and attaching needed privileges that collecting does not:
     // give them up (and become --user) before the run loop starts.
     source.drop_privileges(cli.user.as_deref())?;
-    if cli.batch {
-        return Ok(rt.block_on(batch::run_batch(source.as_mut(), cli, log))?);
+    // The server's thread starts with the reduced credentials.
+    let metrics = match listener {
+        Some(listener) => {
+            let m = metrics::Metrics::new(cli.metrics_options(), source.hooks(), cli.filter());
+            metrics::server::spawn(listener, m.shared())?;
+            Some(m)
+        }
+        None => None,
+    };
+    if cli.batch || cli.headless {
+        return Ok(rt.block_on(batch::run_batch(source.as_mut(), cli, log, metrics))?);
     }
     // Privileges and the kernel were checked by open_default, before the
     // terminal changes; errors print after the guard restored it.
-    Ok(rt.block_on(ui::event::run_interactive(source.as_mut(), cli, log))?)
+    Ok(rt.block_on(ui::event::run_interactive(
+        source.as_mut(),
+        cli,
+        log,
+        metrics,
+    ))?)
 }

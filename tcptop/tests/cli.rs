@@ -25,6 +25,21 @@ fn bad_flags_exit_2_with_clap_message() {
         &["--port", "70000"],
         &["--pid", "-3"],
         &["--iterations", "0"],
+        &["--headless"],
+        &[
+            "--headless",
+            "--batch",
+            "--metrics-listen",
+            "127.0.0.1:9911",
+        ],
+        &["--metrics-listen", "localhost:9911"],
+        &["--metrics-level", "remote"],
+        &[
+            "--metrics-listen",
+            "127.0.0.1:9911",
+            "--metrics-max-series",
+            "0",
+        ],
     ] {
         let (code, err) = run(args);
         assert_eq!(code, 2, "{args:?}: {err}");
@@ -43,6 +58,26 @@ fn help_and_version() {
         help.contains("--batch") && help.contains("setcap"),
         "{help}"
     );
+    assert!(
+        help.contains("--headless") && help.contains("--metrics-listen <ADDR:PORT>"),
+        "{help}"
+    );
+}
+
+/// An address that cannot be listened on stops tcptop before anything is
+/// loaded: one line naming it, exit 1 (as any user: it is bound first).
+#[test]
+fn metrics_address_in_use_is_one_message() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, err) = run(&["--headless", "--metrics-listen", &addr]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with(&format!("tcptop: cannot listen for metrics on {addr}: ")),
+        "{err}"
+    );
+    assert!(err.contains("choose another port"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one message: {err}");
 }
 
 /// Without privileges tcptop degrades instead of refusing: it runs on the

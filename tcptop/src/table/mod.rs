@@ -305,10 +305,19 @@ impl ConnTable {
     /// closed in it (not the ones still lingering from earlier snapshots).
     /// What a log writes, so a closed connection is logged once.
     pub fn latest(&self) -> impl Iterator<Item = &Row> {
+        self.live().chain(self.closed_latest())
+    }
+
+    /// The live connections.
+    pub fn live(&self) -> impl Iterator<Item = &Row> {
+        self.live.values()
+    }
+
+    /// The connections that closed in the latest snapshot (not those still
+    /// lingering from earlier ones).
+    pub fn closed_latest(&self) -> impl Iterator<Item = &Row> {
         let last = self.last;
-        self.live
-            .values()
-            .chain(self.closed.iter().filter(move |r| r.closed_at == last))
+        self.closed.iter().filter(move |r| r.closed_at == last)
     }
 
     /// Applies a snapshot taken at `now`. `nominal_secs` is used as the

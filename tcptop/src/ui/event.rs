@@ -113,6 +113,7 @@ pub async fn run_interactive(
     source: &mut dyn DataSource,
     cli: &crate::cli::Cli,
     mut log: Option<crate::output::csv::CsvLog>,
+    metrics: Option<crate::metrics::Metrics>,
 ) -> Result<(), UiError> {
     use tokio::signal::unix::{SignalKind, signal};
     let signals = |k| signal(k).map_err(UiError::Input);
@@ -134,7 +135,8 @@ pub async fn run_interactive(
     let mut app = App::new(settings, Instant::now().into_std())
         .with_resolver(crate::names::Resolver::system())
         .with_services(crate::names::Services::load())
-        .show_names(!cli.no_dns, !cli.no_port_names);
+        .show_names(!cli.no_dns, !cli.no_port_names)
+        .with_metrics(metrics);
     app.set_rate_window(cli.rate_window.into());
     let mut guard = super::terminal::TerminalGuard::enter().map_err(UiError::Input)?;
     let input = crossterm::event::EventStream::new();

@@ -105,6 +105,8 @@ pub struct App {
     /// 100,000 connections, filtering, grouping and sorting every frame
     /// made each key press cost tens of milliseconds.
     view: RefCell<Option<View>>,
+    /// `--metrics-listen`: fed the table at each snapshot.
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 /// Where a line's connection is: in the table, or in the paused copy.
@@ -272,7 +274,14 @@ impl App {
             show_ports: false,
             pauses: 0,
             view: RefCell::new(None),
+            metrics: None,
         }
+    }
+
+    /// Feeds `metrics` the table after each snapshot (paused or not).
+    pub fn with_metrics(mut self, metrics: Option<crate::metrics::Metrics>) -> App {
+        self.metrics = metrics;
+        self
     }
 
     /// Replaces the reverse DNS resolver (by default none: nothing is
@@ -391,6 +400,9 @@ impl App {
         self.snapshots += 1;
         self.table
             .apply(snap, now, self.settings.interval.as_secs_f64());
+        if let Some(m) = self.metrics.as_mut() {
+            m.update(&self.table, now);
+        }
         self.history.record(self.table.rows());
         self.refresh_detail();
         self.dirty = true;

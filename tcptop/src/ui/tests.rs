@@ -767,6 +767,54 @@ fn snapshot_rows_log_closed_connections_once() {
     assert_eq!(rows.len(), n - 1);
 }
 
+/// --metrics-listen with the display: every snapshot reaches the metrics,
+/// paused or not, closed connections counted once though they linger.
+#[test]
+fn metrics_are_fed_every_snapshot_paused_or_not() {
+    let metrics = crate::metrics::Metrics::new(
+        crate::metrics::Options {
+            level: crate::metrics::Level::Process,
+            max_series: 100,
+            top_remotes: 10,
+        },
+        "scripted",
+        Filter::default(),
+    );
+    let shared = metrics.shared();
+    let t0 = Instant::now();
+    let mut h = Harness {
+        app: App::new(settings(), t0)
+            .with_proc_lookup(Box::new(fake_proc))
+            .with_metrics(Some(metrics)),
+        term: Terminal::new(TestBackend::new(100, 8)).unwrap(),
+        t0,
+    };
+    let curl_tx = |_: &Harness| {
+        let e = shared.current();
+        e.series
+            .iter()
+            .find(|s| s.labels.iter().any(|(k, v)| *k == "comm" && v == "curl"))
+            .map(|s| (s.totals.tx_bytes, s.totals.closed))
+    };
+    h.feed(1, snap(scene(1)));
+    assert_eq!(curl_tx(&h), Some((20_000, 0)));
+    h.keys("p");
+    h.feed(2, snap(scene(2)));
+    assert_eq!(curl_tx(&h), Some((40_000, 0)), "paused: still fed");
+    let mut closing = scene(3);
+    let gone = closing.remove(0);
+    let mut s = snap(closing);
+    s.closed.push(gone);
+    h.feed(3, s);
+    h.feed(4, snap(scene(4).split_off(1)));
+    assert_eq!(
+        curl_tx(&h),
+        Some((60_000, 1)),
+        "closed once, lingering or not"
+    );
+    assert_eq!(shared.current().snapshots, 4);
+}
+
 /// `w` cycles the rate window; the header says which one is in use.
 #[test]
 fn rate_window_key() {

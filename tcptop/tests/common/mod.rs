@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod cgroup;
+pub mod http;
+
 /// Root tests load programs and count the kernel's loaded programs: run them
 /// one at a time even when the harness runs tests in parallel.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -308,11 +311,27 @@ impl Tcptop {
         let mut cmd = Command::new(TCPTOP);
         cmd.envs(env.iter().copied());
         cmd.args(["--batch", "--format", "jsonl", "--interval", interval]);
+        cmd.args(extra);
+        Tcptop::launch(cmd)
+    }
+
+    /// Starts tcptop with exactly `args` (e.g. `--headless`), and waits
+    /// until its programs are attached.
+    pub fn start_raw(args: &[&str]) -> Tcptop {
+        require_switches(&[]);
+        let mut cmd = Command::new(TCPTOP);
+        cmd.args(args);
+        Tcptop::launch(cmd)
+    }
+
+    /// Runs `cmd` (tcptop, or a program that executes it, with its flags;
+    /// `--hooks` is added when the run forces a hook set) and waits until
+    /// tcptop's programs are attached.
+    pub fn launch(mut cmd: Command) -> Tcptop {
         if let Some(set) = forced_hooks() {
             cmd.args(["--hooks", &set]);
         }
         let mut child = cmd
-            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
