@@ -12,6 +12,7 @@ fn main() -> anyhow::Result<()> {
     if effective_uid() == Some(0) {
         println!("cargo::rustc-cfg=tcptop_root");
     }
+    emit_version();
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()
@@ -40,4 +41,89 @@ fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
     uid.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// What goes into the binary: a change here makes the build "-dirty" (paths
+/// relative to the workspace root; `git status` pathspecs and cargo's
+/// rerun-if-changed paths both).
+const BUILT_FROM: &[&str] = &[
+    "Cargo.toml",
+    "Cargo.lock",
+    "rust-toolchain.toml",
+    "tcptop/Cargo.toml",
+    "tcptop/build.rs",
+    "tcptop/src",
+    "tcptop-common",
+    "tcptop-ebpf",
+];
+
+/// `tcptop --version` (cli.rs reads TCPTOP_VERSION): the package version and
+/// the commit built, e.g. "0.1.0 (51ddf74)", "-dirty" when a file the binary
+/// is built from differs from that commit. Outside a git checkout (a source
+/// archive) the commit is the one `git archive` wrote into tcptop/COMMIT
+/// (export-subst, .gitattributes), else "unknown commit".
+fn emit_version() {
+    let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    let root = std::path::Path::new(&manifest_dir).join("..");
+    let commit = git_commit(&root)
+        .or_else(|| archive_commit(&root))
+        .unwrap_or_else(|| "unknown commit".to_owned());
+    println!("cargo::rustc-env=TCPTOP_VERSION={version} ({commit})");
+    println!(
+        "cargo::rerun-if-changed={}",
+        root.join("tcptop/COMMIT").display()
+    );
+}
+
+/// The short hash of HEAD, "-dirty" if BUILT_FROM has changes (staged or
+/// not; untracked files are not built unless a tracked file names them).
+/// None when `root` is not the top of a git work tree (no git, or a source
+/// archive unpacked inside some other repository).
+fn git_commit(root: &std::path::Path) -> Option<String> {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let top = git(&["rev-parse", "--show-toplevel"])?;
+    if std::fs::canonicalize(&top).ok()? != std::fs::canonicalize(root).ok()? {
+        return None;
+    }
+    let hash = git(&["rev-parse", "--short", "HEAD"])?;
+    // Rebuild when HEAD moves (checkout, commit: HEAD, the branch's ref,
+    // packed-refs) or a file the binary is built from changes. Only paths
+    // that exist: cargo reruns every time for one that does not.
+    let mut watch = vec![git(&["rev-parse", "--git-path", "HEAD"])?];
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watch.extend(git(&["rev-parse", "--git-path", &branch]));
+    }
+    watch.extend(git(&["rev-parse", "--git-path", "packed-refs"]));
+    for path in watch {
+        let path = root.join(path);
+        if path.exists() {
+            println!("cargo::rerun-if-changed={}", path.display());
+        }
+    }
+    for path in BUILT_FROM {
+        println!("cargo::rerun-if-changed={}", root.join(path).display());
+    }
+    let mut status = vec!["status", "--porcelain", "--untracked-files=no", "--"];
+    status.extend(BUILT_FROM);
+    let dirty = !git(&status)?.is_empty();
+    Some(if dirty { format!("{hash}-dirty") } else { hash })
+}
+
+/// The commit `git archive` substituted into tcptop/COMMIT ("$Format:%h$" in
+/// the repository itself).
+fn archive_commit(root: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(root.join("tcptop/COMMIT")).ok()?;
+    let hash = text.trim();
+    (!hash.is_empty() && hash.chars().all(|c| c.is_ascii_hexdigit())).then(|| hash.to_owned())
 }

@@ -31,6 +31,10 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+/// The licence the kernel reads from the object. Some helpers these programs
+/// call are GPL-only (`bpf_probe_read_kernel`, `bpf_get_current_task`), so it
+/// must be one the kernel counts as GPL-compatible: "Dual MIT/GPL" is GPL v2
+/// or MIT, as this crate's `license` in Cargo.toml says.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -7,7 +7,7 @@ use clap::{Parser, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "tcptop",
-    version,
+    version = env!("TCPTOP_VERSION"),
     about = "Top-style real-time monitor of network connections: per-connection bytes, \
              packets, rates, TCP state and RTT, with the owning process.",
     after_help = "Full mode (eBPF: exact bytes per connection by every path, short-lived \

@@ -18,7 +18,8 @@ use crate::escape::untrusted;
 use crate::output::units;
 use crate::table::Row;
 
-const KEYS: &[(&str, &str)] = &[
+/// The help overlay's keys (also the man page's, through tcptop-gen).
+pub const KEYS: &[(&str, &str)] = &[
     ("q, Ctrl-C", "quit"),
     ("?", "this help (any key closes it)"),
     ("/", "filter: process, PID, address, port, state"),
