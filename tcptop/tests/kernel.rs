@@ -682,7 +682,7 @@ fn programs_detached_on_every_exit() {
         );
         drop(top);
     }
-    let st = std::process::Command::new(common::TCPTOP)
+    let st = std::process::Command::new(common::tcptop())
         .args(["--batch", "-n", "1", "-i", "0.1", "-q"])
         .output()
         .unwrap();

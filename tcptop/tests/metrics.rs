@@ -725,7 +725,7 @@ fn the_units_capabilities_are_enough() {
         &format!("--inh-caps={set}"),
         &format!("--ambient-caps={set}"),
         &format!("--bounding-set={set}"),
-        common::TCPTOP,
+        common::tcptop(),
     ]);
     for a in &exec[1..] {
         cmd.arg(match a.as_str() {

@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{NetNs, TCPTOP, Tcptop};
+use common::{NetNs, Tcptop, tcptop};
 use serde_json::Value;
 use tcptop::output::{csv, record::Record};
 
@@ -86,7 +86,7 @@ fn csv_log_matches_jsonl_with_real_traffic() {
 fn format_csv_on_stdout() {
     common::require_root();
     let _g = common::serial();
-    let out = Command::new(TCPTOP)
+    let out = Command::new(tcptop())
         .args(["--batch", "-q", "-n", "2", "-i", "0.2", "--format", "csv"])
         .output()
         .unwrap();
@@ -108,7 +108,7 @@ fn format_csv_on_stdout() {
 fn unusable_log_files() {
     common::require_root();
     let _g = common::serial();
-    let out = Command::new(TCPTOP)
+    let out = Command::new(tcptop())
         .args(["--batch", "-n", "1", "--log", "/nonexistent-dir/log.csv"])
         .output()
         .unwrap();
@@ -120,7 +120,7 @@ fn unusable_log_files() {
     );
     assert!(out.stdout.is_empty());
 
-    let out = Command::new(TCPTOP)
+    let out = Command::new(tcptop())
         .args(["--batch", "-n", "3", "-i", "0.2", "--log", "/dev/full"])
         .output()
         .unwrap();
@@ -153,7 +153,7 @@ fn hostile_process_name_is_escaped_everywhere() {
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("h.csv");
     let _ = std::fs::remove_file(&log);
-    let text = Command::new(TCPTOP)
+    let text = Command::new(tcptop())
         .args(["--batch", "-q", "-i", "0.3", "-n", "8", "--port", "40202"])
         .args(["--log", log.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())

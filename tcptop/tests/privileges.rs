@@ -230,7 +230,7 @@ fn runs_as_user_and_counting_exact() {
 fn unknown_user_is_one_line_exit_1() {
     common::require_root();
     let _g = common::serial();
-    let out = Command::new(common::TCPTOP)
+    let out = Command::new(common::tcptop())
         .args(["--batch", "-n", "1", "--user", "nosuchuser"])
         .env("RUST_BACKTRACE", "1")
         .output()

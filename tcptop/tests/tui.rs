@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{NetNs, TCPTOP, Tmux, forced_hooks};
+use common::{NetNs, Tmux, forced_hooks, tcptop};
 
 #[test]
 #[cfg_attr(not(tcptop_root), ignore = "needs root")]
@@ -42,7 +42,10 @@ fn interactive_display_shows_filters_and_quits() {
         "tui",
         160,
         40,
-        &format!("{TCPTOP} --interval 0.3 --no-dns{hooks}; echo \"tcptop exited: $?\"; exec sh"),
+        &format!(
+            "{} --interval 0.3 --no-dns{hooks}; echo \"tcptop exited: $?\"; exec sh",
+            tcptop()
+        ),
     );
     tmux.wait_for("the header", |s| s.contains("hooks:"));
     assert!(tmux.alternate_screen());
@@ -108,8 +111,9 @@ fn sigterm_restores_the_terminal() {
         100,
         30,
         &format!(
-            "sh -c 'echo $$ > {}; exec {TCPTOP} --interval 0.5 --no-dns'; echo \"tcptop exited: $?\"; exec sh",
-            pidfile.display()
+            "sh -c 'echo $$ > {}; exec {} --interval 0.5 --no-dns'; echo \"tcptop exited: $?\"; exec sh",
+            pidfile.display(),
+            tcptop()
         ),
     );
     tmux.wait_for("the header", |s| s.contains("hooks:"));

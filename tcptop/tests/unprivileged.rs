@@ -29,7 +29,7 @@ fn unprivileged(ns: &NetNs, n: u32, extra: &[&str]) -> std::process::Child {
             "--bounding-set=-all",
         ])
         .args([
-            common::TCPTOP,
+            common::tcptop(),
             "--batch",
             "--format",
             "jsonl",

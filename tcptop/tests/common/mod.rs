@@ -41,7 +41,16 @@ pub fn require_root() {
     );
 }
 
-pub const TCPTOP: &str = env!("CARGO_BIN_EXE_tcptop");
+/// The tcptop under test: the one cargo built with these tests, or the
+/// binary `TCPTOP_TEST_BIN` names (scripts/test runs the exact-count tests
+/// in the VMs on the static release binary that the packages ship).
+pub fn tcptop() -> &'static str {
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| match std::env::var("TCPTOP_TEST_BIN") {
+        Ok(path) if !path.is_empty() => path,
+        _ => env!("CARGO_BIN_EXE_tcptop").to_string(),
+    })
+}
 
 /// The test peer (crate `tcptop-testpeer`): cargo names the binaries of
 /// this package only (`CARGO_BIN_EXE_*`), so it is found where cargo puts
@@ -51,7 +60,7 @@ pub const TCPTOP: &str = env!("CARGO_BIN_EXE_tcptop");
 pub fn peer_bin() -> &'static str {
     static PEER: OnceLock<String> = OnceLock::new();
     PEER.get_or_init(|| {
-        let path = Path::new(TCPTOP).with_file_name("tcptop-testpeer");
+        let path = Path::new(env!("CARGO_BIN_EXE_tcptop")).with_file_name("tcptop-testpeer");
         assert!(
             path.is_file(),
             "the test peer is missing ({}): build it first with `cargo build -p \
@@ -285,6 +294,11 @@ fn require_switches(env: &[(&str, &str)]) {
         .into_iter()
         .find(|s| env.iter().any(|(k, _)| k == s) || std::env::var_os(s).is_some());
     if let Some(switch) = asked
+        && std::env::var_os("TCPTOP_TEST_BIN").is_some()
+    {
+        panic!("{switch} is ignored by the release binary under test (TCPTOP_TEST_BIN)");
+    }
+    if let Some(switch) = asked
         && !cfg!(any(debug_assertions, feature = "bench-switches"))
     {
         panic!(
@@ -308,7 +322,7 @@ impl Tcptop {
     /// As [`Tcptop::start_with_interval`], with more environment variables.
     pub fn start_with_env(interval: &str, extra: &[&str], env: &[(&str, &str)]) -> Tcptop {
         require_switches(env);
-        let mut cmd = Command::new(TCPTOP);
+        let mut cmd = Command::new(tcptop());
         cmd.envs(env.iter().copied());
         cmd.args(["--batch", "--format", "jsonl", "--interval", interval]);
         cmd.args(extra);
@@ -319,7 +333,7 @@ impl Tcptop {
     /// until its programs are attached.
     pub fn start_raw(args: &[&str]) -> Tcptop {
         require_switches(&[]);
-        let mut cmd = Command::new(TCPTOP);
+        let mut cmd = Command::new(tcptop());
         cmd.args(args);
         Tcptop::launch(cmd)
     }
@@ -450,7 +464,7 @@ impl Tcptop {
 /// The hook set tcptop picks on this kernel (honouring TCPTOP_TEST_HOOKS),
 /// read from the text header.
 pub fn active_hooks() -> String {
-    let mut cmd = Command::new(TCPTOP);
+    let mut cmd = Command::new(tcptop());
     cmd.args(["--batch", "-n", "1", "-i", "0.1", "-q"]);
     if let Some(set) = forced_hooks() {
         cmd.args(["--hooks", &set]);
