@@ -841,6 +841,11 @@ fn fake_dns(ip: std::net::IpAddr) -> Option<String> {
     }
 }
 
+/// How long a fake lookup (a thread and a match) may take before a test
+/// calls it lost: a bound on a hang, generous for a loaded machine (it
+/// once took over 5 s with two builds and the test threads on 2 cores).
+const NAMES_BOUND: Duration = Duration::from_secs(60);
+
 fn fake_resolver() -> crate::names::Resolver {
     crate::names::Resolver::new(Default::default(), std::sync::Arc::new(fake_dns))
 }
@@ -871,7 +876,7 @@ impl Harness {
                 return self.draw();
             }
             assert!(
-                self.app.wait_names(Duration::from_secs(5)).is_some(),
+                self.app.wait_names(NAMES_BOUND).is_some(),
                 "lookups never finished:\n{s}"
             );
         }
@@ -1019,7 +1024,7 @@ fn names_arriving_mark_the_display_dirty() {
     h.draw();
     h.app.take_dirty();
     while !h.app.poll_names() {
-        let changed = h.app.wait_names(Duration::from_secs(5));
+        let changed = h.app.wait_names(NAMES_BOUND);
         assert!(changed.is_some(), "no name arrived");
         if changed == Some(true) {
             break;
@@ -1033,7 +1038,7 @@ fn names_arriving_mark_the_display_dirty() {
     h.app.take_dirty();
     while h.app.names_pending() > 0 {
         assert!(!h.app.poll_names());
-        let changed = h.app.wait_names(Duration::from_secs(5));
+        let changed = h.app.wait_names(NAMES_BOUND);
         assert_eq!(
             changed,
             Some(false),
