@@ -17,6 +17,10 @@
 //! (bytes per call, the state at birth and ESTABLISHED) until teardown.
 
 use std::collections::HashMap;
+
+/// The maps here are keyed by connection, rebuilt or probed per socket
+/// per snapshot: foldhash (random seed), as the table's, not SipHash.
+type Fold = foldhash::fast::RandomState;
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
@@ -56,10 +60,10 @@ pub struct DiagView {
     /// Connections of the last dump by key, and SYN_SENT ones by their
     /// local address and remote end (the source port may be unknown to a
     /// record: `match_incomplete`).
-    by_key: HashMap<ConnKey, usize>,
-    connecting: HashMap<(u32, std::net::IpAddr, SocketAddr), Option<usize>>,
+    by_key: HashMap<ConnKey, usize, Fold>,
+    connecting: HashMap<(u32, std::net::IpAddr, SocketAddr), Option<usize>, Fold>,
     /// Connections open before start adopted from the first dump.
-    adopted: HashMap<ConnKey, Baseline>,
+    adopted: HashMap<ConnKey, Baseline, Fold>,
     states: u32,
     /// Whether `refresh` is used: the indexes are built only then.
     indexed: bool,
@@ -86,9 +90,9 @@ impl DiagView {
                 sockets,
                 conns: Vec::new(),
                 scratch: Vec::new(),
-                by_key: HashMap::new(),
-                connecting: HashMap::new(),
-                adopted: HashMap::new(),
+                by_key: HashMap::default(),
+                connecting: HashMap::default(),
+                adopted: HashMap::default(),
                 states,
                 indexed: true,
             },

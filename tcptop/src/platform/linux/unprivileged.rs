@@ -35,7 +35,8 @@ struct Followed {
 
 pub struct DiagSource {
     view: DiagView,
-    followed: HashMap<ConnKey, Followed>,
+    /// Per socket per snapshot: foldhash (random seed), not SipHash.
+    followed: HashMap<ConnKey, Followed, foldhash::fast::RandomState>,
     owners: HashMap<u64, (u32, String)>,
     cgroups: super::cgroup::Resolver,
     generation: u64,
@@ -77,7 +78,7 @@ impl DiagSource {
         );
         let mut source = DiagSource {
             view,
-            followed: HashMap::new(),
+            followed: HashMap::default(),
             owners: procfs::socket_owners(Path::new("/proc")).unwrap_or_default(),
             cgroups: super::cgroup::Resolver::new(),
             generation: 0,
@@ -95,7 +96,7 @@ impl DiagSource {
     fn follow(&mut self, first: bool) -> Vec<ConnSample> {
         self.generation += 1;
         let generation = self.generation;
-        let listeners: HashSet<(u32, SocketAddr)> = self
+        let listeners: HashSet<(u32, SocketAddr), foldhash::fast::RandomState> = self
             .view
             .conns()
             .filter(|(_, c)| c.state == TCP_LISTEN)
