@@ -173,6 +173,25 @@ impl HookSet {
     }
 }
 
+/// The kernel's range of ephemeral ports (local ports it picks for
+/// connect and unbound sends), or the platform's default when it cannot be
+/// read.
+#[cfg(target_os = "linux")]
+pub fn ephemeral_ports() -> (u16, u16) {
+    linux::procfs::ephemeral_ports()
+}
+
+#[cfg(target_os = "macos")]
+pub fn ephemeral_ports() -> (u16, u16) {
+    macos::ephemeral_ports()
+}
+
+/// IANA's dynamic range.
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+pub fn ephemeral_ports() -> (u16, u16) {
+    (49152, 65535)
+}
+
 /// Makes the calling thread yield the CPU to the others (the metrics
 /// server's, so that the collecting thread goes first under a storm of
 /// scrapes) by `by` nice levels where niceness is per thread (Linux).

@@ -172,6 +172,23 @@ fn sysctl_bytes(name: &CStr) -> io::Result<Vec<u8>> {
     Err(io::Error::other("the list kept growing while it was read"))
 }
 
+/// `net.inet.ip.portrange.first` to `.last`, the default (IANA's dynamic
+/// range) when they cannot be read.
+pub fn ephemeral_ports() -> (u16, u16) {
+    let port = |name: &CStr| {
+        let b = sysctl_bytes(name).ok()?;
+        let n = i32::from_ne_bytes(b.get(..4)?.try_into().ok()?);
+        u16::try_from(n).ok()
+    };
+    match (
+        port(c"net.inet.ip.portrange.first"),
+        port(c"net.inet.ip.portrange.last"),
+    ) {
+        (Some(lo), Some(hi)) if lo <= hi => (lo, hi),
+        _ => (49152, 65535),
+    }
+}
+
 fn sysctl_string(name: &CStr) -> io::Result<String> {
     let mut b = sysctl_bytes(name)?;
     if let Some(nul) = b.iter().position(|&c| c == 0) {
