@@ -1,5 +1,8 @@
 //! Builds the eBPF programs (crate `tcptop-ebpf`) for the bpf target with the
-//! pinned nightly, so `include_bytes_aligned!` can embed them.
+//! pinned nightly, so `include_bytes_aligned!` can embed them: only when
+//! building for Linux, the one target whose backend embeds them
+//! (`platform/linux`). A macOS build (or `cargo check --target
+//! aarch64-apple-darwin` on Linux) needs neither the nightly nor bpf-linker.
 use anyhow::{Context as _, anyhow};
 
 /// Must match `tcptop-ebpf/rust-toolchain.toml` (and `scripts/setup`).
@@ -13,6 +16,10 @@ fn main() -> anyhow::Result<()> {
         println!("cargo::rustc-cfg=tcptop_root");
     }
     emit_version();
+    // The target being built for, not the host this script runs on.
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
+        return Ok(());
+    }
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()

@@ -10,10 +10,10 @@ use clap::{Parser, ValueEnum};
     version = env!("TCPTOP_VERSION"),
     about = "Top-style real-time monitor of network connections: per-connection bytes, \
              packets, rates, TCP state and RTT, with the owning process.",
-    after_help = "Full mode (eBPF: exact bytes per connection by every path, short-lived \
-                  connections, UDP) needs root, or CAP_BPF and CAP_PERFMON (CAP_NET_ADMIN \
-                  for the peers of unconnected UDP sockets, CAP_SYS_ADMIN for other network \
-                  namespaces): sudo setcap cap_bpf,cap_perfmon,cap_net_admin+ep \
+    after_help = "Linux: the full mode (eBPF: exact bytes per connection by every path, \
+                  short-lived connections, UDP) needs root, or CAP_BPF and CAP_PERFMON \
+                  (CAP_NET_ADMIN for the peers of unconnected UDP sockets, CAP_SYS_ADMIN for \
+                  other network namespaces): sudo setcap cap_bpf,cap_perfmon,cap_net_admin+ep \
                   $(command -v tcptop)\n\n\
                   Without them tcptop runs unprivileged on the kernel's socket diagnostics \
                   (as ss does): TCP connections of its own network namespace with owner, \
@@ -22,6 +22,13 @@ use clap::{Parser, ValueEnum};
                   SYN and FIN: the same stream bytes the full mode counts, but read once \
                   per interval, so a connection that opens and closes between two \
                   snapshots is not seen) and no UDP.\n\n\
+                  macOS: no privileges needed. tcptop reads the kernel's socket lists \
+                  (sysctl net.inet.tcp.pcblist_n and net.inet.udp.pcblist_n, as netstat \
+                  does) once per interval: TCP and UDP sockets with owner, state, RTT, \
+                  retransmit backoff and each socket's byte and packet counters; a \
+                  connection that opens and closes between two reads is not seen, and \
+                  the Linux-only flags (--hooks, --btf, --idle-timeout, --max-conns, \
+                  --cgroup, --user) are refused.\n\n\
                   As a service: tcptop --headless --metrics-listen 127.0.0.1:9911 (nothing on \
                   stdout; start-up lines, warnings and the exit summary on stderr; runs until \
                   SIGTERM or SIGINT), and Prometheus scrapes http://127.0.0.1:9911/metrics."
@@ -95,18 +102,21 @@ pub struct Cli {
     #[arg(short = 'P', long = "port", value_name = "PORT")]
     pub ports: Vec<u16>,
 
-    /// Where data comes from: eBPF programs (needs privileges), the kernel's
-    /// socket diagnostics alone (unprivileged, TCP only), or auto: eBPF,
-    /// and the diagnostics when eBPF programs may not be loaded.
+    /// Where data comes from: eBPF programs (Linux, needs privileges), what
+    /// the kernel tells any user (Linux: the socket diagnostics, TCP only;
+    /// macOS: the kernel's socket lists, pcblist), or auto: eBPF, and the
+    /// unprivileged source when eBPF programs may not be loaded (macOS:
+    /// always pcblist).
     #[arg(long, value_enum, default_value_t = Source::Auto)]
     pub source: Source,
 
-    /// Kernel hook set counting send/receive calls (default: the best this kernel has).
+    /// Kernel hook set counting send/receive calls (Linux; default: the best
+    /// this kernel has).
     #[arg(long, value_enum)]
     pub hooks: Option<Hooks>,
 
     /// Kernel type information (BTF) to use instead of /sys/kernel/btf/vmlinux,
-    /// e.g. for a kernel built without CONFIG_DEBUG_INFO_BTF.
+    /// e.g. for a kernel built without CONFIG_DEBUG_INFO_BTF (Linux).
     #[arg(long, value_name = "FILE")]
     pub btf: Option<std::path::PathBuf>,
 
@@ -132,17 +142,16 @@ pub struct Cli {
 
     /// Seconds without a send or receive call after which a UDP flow has ended: it is
     /// shown once more as CLOSED with its final counters (fractions
-    /// allowed, 0.1 to 3600).
-    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_interval)]
-    pub idle_timeout: Duration,
+    /// allowed, 0.1 to 3600; default 30; Linux).
+    #[arg(long, value_name = "SECS", value_parser = parse_interval)]
+    pub idle_timeout: Option<Duration>,
 
     /// Capacity of the kernel tables: TCP connections, and UDP flows (each
     /// about 200 bytes of kernel memory). A connection beyond it is counted
     /// as dropped; UDP flows are ended early, longest idle first, when the
-    /// flow table is 90% full.
-    #[arg(long, value_name = "N", default_value_t = crate::platform::DEFAULT_MAX_CONNS,
-          value_parser = clap::value_parser!(u32).range(1024..=4_194_304))]
-    pub max_conns: u32,
+    /// flow table is 90% full (1024 to 4194304; default 65536; Linux).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1024..=4_194_304))]
+    pub max_conns: Option<u32>,
 
     /// Average rates over the last interval or a rolling window of 2, 10 or
     /// 40 seconds, like iftop (key `w` in the interactive display).
@@ -165,7 +174,8 @@ pub struct Cli {
     pub log: Option<std::path::PathBuf>,
 
     /// Once the kernel programs are attached, run as this user (e.g.
-    /// nobody) instead of root. Capabilities are dropped either way.
+    /// nobody) instead of root. Capabilities are dropped either way (Linux:
+    /// tcptop needs no privileges on macOS).
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
 

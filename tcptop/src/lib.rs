@@ -1,7 +1,8 @@
 //! tcptop: a top-style, real-time per-connection network monitor.
 //!
 //! Layers, bottom up: `platform` (where data comes from: the eBPF backend on
-//! Linux and its fallbacks, behind the `DataSource` trait), `model`
+//! Linux and its fallbacks, the kernel's socket lists on macOS, behind the
+//! `DataSource` trait), `model`
 //! (platform-neutral samples), `escape` (text from outside, made safe to
 //! show), `table` (connection state and rates), `output` (text, JSON lines,
 //! CSV), `metrics` (series for Prometheus and their HTTP server), `batch`
@@ -53,11 +54,14 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
     let listener = cli.metrics_listen.map(metrics::server::bind).transpose()?;
     let mut source = platform::open_default(&platform::SourceOptions {
         kind: cli.source.into(),
-        btf: cli.btf.clone(),
-        hooks: cli.hooks.map(Into::into),
-        udp_idle: cli.idle_timeout,
-        max_conns: cli.max_conns,
         udp: !cli.tcp || cli.udp,
+        linux: platform::LinuxOptions {
+            btf: cli.btf.clone(),
+            hooks: cli.hooks.map(Into::into),
+            udp_idle: cli.idle_timeout,
+            max_conns: cli.max_conns,
+            cgroup_filter: !cli.cgroups.is_empty(),
+        },
     })?;
     // Loading and attaching needed privileges that collecting does not:
     // give them up (and become --user) before the run loop starts.

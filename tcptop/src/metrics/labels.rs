@@ -57,17 +57,9 @@ impl Role {
     }
 }
 
-/// The kernel's range of ephemeral ports (`net.ipv4.ip_local_port_range`,
-/// read once; Linux's default when it cannot be read).
+/// The kernel's range of ephemeral ports (read once, by the platform).
 pub fn ephemeral_range() -> (u16, u16) {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| {
-            let mut it = s.split_whitespace().map(|n| n.parse::<u16>().ok());
-            Some((it.next()??, it.next()??))
-        })
-        .filter(|(lo, hi)| lo <= hi)
-        .unwrap_or((32768, 60999))
+    crate::platform::ephemeral_ports()
 }
 
 /// The service port of a connection between ports `local` and `remote`,

@@ -88,7 +88,7 @@ pub fn spawn(listener: std::net::TcpListener, shared: Arc<Shared>) -> Result<(),
     std::thread::Builder::new()
         .name("tcptop-metrics".into())
         .spawn(move || {
-            lower_priority();
+            crate::platform::lower_thread_priority(NICE);
             rt.block_on(serve(listener, shared))
         })
         .map_err(ServerError::Start)?;
@@ -98,22 +98,6 @@ pub fn spawn(listener: std::net::TcpListener, shared: Arc<Shared>) -> Result<(),
 /// Niceness of the server thread: under a storm of scrapes the CPU goes to
 /// the collecting thread first.
 pub const NICE: i32 = 10;
-
-/// Makes the calling thread nicer by [`NICE`] (Linux: the nice value is
-/// per thread, and `setpriority(PRIO_PROCESS, 0)` sets the caller's).
-/// Raising it needs no privilege; a failure only leaves it as it was.
-fn lower_priority() {
-    // SAFETY: getpriority and setpriority take plain integers; errno is
-    // only read to tell a result of -1 from an error.
-    unsafe {
-        *libc::__errno_location() = 0;
-        let now = libc::getpriority(libc::PRIO_PROCESS, 0);
-        if now == -1 && *libc::__errno_location() != 0 {
-            return;
-        }
-        libc::setpriority(libc::PRIO_PROCESS, 0, (now + NICE).min(19));
-    }
-}
 
 async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));

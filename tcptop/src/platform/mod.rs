@@ -1,12 +1,22 @@
 //! The platform abstraction: where connection data comes from.
 //!
 //! This is the only module that knows which operating system it runs on;
-//! everything above [`DataSource`] is portable.
+//! everything above [`DataSource`] is portable. Linux's backend (eBPF and
+//! the socket diagnostics) is `linux`, macOS's (the kernel's socket lists)
+//! is `macos`; `pcblist` is the macOS backend's parser, pure over bytes and
+//! built everywhere so that it is tested on Linux too.
 
-use crate::model::Snapshot;
+use crate::model::{ProcInfo, Snapshot};
 
 #[cfg(target_os = "linux")]
 pub mod linux;
+#[cfg(target_os = "macos")]
+pub mod macos;
+pub mod pcblist;
+
+/// Looks up what the system says about a process (its command line and
+/// user), for the detail pane: each source hands out its platform's.
+pub type ProcLookup = Box<dyn Fn(u32) -> ProcInfo>;
 
 /// A live source of per-connection data.
 ///
@@ -27,6 +37,11 @@ pub trait DataSource {
     /// (e.g. an unprivileged mode: what is missing and how to get it).
     fn notice(&self) -> Option<&str> {
         None
+    }
+    /// How to look up a process for the detail pane (called when it
+    /// opens). By default nothing is known.
+    fn process_lookup(&self) -> ProcLookup {
+        Box::new(|_| ProcInfo::default())
     }
     /// Gives up the privileges that opening needed and collecting does not
     /// and, with `user`, becomes that user. Called once, after opening and
@@ -60,33 +75,78 @@ pub enum SourceKind {
     /// The full one if allowed, else the unprivileged one.
     #[default]
     Auto,
-    /// Kernel programs (Linux: eBPF); an error without the privileges.
+    /// Kernel programs (Linux: eBPF); an error without the privileges
+    /// (and on macOS).
     Ebpf,
-    /// What the kernel tells any user (Linux: socket diagnostics).
+    /// What the kernel tells any user (Linux: socket diagnostics; macOS:
+    /// the socket lists, pcblist).
     Diag,
 }
 
 /// How to open a source.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct SourceOptions {
     pub kind: SourceKind,
+    /// Track UDP flows (Linux: their programs run for every packet, TCP
+    /// included: `--tcp` turns them off rather than filtering their output).
+    pub udp: bool,
+    /// What only Linux's sources use.
+    pub linux: LinuxOptions,
+}
+
+/// The options of Linux's sources (eBPF and its kernel tables).
+///
+/// One command line on every platform, and no `cfg` above this module: the
+/// type exists everywhere, and a source that has no use for these flags
+/// refuses the ones the user gave ([`LinuxOptions::given`]) instead of
+/// ignoring them in silence. So the flags with a default are `None` unless
+/// given, and the Linux sources ask for the value with its default.
+#[derive(Clone, Debug, Default)]
+pub struct LinuxOptions {
     /// Kernel BTF file to use instead of the running kernel's own.
     pub btf: Option<std::path::PathBuf>,
     /// Force one hook set (None: the best the kernel has).
     pub hooks: Option<HookSet>,
     /// A UDP flow with no datagram for this long has ended.
-    pub udp_idle: std::time::Duration,
+    pub udp_idle: Option<std::time::Duration>,
     /// Capacity of the kernel's connection table and of its UDP flow table.
-    pub max_conns: u32,
-    /// Track UDP flows (their programs run for every packet, TCP included:
-    /// `--tcp` turns them off rather than filtering their output).
-    pub udp: bool,
+    pub max_conns: Option<u32>,
+    /// `--cgroup` was given. The filter itself is the table's, but only
+    /// Linux's sources know a connection's control group: elsewhere the
+    /// flag would select nothing.
+    pub cgroup_filter: bool,
 }
 
-/// Default for [`SourceOptions::max_conns`].
+impl LinuxOptions {
+    /// `--idle-timeout`, or its default.
+    pub fn udp_idle(&self) -> std::time::Duration {
+        self.udp_idle.unwrap_or(DEFAULT_UDP_IDLE)
+    }
+
+    /// `--max-conns`, or its default.
+    pub fn max_conns(&self) -> u32 {
+        self.max_conns.unwrap_or(DEFAULT_MAX_CONNS)
+    }
+
+    /// The flags the user gave, as typed on the command line.
+    pub fn given(&self) -> Vec<&'static str> {
+        [
+            (self.btf.is_some(), "--btf"),
+            (self.hooks.is_some(), "--hooks"),
+            (self.udp_idle.is_some(), "--idle-timeout"),
+            (self.max_conns.is_some(), "--max-conns"),
+            (self.cgroup_filter, "--cgroup"),
+        ]
+        .into_iter()
+        .filter_map(|(set, flag)| set.then_some(flag))
+        .collect()
+    }
+}
+
+/// Default for [`LinuxOptions::max_conns`].
 pub const DEFAULT_MAX_CONNS: u32 = 65_536;
 
-/// Default for [`SourceOptions::udp_idle`].
+/// Default for [`LinuxOptions::udp_idle`].
 pub const DEFAULT_UDP_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Kernel mechanisms that can count send/receive calls (Linux).
@@ -113,17 +173,37 @@ impl HookSet {
     }
 }
 
-/// What the system says about process `pid` (its command line and user),
-/// read when the detail pane opens.
+/// The kernel's range of ephemeral ports (local ports it picks for
+/// connect and unbound sends), or the platform's default when it cannot be
+/// read.
 #[cfg(target_os = "linux")]
-pub fn process_info(pid: u32) -> crate::model::ProcInfo {
-    linux::procfs::process_info(pid)
+pub fn ephemeral_ports() -> (u16, u16) {
+    linux::procfs::ephemeral_ports()
+}
+
+#[cfg(target_os = "macos")]
+pub fn ephemeral_ports() -> (u16, u16) {
+    macos::ephemeral_ports()
+}
+
+/// IANA's dynamic range.
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+pub fn ephemeral_ports() -> (u16, u16) {
+    (49152, 65535)
+}
+
+/// Makes the calling thread yield the CPU to the others (the metrics
+/// server's, so that the collecting thread goes first under a storm of
+/// scrapes) by `by` nice levels where niceness is per thread (Linux).
+/// Elsewhere (macOS: per process) it does nothing: the collecting thread
+/// would be slowed too.
+#[cfg(target_os = "linux")]
+pub fn lower_thread_priority(by: i32) {
+    linux::lower_thread_priority(by);
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn process_info(_pid: u32) -> crate::model::ProcInfo {
-    crate::model::ProcInfo::default()
-}
+pub fn lower_thread_priority(_by: i32) {}
 
 /// Opens the best data source for this machine that `opts.kind` allows.
 #[cfg(target_os = "linux")]
@@ -142,9 +222,22 @@ pub fn open_default(opts: &SourceOptions) -> Result<Box<dyn DataSource>, SourceE
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+/// Opens the socket lists (the one source on macOS; it needs no privilege).
+#[cfg(target_os = "macos")]
+pub fn open_default(opts: &SourceOptions) -> Result<Box<dyn DataSource>, SourceError> {
+    match opts.kind {
+        SourceKind::Ebpf => Err(SourceError::Unsupported(
+            "--source ebpf is Linux's: on macOS tcptop reads the kernel's socket lists \
+             (--source auto or diag)"
+                .into(),
+        )),
+        SourceKind::Auto | SourceKind::Diag => Ok(Box::new(macos::PcblistSource::open(opts)?)),
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
 pub fn open_default(_opts: &SourceOptions) -> Result<Box<dyn DataSource>, SourceError> {
     Err(SourceError::Unsupported(
-        "tcptop does not support this operating system yet (Linux only for now)".into(),
+        "tcptop does not support this operating system yet (Linux and macOS only)".into(),
     ))
 }

@@ -133,6 +133,7 @@ pub async fn run_interactive(
         notice: source.notice().map(str::to_string),
     };
     let mut app = App::new(settings, Instant::now().into_std())
+        .with_proc_lookup(source.process_lookup())
         .with_resolver(crate::names::Resolver::system())
         .with_services(crate::names::Services::load())
         .show_names(!cli.no_dns, !cli.no_port_names)

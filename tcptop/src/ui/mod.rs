@@ -50,8 +50,9 @@ pub struct Settings {
     pub notice: Option<String>,
 }
 
-/// Looks up a process for the detail pane (tests replace /proc).
-pub type ProcLookup = Box<dyn Fn(u32) -> ProcInfo>;
+/// Looks up a process for the detail pane: the data source's
+/// (`DataSource::process_lookup`), or a test's.
+pub use crate::platform::ProcLookup;
 
 /// The table as it was when the user paused.
 #[derive(Debug)]
@@ -266,7 +267,7 @@ impl App {
             snapshots: 0,
             quit: false,
             dirty: true,
-            proc_lookup: Box::new(crate::platform::process_info),
+            proc_lookup: Box::new(|_| ProcInfo::default()),
             status: None,
             resolver: Resolver::none(),
             show_dns: false,
@@ -346,7 +347,7 @@ impl App {
         }
     }
 
-    /// Replaces the /proc lookup of the detail pane.
+    /// Sets how the detail pane looks up a process (the source's).
     pub fn with_proc_lookup(mut self, f: ProcLookup) -> App {
         self.proc_lookup = f;
         self

@@ -95,8 +95,8 @@ impl EbpfSource {
     pub fn open(opts: &SourceOptions) -> Result<Self, SourceError> {
         caps::check()?;
         release::check_kernel()?;
-        let btf_path = opts.btf.as_deref().unwrap_or(Path::new(BTF_PATH));
-        let btf = read_btf(btf_path, opts.btf.is_some())?;
+        let btf_path = opts.linux.btf.as_deref().unwrap_or(Path::new(BTF_PATH));
+        let btf = read_btf(btf_path, opts.linux.btf.is_some())?;
         let offsets = kernel_offsets(&btf)?;
         let noop = bench_noop();
         let skip = BenchSkip::from_env()?;
@@ -112,14 +112,14 @@ impl EbpfSource {
         let mut ebpf = EbpfLoader::new()
             .override_global(GLOBAL_OFFSETS, &offsets, true)
             .override_global(GLOBAL_CONFIG, &config, true)
-            .map_max_entries(MAP_CONNS, opts.max_conns)
-            .map_max_entries(MAP_UDP_FLOWS, opts.max_conns)
+            .map_max_entries(MAP_CONNS, opts.linux.max_conns())
+            .map_max_entries(MAP_UDP_FLOWS, opts.linux.max_conns())
             .load(bytes)
             .map_err(|e| load_error(&e))?;
 
         // The kprobe set is for kernels without BTF tracing programs: it
         // takes raw tracepoints too (and so the VM matrix tests both kinds).
-        let typed = opts.hooks != Some(HookSet::Kprobe)
+        let typed = opts.linux.hooks != Some(HookSet::Kprobe)
             && std::env::var_os("TCPTOP_RAW_TRACEPOINTS").is_none_or(|v| v == "0");
         let mut tracing = hooks::TracingBtf::new(&btf, typed);
         let btf_lifecycle =
@@ -140,12 +140,12 @@ impl EbpfSource {
                 None
             }
         };
-        let candidates: Vec<HookSet> = match opts.hooks {
+        let candidates: Vec<HookSet> = match opts.linux.hooks {
             Some(set) => vec![set],
             None => HookSet::ALL.to_vec(),
         };
         let set = hooks::attach_io(&mut ebpf, &candidates, &btf, &mut tracing)
-            .map_err(|errors| no_hook_set(&errors, opts.hooks.is_some()))?;
+            .map_err(|errors| no_hook_set(&errors, opts.linux.hooks.is_some()))?;
         warnings.extend(hooks::io_warning(set));
         let udp = if opts.udp {
             match udp::UdpFlows::attach(&mut ebpf, set, &btf, &mut tracing, opts) {
@@ -272,6 +272,10 @@ impl EbpfSource {
 impl DataSource for EbpfSource {
     fn hooks(&self) -> &str {
         &self.hooks
+    }
+
+    fn process_lookup(&self) -> crate::platform::ProcLookup {
+        Box::new(procfs::process_info)
     }
 
     fn warnings(&self) -> &[String] {
@@ -789,6 +793,22 @@ fn seeds(found: Vec<procfs::ProcSocket>) -> Vec<ConnSample> {
         });
     }
     seen.into_values().collect()
+}
+
+/// Makes the calling thread nicer by `by` (the nice value is per thread
+/// on Linux, and `setpriority(PRIO_PROCESS, 0)` sets the caller's). Raising
+/// it needs no privilege; a failure only leaves it as it was.
+pub fn lower_thread_priority(by: i32) {
+    // SAFETY: getpriority and setpriority take plain integers; errno is
+    // only read to tell a result of -1 from an error.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let now = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if now == -1 && *libc::__errno_location() != 0 {
+            return;
+        }
+        libc::setpriority(libc::PRIO_PROCESS, 0, (now + by).min(19));
+    }
 }
 
 #[cfg(test)]

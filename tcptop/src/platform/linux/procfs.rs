@@ -427,6 +427,18 @@ fn parse_hex(s: &str, max_len: usize) -> Option<u32> {
     u32::from_str_radix(s, 16).ok()
 }
 
+/// `net.ipv4.ip_local_port_range`, Linux's default when it cannot be read.
+pub fn ephemeral_ports() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .filter(|(lo, hi)| lo <= hi)
+        .unwrap_or((32768, 60999))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

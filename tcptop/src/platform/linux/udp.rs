@@ -93,8 +93,8 @@ impl UdpFlows {
         Ok((
             UdpFlows {
                 flows,
-                idle_ns: u64::try_from(opts.udp_idle.as_nanos()).unwrap_or(u64::MAX),
-                capacity: opts.max_conns as usize,
+                idle_ns: u64::try_from(opts.linux.udp_idle().as_nanos()).unwrap_or(u64::MAX),
+                capacity: opts.linux.max_conns() as usize,
                 evicted: 0,
             },
             warning,

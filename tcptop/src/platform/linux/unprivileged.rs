@@ -191,6 +191,10 @@ impl DataSource for DiagSource {
         "diag"
     }
 
+    fn process_lookup(&self) -> crate::platform::ProcLookup {
+        Box::new(procfs::process_info)
+    }
+
     fn warnings(&self) -> &[String] {
         &self.warnings
     }
