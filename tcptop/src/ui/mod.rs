@@ -6,7 +6,6 @@
 //! events and draw it on ratatui's `TestBackend`.
 
 pub mod event;
-pub mod history;
 pub mod items;
 pub mod terminal;
 pub mod view;
@@ -23,7 +22,6 @@ use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use crate::model::{ConnState, Drops, ProcInfo, Proto, Snapshot};
 use crate::names::{Resolver, Services};
 use crate::table::{ConnTable, Filter, Row, RowAt};
-use history::History;
 use items::{Grouping, Item, ItemId, NameMatch, Names, SortKey};
 
 /// How long a closed connection stays on screen, dimmed.
@@ -65,7 +63,6 @@ pub struct App {
     settings: Settings,
     table: ConnTable,
     frozen: Option<Frozen>,
-    history: History,
     sort: SortKey,
     reverse: bool,
     /// Live filter text, as typed.
@@ -245,9 +242,12 @@ impl App {
     pub fn new(settings: Settings, now: Instant) -> App {
         App {
             settings,
-            table: ConnTable::with_linger(LINGER),
+            table: {
+                let mut t = ConnTable::with_linger(LINGER);
+                t.keep_history();
+                t
+            },
             frozen: None,
-            history: History::default(),
             sort: SortKey::default(),
             reverse: false,
             filter: String::new(),
@@ -391,7 +391,6 @@ impl App {
         self.snapshots += 1;
         self.table
             .apply(snap, now, self.settings.interval.as_secs_f64());
-        self.history.record(self.table.rows());
         self.refresh_detail();
         self.dirty = true;
     }
