@@ -732,6 +732,66 @@ mod tests {
         assert_eq!(t.rows().next().unwrap().counters.tx_packets, 9);
     }
 
+    /// Snapshots in another order, with rows leaving (each leaving row's
+    /// place taken by the last one), arriving and closing: every row is
+    /// found again, by key and by where it is, with its own counters.
+    #[test]
+    fn rows_found_again_after_reorder_and_removal() {
+        let mut t = ConnTable::new();
+        let t0 = Instant::now();
+        let all: Vec<u16> = (1..=60).collect();
+        let snap_of = |ports: &[u16], step: u64| {
+            ports
+                .iter()
+                .map(|&p| sample(p, u64::from(p), u64::from(p) * 10 + step, 0))
+                .collect::<Vec<_>>()
+        };
+        t.apply(snap(snap_of(&all, 0), vec![]), t0, 1.0);
+        // Since when each port has been live without a break.
+        let mut since: std::collections::HashMap<u16, u64> = all.iter().map(|&p| (p, 0)).collect();
+        let orders: [Vec<u16>; 4] = [
+            all.iter().rev().copied().collect(),
+            all.iter().copied().filter(|p| p % 3 != 0).collect(),
+            (40..=90).chain(1..=10).collect(),
+            (1..=90).filter(|p| p % 7 != 0).rev().collect(),
+        ];
+        for (step, ports) in orders.iter().enumerate() {
+            let step = step as u64 + 1;
+            // Port 5 closes in the first of them.
+            let closed = if step == 1 {
+                vec![sample(5, 5, 999, 0)]
+            } else {
+                vec![]
+            };
+            let ports: Vec<u16> = ports.iter().copied().filter(|&p| p != 5).collect();
+            t.apply(
+                snap(snap_of(&ports, step), closed),
+                t0 + Duration::from_secs(step),
+                1.0,
+            );
+            since.retain(|p, _| ports.contains(p));
+            for &p in &ports {
+                since.entry(p).or_insert(step);
+            }
+            let mut want = ports.clone();
+            want.sort_unstable();
+            let mut live: Vec<u16> = t
+                .rows_at()
+                .filter(|(_, r)| !r.is_closed())
+                .map(|(at, r)| {
+                    assert_eq!(t.get(&r.key, at).map(|g| g.key), Some(r.key), "{at:?}");
+                    let p = r.key.local.port();
+                    assert_eq!(r.counters.tx_bytes, u64::from(p) * 10 + step, "port {p}");
+                    let first = t0 + Duration::from_secs(since[&p]);
+                    assert_eq!(r.first_seen, first, "port {p}: the same row throughout");
+                    p
+                })
+                .collect();
+            live.sort_unstable();
+            assert_eq!(live, want, "step {step}");
+        }
+    }
+
     #[test]
     fn closed_shown_once_then_removed() {
         let mut t = ConnTable::new();
