@@ -59,6 +59,7 @@ pub async fn run_batch(
     }
     let stdout = io::stdout();
     let mut done = 0u64;
+    let mut warned_full = false;
     loop {
         // A signal ends the run after one last snapshot: connections that
         // closed since the previous one are reported, not lost.
@@ -69,6 +70,15 @@ pub async fn run_batch(
         };
         let snap = source.collect()?;
         table.apply(snap, Instant::now(), secs);
+        let dropped = table.drops().conns;
+        if dropped > 0 && !warned_full {
+            // Once, when it starts (the count at exit is in the summary).
+            warned_full = true;
+            eprintln!(
+                "tcptop: warning: {}",
+                crate::platform::table_full_warning(dropped, cli.max_conns())
+            );
+        }
         // Sized once: a filter's size hint is 0, and growing to tens of
         // thousands of rows copied the vector over and over.
         let mut rows: Vec<&Row> = Vec::with_capacity(table.len());

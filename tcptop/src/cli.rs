@@ -98,10 +98,11 @@ pub struct Cli {
     /// Capacity of the kernel tables: TCP connections, and UDP flows (each
     /// about 200 bytes of kernel memory). A connection beyond it is counted
     /// as dropped; UDP flows are ended early, longest idle first, when the
-    /// flow table is 90% full.
-    #[arg(long, value_name = "N", default_value_t = crate::platform::DEFAULT_MAX_CONNS,
-          value_parser = clap::value_parser!(u32).range(1024..=4_194_304))]
-    pub max_conns: u32,
+    /// flow table is 90% full. Default: sized at start-up to the machine's
+    /// sockets and open files now, with 50% headroom (65,536 at least).
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1024..=i64::from(crate::platform::LIMIT_MAX_CONNS)))]
+    pub max_conns: Option<u32>,
 
     /// Average rates over the last interval or a rolling window of 2, 10 or
     /// 40 seconds, like iftop (key `w` in the interactive display).
@@ -167,6 +168,13 @@ impl From<Window> for crate::table::RateWindow {
 }
 
 impl Cli {
+    /// `--max-conns`, or the machine-sized default `main_entry` puts there
+    /// when it is not given ([`DEFAULT_MAX_CONNS`](crate::platform::DEFAULT_MAX_CONNS)
+    /// before that).
+    pub fn max_conns(&self) -> u32 {
+        self.max_conns.unwrap_or(crate::platform::DEFAULT_MAX_CONNS)
+    }
+
     /// The connections the flags select.
     pub fn filter(&self) -> crate::table::Filter {
         crate::table::Filter {

@@ -24,7 +24,10 @@ use clap::Parser;
 /// Parses the command line, runs, and turns every error into one message
 /// on stderr and exit code 1 (clap exits 2 on bad flags).
 pub fn main_entry() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let mut cli = cli::Cli::parse();
+    if cli.max_conns.is_none() {
+        cli.max_conns = Some(platform::default_max_conns());
+    }
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -50,7 +53,7 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
         btf: cli.btf.clone(),
         hooks: cli.hooks.map(Into::into),
         udp_idle: cli.idle_timeout,
-        max_conns: cli.max_conns,
+        max_conns: cli.max_conns(),
         udp: !cli.tcp || cli.udp,
     })?;
     // Loading and attaching needed privileges that collecting does not:

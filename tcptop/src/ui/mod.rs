@@ -46,6 +46,8 @@ pub struct Settings {
     pub filter: Filter,
     /// What the source cannot show, for the header (`DataSource::notice`).
     pub notice: Option<String>,
+    /// The kernel table's capacity (`--max-conns`), named when it is full.
+    pub max_conns: u32,
 }
 
 /// Looks up a process for the detail pane (tests replace /proc).
@@ -89,6 +91,9 @@ pub struct App {
     proc_lookup: ProcLookup,
     /// A non-fatal problem to show in the footer (e.g. the log cannot be written).
     status: Option<String>,
+    /// Connections not tracked because the kernel's table is full: shown
+    /// in the footer from the first one on, before any other status.
+    table_full: Option<String>,
     /// Reverse DNS of remote addresses, shown if `show_dns` (key `n`).
     resolver: Resolver,
     show_dns: bool,
@@ -266,6 +271,7 @@ impl App {
             dirty: true,
             proc_lookup: Box::new(crate::platform::process_info),
             status: None,
+            table_full: None,
             resolver: Resolver::none(),
             show_dns: false,
             services: Services::builtin(),
@@ -371,8 +377,9 @@ impl App {
         }
     }
 
+    /// The footer's warning: the table full first, else the status.
     pub fn status(&self) -> Option<&str> {
-        self.status.as_deref()
+        self.table_full.as_deref().or(self.status.as_deref())
     }
 
     /// The latest snapshot's rows (closed ones once), `--pid`/`--port`
@@ -391,6 +398,13 @@ impl App {
         self.snapshots += 1;
         self.table
             .apply(snap, now, self.settings.interval.as_secs_f64());
+        let dropped = self.table.drops().conns;
+        if dropped > 0 {
+            self.table_full = Some(crate::platform::table_full_warning(
+                dropped,
+                self.settings.max_conns,
+            ));
+        }
         self.refresh_detail();
         self.dirty = true;
     }
