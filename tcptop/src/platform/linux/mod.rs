@@ -26,7 +26,7 @@ mod udp;
 pub mod unprivileged;
 mod users;
 
-use std::collections::{HashMap as StdHashMap, HashSet};
+use foldhash::{HashMap as StdHashMap, HashMapExt, HashSet};
 use std::path::Path;
 
 use aya::{
@@ -846,7 +846,9 @@ mod tests {
         let offsets = [0u8; std::mem::size_of::<Offsets>()];
         let config = [0u8; std::mem::size_of::<Config>()];
         for (name, bytes) in [(GLOBAL_OFFSETS, &offsets[..]), (GLOBAL_CONFIG, &config[..])] {
-            if let Err(e) = obj.patch_map_data(StdHashMap::from([(name, (bytes, true))])) {
+            if let Err(e) =
+                obj.patch_map_data(std::collections::HashMap::from([(name, (bytes, true))]))
+            {
                 missing.push(format!("global {name}: {e}"));
             }
         }
