@@ -27,48 +27,78 @@ pub struct Point {
     pub rtt_us: u32,
 }
 
-/// One connection's points, oldest first, in one allocation that never
-/// holds more than the connection's share.
+/// One connection's points, oldest first, as runs of equal points: an idle
+/// connection's history (the same zero rates and RTT, snapshot after
+/// snapshot) is one run kept in the row, with nothing allocated (at
+/// 200,000 idle connections, 16 points each were ~40 MB). Runs that ended
+/// are in one allocation that never holds more than the share.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Series {
-    points: VecDeque<Point>,
+    /// Older runs, oldest first: a point and how many snapshots had it.
+    runs: VecDeque<(Point, u32)>,
+    /// The newest run (`count` 0: no points yet).
+    last: Point,
+    count: u32,
+    /// Points in all runs.
+    len: u32,
 }
 
 impl Series {
     /// Adds `p`, dropping the oldest points beyond `cap`.
     pub(super) fn push(&mut self, p: Point, cap: usize) {
-        let cap = cap.max(1);
-        while self.points.len() >= cap {
-            self.points.pop_front();
+        let cap = u32::try_from(cap.max(1)).unwrap_or(u32::MAX);
+        if self.count > 0 && p == self.last {
+            self.count += 1;
+        } else {
+            if self.count > 0 {
+                let len = self.runs.len();
+                let share = cap as usize;
+                if len == self.runs.capacity() && len < share {
+                    // Grow by doubling, but never past the share (a
+                    // VecDeque doubles to the next power of two).
+                    self.runs.reserve_exact((2 * len).max(4).min(share) - len);
+                } else if self.runs.capacity() > 2 * share {
+                    // The per-connection share shrank: give the memory back.
+                    self.runs.shrink_to(share);
+                }
+                self.runs.push_back((self.last, self.count));
+            }
+            self.last = p;
+            self.count = 1;
         }
-        let len = self.points.len();
-        if len == self.points.capacity() {
-            // Grow by doubling, but never past the share (a VecDeque
-            // doubles to the next power of two: up to 1.7 times the
-            // share, held by every row).
-            self.points.reserve_exact((2 * len).max(4).min(cap) - len);
-        } else if self.points.capacity() > 2 * cap {
-            // The per-connection share shrank: give the memory back.
-            self.points.shrink_to(cap);
+        self.len += 1;
+        while self.len > cap {
+            match self.runs.front_mut() {
+                Some(front) if front.1 > 1 => front.1 -= 1,
+                Some(_) => {
+                    self.runs.pop_front();
+                }
+                None => self.count -= 1,
+            }
+            self.len -= 1;
         }
-        self.points.push_back(p);
     }
 
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Point> + ExactSizeIterator {
-        self.points.iter()
+    /// The points, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = Point> + '_ {
+        self.runs
+            .iter()
+            .copied()
+            .chain(std::iter::once((self.last, self.count)))
+            .flat_map(|(p, n)| std::iter::repeat_n(p, n as usize))
     }
 
     pub fn len(&self) -> usize {
-        self.points.len()
+        self.len as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.points.is_empty()
+        self.len == 0
     }
 
-    /// Memory held for points (what the budget bounds).
+    /// Runs held in memory outside the row (what the budget bounds).
     pub fn capacity(&self) -> usize {
-        self.points.capacity()
+        self.runs.capacity()
     }
 }
 
@@ -127,7 +157,7 @@ mod tests {
         let s = history_of(&t, 1);
         assert_eq!(s.len(), CAPACITY);
         assert!(s.capacity() <= CAPACITY, "{}", s.capacity());
-        let last = s.iter().next_back().unwrap();
+        let last = s.iter().last().unwrap();
         assert_eq!((last.tx_bps, last.rx_bps, last.rtt_us), (10.0, 0.0, 70));
         assert_eq!(history_of(&t, 2).len(), CAPACITY);
         // A new instance on the same tuple starts a new history.
@@ -176,9 +206,14 @@ mod tests {
             })
             .collect();
         for i in 0..(CAPACITY as u64 + 5) {
+            // Rates that change at every snapshot: no two points alike.
+            let mut live = live.clone();
+            for c in &mut live {
+                c.counters.tx_bytes = i * i;
+            }
             t.apply(
                 Snapshot {
-                    live: live.clone(),
+                    live,
                     ..Default::default()
                 },
                 t0 + Duration::from_secs(i),
@@ -189,6 +224,36 @@ mod tests {
         let held: usize = t.rows().map(|r| r.history().capacity()).sum();
         assert!(held <= BUDGET, "{held} points held");
         assert!(t.rows().all(|r| r.history().len() >= MIN_SAMPLES));
+    }
+
+    /// An idle connection's history is one run, in the row: nothing
+    /// allocated, however long; a change starts a new run, and the oldest
+    /// points leave first.
+    #[test]
+    fn runs_of_equal_points() {
+        let mut s = Series::default();
+        let p = |rx| Point {
+            rx_bps: rx,
+            tx_bps: 0.0,
+            rtt_us: 9,
+        };
+        for _ in 0..500 {
+            s.push(p(0.0), CAPACITY);
+        }
+        assert_eq!((s.len(), s.capacity()), (CAPACITY, 0));
+        assert!(s.iter().all(|x| x == p(0.0)));
+        s.push(p(5.0), CAPACITY);
+        s.push(p(5.0), CAPACITY);
+        s.push(p(0.0), CAPACITY);
+        assert_eq!(s.len(), CAPACITY);
+        let all: Vec<Point> = s.iter().collect();
+        assert_eq!(all.len(), CAPACITY);
+        assert_eq!(&all[CAPACITY - 3..], &[p(5.0), p(5.0), p(0.0)]);
+        assert!(all[..CAPACITY - 3].iter().all(|x| *x == p(0.0)));
+        // A smaller share: the oldest go, across runs.
+        s.push(p(1.0), 3);
+        let all: Vec<Point> = s.iter().collect();
+        assert_eq!(all, [p(5.0), p(0.0), p(1.0)]);
     }
 
     #[test]
