@@ -67,6 +67,7 @@ pub async fn run_batch(
         }
     }
     let mut done = 0u64;
+    let mut warned_full = false;
     loop {
         // A signal ends the run after one last snapshot: connections that
         // closed since the previous one are reported, not lost.
@@ -78,6 +79,15 @@ pub async fn run_batch(
         let snap = source.collect()?;
         let now = Instant::now();
         table.apply(snap, now, secs);
+        let dropped = table.drops().conns;
+        if dropped > 0 && !warned_full {
+            // Once, when it starts (the count at exit is in the summary).
+            warned_full = true;
+            eprintln!(
+                "tcptop: warning: {}",
+                crate::platform::table_full_warning(dropped, cli.max_conns())
+            );
+        }
         if let Some(m) = metrics.as_mut() {
             m.update(&table, now);
         }

@@ -149,8 +149,11 @@ pub struct Cli {
     /// Capacity of the kernel tables: TCP connections, and UDP flows (each
     /// about 200 bytes of kernel memory). A connection beyond it is counted
     /// as dropped; UDP flows are ended early, longest idle first, when the
-    /// flow table is 90% full (1024 to 4194304; default 65536; Linux).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1024..=4_194_304))]
+    /// flow table is 90% full (1024 to 4194304; Linux). Default: sized at
+    /// start-up to the machine's sockets and open files now, with 50%
+    /// headroom (65,536 at least).
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1024..=i64::from(crate::platform::LIMIT_MAX_CONNS)))]
     pub max_conns: Option<u32>,
 
     /// Average rates over the last interval or a rolling window of 2, 10 or
@@ -246,6 +249,13 @@ impl Cli {
             max_series: self.metrics_max_series as usize,
             top_remotes: self.metrics_top_remotes as usize,
         }
+    }
+
+    /// `--max-conns`, or the default sized to the machine at start-up
+    /// ([`default_max_conns`](crate::platform::default_max_conns)).
+    pub fn max_conns(&self) -> u32 {
+        self.max_conns
+            .unwrap_or_else(crate::platform::default_max_conns)
     }
 
     /// The connections the flags select.

@@ -475,6 +475,42 @@ fn many_existing_connections_in_one_snapshot() {
     );
 }
 
+/// A table too small for the machine's connections: the first snapshot
+/// that finds connections dropped warns once on stderr, naming the flag
+/// and its value, and the exit summary counts them.
+#[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
+fn full_table_warns_naming_the_flag() {
+    common::require_root();
+    let _g = common::serial();
+    const PAIRS: usize = 1200;
+    let ns = NetNs::new("full");
+    let mut top = Tcptop::start(&["--max-conns", "1024", "--port", "40165"]);
+    let mut hold = ns.peer(&[
+        "hold-self",
+        "--listen",
+        "127.0.0.1:40165",
+        "--pairs",
+        &PAIRS.to_string(),
+    ]);
+    assert_eq!(u(&hold.expect("holding"), "sockets"), 2 * PAIRS as u64);
+    top.pump(Duration::from_millis(1500));
+    hold.poke();
+    hold.wait_ok();
+    let (_, stderr) = top.stop();
+    let warning = "tcptop: warning: connection table full: ";
+    assert_eq!(stderr.matches(warning).count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("restart with a larger --max-conns (now 1024)"),
+        "{stderr}"
+    );
+    let summary = stderr
+        .lines()
+        .find(|l| l.contains("connections (table full)"))
+        .unwrap_or_default();
+    assert!(!summary.contains(" 0 connections (table full)"), "{stderr}");
+}
+
 /// A receive call already blocked when tcptop attaches is counted when it
 /// returns, on every hook set: function-exit hooks (fexit, kretprobe) are
 /// never called for a call entered before they were attached, but the

@@ -70,5 +70,6 @@ pub fn settings() -> tcptop::ui::Settings {
         bits: false,
         filter: tcptop::table::Filter::default(),
         notice: None,
+        max_conns: 65_536,
     }
 }

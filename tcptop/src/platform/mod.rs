@@ -123,9 +123,9 @@ impl LinuxOptions {
         self.udp_idle.unwrap_or(DEFAULT_UDP_IDLE)
     }
 
-    /// `--max-conns`, or its default.
+    /// `--max-conns`, or the default sized to the machine at start-up.
     pub fn max_conns(&self) -> u32 {
-        self.max_conns.unwrap_or(DEFAULT_MAX_CONNS)
+        self.max_conns.unwrap_or_else(default_max_conns)
     }
 
     /// The flags the user gave, as typed on the command line.
@@ -143,8 +143,69 @@ impl LinuxOptions {
     }
 }
 
-/// Default for [`LinuxOptions::max_conns`].
+/// The smallest default for [`LinuxOptions::max_conns`] (what a machine
+/// with few sockets gets: room to grow), and the default where the
+/// machine's sockets cannot be counted.
 pub const DEFAULT_MAX_CONNS: u32 = 65_536;
+
+/// The largest `--max-conns` (kernel memory: about 200 bytes an entry, in
+/// each of two tables).
+pub const LIMIT_MAX_CONNS: u32 = 4_194_304;
+
+/// What a machine holds at start-up, for sizing the kernel tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MachineLoad {
+    /// Sockets the kernel reports in tcptop's own network namespace (Linux:
+    /// `/proc/net/sockstat`, sockets in use plus TCP in TIME_WAIT, a sign
+    /// of churn).
+    pub sockets: u64,
+    /// Open files, all namespaces together (Linux: `fs.file-nr`): every
+    /// socket a process holds is one, so this covers the sockets of
+    /// namespaces `sockets` does not see (containers, test namespaces).
+    pub open_files: u64,
+    /// The system-wide limit on open files (`fs.file-max`): no more
+    /// sockets than that can be held.
+    pub file_max: u64,
+}
+
+/// The default `--max-conns` for a machine holding `m`: half as much again
+/// as the larger of its sockets and its open files, in steps of 16,384,
+/// between [`DEFAULT_MAX_CONNS`] and [`LIMIT_MAX_CONNS`], and not above the
+/// file limit (when that is above the floor).
+pub fn size_max_conns(m: &MachineLoad) -> u32 {
+    let now = m.sockets.max(m.open_files);
+    let want = now
+        .saturating_add(now / 2)
+        .min(u64::from(LIMIT_MAX_CONNS))
+        .next_multiple_of(16_384);
+    let floor = u64::from(DEFAULT_MAX_CONNS);
+    let ceiling = m.file_max.clamp(floor, u64::from(LIMIT_MAX_CONNS));
+    u32::try_from(want.clamp(floor, ceiling)).unwrap_or(LIMIT_MAX_CONNS)
+}
+
+/// `--max-conns` when not given: sized to this machine's sockets when first
+/// asked (at start-up), the same value after that.
+#[cfg(target_os = "linux")]
+pub fn default_max_conns() -> u32 {
+    static SIZED: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *SIZED.get_or_init(|| {
+        linux::procfs::machine_load().map_or(DEFAULT_MAX_CONNS, |m| size_max_conns(&m))
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn default_max_conns() -> u32 {
+    DEFAULT_MAX_CONNS
+}
+
+/// The warning shown the first time connections are dropped because the
+/// kernel's connection table is full (and updated while it lasts).
+pub fn table_full_warning(dropped: u64, max_conns: u32) -> String {
+    format!(
+        "connection table full: {dropped} connections not tracked; \
+         restart with a larger --max-conns (now {max_conns})"
+    )
+}
 
 /// Default for [`LinuxOptions::udp_idle`].
 pub const DEFAULT_UDP_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -240,4 +301,47 @@ pub fn open_default(_opts: &SourceOptions) -> Result<Box<dyn DataSource>, Source
     Err(SourceError::Unsupported(
         "tcptop does not support this operating system yet (Linux and macOS only)".into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_conns_sized_to_the_machine() {
+        let load = |sockets, open_files, file_max| MachineLoad {
+            sockets,
+            open_files,
+            file_max,
+        };
+        let huge = 9_223_372_036_854_775_807;
+        // A quiet machine: the floor.
+        assert_eq!(size_max_conns(&load(300, 2_000, huge)), 65_536);
+        assert_eq!(size_max_conns(&load(0, 0, 0)), 65_536);
+        // 100,000 loopback connections held in other namespaces: only the
+        // open files see them (201,900 * 1.5 = 302,850 -> 311,296).
+        assert_eq!(size_max_conns(&load(150, 201_900, huge)), 311_296);
+        // The same in tcptop's own namespace, TIME_WAIT included.
+        assert_eq!(size_max_conns(&load(201_910, 9_000, huge)), 311_296);
+        // Exactly on a step: that step.
+        assert_eq!(size_max_conns(&load(0, 65_536, huge)), 98_304);
+        // Never above the file limit (above the floor), nor the largest.
+        assert_eq!(size_max_conns(&load(0, 190_000, 200_000)), 200_000);
+        assert_eq!(size_max_conns(&load(0, 40_000, 50_000)), 65_536);
+        assert_eq!(size_max_conns(&load(0, 90_000_000, huge)), LIMIT_MAX_CONNS);
+        assert_eq!(
+            size_max_conns(&load(u64::MAX, u64::MAX, u64::MAX)),
+            LIMIT_MAX_CONNS
+        );
+    }
+
+    #[test]
+    fn table_full_warning_names_the_flag() {
+        let w = table_full_warning(1_234, 65_536);
+        assert_eq!(
+            w,
+            "connection table full: 1234 connections not tracked; \
+             restart with a larger --max-conns (now 65536)"
+        );
+    }
 }

@@ -131,6 +131,7 @@ pub async fn run_interactive(
         bits: cli.bits,
         filter: cli.filter(),
         notice: source.notice().map(str::to_string),
+        max_conns: cli.max_conns(),
     };
     let mut app = App::new(settings, Instant::now().into_std())
         .with_proc_lookup(source.process_lookup())

@@ -6,7 +6,6 @@
 //! events and draw it on ratatui's `TestBackend`.
 
 pub mod event;
-pub mod history;
 pub mod items;
 pub mod terminal;
 pub mod view;
@@ -23,7 +22,6 @@ use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use crate::model::{ConnState, Drops, ProcInfo, Proto, Snapshot};
 use crate::names::{Resolver, Services};
 use crate::table::{ConnTable, Filter, Row, RowAt};
-use history::History;
 use items::{Grouping, Item, ItemId, NameMatch, Names, SortKey};
 
 /// How long a closed connection stays on screen, dimmed.
@@ -48,6 +46,8 @@ pub struct Settings {
     pub filter: Filter,
     /// What the source cannot show, for the header (`DataSource::notice`).
     pub notice: Option<String>,
+    /// The kernel table's capacity (`--max-conns`), named when it is full.
+    pub max_conns: u32,
 }
 
 /// Looks up a process for the detail pane: the data source's
@@ -66,7 +66,6 @@ pub struct App {
     settings: Settings,
     table: ConnTable,
     frozen: Option<Frozen>,
-    history: History,
     sort: SortKey,
     reverse: bool,
     /// Live filter text, as typed.
@@ -93,6 +92,9 @@ pub struct App {
     proc_lookup: ProcLookup,
     /// A non-fatal problem to show in the footer (e.g. the log cannot be written).
     status: Option<String>,
+    /// Connections not tracked because the kernel's table is full: shown
+    /// in the footer from the first one on, before any other status.
+    table_full: Option<String>,
     /// Reverse DNS of remote addresses, shown if `show_dns` (key `n`).
     resolver: Resolver,
     show_dns: bool,
@@ -248,9 +250,12 @@ impl App {
     pub fn new(settings: Settings, now: Instant) -> App {
         App {
             settings,
-            table: ConnTable::with_linger(LINGER),
+            table: {
+                let mut t = ConnTable::with_linger(LINGER);
+                t.keep_history();
+                t
+            },
             frozen: None,
-            history: History::default(),
             sort: SortKey::default(),
             reverse: false,
             filter: String::new(),
@@ -269,6 +274,7 @@ impl App {
             dirty: true,
             proc_lookup: Box::new(|_| ProcInfo::default()),
             status: None,
+            table_full: None,
             resolver: Resolver::none(),
             show_dns: false,
             services: Services::builtin(),
@@ -381,8 +387,9 @@ impl App {
         }
     }
 
+    /// The footer's warning: the table full first, else the status.
     pub fn status(&self) -> Option<&str> {
-        self.status.as_deref()
+        self.table_full.as_deref().or(self.status.as_deref())
     }
 
     /// The latest snapshot's rows (closed ones once), `--pid`/`--port`
@@ -404,7 +411,13 @@ impl App {
         if let Some(m) = self.metrics.as_mut() {
             m.update(&self.table, now);
         }
-        self.history.record(self.table.rows());
+        let dropped = self.table.drops().conns;
+        if dropped > 0 {
+            self.table_full = Some(crate::platform::table_full_warning(
+                dropped,
+                self.settings.max_conns,
+            ));
+        }
         self.refresh_detail();
         self.dirty = true;
     }

@@ -135,6 +135,7 @@ fn settings() -> Settings {
         bits: false,
         filter: Filter::default(),
         notice: None,
+        max_conns: 65_536,
     }
 }
 
@@ -578,6 +579,32 @@ fn drops_in_warning_colour() {
         .find("dropped")
         .unwrap() as u16;
     assert_eq!(h.buffer()[(x, y)].bg, Color::Red);
+}
+
+/// From the first connection the kernel's full table could not track, the
+/// footer says so and names the flag, over a start-up warning.
+#[test]
+fn table_full_warning_in_footer() {
+    let mut h = Harness::new(160, 8);
+    h.app.set_status(Some("warning: a start-up problem".into()));
+    h.app.on_snapshot(snap(scene(1)), h.t0);
+    let text = h.draw();
+    assert!(
+        text.contains("a start-up problem") && !text.contains("--max-conns"),
+        "{text}"
+    );
+    let mut s = snap(scene(2));
+    s.drops.conns = 7;
+    h.app.on_snapshot(s, h.t0 + Duration::from_secs(1));
+    let text = h.draw();
+    let footer = text.lines().last().unwrap();
+    assert!(
+        footer.contains(
+            "connection table full: 7 connections not tracked; \
+             restart with a larger --max-conns (now 65536)"
+        ),
+        "{text}"
+    );
 }
 
 #[test]

@@ -560,18 +560,19 @@ fn host_text(app: &App, row: &Row) -> String {
 }
 
 fn draw_sparklines(app: &App, frame: &mut Frame<'_>, area: Rect, row: &Row) {
-    let Some(series) = app.history.get(&ItemId::Conn(row.key, row.id)) else {
+    let series = row.history();
+    if series.is_empty() {
         return;
-    };
+    }
     let n = usize::from(area.width);
     let tail = |v: Vec<u64>| -> Vec<u64> {
         let skip = v.len().saturating_sub(n);
         v[skip..].to_vec()
     };
-    let rx = tail(series.rx_bps.iter().map(|v| v.round() as u64).collect());
-    let tx = tail(series.tx_bps.iter().map(|v| v.round() as u64).collect());
+    let rx = tail(series.iter().map(|p| p.rx_bps.round() as u64).collect());
+    let tx = tail(series.iter().map(|p| p.tx_bps.round() as u64).collect());
     // (f32 samples: rounding error far below a sparkline's resolution.)
-    let rtt = tail(series.rtt_us.iter().map(|v| u64::from(*v)).collect());
+    let rtt = tail(series.iter().map(|p| u64::from(p.rtt_us)).collect());
     let max = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
     let secs = app.settings.interval.as_secs_f64() * series.len() as f64;
     let graphs = [

@@ -439,9 +439,73 @@ pub fn ephemeral_ports() -> (u16, u16) {
         .unwrap_or((32768, 60999))
 }
 
+/// Sockets and open files now, and the file limit, for sizing the kernel
+/// tables (None if a file cannot be read or parsed).
+pub fn machine_load() -> Option<crate::platform::MachineLoad> {
+    let read = |p: &str| fs::read_to_string(p).ok();
+    let sockets = parse_sockstat(&read("/proc/net/sockstat")?)?;
+    let open_files = first_number(&read("/proc/sys/fs/file-nr")?)?;
+    let file_max = first_number(&read("/proc/sys/fs/file-max")?)?;
+    Some(crate::platform::MachineLoad {
+        sockets,
+        open_files,
+        file_max,
+    })
+}
+
+/// Sockets in use plus TCP sockets in TIME_WAIT, from `/proc/net/sockstat`
+/// (`sockets: used N` and `TCP: inuse … tw N …`).
+pub fn parse_sockstat(text: &str) -> Option<u64> {
+    let field = |line: &str, name: &str| -> Option<u64> {
+        let mut words = line.split_ascii_whitespace();
+        words.find(|w| *w == name)?;
+        words.next()?.parse().ok()
+    };
+    let mut used = None;
+    let mut tw = 0;
+    for line in text.lines() {
+        if line.starts_with("sockets:") {
+            used = field(line, "used");
+        } else if line.starts_with("TCP:") {
+            tw = field(line, "tw").unwrap_or(0);
+        }
+    }
+    Some(used?.saturating_add(tw))
+}
+
+/// The first number of a `/proc/sys` file (`fs.file-nr`: allocated,
+/// free, maximum; `fs.file-max`: one number).
+pub fn first_number(text: &str) -> Option<u64> {
+    text.split_ascii_whitespace().next()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sockstat_and_file_counts() {
+        let sockstat = "sockets: used 201873\n\
+                        TCP: inuse 200012 orphan 0 tw 37 alloc 200020 mem 12\n\
+                        UDP: inuse 3 mem 2\n\
+                        UDPLITE: inuse 0\nRAW: inuse 0\nFRAG: inuse 0 memory 0\n";
+        assert_eq!(parse_sockstat(sockstat), Some(201_910));
+        assert_eq!(parse_sockstat("sockets: used 12\n"), Some(12));
+        assert_eq!(parse_sockstat("TCP: inuse 1 tw 5\n"), None, "no total");
+        assert_eq!(parse_sockstat("sockets: used many\n"), None);
+        assert_eq!(
+            first_number("203264\t0\t9223372036854775807\n"),
+            Some(203_264)
+        );
+        assert_eq!(
+            first_number("9223372036854775807\n"),
+            Some(9_223_372_036_854_775_807)
+        );
+        assert_eq!(first_number(""), None);
+        // This machine's files parse.
+        let m = machine_load().unwrap();
+        assert!(m.open_files > 0 && m.file_max >= m.open_files, "{m:?}");
+    }
 
     #[test]
     fn process_facts() {

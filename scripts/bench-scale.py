@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""tcptop with 100,000 real idle connections (issue #26): connections
+dropped, peak RSS and CPU, in batch mode and in the interactive display.
+
+--conns idle loopback connections (2 x conns sockets) are opened before
+tcptop starts, spread over --netns fresh network namespaces (each has its
+own ephemeral ports: 28,000 a namespace by default), held by
+tcptop-testpeer hold-self processes of at most --per-peer pairs each (the
+hard descriptor limit here is 20,000 a process, even for root). tcptop runs
+with default flags (the kernel table sized by tcptop itself) at a 1 s
+interval:
+
+  batch  `tcptop --batch --interval 1 --iterations 15 --port 1`: every
+         connection is collected, tabled and filtered; the output is empty.
+         Drops from the exit summary; CPU and peak RSS from wait4 (the
+         whole process life, start-up included).
+  tui    `tcptop --interval 1` in a 200x50 tmux pane for 16 s (15
+         snapshots), then `q`. Drops and connections from the header (tmux
+         capture-pane); CPU (all threads, schedstat) and VmHWM read just
+         before `q`.
+
+For each arm: wall time, CPU as a share of one core over the whole life
+(start-up included) and over the steady part (from 5 s to the end: the
+snapshots only), peak RSS. Targets (#26): nothing dropped, RSS < 100 MB,
+< 5% of a core. Needs root; run under the host's tcptop lock:
+
+  flock /tmp/tcptop-root.lock scripts/bench-scale.py [--conns 100000]
+      [--netns 5] [--per-peer 7000] [--arms batch,tui] [--bin DIR] [--run CMD]
+
+Build first: cargo build --release -p tcptop -p tcptop-testpeer
+(DIR: $CARGO_TARGET_DIR/release or target/release).
+"""
+import argparse
+import os
+import re
+import select
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NS_PREFIX = "tcptop-scale-"
+
+
+def cpu_secs(pid):
+    """CPU time of all the process's threads (schedstat, ns precision)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total / 1e9
+
+
+def hwm_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def sh(*args):
+    subprocess.run(args, check=True)
+
+
+def make_netns(n):
+    names = [f"{NS_PREFIX}{i}" for i in range(n)]
+    for name in names:
+        subprocess.run(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
+        sh("ip", "netns", "add", name)
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+    return names
+
+
+def hold(peer, conns, namespaces, per_peer):
+    """The peers, each holding its pairs once it said so (bounded wait)."""
+    procs, left, i = [], conns, 0
+    while left > 0:
+        pairs = min(left, per_peer)
+        ns = namespaces[i % len(namespaces)]
+        # Listening ports below the ephemeral range (32768-60999), which
+        # the clients' ports fill.
+        p = subprocess.Popen(
+            ["ip", "netns", "exec", ns, peer, "hold-self",
+             "--listen", f"127.0.0.1:{31000 + i}", "--pairs", str(pairs)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        procs.append(p)
+        ready, _, _ = select.select([p.stdout], [], [], 120)
+        line = p.stdout.readline() if ready else ""
+        if '"holding"' not in line:
+            release(procs)
+            sys.exit(f"hold-self in {ns} did not hold {pairs} pairs: {line!r}")
+        left -= pairs
+        i += 1
+    return procs
+
+
+def release(procs):
+    for p in procs:
+        try:
+            p.stdin.write("\n")
+            p.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def wait_bounded(pid, secs):
+    """wait4 with a deadline (the process is killed past it)."""
+    deadline = time.monotonic() + secs
+    while True:
+        got, status, ru = os.wait4(pid, os.WNOHANG)
+        if got == pid:
+            return status, ru
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            _, status, ru = os.wait4(pid, 0)
+            sys.exit("tcptop did not finish in time (killed)")
+        time.sleep(0.05)
+
+
+def run_batch(tcptop):
+    t0 = time.monotonic()
+    p = subprocess.Popen([tcptop, "--batch", "--interval", "1", "--iterations", "15",
+                          "--port", "1"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(5)
+    cpu5, t5 = cpu_secs(p.pid), time.monotonic()
+    status, ru = wait_bounded(p.pid, 120)
+    wall = time.monotonic() - t0
+    err = p.stderr.read()
+    cpu = ru.ru_utime + ru.ru_stime
+    m = re.search(r"dropped (\d+) events .*?, (\d+) connections \(table full\)", err)
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "cpu_pct": 100 * cpu / wall,
+        "steady_pct": 100 * (cpu - cpu5) / (t0 + wall - t5),
+        "peak_rss_mib": ru.ru_maxrss / 1024,
+        "dropped_events": int(m.group(1)) if m else None,
+        "dropped_conns": int(m.group(2)) if m else None,
+        "connections": None,
+        "status": status,
+        "stderr": err.strip(),
+    }
+
+
+def tmux(*args):
+    return subprocess.run(["tmux", "-L", "tcptop-scale", *args], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def run_tui(tcptop):
+    subprocess.run(["tmux", "-L", "tcptop-scale", "kill-server"], stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    tmux("new-session", "-d", "-s", "s", "-x", "200", "-y", "50",
+         f"exec {tcptop} --interval 1")
+    pid = int(tmux("list-panes", "-t", "s", "-F", "#{pane_pid}").split()[0])
+    time.sleep(5)
+    cpu5, t5 = cpu_secs(pid), time.monotonic()
+    time.sleep(max(0.0, 16 - (time.monotonic() - t0)))
+    cpu, hwm = cpu_secs(pid), hwm_kib(pid)
+    t_end = time.monotonic()
+    screen = tmux("capture-pane", "-p", "-t", "s")
+    tmux("send-keys", "-t", "s", "q")
+    deadline = time.monotonic() + 30
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    subprocess.run(["tmux", "-L", "tcptop-scale", "kill-server"], stderr=subprocess.DEVNULL)
+    wall = t_end - t0
+    m = re.search(r"dropped: (\d+) events, (\d+) conns", screen)
+    c = re.search(r"connections: (\d+)", screen)
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "cpu_pct": 100 * cpu / wall,
+        "steady_pct": 100 * (cpu - cpu5) / (t_end - t5),
+        "peak_rss_mib": hwm / 1024,
+        "dropped_events": int(m.group(1)) if m else None,
+        "dropped_conns": int(m.group(2)) if m else None,
+        "connections": int(c.group(1)) if c else None,
+        "status": 0,
+        "stderr": "\n".join(l for l in screen.splitlines()[:3]),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--conns", type=int, default=100_000)
+    ap.add_argument("--netns", type=int, default=5)
+    ap.add_argument("--per-peer", type=int, default=7000)
+    ap.add_argument("--arms", default="batch,tui")
+    ap.add_argument("--run", metavar="CMD",
+                    help="instead of the arms, run CMD (a shell command; {tcptop} is the "
+                         "binary) while the connections are held, e.g. under perf")
+    ap.add_argument("--bin", default=os.path.join(
+        os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release"))
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("needs root (network namespaces, eBPF)")
+    if not 1 <= a.per_peer <= 9000:
+        sys.exit("--per-peer: 1 to 9000 (two descriptors a pair, 20,000 a process)")
+    tcptop = os.path.join(a.bin, "tcptop")
+    peer = os.path.join(a.bin, "tcptop-testpeer")
+    namespaces = make_netns(a.netns)
+    procs = []
+    try:
+        t = time.monotonic()
+        procs = hold(peer, a.conns, namespaces, a.per_peer)
+        with open("/proc/net/sockstat") as f:
+            sockstat = f.readline().strip()
+        with open("/proc/sys/fs/file-nr") as f:
+            file_nr = f.read().split()[0]
+        print(f"{a.conns} connections ({2 * a.conns} sockets) held by {len(procs)} peers "
+              f"in {a.netns} namespaces in {time.monotonic() - t:.1f} s; "
+              f"host {sockstat}, file-nr {file_nr}", flush=True)
+        if a.run:
+            subprocess.run(a.run.replace("{tcptop}", tcptop), shell=True, timeout=600)
+            return
+        for arm in a.arms.split(","):
+            r = {"batch": run_batch, "tui": run_tui}[arm](tcptop)
+            print(f"{arm}: wall {r['wall_s']:.1f} s, CPU {r['cpu_s']:.2f} s = "
+                  f"{r['cpu_pct']:.1f}% of a core (start-up included), "
+                  f"steady {r['steady_pct']:.1f}%; peak RSS {r['peak_rss_mib']:.1f} MiB; "
+                  f"dropped {r['dropped_conns']} connections, {r['dropped_events']} events; "
+                  f"connections shown {r['connections']}; exit {r['status']}", flush=True)
+            print("  " + r["stderr"].replace("\n", "\n  "), flush=True)
+    finally:
+        release(procs)
+        for name in namespaces:
+            subprocess.run(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
+
+
+if __name__ == "__main__":
+    main()
