@@ -45,6 +45,29 @@ fn unprivileged(ns: &NetNs, n: u32, extra: &[&str]) -> std::process::Child {
         .unwrap()
 }
 
+/// Reads tcptop's stderr until it says it has started (its first dump is
+/// done: what is open then counts from then); the rest is gathered by a
+/// thread whose result is the whole of stderr.
+fn started(top: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+    use std::io::{BufRead, Read};
+    let mut err = std::io::BufReader::new(top.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = err.read_line(&mut line).unwrap();
+        assert!(n > 0, "tcptop ended before it started:\n{seen}");
+        seen.push_str(&line);
+        if line.starts_with("tcptop: started") {
+            break;
+        }
+    }
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = err.read_to_string(&mut rest);
+        seen + &rest
+    })
+}
+
 /// Without privileges tcptop does not exit: it shows live TCP connections
 /// of its namespace with state and RTT, says what it cannot show and how
 /// to get the full mode, counts the stream bytes of a connection made
@@ -84,8 +107,12 @@ fn unprivileged_mode_shows_live_tcp() {
     ]);
     srv.expect("listening");
 
-    let top = unprivileged(&ns, 12, &["--port", "40301", "--port", "40302"]);
-    std::thread::sleep(Duration::from_millis(500));
+    let mut top = unprivileged(&ns, 12, &["--port", "40301", "--port", "40302"]);
+    // Connections open at start count from then (their bytes before are
+    // not shown): the new one is made only once tcptop has started (a slow
+    // machine took over 500 ms to get there, and the test's connection was
+    // then one open at start).
+    let stderr = started(&mut top);
     let mut cli = ns.peer(&[
         "client",
         "--connect",
@@ -110,7 +137,7 @@ fn unprivileged_mode_shows_live_tcp() {
     old_srv.wait_ok();
 
     let out = top.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stderr.join().unwrap();
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("tcptop: notice: unprivileged"), "{stderr}");
     assert!(stderr.contains("setcap cap_bpf,cap_perfmon"), "{stderr}");
