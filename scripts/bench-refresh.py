@@ -21,7 +21,7 @@ Arms:
   unprivileged `--source diag` as nobody (setpriv, no capability)
 
 Usage (root): scripts/bench-refresh.py [--conns 10000] [--runs 3] [--secs 10]
-              [--bin PATH] [--arms ebpf,ebpf-diag,unprivileged]
+              [--bin PATH] [--arms ebpf,ebpf-diag,unprivileged] [--quiet-output]
 """
 import argparse
 import os
@@ -55,8 +55,8 @@ def hold(n, port):
     return procs
 
 
-def run_arm(binary, arm, secs):
-    cmd = [binary, "--batch", "--format", "jsonl", "--interval", "1"]
+def run_arm(binary, arm, secs, extra):
+    cmd = [binary, "--batch", "--format", "jsonl", "--interval", "1", *extra]
     env = dict(os.environ)
     if arm == "ebpf-diag":
         env["TCPTOP_TEST_REFUSE"] = "iter"
@@ -93,17 +93,22 @@ def main():
     ap.add_argument("--secs", type=float, default=10.0)
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "tcptop"))
     ap.add_argument("--arms", default="ebpf,ebpf-diag,unprivileged")
+    ap.add_argument("--quiet-output", action="store_true",
+                    help="add --port 1: every connection collected and tabled, none written "
+                         "(collection alone, as the interactive display pays it)")
     a = ap.parse_args()
     if not 0 < a.conns <= 30_000:
         ap.error("--conns: 1 to 30000 (loopback ports)")
     held = hold(a.conns, 30123)
     print(f"{a.conns:,} idle connections ({2 * a.conns:,} sockets), "
-          f"{os.uname().release}, {a.bin}")
+          f"{os.uname().release}, {a.bin}"
+          + (", output filtered away (--port 1)" if a.quiet_output else ", jsonl to /dev/null"))
     try:
         for arm in a.arms.split(","):
             shares, hooks = [], "?"
             for _ in range(a.runs):
-                share, hooks = run_arm(a.bin, arm, a.secs)
+                share, hooks = run_arm(a.bin, arm, a.secs,
+                                       ["--port", "1"] if a.quiet_output else [])
                 if share is None:
                     break
                 shares.append(share)
