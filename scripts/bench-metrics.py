@@ -32,42 +32,10 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import cpu_secs, hold_peers as hold, rss_kib  # noqa: E402  (shared accounting, peers)
+
 OM = "application/openmetrics-text; version=1.0.0"
-
-
-def cpu_secs(pid):
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except FileNotFoundError:
-            pass
-    return total / 1e9
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
-def hold(peer, n, port):
-    procs, left, i = [], n, 0
-    while left > 0:
-        pairs = min(left, 4000)
-        p = subprocess.Popen([peer, "hold-self", "--listen", f"127.0.0.1:{port + i}",
-                              "--pairs", str(pairs)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = p.stdout.readline()
-        if '"holding"' not in line:
-            sys.exit(f"hold-self did not hold: {line}")
-        procs.append(p)
-        left -= pairs
-        i += 1
-    return procs
 
 
 def scrape(addr, accept):
@@ -140,7 +108,7 @@ def run_arm(tcptop, arm, secs):
         res["scraped"] = (cpu_secs(p.pid) - c0) / (time.monotonic() - t0)
         res["lat"] = lat
         res["size"] = size
-    res["peak_kib"] = rss_kib(p.pid)
+    res["peak_kib"] = rss_kib(p.pid, "VmHWM")
     p.terminate()
     p.wait(timeout=20)
     return res

@@ -33,26 +33,12 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import cpu_secs  # noqa: E402  (the same CPU accounting)
+from bench import cpu_secs, hold_peers  # noqa: E402  (the same accounting and peers)
 
 
 def hold(n, port):
-    """`n` idle loopback connections (2n sockets), held by tcptop-testpeer
-    hold-self processes of at most 4,000 pairs each (descriptor limits)."""
-    peer = os.path.join(ROOT, "target", "release", "tcptop-testpeer")
-    procs, left, i = [], n, 0
-    while left > 0:
-        pairs = min(left, 4000)
-        p = subprocess.Popen([peer, "hold-self", "--listen", f"127.0.0.1:{port + i}",
-                              "--pairs", str(pairs)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = p.stdout.readline()
-        if '"holding"' not in line:
-            sys.exit(f"hold-self did not hold: {line}")
-        procs.append(p)
-        left -= pairs
-        i += 1
-    return procs
+    """`n` idle loopback connections held by tcptop-testpeer processes."""
+    return hold_peers(os.path.join(ROOT, "target", "release", "tcptop-testpeer"), n, port)
 
 
 def run_arm(binary, arm, secs, extra):

@@ -39,27 +39,14 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import cpu_secs, rss_kib  # noqa: E402  (the same accounting as every bench)
+
 NS_PREFIX = "tcptop-scale-"
 
 
-def cpu_secs(pid):
-    """CPU time of all the process's threads (schedstat, ns precision)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return total / 1e9
-
-
 def hwm_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
+    return rss_kib(pid, "VmHWM")
 
 
 def sh(*args):

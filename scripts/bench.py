@@ -46,13 +46,18 @@ PORT = 45999
 
 
 def cpu_secs(pid):
-    """CPU time of all the process's threads, ns precision (schedstat)."""
+    """CPU time of all the process's live threads, ns precision (schedstat);
+    what is left of a thread that just ended is not counted."""
     total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return 0.0
+    for tid in tids:
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                 total += int(f.read().split()[0])
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             pass
     return total / 1e9
 
@@ -147,6 +152,26 @@ def fd_room(n):
     if soft != resource.RLIM_INFINITY and soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     return min(n, (want - 256) // 2)
+
+
+def hold_peers(peer, n, port):
+    """`n` idle loopback connections (2n sockets, each a row of tcptop's
+    table) held by `peer` (tcptop-testpeer) hold-self processes of at most
+    4,000 pairs each (descriptor limits), listening from 127.0.0.1:`port`
+    up. Returns the processes: closing one's stdin ends it."""
+    procs, left, i = [], n, 0
+    while left > 0:
+        pairs = min(left, 4000)
+        p = subprocess.Popen([peer, "hold-self", "--listen", f"127.0.0.1:{port + i}",
+                              "--pairs", str(pairs)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = p.stdout.readline()
+        if '"holding"' not in line:
+            sys.exit(f"hold-self did not hold: {line}")
+        procs.append(p)
+        left -= pairs
+        i += 1
+    return procs
 
 
 def hold_connections(n, port):
