@@ -45,6 +45,7 @@ fn closed(n: usize) -> Vec<ConnSample> {
                 },
                 rtt_us: Some(30 + (i % 7) as u32),
                 cgroup_id: 0,
+                active: None,
                 workload: None,
             }
         })

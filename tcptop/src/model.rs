@@ -184,6 +184,10 @@ pub struct ConnSample {
     pub cgroup_id: u64,
     /// What that control group runs, once the source resolved it.
     pub workload: Option<Arc<Workload>>,
+    /// Whether this end opened the connection (connect(): the client) or
+    /// was opened by a peer (a listener's child: the server); None when the
+    /// source cannot tell (connections open before start, UDP, polling).
+    pub active: Option<bool>,
 }
 
 /// What is known about a process, for the detail pane; None where it

@@ -444,7 +444,10 @@ fn promtool_accepts_real_scrapes_at_every_level() {
     let _g = common::serial();
     let ns = NetNs::new("promtool");
     for (i, level) in ["process", "remote", "connection"].into_iter().enumerate() {
-        let port = 40472 + i as u16;
+        // Near the top of the ephemeral range (32768-60999 here): the
+        // clients' ports are almost always lower, so the `remote` level
+        // must know which end connected, not guess from the numbers.
+        let port = 60472 + i as u16;
         let addr = format!("127.0.0.1:{port}");
         let metrics = format!("127.0.0.1:{}", free_port());
         let port_s = port.to_string();

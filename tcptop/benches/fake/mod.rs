@@ -32,6 +32,7 @@ impl Busy {
                     counters: Counters::default(),
                     rtt_us: Some(100 + i % 5000),
                     cgroup_id: 0,
+                    active: None,
                     workload: None,
                 }
             })

@@ -63,14 +63,24 @@ pub fn ephemeral_range() -> (u16, u16) {
 }
 
 /// The service port of a connection between ports `local` and `remote`,
-/// and whose it is: the port outside the ephemeral range when the other is
-/// inside it; otherwise (both inside, or both outside) the lower one. Port
-/// 0 (a UDP flow whose peer is not known) is never the service port.
-pub fn service_port(local: u16, remote: u16, ephemeral: (u16, u16)) -> (u16, Role) {
+/// and whose it is. Where the source knows which end opened the connection
+/// (`active`: this end called connect()), the other end's port serves: a
+/// service on a port inside the ephemeral range (gRPC's 50051) is told from
+/// its clients' ports that way. Otherwise: the port outside the ephemeral
+/// range when the other is inside it; both inside, or both outside, the
+/// lower one. Port 0 (a UDP flow whose peer is not known) is never the
+/// service port.
+pub fn service_port(
+    local: u16,
+    remote: u16,
+    active: Option<bool>,
+    ephemeral: (u16, u16),
+) -> (u16, Role) {
     let eph = |p: u16| (ephemeral.0..=ephemeral.1).contains(&p);
     let local_serves = match (local, remote) {
         (_, 0) => true,
         (0, _) => false,
+        _ if active.is_some() => active == Some(false),
         _ => match (eph(local), eph(remote)) {
             (true, false) => false,
             (false, true) => true,
@@ -124,8 +134,12 @@ impl Labeler {
                     "other".to_string()
                 };
                 push(&mut l, "remote_ip", &ip);
-                let (port, role) =
-                    service_port(r.key.local.port(), r.key.remote.port(), self.ephemeral);
+                let (port, role) = service_port(
+                    r.key.local.port(),
+                    r.key.remote.port(),
+                    r.active,
+                    self.ephemeral,
+                );
                 push(&mut l, "port", &port.to_string());
                 push(&mut l, "role", role.as_str());
             }
@@ -182,19 +196,40 @@ mod tests {
         ];
         for ((local, remote), want) in cases {
             assert_eq!(
-                service_port(local, remote, EPH),
+                service_port(local, remote, None, EPH),
                 want,
                 "{local} -> {remote}"
             );
         }
         // Another range moves the answer.
         assert_eq!(
-            service_port(40401, 45000, (45000, 45999)),
+            service_port(40401, 45000, None, (45000, 45999)),
             (40401, Role::Server)
         );
         assert_eq!(
-            service_port(20000, 40401, (10000, 30000)),
+            service_port(20000, 40401, None, (10000, 30000)),
             (40401, Role::Client)
+        );
+        // Who opened the connection decides where the source knows it: a
+        // service inside the ephemeral range (gRPC's 50051) and a client
+        // whose port is lower.
+        assert_eq!(
+            service_port(39096, 50051, Some(true), EPH),
+            (50051, Role::Client)
+        );
+        assert_eq!(
+            service_port(50051, 39096, Some(false), EPH),
+            (50051, Role::Server)
+        );
+        // Even against the range: the end that connected is the client.
+        assert_eq!(
+            service_port(443, 45000, Some(true), EPH),
+            (45000, Role::Client)
+        );
+        // A UDP flow's unknown peer is never the service port.
+        assert_eq!(
+            service_port(40000, 0, Some(true), EPH),
+            (40000, Role::Server)
         );
     }
 

@@ -31,6 +31,7 @@ fn conn(lport: u16, rport: u16, id: u64, comm: &str, tx: u64, rx: u64) -> ConnSa
         },
         rtt_us: Some(30),
         cgroup_id: 0,
+        active: None,
         workload: None,
     }
 }

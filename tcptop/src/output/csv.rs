@@ -207,6 +207,7 @@ mod tests {
                 },
                 rtt_us: if i % 2 == 0 { Some(42) } else { None },
                 cgroup_id: i as u64,
+                active: None,
                 // Group names are as hostile as process names.
                 workload: (i % 2 == 1).then(|| {
                     std::sync::Arc::new(crate::model::Workload {

@@ -214,6 +214,7 @@ mod tests {
                 },
                 rtt_us: None,
                 cgroup_id: 0,
+                active: None,
                 workload: None,
             })
             .collect();
@@ -300,6 +301,7 @@ mod tests {
                     None
                 },
                 cgroup_id: i as u64,
+                active: None,
                 // Every kind of control group, hostile names included.
                 workload: match i % 3 {
                     0 => None,

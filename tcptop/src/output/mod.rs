@@ -235,6 +235,7 @@ mod tests {
                             },
                             rtt_us: None,
                             cgroup_id: 0,
+                            active: None,
                             workload: None,
                         });
                     }

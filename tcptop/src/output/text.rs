@@ -139,6 +139,7 @@ mod tests {
             },
             rtt_us: Some(120),
             cgroup_id: 0,
+            active: None,
             workload: None,
         };
         t.apply(

@@ -127,6 +127,7 @@ mod tests {
             },
             rtt_us: Some(70),
             cgroup_id: 0,
+            active: None,
             workload: None,
         }
     }

@@ -28,6 +28,8 @@ pub struct Row {
     pub rtt_us: Option<u32>,
     /// What runs the owner (its control group), once known.
     pub workload: Option<Arc<Workload>>,
+    /// Whether this end opened the connection (see [`ConnSample::active`]).
+    pub active: Option<bool>,
     /// Bytes per second over the table's rate window (the last interval,
     /// or a rolling 2/10/40 s window).
     pub tx_bps: f64,
@@ -69,6 +71,7 @@ impl Row {
             counters: s.counters,
             rtt_us: s.rtt_us,
             workload: s.workload,
+            active: s.active,
             tx_bps: 0.0,
             rx_bps: 0.0,
             first_seen: now,
@@ -216,6 +219,9 @@ impl Row {
             changed = true;
         }
         self.state = s.state;
+        if s.active.is_some() {
+            self.active = s.active;
+        }
         if s.rtt_us.is_some() {
             self.rtt_us = s.rtt_us;
         }
@@ -690,6 +696,7 @@ mod tests {
             },
             rtt_us: Some(50),
             cgroup_id: 0,
+            active: None,
             workload: None,
         }
     }

@@ -65,6 +65,7 @@ fn conn(
         },
         rtt_us: Some(200 + pid % 1000 * 10),
         cgroup_id: 0,
+        active: None,
         workload: None,
     }
 }

@@ -4,7 +4,9 @@ use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use tcptop_common::{AF_INET6, CONN_APP, ConnStats, ConnTuple, IPPROTO_UDP, UdpFlow};
+use tcptop_common::{
+    AF_INET6, CONN_ACTIVE, CONN_APP, ConnStats, ConnTuple, IPPROTO_UDP, ORIGIN_BORN, UdpFlow,
+};
 
 use crate::model::{ConnKey, ConnSample, ConnState, Counters, Proto};
 
@@ -130,6 +132,9 @@ pub fn sample(sk: u64, st: &ConnStats, ended: bool) -> ConnSample {
         },
         rtt_us: (st.srtt_us8 != 0).then_some(st.srtt_us8 >> 3),
         cgroup_id: st.cgroup_id,
+        // Born under tcptop: SYN_SENT at birth (connect) marks the client.
+        // One open before start: unknown.
+        active: (st.origin == ORIGIN_BORN).then_some(st.flags & CONN_ACTIVE != 0),
         workload: None,
     }
 }
@@ -161,6 +166,7 @@ pub fn udp_sample(t: &ConnTuple, f: &UdpFlow, ended: bool) -> ConnSample {
         },
         rtt_us: None,
         cgroup_id: f.cgroup_id,
+        active: None,
         workload: None,
     }
 }

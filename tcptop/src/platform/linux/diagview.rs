@@ -285,6 +285,7 @@ pub fn sample(key: ConnKey, c: &DiagConn, base: &Baseline, active: bool) -> Conn
         },
         rtt_us: info.map(|i| i.rtt_us).filter(|&r| r != 0),
         cgroup_id: 0,
+        active: None,
         workload: None,
     }
 }

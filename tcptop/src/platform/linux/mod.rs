@@ -793,6 +793,7 @@ fn seeds(found: Vec<procfs::ProcSocket>) -> Vec<ConnSample> {
             counters: Counters::default(),
             rtt_us: None,
             cgroup_id: 0,
+            active: None,
             workload: None,
         });
     }

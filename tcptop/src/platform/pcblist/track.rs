@@ -106,6 +106,7 @@ impl Tracker {
                         counters: Counters::default(),
                         rtt_us: None,
                         cgroup_id: 0,
+                        active: None,
                         workload: None,
                     },
                     shown: false,
