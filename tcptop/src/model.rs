@@ -228,6 +228,13 @@ pub struct Snapshot {
     pub closed: Vec<ConnSample>,
     /// Cumulative drop counters.
     pub drops: Drops,
+    /// False: `live` is every connection open now, and one not in it has
+    /// gone. True: `live` is only the connections that changed since the
+    /// previous snapshot (new ones included); every other one is still
+    /// open and unchanged, and each that ended is in `closed`. A source
+    /// that compares what it reads with what it reported last (the
+    /// unprivileged mode) saves the table a lookup per idle connection.
+    pub partial: bool,
 }
 
 #[cfg(test)]

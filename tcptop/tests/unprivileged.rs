@@ -164,6 +164,14 @@ fn unprivileged_mode_shows_live_tcp() {
         (1000, 2000),
         "{c:#?}"
     );
+    // Idle for a second after "done", at 0.3 s a snapshot: a row in each
+    // (each snapshot after the first reports only the connections that
+    // changed, and the table keeps the others).
+    let idle_rows = c
+        .iter()
+        .filter(|r| r["state"] == "ESTABLISHED" && r["rx_bytes"].as_u64() == Some(2000))
+        .count();
+    assert!(idle_rows >= 2, "{c:#?}");
     assert!(u(idle, "rtt_us") > 0, "{idle}");
     assert_eq!(u(idle, "tx_packets"), u(&done, "segs_out"), "{idle}");
     let fin = c.iter().find(|r| r["state"] == "CLOSED").expect("closed");

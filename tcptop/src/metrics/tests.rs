@@ -89,6 +89,7 @@ impl Rig {
                     conns: 2,
                     evicted: 1,
                 },
+                partial: false,
             },
             self.now,
             1.0,

@@ -466,10 +466,12 @@ impl ConnTable {
                 }
             }
         }
-        // Rows this snapshot did not report are gone. From the end: the
-        // row that takes a leaving row's place was already looked at.
+        // Rows this snapshot did not report are gone (in a partial one:
+        // unchanged, still open). From the end: the row that takes a
+        // leaving row's place was already looked at.
+        let keep_unseen = snap.partial;
         for i in (0..self.live.len()).rev() {
-            if self.live[i].seen != generation {
+            if !keep_unseen && self.live[i].seen != generation {
                 let hash = self.hasher.hash_one(self.live[i].key);
                 self.remove_live(i, hash);
             }
@@ -706,6 +708,7 @@ mod tests {
             live,
             closed,
             drops: Drops::default(),
+            partial: false,
         }
     }
 
@@ -733,6 +736,54 @@ mod tests {
         let r = t.rows().next().unwrap();
         assert_eq!((r.tx_bps, r.rx_bps), (1000.0, 250.0));
         assert_eq!(r.counters.tx_bytes, 3000);
+    }
+
+    /// A partial snapshot reports only what changed: the rows it leaves
+    /// out stay live with their counters and an interval rate of 0, its
+    /// windowed rate still counts their earlier bytes, and only `closed`
+    /// (or a complete snapshot) takes one out.
+    #[test]
+    fn partial_snapshot_keeps_unreported_rows() {
+        let mut t = ConnTable::new();
+        let t0 = Instant::now();
+        let secs = |n| t0 + Duration::from_secs(n);
+        let s = |p: &[ConnSample], c: &[ConnSample], partial: bool| Snapshot {
+            partial,
+            ..snap(p.to_vec(), c.to_vec())
+        };
+        let by_port = |t: &ConnTable, p: u16| t.live().find(|r| r.key.local.port() == p).cloned();
+        let (a, b) = (sample(1000, 7, 0, 0), sample(1001, 8, 0, 0));
+        t.apply(s(&[a, b], &[], false), t0, 1.0);
+        t.apply(s(&[sample(1000, 7, 1000, 10)], &[], true), secs(1), 1.0);
+        assert_eq!(by_port(&t, 1000).map(|r| r.tx_bps), Some(1000.0));
+        assert_eq!(by_port(&t, 1001).map(|r| r.tx_bps), Some(0.0));
+        t.apply(s(&[sample(1001, 8, 500, 0)], &[], true), secs(2), 1.0);
+        let ra = by_port(&t, 1000).expect("unreported row kept");
+        assert_eq!(
+            (ra.counters.tx_bytes, ra.tx_bps, ra.rx_bps),
+            (1000, 0.0, 0.0)
+        );
+        assert_eq!(by_port(&t, 1001).map(|r| r.tx_bps), Some(500.0));
+        t.set_window(RateWindow::Secs2);
+        assert_eq!(by_port(&t, 1000).map(|r| r.tx_bps), Some(500.0));
+        t.set_window(RateWindow::Interval);
+        // An empty partial snapshot changes nothing but the rates.
+        t.apply(s(&[], &[], true), secs(3), 1.0);
+        assert_eq!(t.live().count(), 2);
+        assert_eq!(by_port(&t, 1001).map(|r| r.tx_bps), Some(0.0));
+        // Closed: out of the live rows, shown closed once.
+        let mut fin = sample(1000, 7, 1200, 10);
+        fin.state = ConnState::Closed;
+        t.apply(s(&[], &[fin], true), secs(4), 1.0);
+        assert!(by_port(&t, 1000).is_none());
+        let c: Vec<_> = t
+            .closed_latest()
+            .map(|r| (r.key.local.port(), r.counters.tx_bytes))
+            .collect();
+        assert_eq!(c, [(1000, 1200)]);
+        // A complete snapshot without a row: that row is gone.
+        t.apply(s(&[], &[], false), secs(5), 1.0);
+        assert_eq!(t.live().count(), 0);
     }
 
     #[test]

@@ -544,6 +544,7 @@ fn closed_rows_dimmed_then_gone() {
             live,
             closed: vec![closed],
             drops: Drops::default(),
+            partial: false,
         },
         h.t0 + Duration::from_secs(2),
     );

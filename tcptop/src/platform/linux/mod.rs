@@ -432,6 +432,7 @@ impl DataSource for EbpfSource {
             live,
             closed,
             drops: self.read_drops(),
+            partial: false,
         })
     }
 }

@@ -40,6 +40,11 @@ pub struct DiagSource {
     owners: HashMap<u64, (u32, String)>,
     cgroups: super::cgroup::Resolver,
     generation: u64,
+    /// The connections new or changed in the last dump (each snapshot
+    /// after the first reports only these: `Snapshot::partial`).
+    changed: Vec<ConnSample>,
+    /// Whether a complete snapshot was reported (the first one is).
+    reported: bool,
     warnings: Vec<String>,
     notice: String,
 }
@@ -82,6 +87,8 @@ impl DiagSource {
             owners: procfs::socket_owners(Path::new("/proc")).unwrap_or_default(),
             cgroups: super::cgroup::Resolver::new(),
             generation: 0,
+            changed: Vec::new(),
+            reported: false,
             warnings,
             notice,
         };
@@ -91,9 +98,11 @@ impl DiagSource {
     }
 
     /// Brings `followed` up to date with the last dump; returns the
-    /// connections that went away. `first`: everything open is adopted
+    /// connections that went away, and leaves those new or changed since
+    /// the previous dump in `changed`. `first`: everything open is adopted
     /// with its counters now as baseline.
     fn follow(&mut self, first: bool) -> Vec<ConnSample> {
+        self.changed.clear();
         self.generation += 1;
         let generation = self.generation;
         let listeners: HashSet<(u32, SocketAddr), foldhash::fast::RandomState> = self
@@ -113,12 +122,13 @@ impl DiagSource {
                 || listeners.contains(&(k.netns, SocketAddr::new(IpAddr::from([0u8; 16]), k.local.port())))
         };
         let mut unknown_owner = false;
+        let mut gone = Vec::new();
         for (key, c) in self.view.conns() {
             if c.state == TCP_LISTEN {
                 continue;
             }
-            let f = match self.followed.get_mut(&key) {
-                Some(f) if f.cookie == c.cookie => f,
+            let (f, new) = match self.followed.get_mut(&key) {
+                Some(f) if f.cookie == c.cookie => (f, false),
                 _ => {
                     // New: open before start (the first dump), or born
                     // since: then from zero, its SYN counted if it was
@@ -129,7 +139,7 @@ impl DiagSource {
                         (Baseline::default(), !listening(&key))
                     };
                     let last = diagview::sample(key, c, &base, active);
-                    self.followed.insert(
+                    let old = self.followed.insert(
                         key,
                         Followed {
                             cookie: c.cookie,
@@ -139,27 +149,47 @@ impl DiagSource {
                             seen: generation,
                         },
                     );
+                    // Its 4-tuple was another socket's, gone since the
+                    // last dump: that one ended.
+                    if let Some(old) = old {
+                        gone.push(closed_sample(old));
+                    }
                     match self.followed.get_mut(&key) {
-                        Some(f) => f,
+                        Some(f) => (f, true),
                         None => continue,
                     }
                 }
             };
             let mut s = diagview::sample(key, c, &f.base, f.active);
-            match self.owners.get(&u64::from(c.inode)) {
-                Some((pid, comm)) => {
-                    s.pid = *pid;
-                    s.comm.clone_from(comm);
-                }
-                None if c.inode != 0 => unknown_owner = true,
-                None => {}
+            let owner = self.owners.get(&u64::from(c.inode));
+            if owner.is_none() && c.inode != 0 {
+                unknown_owner = true;
             }
             // Counters never go back (a dump races with the socket).
             let prev = &f.last.counters;
             s.counters.tx_bytes = s.counters.tx_bytes.max(prev.tx_bytes);
             s.counters.rx_bytes = s.counters.rx_bytes.max(prev.rx_bytes);
-            f.last = s;
+            let same_owner = match owner {
+                Some((pid, comm)) => f.last.pid == *pid && f.last.comm == *comm,
+                None => f.last.pid == 0,
+            };
             f.seen = generation;
+            if !new
+                && same_owner
+                && s.state == f.last.state
+                && s.counters == f.last.counters
+                && s.rtt_us == f.last.rtt_us
+            {
+                // Idle since the last dump: most connections, most of the
+                // time. Nothing to copy, nothing for the table to look up.
+                continue;
+            }
+            if let Some((pid, comm)) = owner {
+                s.pid = *pid;
+                s.comm.clone_from(comm);
+            }
+            self.changed.push(s.clone());
+            f.last = s;
         }
         if unknown_owner {
             // New sockets: /proc once more (at most once a snapshot), and
@@ -168,17 +198,25 @@ impl DiagSource {
                 self.owners = owners;
             }
         }
-        let mut gone = Vec::new();
         self.followed.retain(|_, f| {
             if f.seen == generation {
                 return true;
             }
-            let mut s = f.last.clone();
-            s.state = ConnState::Closed;
-            gone.push(s);
+            gone.push(ConnSample {
+                state: ConnState::Closed,
+                ..f.last.clone()
+            });
             false
         });
         gone
+    }
+}
+
+/// The last sample of a connection that ended, as its CLOSED row.
+fn closed_sample(f: Followed) -> ConnSample {
+    ConnSample {
+        state: ConnState::Closed,
+        ..f.last
     }
 }
 
@@ -216,7 +254,13 @@ impl DataSource for DiagSource {
     fn collect(&mut self) -> Result<Snapshot, SourceError> {
         self.view.dump().map_err(dump_error)?;
         let mut closed = self.follow(false);
-        let mut live: Vec<ConnSample> = self.followed.values().map(|f| f.last.clone()).collect();
+        // The first snapshot is every connection; later ones what changed.
+        let partial = std::mem::replace(&mut self.reported, true);
+        let mut live = if partial {
+            std::mem::take(&mut self.changed)
+        } else {
+            self.followed.values().map(|f| f.last.clone()).collect()
+        };
         // Owners named by /proc: their groups from /proc too.
         self.cgroups.fill(&mut live);
         self.cgroups.fill(&mut closed);
@@ -224,6 +268,7 @@ impl DataSource for DiagSource {
             live,
             closed,
             drops: Drops::default(),
+            partial,
         })
     }
 }

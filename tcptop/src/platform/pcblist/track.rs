@@ -186,6 +186,7 @@ impl Tracker {
             live,
             closed,
             drops: Default::default(),
+            partial: false,
         }
     }
 }
