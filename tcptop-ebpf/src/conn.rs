@@ -123,6 +123,52 @@ pub fn store<M: Mem>(st: *mut ConnStats, tp: *const u8, state: u8, c: &SockCount
     store_counters(st, c);
 }
 
+/// Writes into the record `st` what was read from its socket beforehand
+/// (`state`, the counters `c`, the endpoints `ends` if the record lacked
+/// them, the application's bytes `app` computed with the record's `flags`
+/// and `origin` as they were then): stores only, for the map iterator,
+/// which must not call a helper between checking that the element is
+/// still this socket's and writing it (`probes/iter.rs`). The flags are
+/// not written back whole: a bit is or-ed in.
+///
+/// # Safety
+/// `st` points at a live map value.
+#[inline(always)]
+pub unsafe fn store_read(
+    st: *mut ConnStats,
+    state: u8,
+    c: &SockCounters,
+    ends: Option<&ConnTuple>,
+    app: Option<(u64, u64)>,
+    flags: u8,
+    origin: u8,
+) {
+    // SAFETY: per the caller.
+    unsafe {
+        if let Some(e) = ends
+            && incomplete(&(*st).tuple)
+        {
+            (*st).tuple.saddr = e.saddr;
+            (*st).tuple.daddr = e.daddr;
+            (*st).tuple.sport = e.sport;
+            (*st).tuple.dport = e.dport;
+        }
+        (*st).state = state;
+        if let Some((tx, rx)) = app {
+            // A connection adopted before its bytes could be read takes
+            // its baseline at the first read.
+            if flags & CONN_APP == 0 && origin == ORIGIN_EXISTING {
+                (*st).app_tx_base = tx;
+                (*st).app_rx_base = rx;
+            }
+            (*st).app_tx = tx;
+            (*st).app_rx = rx;
+            (*st).flags |= CONN_APP;
+        }
+    }
+    store_counters(st, c);
+}
+
 /// The bytes the application wrote into and read from the TCP socket `tp`
 /// since it was made (`tcptop_common::app_bytes`, which says from which
 /// counters), or None while they cannot be told (`syn`: born by connect();

@@ -661,8 +661,21 @@ fn burst_of_short_connections() {
     let closed: Vec<&Value> = records.iter().filter(|r| r["state"] == "CLOSED").collect();
     let client_side: Vec<&&Value> = closed.iter().filter(|r| r["remote"] == addr).collect();
     let server_side: Vec<&&Value> = closed.iter().filter(|r| r["local"] == addr).collect();
-    assert_eq!(client_side.len(), N);
-    assert_eq!(server_side.len(), N);
+    // On a mismatch, which records are extra or missing: the client's
+    // ports beside the client-side records', every record of a port seen
+    // more often than the client used it, and what tcptop said.
+    let odd = |side: &[&&Value], end: &str| -> String {
+        let mut seen: std::collections::HashMap<String, Vec<&Value>> = Default::default();
+        for r in side {
+            seen.entry(r[end].as_str().unwrap_or("?").to_string())
+                .or_default()
+                .push(r);
+        }
+        seen.retain(|port, rs| rs.len() != used.iter().filter(|u| *u == port).count());
+        format!("{seen:#?}\nstderr: {stderr}")
+    };
+    assert_eq!(client_side.len(), N, "{}", odd(&client_side, "local"));
+    assert_eq!(server_side.len(), N, "{}", odd(&server_side, "remote"));
     for r in &client_side {
         assert_eq!((u(r, "tx_bytes"), u(r, "rx_bytes")), (1000, 3000), "{r}");
         assert_eq!(u(r, "pid"), cli_pid);

@@ -21,11 +21,11 @@
 //! keyed by. A record exists until the socket's teardown deletes it, so the
 //! socket is normally alive; the one race is a record deleted and its map
 //! element reused for another socket while this program runs on it (the
-//! map is preallocated: elements are reused at once). The key is checked
-//! again before anything is written, which leaves a window of a few
-//! instructions, and teardown rewrites everything in the final record.
+//! map is preallocated: elements are reused at once). Everything is read
+//! before anything is written, and the key and birth time are checked in
+//! between: what is left is a window of a few stores.
 
-use tcptop_common::{ConnStats, TCP_LISTEN};
+use tcptop_common::{CONN_ACTIVE, CONN_NO_FIN, ConnStats, ConnTuple, TCP_LISTEN};
 
 use crate::conn;
 use crate::kernel::{self, Mem, Probe, off};
@@ -66,16 +66,52 @@ unsafe fn on_record(key: *const u64, st: *mut ConnStats) {
     if !kernel::ready() {
         return;
     }
+    // Everything is read first, the record's own fields and then the
+    // socket's; then the key and the record's birth time are checked
+    // again, and only then is anything written, without a helper call in
+    // between. A map element deleted and reused for another socket while
+    // the reads ran (the map is preallocated: elements are reused at once)
+    // is left alone: writing what this socket holds into the other's
+    // record, with flags read from it, once lost a client's CONN_ACTIVE
+    // (its SYN then counted as a byte sent) in a burst on a slow VM.
     // SAFETY: per the caller.
-    let sk = unsafe { *key };
+    let (sk, first, flags, origin, ends_known, family) = unsafe {
+        (
+            *key,
+            (*st).first_ns,
+            (*st).flags,
+            (*st).origin,
+            !conn::incomplete(&(*st).tuple),
+            (*st).tuple.family,
+        )
+    };
     let tp = sk as *const u8;
     let state = Probe::read::<u8>(tp, off!(skc_state)).unwrap_or(0);
-    let c = conn::read_counters::<Probe>(tp);
-    // Reused for another socket meanwhile, or not a connection. (The
-    // reads come first, so that the window after this check is short.)
-    // SAFETY: per the caller.
-    if unsafe { *key } != sk || state == 0 || state == TCP_LISTEN {
+    if state == 0 || state == TCP_LISTEN {
         return;
     }
-    conn::store::<Probe>(st, tp, state, &c);
+    let c = conn::read_counters::<Probe>(tp);
+    let mut ends = ConnTuple {
+        family,
+        ..ConnTuple::default()
+    };
+    if !ends_known {
+        conn::read_endpoints::<Probe>(tp, &mut ends);
+    }
+    let app = conn::read_app::<Probe>(tp, flags & CONN_ACTIVE != 0, flags & CONN_NO_FIN == 0);
+    // SAFETY: per the caller.
+    unsafe {
+        if *key != sk || (*st).first_ns != first {
+            return;
+        }
+        conn::store_read(
+            st,
+            state,
+            &c,
+            (!ends_known).then_some(&ends),
+            app,
+            flags,
+            origin,
+        );
+    }
 }
