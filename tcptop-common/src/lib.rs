@@ -147,6 +147,13 @@ pub const CONN_ACTIVE: u8 = 2;
 /// `ConnStats::flags`: reached CLOSE without having sent a FIN (reset,
 /// refused, aborted), so the send sequence holds no FIN.
 pub const CONN_NO_FIN: u8 = 4;
+/// `ConnStats::flags`: a listener's child that went from SYN_RECV to CLOSE
+/// before any call on it. The kernel makes such a child when two CPUs take
+/// the last packet of one handshake at once (it keeps the other child) or
+/// when a reset ends it before accept(): no application ever saw it, and
+/// its teardown reports nothing (it was a CLOSED row of zero bytes beside
+/// the real connection's).
+pub const CONN_STILLBORN: u8 = 8;
 
 /// A lifecycle event, sent through [`MAP_EVENTS`].
 #[repr(C)]

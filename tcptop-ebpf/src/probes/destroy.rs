@@ -9,7 +9,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
-use tcptop_common::TCP_CLOSE;
+use tcptop_common::{CONN_STILLBORN, TCP_CLOSE};
 
 use crate::kernel::{self, Direct, Mem, Probe};
 use crate::{conn, sock};
@@ -32,6 +32,12 @@ fn on_destroy<M: Mem>(sk: u64) {
         return;
     }
     if let Some(st) = conn::lookup(sk) {
+        // SAFETY: `st` points at a live map value.
+        if unsafe { (*st).flags } & CONN_STILLBORN != 0 {
+            // A child no application saw (see CONN_STILLBORN).
+            conn::remove(sk);
+            return;
+        }
         // The final record: endpoints too if still incomplete (a
         // connection shorter than a snapshot interval was never refreshed
         // by the iterator). An orderly close keeps them (inet_sport, unlike

@@ -30,8 +30,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use tcptop_common::{
-    CONN_NO_FIN, TCP_CLOSE, TCP_CLOSING, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2,
-    TCP_LAST_ACK, TCP_SYN_RECV, TCP_SYN_SENT,
+    CONN_NO_FIN, CONN_STILLBORN, TCP_CLOSE, TCP_CLOSING, TCP_ESTABLISHED, TCP_FIN_WAIT1,
+    TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_SYN_RECV, TCP_SYN_SENT,
 };
 
 use crate::kernel::{self, Direct, Mem, Probe};
@@ -103,6 +103,13 @@ fn on_state<M: Mem>(sk: u64, oldstate: u8, newstate: u8) {
                 (*st).state = TCP_CLOSE;
                 if !fin {
                     (*st).flags |= CONN_NO_FIN;
+                }
+                if oldstate == TCP_SYN_RECV
+                    && (*st).pid == 0
+                    && (*st).tx_bytes == 0
+                    && (*st).rx_bytes == 0
+                {
+                    (*st).flags |= CONN_STILLBORN;
                 }
             }
         }
