@@ -8,6 +8,7 @@
 
 use crate::model::{ProcInfo, Snapshot};
 
+pub mod changes;
 #[cfg(target_os = "linux")]
 pub mod linux;
 #[cfg(target_os = "macos")]

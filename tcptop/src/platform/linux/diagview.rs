@@ -21,14 +21,14 @@
 use foldhash::{HashMap, HashMapExt};
 use std::fs::File;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use tcptop_common::{
     CONN_ACTIVE, CONN_APP, CONN_NO_FIN, ConnStats, ORIGIN_EXISTING, TCP_CLOSE_WAIT, TCP_CLOSING,
     TCP_LAST_ACK, TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_SYN_SENT, TCP_TIME_WAIT,
 };
 
-use super::convert::unmap;
+use super::convert::{self, unmap};
 use super::diag::{DiagConn, DiagSocket, TcpInfo};
 use super::procfs::NsFile;
 use crate::model::{ConnKey, ConnSample, ConnState, Counters, Proto};
@@ -52,19 +52,13 @@ pub struct Baseline {
 pub struct DiagView {
     /// (namespace inode, its socket).
     sockets: Vec<(u32, DiagSocket)>,
-    /// The last dump: (namespace, connection).
+    /// The last stored dump (`dump`): (namespace, connection).
     conns: Vec<(u32, DiagConn)>,
+    /// One batch of a streamed dump (`dump_each`).
     scratch: Vec<DiagConn>,
-    /// Connections of the last dump by key, and SYN_SENT ones by their
-    /// local address and remote end (the source port may be unknown to a
-    /// record: `match_incomplete`).
-    by_key: HashMap<ConnKey, usize>,
-    connecting: HashMap<(u32, std::net::IpAddr, SocketAddr), Option<usize>>,
     /// Connections open before start adopted from the first dump.
     adopted: HashMap<ConnKey, Baseline>,
     states: u32,
-    /// Whether `refresh` is used: the indexes are built only then.
-    indexed: bool,
 }
 
 impl DiagView {
@@ -88,77 +82,74 @@ impl DiagView {
                 sockets,
                 conns: Vec::new(),
                 scratch: Vec::new(),
-                by_key: HashMap::new(),
-                connecting: HashMap::new(),
                 adopted: HashMap::new(),
                 states,
-                indexed: true,
             },
             failed,
         ))
     }
 
-    /// Builds no index of the dumps (`refresh` and `adopted_unknown` then
-    /// find nothing): for a user that only walks `conns`.
-    pub fn without_index(mut self) -> DiagView {
-        self.indexed = false;
-        self
-    }
-
-    /// Dumps every namespace again.
+    /// Dumps every namespace again and keeps the dump (`conns`).
     pub fn dump(&mut self) -> io::Result<()> {
-        self.dump_only(|_| true)
-    }
-
-    /// Dumps again the namespaces `wanted` says. (A dump walks the
-    /// kernel's whole table of connections, of every namespace, and keeps
-    /// its own: 3 to 6 ms even for an empty namespace.)
-    pub fn dump_only(&mut self, wanted: impl Fn(u32) -> bool) -> io::Result<()> {
         self.conns.clear();
-        self.by_key.clear();
-        self.connecting.clear();
         for (netns, sock) in &mut self.sockets {
-            if !wanted(*netns) {
-                continue;
-            }
             self.scratch.clear();
             sock.dump_tcp(self.states, &mut self.scratch)?;
             self.conns
                 .extend(self.scratch.drain(..).map(|c| (*netns, c)));
         }
-        if !self.indexed {
-            return Ok(());
-        }
-        for (i, (netns, c)) in self.conns.iter().enumerate() {
-            self.by_key.insert(key(*netns, c), i);
-            if c.state == TCP_SYN_SENT {
-                self.connecting
-                    .entry((*netns, c.local.ip(), c.remote))
-                    .and_modify(|e| *e = None)
-                    .or_insert(Some(i));
-            }
-        }
         Ok(())
     }
 
-    /// The last dump.
+    /// The last stored dump.
     pub fn conns(&self) -> impl Iterator<Item = (ConnKey, &DiagConn)> {
         self.conns.iter().map(|(netns, c)| (key(*netns, c), c))
     }
 
-    /// Adopts every connection of the last dump for which `known` is false
-    /// (the kernel programs have no record of it: it was open before
-    /// start), with its counters now as its baseline.
-    pub fn adopt_unknown(&mut self, known: impl Fn(&ConnKey) -> bool) {
-        for (netns, c) in &self.conns {
-            let k = key(*netns, c);
-            if c.state == TCP_LISTEN || known(&k) {
+    /// Dumps the namespaces `wanted` says (a dump walks the kernel's whole
+    /// table of connections, of every namespace: 3 to 6 ms even for an
+    /// empty one), handing each connection to `each` as it is read, with
+    /// its key and its baseline if it was adopted. Nothing of the dump is
+    /// kept: the eBPF source matches its records against it as it comes
+    /// (at 200,000 connections, the stored dump and its index were 60 MB).
+    pub fn dump_each(
+        &mut self,
+        wanted: impl Fn(u32) -> bool,
+        mut each: impl FnMut(ConnKey, &DiagConn, Option<&Baseline>),
+    ) -> io::Result<()> {
+        let adopted = &self.adopted;
+        for (netns, sock) in &mut self.sockets {
+            if !wanted(*netns) {
                 continue;
             }
-            if let Some(b) = baseline(c) {
-                self.adopted.insert(k, b);
-            }
+            let netns = *netns;
+            sock.dump_tcp_each(self.states, &mut self.scratch, &mut |c| {
+                let k = key(netns, c);
+                let b = adopted.get(&k);
+                each(k, c, b);
+            })?;
         }
+        Ok(())
+    }
+
+    /// Dumps every namespace and adopts each connection `known` is false
+    /// for (the kernel programs have no record of it: it was open before
+    /// start), with its counters now as its baseline.
+    pub fn adopt_unknown(&mut self, known: impl Fn(&ConnKey) -> bool) -> io::Result<()> {
+        let adopted = &mut self.adopted;
+        for (netns, sock) in &mut self.sockets {
+            let netns = *netns;
+            sock.dump_tcp_each(self.states, &mut self.scratch, &mut |c| {
+                let k = key(netns, c);
+                if c.state == TCP_LISTEN || known(&k) {
+                    return;
+                }
+                if let Some(b) = baseline(c) {
+                    adopted.insert(k, b);
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// Whether any connection adopted from the first dump has not ended.
@@ -181,44 +172,94 @@ impl DiagView {
     pub fn forget(&mut self, key: &ConnKey) {
         self.adopted.remove(key);
     }
+}
 
-    /// Adopted connections of the last dump that `known` does not have a
-    /// record of: (key, connection, baseline).
-    pub fn adopted_unknown<'a>(
-        &'a self,
-        known: impl Fn(&ConnKey) -> bool + 'a,
-    ) -> impl Iterator<Item = (ConnKey, &'a DiagConn, &'a Baseline)> + 'a {
-        self.conns.iter().filter_map(move |(netns, c)| {
-            let k = key(*netns, c);
-            let b = self.adopted.get(&k)?;
-            (!known(&k)).then_some((k, c, b))
-        })
+/// The kernel's records of one snapshot by key, to match a streamed dump
+/// against (the smaller side indexed: the records, not the dump).
+pub struct Records {
+    by_key: HashMap<ConnKey, usize>,
+    /// Records of the same key as one in `by_key` (an ended connection's
+    /// record beside its 4-tuple's new one): rare.
+    more: Vec<(ConnKey, usize)>,
+    /// Records whose source port is not known yet (connect() picks it
+    /// after entering SYN_SENT), by namespace, local address and remote
+    /// end.
+    connecting: HashMap<(u32, IpAddr, SocketAddr), usize>,
+    /// Whether matched records are refreshed (no map iterator did it).
+    refresh: bool,
+}
+
+impl Records {
+    pub fn index(records: &[(u64, ConnStats)], refresh: bool) -> Records {
+        let mut r = Records {
+            by_key: HashMap::with_capacity(records.len()),
+            more: Vec::new(),
+            connecting: HashMap::new(),
+            refresh,
+        };
+        for (i, (_, st)) in records.iter().enumerate() {
+            let k = convert::key(st);
+            if st.tuple.sport != 0 {
+                if let Some(j) = r.by_key.insert(k, i) {
+                    r.more.push((k, j));
+                }
+            } else if refresh && st.tuple.dport != 0 {
+                r.connecting.insert((k.netns, k.local.ip(), k.remote), i);
+            }
+        }
+        r
     }
 
-    /// Refreshes the copy `st` of a kernel record whose connection is `key`
-    /// from the last dump (false if the dump does not have it). A record
-    /// whose source port is not known yet (connect() picks it after the
-    /// SYN_SENT transition) is matched by its other ends when only one
-    /// connection in the dump fits, and completed.
-    pub fn refresh(&self, key: &ConnKey, st: &mut ConnStats) -> bool {
-        let found = match self.by_key.get(key) {
-            Some(&i) => Some(i),
-            None if st.tuple.sport == 0 && st.tuple.dport != 0 => self
-                .connecting
-                .get(&(key.netns, key.local.ip(), key.remote))
-                .copied()
-                .flatten(),
-            None => None,
-        };
-        let Some(i) = found else {
+    /// Whether a record has the dumped connection `k` (refreshing it from
+    /// `c`, with `adopted`'s baseline, where no iterator does).
+    pub fn matched(
+        &self,
+        k: &ConnKey,
+        c: &DiagConn,
+        adopted: Option<&Baseline>,
+        records: &mut [(u64, ConnStats)],
+    ) -> bool {
+        let Some(&i) = self.by_key.get(k) else {
             return false;
         };
-        let c = &self.conns[i].1;
-        if st.tuple.sport == 0 {
-            st.tuple.sport = c.local.port();
+        if self.refresh {
+            let also = self.more.iter().filter(|(mk, _)| mk == k).map(|&(_, j)| j);
+            for j in std::iter::once(i).chain(also) {
+                if let Some((_, st)) = records.get_mut(j) {
+                    apply(c, st, adopted);
+                }
+            }
         }
-        apply(c, st, self.adopted.get(key));
         true
+    }
+
+    /// Whether the dumped connection `k` may be a connecting record's.
+    pub fn connecting(&self, k: &ConnKey) -> bool {
+        !self.connecting.is_empty()
+            && self
+                .connecting
+                .contains_key(&(k.netns, k.local.ip(), k.remote))
+    }
+
+    /// Completes each connecting record that exactly one of the dump's
+    /// SYN_SENT connections `syn_sent` fits: its source port, its
+    /// counters.
+    pub fn complete_connecting(
+        &self,
+        syn_sent: &[(ConnKey, DiagConn)],
+        records: &mut [(u64, ConnStats)],
+    ) {
+        for (at, &i) in &self.connecting {
+            let mut fits = syn_sent
+                .iter()
+                .filter(|(k, _)| (k.netns, k.local.ip(), k.remote) == *at);
+            if let (Some((_, c)), None) = (fits.next(), fits.next())
+                && let Some((_, st)) = records.get_mut(i)
+            {
+                st.tuple.sport = c.local.port();
+                apply(c, st, None);
+            }
+        }
     }
 }
 
@@ -336,7 +377,7 @@ pub fn rebase(st: &mut ConnStats, b: &Baseline) {
 /// Writes what the dump says of a connection into the copy `st` of its
 /// record: state, RTT, segments, retransmits and application bytes, with
 /// `adopted`'s baseline (see [`rebase`]).
-fn apply(c: &DiagConn, st: &mut ConnStats, adopted: Option<&Baseline>) {
+pub fn apply(c: &DiagConn, st: &mut ConnStats, adopted: Option<&Baseline>) {
     st.state = c.state;
     let Some(info) = &c.info else {
         return;

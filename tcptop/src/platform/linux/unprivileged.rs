@@ -54,13 +54,12 @@ impl DiagSource {
     /// the full mode is not used (shown with the notice).
     pub fn open(opts: &SourceOptions, why: Option<String>) -> Result<DiagSource, SourceError> {
         let states = diagview::CONN_STATES | 1 << TCP_LISTEN;
-        let (view, _) = DiagView::open(&[], states).map_err(|e| {
+        let (mut view, _) = DiagView::open(&[], states).map_err(|e| {
             SourceError::Unsupported(format!(
                 "cannot read the kernel's socket diagnostics (NETLINK_SOCK_DIAG, what ss \
                  uses): {e}"
             ))
         })?;
-        let mut view = view.without_index();
         view.dump().map_err(dump_error)?;
         let mut warnings = Vec::new();
         if let Some(why) = why {

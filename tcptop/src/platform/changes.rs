@@ -1,0 +1,212 @@
+//! What a source reported last, so that a snapshot can carry only what
+//! changed ([`Snapshot::partial`](crate::model::Snapshot::partial)).
+//!
+//! Most connections on a busy server are idle at any one snapshot; a
+//! source that reads every one of them each time (a map read, a socket
+//! diagnostics dump) still need not copy them into the snapshot, nor the
+//! table look each one up. Per connection this keeps 16 bytes: a hash of
+//! its key and a hash of everything the sample says. A sample whose hash
+//! matches the one reported last is left out; two different samples
+//! hashing alike (1 in 2^64) would hide one change until the next.
+//! Connections are told apart by the hash of their key: two keys hashing
+//! alike only make both report every time.
+//!
+//! A connection the source stops reporting without a CLOSED sample (a
+//! lost ring-buffer record) would stay in the table for good: when that is
+//! seen, the next snapshot is complete again.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+
+use foldhash::HashMap;
+
+use crate::model::{ConnKey, ConnSample};
+
+pub struct Reported {
+    /// Key hash → (sample hash, generation when last seen).
+    last: HashMap<u64, (u64, u32)>,
+    generation: u32,
+    /// Entries seen in this generation.
+    touched: usize,
+    /// This snapshot reports every connection.
+    complete: bool,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl Default for Reported {
+    fn default() -> Self {
+        Reported {
+            last: HashMap::default(),
+            generation: 0,
+            touched: 0,
+            complete: true,
+            hasher: foldhash::fast::FixedState::default(),
+        }
+    }
+}
+
+impl Reported {
+    /// Starts a snapshot; whether it reports every connection (the first
+    /// one, and the one after a connection went without a CLOSED sample).
+    pub fn begin(&mut self) -> bool {
+        self.generation = self.generation.wrapping_add(1);
+        self.touched = 0;
+        self.complete
+    }
+
+    /// Whether `s` goes into this snapshot: new, changed since it was last
+    /// reported, or the snapshot is complete. Call once per connection.
+    pub fn keep(&mut self, s: &ConnSample) -> bool {
+        let key = self.key_hash(&s.key);
+        let sample = self.sample_hash(s);
+        let generation = self.generation;
+        let entry = self.last.entry(key).or_insert((!sample, 0));
+        if entry.1 != generation {
+            self.touched += 1;
+        }
+        entry.1 = generation;
+        let changed = entry.0 != sample;
+        entry.0 = sample;
+        changed || self.complete
+    }
+
+    /// `key` ended (its CLOSED sample is in this snapshot).
+    pub fn closed(&mut self, key: &ConnKey) {
+        let k = self.key_hash(key);
+        if let Some(&(_, g)) = self.last.get(&k) {
+            if g == self.generation {
+                self.touched -= 1;
+            }
+            self.last.remove(&k);
+        }
+    }
+
+    /// Ends the snapshot: forgets connections not reported in it, and
+    /// makes the next snapshot complete if there were any (they went
+    /// without a CLOSED sample, and the table still has them).
+    pub fn finish(&mut self) {
+        self.complete = false;
+        if self.touched == self.last.len() {
+            return;
+        }
+        let generation = self.generation;
+        self.last.retain(|_, &mut (_, g)| g == generation);
+        self.complete = true;
+    }
+
+    fn key_hash(&self, k: &ConnKey) -> u64 {
+        self.hasher.hash_one(k)
+    }
+
+    fn sample_hash(&self, s: &ConnSample) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        s.key.hash(&mut h);
+        s.id.hash(&mut h);
+        s.pid.hash(&mut h);
+        s.comm.hash(&mut h);
+        s.state.hash(&mut h);
+        let c = &s.counters;
+        (
+            c.tx_bytes,
+            c.rx_bytes,
+            c.tx_packets,
+            c.rx_packets,
+            c.retrans,
+        )
+            .hash(&mut h);
+        s.rtt_us.hash(&mut h);
+        s.cgroup_id.hash(&mut h);
+        s.active.hash(&mut h);
+        h.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ConnState, Counters, Proto};
+
+    fn sample(port: u16, tx: u64) -> ConnSample {
+        ConnSample {
+            key: ConnKey {
+                proto: Proto::Tcp,
+                local: format!("127.0.0.1:{port}").parse().unwrap(),
+                remote: "127.0.0.1:80".parse().unwrap(),
+                netns: 1,
+            },
+            id: 0,
+            pid: 1,
+            comm: "x".into(),
+            state: ConnState::Established,
+            counters: Counters {
+                tx_bytes: tx,
+                ..Counters::default()
+            },
+            rtt_us: None,
+            cgroup_id: 0,
+            workload: None,
+            active: None,
+        }
+    }
+
+    fn kept(r: &mut Reported, samples: &[ConnSample]) -> (bool, Vec<u16>) {
+        let complete = r.begin();
+        let kept = samples
+            .iter()
+            .filter(|s| r.keep(s))
+            .map(|s| s.key.local.port())
+            .collect();
+        (complete, kept)
+    }
+
+    #[test]
+    fn only_changes_after_the_first() {
+        let mut r = Reported::default();
+        assert_eq!(
+            kept(&mut r, &[sample(1, 0), sample(2, 0)]),
+            (true, vec![1, 2])
+        );
+        r.finish();
+        assert_eq!(
+            kept(&mut r, &[sample(1, 0), sample(2, 5)]),
+            (false, vec![2])
+        );
+        r.finish();
+        assert_eq!(
+            kept(&mut r, &[sample(1, 0), sample(2, 5), sample(3, 0)]),
+            (false, vec![3])
+        );
+        r.finish();
+        let mut owner = sample(1, 0);
+        owner.pid = 2;
+        assert_eq!(
+            kept(&mut r, &[owner.clone(), sample(2, 5), sample(3, 0)]),
+            (false, vec![1])
+        );
+        r.finish();
+        // One ends with its CLOSED sample: nothing is missing.
+        assert_eq!(kept(&mut r, &[sample(2, 5), sample(3, 0)]), (false, vec![]));
+        r.closed(&owner.key);
+        r.finish();
+        assert_eq!(kept(&mut r, &[sample(2, 5), sample(3, 0)]), (false, vec![]));
+        r.finish();
+    }
+
+    #[test]
+    fn a_connection_gone_without_closed_makes_the_next_complete() {
+        let mut r = Reported::default();
+        kept(&mut r, &[sample(1, 0), sample(2, 0)]);
+        r.finish();
+        assert_eq!(kept(&mut r, &[sample(2, 0)]), (false, vec![]));
+        r.finish();
+        assert_eq!(kept(&mut r, &[sample(2, 0)]), (true, vec![2]));
+        r.finish();
+        assert_eq!(kept(&mut r, &[sample(2, 0)]), (false, vec![]));
+        r.finish();
+        // A closed one that was also reported live in the same snapshot
+        // (its record read, then its CLOSE drained) is not missing.
+        assert_eq!(kept(&mut r, &[sample(2, 1)]), (false, vec![2]));
+        r.closed(&sample(2, 1).key);
+        r.finish();
+        assert_eq!(kept(&mut r, &[]), (false, vec![]));
+    }
+}
