@@ -237,6 +237,32 @@ pub struct Snapshot {
     pub partial: bool,
 }
 
+/// A live TCP sample from 127.0.0.1:`port` to 127.0.0.1:80 (id `port`)
+/// with `tx` bytes sent, for tests.
+#[cfg(test)]
+pub fn test_sample(port: u16, tx: u64) -> ConnSample {
+    ConnSample {
+        key: ConnKey {
+            proto: Proto::Tcp,
+            local: SocketAddr::from(([127, 0, 0, 1], port)),
+            remote: SocketAddr::from(([127, 0, 0, 1], 80)),
+            netns: 1,
+        },
+        id: u64::from(port),
+        pid: 1,
+        comm: "x".into(),
+        state: ConnState::Established,
+        counters: Counters {
+            tx_bytes: tx,
+            ..Default::default()
+        },
+        rtt_us: Some(70),
+        cgroup_id: 0,
+        active: None,
+        workload: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};

@@ -123,30 +123,8 @@ impl Reported {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ConnState, Counters, Proto};
 
-    fn sample(port: u16, tx: u64) -> ConnSample {
-        ConnSample {
-            key: ConnKey {
-                proto: Proto::Tcp,
-                local: format!("127.0.0.1:{port}").parse().unwrap(),
-                remote: "127.0.0.1:80".parse().unwrap(),
-                netns: 1,
-            },
-            id: 0,
-            pid: 1,
-            comm: "x".into(),
-            state: ConnState::Established,
-            counters: Counters {
-                tx_bytes: tx,
-                ..Counters::default()
-            },
-            rtt_us: None,
-            cgroup_id: 0,
-            workload: None,
-            active: None,
-        }
-    }
+    use crate::model::test_sample as sample;
 
     fn kept(r: &mut Reported, samples: &[ConnSample]) -> (bool, Vec<u16>) {
         let complete = r.begin();

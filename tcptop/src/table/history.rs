@@ -105,32 +105,11 @@ impl Series {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ConnKey, ConnSample, ConnState, Counters, Proto, Snapshot};
+    use crate::model::{ConnKey, ConnSample, Snapshot};
     use crate::table::ConnTable;
     use std::time::{Duration, Instant};
 
-    fn sample(port: u16, tx: u64) -> ConnSample {
-        ConnSample {
-            key: ConnKey {
-                proto: Proto::Tcp,
-                local: format!("127.0.0.1:{port}").parse().unwrap(),
-                remote: "127.0.0.1:80".parse().unwrap(),
-                netns: 1,
-            },
-            id: u64::from(port),
-            pid: 1,
-            comm: "x".into(),
-            state: ConnState::Established,
-            counters: Counters {
-                tx_bytes: tx,
-                ..Default::default()
-            },
-            rtt_us: Some(70),
-            cgroup_id: 0,
-            active: None,
-            workload: None,
-        }
-    }
+    use crate::model::test_sample as sample;
 
     fn history_of(t: &ConnTable, port: u16) -> &Series {
         t.rows()
