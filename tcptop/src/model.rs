@@ -232,8 +232,9 @@ pub struct Snapshot {
     /// gone. True: `live` is only the connections that changed since the
     /// previous snapshot (new ones included); every other one is still
     /// open and unchanged, and each that ended is in `closed`. A source
-    /// that compares what it reads with what it reported last (the
-    /// unprivileged mode) saves the table a lookup per idle connection.
+    /// that compares what it reads with what it reported last (Linux's
+    /// eBPF source through `platform::changes`, the unprivileged mode)
+    /// saves a copy and the table a lookup per idle connection.
     pub partial: bool,
 }
 
