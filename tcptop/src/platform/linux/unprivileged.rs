@@ -151,7 +151,7 @@ impl DiagSource {
                     // Its 4-tuple was another socket's, gone since the
                     // last dump: that one ended.
                     if let Some(old) = old {
-                        gone.push(closed_sample(old));
+                        gone.push(closed_sample(&old.last));
                     }
                     match self.followed.get_mut(&key) {
                         Some(f) => (f, true),
@@ -201,10 +201,7 @@ impl DiagSource {
             if f.seen == generation {
                 return true;
             }
-            gone.push(ConnSample {
-                state: ConnState::Closed,
-                ..f.last.clone()
-            });
+            gone.push(closed_sample(&f.last));
             false
         });
         gone
@@ -212,10 +209,10 @@ impl DiagSource {
 }
 
 /// The last sample of a connection that ended, as its CLOSED row.
-fn closed_sample(f: Followed) -> ConnSample {
+fn closed_sample(last: &ConnSample) -> ConnSample {
     ConnSample {
         state: ConnState::Closed,
-        ..f.last
+        ..last.clone()
     }
 }
 
