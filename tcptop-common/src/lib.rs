@@ -95,8 +95,11 @@ pub struct ConnTuple {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConnStats {
     pub tuple: ConnTuple,
-    /// Explicit: `tuple` is 44 bytes, the counters below are 8-aligned.
-    pub _pad_tuple: u32,
+    /// The touch generation (`SETTINGS[SETTING_TOUCH_GEN]`) in which a
+    /// call or the transition to ESTABLISHED last put this socket into
+    /// [`MAP_TOUCHED`] (0: never). Also the padding after `tuple` (44
+    /// bytes; the counters below are 8-aligned).
+    pub touched: u32,
     /// Payload bytes sent/received by send/recv calls.
     pub tx_bytes: u64,
     pub rx_bytes: u64,
@@ -254,7 +257,42 @@ pub const MAP_SETTINGS: &str = "SETTINGS";
 /// its connection is established (a lookup per connection end, paid only
 /// then).
 pub const SETTING_FILL_ESTABLISHED: u32 = 1;
+/// `SETTINGS[0]` bit: the programs put each socket whose record may have
+/// changed into [`MAP_TOUCHED`] (once per generation for a call), so that
+/// a snapshot refreshes only those (the socket diagnostics' refresh path).
+pub const SETTING_TOUCH: u32 = 2;
+/// Index in `SETTINGS` of the touch generation, which user space advances
+/// at each snapshot.
+pub const SETTING_TOUCH_GEN: u32 = 1;
+/// Entries of `SETTINGS`.
+pub const SETTINGS_LEN: u32 = 2;
 
+/// Name of the ring buffer of touched sockets (`struct sock *` as `u64`,
+/// with [`SETTING_TOUCH`]): calls, state changes a connection can rest in,
+/// retransmits, reads by any path.
+pub const MAP_TOUCHED: &str = "TOUCHED";
+/// Its size in bytes: 131,072 touches (16 bytes each with the ring's
+/// header) between two snapshots before one is lost (then counted, and
+/// the next snapshot refreshes every record).
+pub const TOUCHED_BYTES: u32 = 2 << 20;
+/// Name of the per-CPU state of touching ([`TouchCpu`]).
+pub const MAP_TOUCH_CPU: &str = "TOUCH_CPU";
+
+/// Per CPU: what touching needs to remember.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TouchCpu {
+    /// Touches lost because the ring was full (a running count).
+    pub lost: u64,
+    /// The generation, plus one, in which this CPU last lost a touch: it
+    /// puts no more in that generation (the next snapshot refreshes every
+    /// record anyway).
+    pub lost_gen: u64,
+    /// The socket this CPU last touched for a read (`tcp_rcv_space_adjust`
+    /// fires at every receive call), and in which generation plus one.
+    pub read_sk: u64,
+    pub read_gen: u64,
+}
 /// Whether a TCP connection in `state` has queued its FIN (it counts one
 /// in the send sequence). For CLOSE, `close_fin` says (see [`CONN_NO_FIN`]).
 #[inline(always)]
@@ -338,6 +376,7 @@ mod user {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::ConnTuple {}
     unsafe impl aya::Pod for super::UdpFlow {}
+    unsafe impl aya::Pod for super::TouchCpu {}
 }
 
 #[cfg(test)]
@@ -355,6 +394,7 @@ mod tests {
         assert_eq!(size_of::<ConnEvent>(), 16 + size_of::<ConnStats>());
         assert_eq!(size_of::<Offsets>(), 29 * 4);
         assert_eq!(size_of::<Config>(), 4 * 4);
+        assert_eq!(size_of::<TouchCpu>(), 4 * 8);
         assert_eq!(size_of::<UdpFlow>(), 6 * 8 + 8 + 16 + 8);
     }
 

@@ -502,6 +502,8 @@ pub fn on_io<M: Mem>(sk: u64, ret: i64, flags: i64, tx: bool) {
     };
     add(counter, ret as u64);
     set_owner::<M>(st);
+    // After the counters: a snapshot that takes this touch reads them.
+    crate::touch::touch_record(st, sk);
     // State, RTT, segments, retransmits and the application's bytes by
     // every path (`read_app`: also what no call hook sees, such as a
     // splice() read, or a call already in progress when the hooks

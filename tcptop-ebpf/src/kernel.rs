@@ -9,7 +9,9 @@ use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_task, bpf_probe_read_kernel, bpf_skc_to_tcp_sock,
 };
 use aya_ebpf::{macros::map, maps::Array};
-use tcptop_common::{Config, Offsets, SETTING_FILL_ESTABLISHED};
+use tcptop_common::{
+    Config, Offsets, SETTING_FILL_ESTABLISHED, SETTING_TOUCH, SETTING_TOUCH_GEN, SETTINGS_LEN,
+};
 
 #[unsafe(no_mangle)]
 static OFFSETS: Offsets = Offsets {
@@ -93,7 +95,7 @@ pub fn skips(part: u32) -> bool {
 
 /// Run-time settings user space may change after load (`SETTING_*`).
 #[map(name = "SETTINGS")]
-static SETTINGS: Array<u32> = Array::with_max_entries(1, 0);
+static SETTINGS: Array<u32> = Array::with_max_entries(SETTINGS_LEN, 0);
 
 /// Whether records are completed at ESTABLISHED (no map iterator).
 #[inline(always)]
@@ -101,6 +103,17 @@ pub fn fill_established() -> bool {
     SETTINGS
         .get(0)
         .is_some_and(|v| *v & SETTING_FILL_ESTABLISHED != 0)
+}
+
+/// The touch generation, when touched sockets are put into the
+/// `TOUCHED` ring (`SETTING_TOUCH`: the diagnostics' refresh path).
+#[inline(always)]
+pub fn touch_gen() -> Option<u32> {
+    let on = ready() && SETTINGS.get(0).is_some_and(|v| *v & SETTING_TOUCH != 0);
+    if !on {
+        return None;
+    }
+    SETTINGS.get(SETTING_TOUCH_GEN).copied()
 }
 
 /// Whether UDP flows are counted (not `--tcp`).

@@ -23,6 +23,7 @@ mod conn;
 mod kernel;
 mod probes;
 mod sock;
+mod touch;
 mod udp;
 
 #[cfg(not(test))]

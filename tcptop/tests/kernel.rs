@@ -680,8 +680,22 @@ fn burst_of_short_connections() {
         assert_eq!((u(r, "tx_bytes"), u(r, "rx_bytes")), (1000, 3000), "{r}");
         assert_eq!(u(r, "pid"), cli_pid);
     }
+    // On a mismatch, every record of that connection's 4-tuple.
+    let all_of = |local: &str, remote: &str| -> String {
+        let rs: Vec<String> = of_conn(&records, local, remote)
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        rs.join("\n")
+    };
     for r in &server_side {
-        assert_eq!((u(r, "tx_bytes"), u(r, "rx_bytes")), (3000, 1000), "{r}");
+        let remote = r["remote"].as_str().unwrap_or("?");
+        assert_eq!(
+            (u(r, "tx_bytes"), u(r, "rx_bytes")),
+            (3000, 1000),
+            "{r}\nall records of it:\n{}",
+            all_of(addr, remote)
+        );
         assert_eq!(r["comm"], "tt-burst-srv");
     }
     // Each connection exactly once: the local addresses reported are the
@@ -1263,4 +1277,173 @@ fn refused_programs_fall_back() {
         "{fin}"
     );
     assert_eq!(fin["comm"], "tt-ref-srv");
+}
+
+/// Where the kernel refuses the map iterator (forced here: the iterators
+/// treated as refused), a snapshot refreshes only the records the programs
+/// touched. Each kind of touch, seen live: a call (the client's send), a
+/// read no call hook sees (the server reads only with splice()), the
+/// transition to ESTABLISHED, and a state the connection rests in
+/// (CLOSE_WAIT, the client making no call after its server was killed).
+#[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
+fn touched_connections_are_refreshed() {
+    common::require_root();
+    let _g = common::serial();
+    const BYTES: u64 = 123_457;
+    let ns = NetNs::new("touched");
+    let addr = "127.0.0.1:40171";
+    let refuse = common::refusing("iter");
+    let mut top = Tcptop::start_with_env(
+        common::INTERVAL,
+        &["--port", "40171"],
+        &[("TCPTOP_TEST_REFUSE", &refuse)],
+    );
+    let n = BYTES.to_string();
+    let mut srv = ns.peer(&[
+        "server",
+        "--listen",
+        addr,
+        "--name",
+        "tt-touch-srv",
+        "--recv",
+        &n,
+        "--recv-with",
+        "splice",
+    ]);
+    srv.expect("listening");
+    let mut cli = ns.peer(&[
+        "client",
+        "--connect",
+        addr,
+        "--name",
+        "tt-touch-cli",
+        "--send",
+        &n,
+        "--wait-stdin",
+    ]);
+    let local = cli.local_at("connected");
+    let up = top.wait_for(|r| {
+        r["local"] == local.as_str() && r["remote"] == addr && r["state"] == "ESTABLISHED"
+    });
+    assert!(up["hooks"].as_str().unwrap().ends_with("+diag"), "{up}");
+    // Past the snapshots that refresh it for its birth.
+    top.pump(Duration::from_millis(800));
+    cli.poke();
+    cli.expect("done");
+    srv.expect("done");
+    top.wait_for(|r| r["local"] == local.as_str() && r["tx_bytes"].as_u64() == Some(BYTES));
+    // Without the read tracepoint (TCPTOP_TEST_REFUSE=touch) a read by
+    // splice shows at the next full refresh, a minute later: only its end
+    // is checked then.
+    if !common::refused("touch") {
+        top.wait_for(|r| {
+            r["local"] == addr
+                && r["remote"] == local.as_str()
+                && r["state"] == "ESTABLISHED"
+                && r["rx_bytes"].as_u64() == Some(BYTES)
+        });
+    }
+    drop(srv);
+    top.wait_for(|r| r["local"] == local.as_str() && r["state"] == "CLOSE_WAIT");
+    cli.poke();
+    cli.wait_ok();
+    top.pump(Duration::from_millis(800));
+    let (records, _) = top.stop();
+    let fin = closed(&of_conn(&records, &local, addr));
+    assert_eq!(
+        (u(fin, "tx_bytes"), u(fin, "rx_bytes")),
+        (BYTES, 0),
+        "{fin}"
+    );
+    let fin = closed(&of_conn(&records, addr, &local));
+    assert_eq!(
+        (u(fin, "tx_bytes"), u(fin, "rx_bytes")),
+        (0, BYTES),
+        "{fin}"
+    );
+}
+
+/// The ring of touched sockets made one page (256 touches): 400 idle
+/// connections that each move 1,000 bytes at once put 800 touches into it
+/// between two snapshots, so most are lost; the snapshot after a lost
+/// touch refreshes every record, and every row shows its bytes live.
+#[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
+fn lost_touches_refresh_everything() {
+    common::require_root();
+    let _g = common::serial();
+    const N: usize = 400;
+    let ns = NetNs::new("touchlost");
+    let addr = "127.0.0.1:40172";
+    let refuse = common::refusing("iter");
+    let mut top = Tcptop::start_with_env(
+        common::INTERVAL,
+        &["--port", "40172"],
+        &[
+            ("TCPTOP_TEST_REFUSE", &refuse),
+            ("TCPTOP_TEST_TOUCH_RING", "4096"),
+        ],
+    );
+    // N connections to itself, idle until a line comes; then each client
+    // sends 1,000 bytes and each server end reads them, all at once.
+    let script = r#"
+import socket, sys
+l = socket.socket(); l.bind(("127.0.0.1", 40172)); l.listen(1024)
+pairs = []
+for _ in range(int(sys.argv[1])):
+    c = socket.create_connection(("127.0.0.1", 40172))
+    s, _ = l.accept()
+    pairs.append((c, s))
+print('{"event":"holding"}', flush=True)
+sys.stdin.readline()
+for c, _ in pairs:
+    c.sendall(b"x" * 1000)
+for _, s in pairs:
+    got = 0
+    while got < 1000:
+        got += len(s.recv(1000 - got))
+print('{"event":"moved"}', flush=True)
+sys.stdin.readline()
+"#;
+    let n = N.to_string();
+    let mut py = ns.spawn("python3", &["-c", script, &n]);
+    py.expect("holding");
+    top.pump(Duration::from_millis(600));
+    py.poke();
+    py.expect("moved");
+    // The latest record of each connection end, until all show the bytes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (mut sent, mut received) = (0, 0);
+    while std::time::Instant::now() < deadline {
+        top.pump(Duration::from_millis(200));
+        let mut latest: std::collections::HashMap<(String, String), &Value> = Default::default();
+        for r in &top.records {
+            let k = (r["local"].to_string(), r["remote"].to_string());
+            latest.insert(k, r);
+        }
+        sent = latest
+            .values()
+            .filter(|r| r["remote"] == addr && r["tx_bytes"].as_u64() == Some(1000))
+            .count();
+        received = latest
+            .values()
+            .filter(|r| r["local"] == addr && r["rx_bytes"].as_u64() == Some(1000))
+            .count();
+        if (sent, received) == (N, N) {
+            break;
+        }
+    }
+    assert_eq!(
+        (sent, received),
+        (N, N),
+        "live rows showing the 1,000 bytes"
+    );
+    py.poke();
+    py.wait_ok();
+    let (_, stderr) = top.stop();
+    assert!(
+        stderr.contains("dropped 0 events (ring buffer full), 0 connections (table full)"),
+        "{stderr}"
+    );
 }

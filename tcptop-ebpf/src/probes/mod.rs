@@ -6,4 +6,5 @@ mod iter;
 mod kprobe;
 mod send_recv;
 mod state;
+mod touch;
 mod udp;

@@ -30,12 +30,12 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use tcptop_common::{
-    CONN_NO_FIN, CONN_STILLBORN, TCP_CLOSE, TCP_CLOSING, TCP_ESTABLISHED, TCP_FIN_WAIT1,
-    TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_SYN_RECV, TCP_SYN_SENT,
+    CONN_NO_FIN, CONN_STILLBORN, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_CLOSING, TCP_ESTABLISHED,
+    TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_SYN_RECV, TCP_SYN_SENT,
 };
 
 use crate::kernel::{self, Direct, Mem, Probe};
-use crate::{conn, sock};
+use crate::{conn, sock, touch};
 
 /// The last socket this CPU saw enter CLOSE, and whether it had sent a FIN
 /// (1) or not (0).
@@ -76,6 +76,11 @@ fn on_state<M: Mem>(sk: u64, oldstate: u8, newstate: u8) {
             // listener's child is made in softirq: its owner comes with
             // its first call.
             conn::start_born::<M>(tp as *const u8, newstate, newstate == TCP_SYN_SENT);
+            if newstate == TCP_SYN_SENT {
+                // Its source port is picked after this: user space finds
+                // it in a dump of connecting sockets until it is known.
+                touch::touch(sk);
+            }
         }
     } else if newstate == TCP_CLOSE {
         if !kernel::ready() {
@@ -113,6 +118,12 @@ fn on_state<M: Mem>(sk: u64, oldstate: u8, newstate: u8) {
                 }
             }
         }
+    } else if newstate == TCP_FIN_WAIT2 || newstate == TCP_CLOSE_WAIT {
+        // States a connection can rest in for as long as its peer or its
+        // application waits: seen at the next snapshot, not at the next
+        // full refresh. (Set after this tracepoint: user space refreshes
+        // a touched socket at two snapshots in a row.)
+        touch::touch(sk);
     } else if newstate == TCP_ESTABLISHED
         && kernel::fill_established()
         && kernel::ready()
@@ -126,5 +137,6 @@ fn on_state<M: Mem>(sk: u64, oldstate: u8, newstate: u8) {
             }
             (*st).state = TCP_ESTABLISHED;
         }
+        touch::touch_record(st, sk);
     }
 }

@@ -93,6 +93,12 @@ impl Reported {
         self.complete = true;
     }
 
+    /// Ends a snapshot that looked only at some connections (those the
+    /// source knew had moved): the others were not missed.
+    pub fn finish_partial(&mut self) {
+        self.complete = false;
+    }
+
     fn key_hash(&self, k: &ConnKey) -> u64 {
         self.hasher.hash_one(k)
     }

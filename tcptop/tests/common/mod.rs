@@ -272,19 +272,29 @@ pub fn forced_hooks() -> Option<String> {
 }
 
 /// Whether the suite runs with `kind` of program refused
-/// (`TCPTOP_TEST_REFUSE=iter,fentry,tp_btf,kprobe,cgroup`: scripts/test runs
+/// (`TCPTOP_TEST_REFUSE=iter,fentry,tp_btf,kprobe,cgroup,touch`: scripts/test runs
 /// it so on every host, so that the fallbacks are tested where the kernel
 /// allows everything).
 pub fn refused(kind: &str) -> bool {
     std::env::var("TCPTOP_TEST_REFUSE").is_ok_and(|v| v.split(',').any(|k| k.trim() == kind))
 }
 
+/// The suite's `TCPTOP_TEST_REFUSE` with `kind` added: for a test that
+/// needs a fallback whatever the host allows.
+pub fn refusing(kind: &str) -> String {
+    match std::env::var("TCPTOP_TEST_REFUSE") {
+        Ok(v) if !v.trim().is_empty() => format!("{v},{kind}"),
+        _ => kind.to_string(),
+    }
+}
+
 /// tcptop's benchmark and test switches, read only by builds with debug
 /// assertions or the `bench-switches` feature (the tests are built alike).
-const SWITCHES: [&str; 3] = [
+const SWITCHES: [&str; 4] = [
     "TCPTOP_BENCH_NOOP",
     "TCPTOP_BENCH_SKIP",
     "TCPTOP_TEST_REFUSE",
+    "TCPTOP_TEST_TOUCH_RING",
 ];
 
 /// A switch asked for (in `env` or by the whole run) where tcptop would

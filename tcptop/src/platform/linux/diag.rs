@@ -31,7 +31,7 @@
 
 use std::fs::File;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
@@ -391,6 +391,37 @@ impl DiagSocket {
         self.dump(&req, out, batch)
     }
 
+    /// The TCP socket with these endpoints, if this namespace has one in
+    /// a connection's state (one lookup in the kernel's table: what a
+    /// snapshot asks of a socket the kernel programs touched).
+    pub fn query(&mut self, local: SocketAddr, remote: SocketAddr) -> io::Result<Option<DiagConn>> {
+        if self.unfinished {
+            self.read_away();
+        }
+        self.seq = self.seq.wrapping_add(1);
+        let req = query_request(local, remote, self.seq);
+        let kernel = SocketAddrNetlink::new(0, 0);
+        retry(|| rustix::net::sendto(&self.fd, &req, SendFlags::empty(), &kernel))?;
+        let mut out = Vec::with_capacity(1);
+        // One reply: the socket, or NLMSG_ERROR (ENOENT: none). A reply
+        // to an earlier request given up (a timeout) is skipped.
+        loop {
+            let n = self.recv()?;
+            let batch = self.buf.get(..n).unwrap_or_default();
+            match parse_batch(batch, self.seq, &mut out) {
+                Ok(_) if !out.is_empty() => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        // Without a connection of these endpoints the kernel's lookup
+        // falls back to a listener on the local port.
+        Ok(out
+            .pop()
+            .filter(|c| c.remote.port() != 0 && c.state != tcptop_common::TCP_LISTEN))
+    }
+
     /// Sends a dump request and reads its whole reply into `out`, calling
     /// `each_batch` after each batch.
     fn dump(
@@ -501,6 +532,42 @@ fn request(family: u8, states: u32, seq: u32) -> [u8; NLMSG_HDRLEN + INET_DIAG_R
     b[cookie..cookie + 4].copy_from_slice(&INET_DIAG_NOCOOKIE.to_ne_bytes());
     b[cookie + 4..cookie + 8].copy_from_slice(&INET_DIAG_NOCOOKIE.to_ne_bytes());
     b
+}
+
+/// The request for one socket by its endpoints (`struct nlmsghdr`, `struct
+/// inet_diag_req_v2` without NLM_F_DUMP): the kernel answers with its
+/// message and tcp_info, or ENOENT. An IPv4 pair is asked as AF_INET: the
+/// kernel's lookup finds a dual-stack socket's IPv4 connection by it too.
+fn query_request(
+    local: SocketAddr,
+    remote: SocketAddr,
+    seq: u32,
+) -> [u8; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN] {
+    let (family, src, dst) = match (local.ip(), remote.ip()) {
+        (IpAddr::V4(l), IpAddr::V4(r)) => {
+            let mut s = [0u8; 16];
+            let mut d = [0u8; 16];
+            s[..4].copy_from_slice(&l.octets());
+            d[..4].copy_from_slice(&r.octets());
+            (AF_INET, s, d)
+        }
+        (l, r) => (AF_INET6, v6_octets(l), v6_octets(r)),
+    };
+    let mut b = request(family, !0, seq);
+    b[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    let id = NLMSG_HDRLEN + 8;
+    b[id..id + 2].copy_from_slice(&local.port().to_be_bytes());
+    b[id + 2..id + 4].copy_from_slice(&remote.port().to_be_bytes());
+    b[id + 4..id + 20].copy_from_slice(&src);
+    b[id + 20..id + 36].copy_from_slice(&dst);
+    b
+}
+
+fn v6_octets(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
 }
 
 /// `TCPDIAG_GETSOCK`: the legacy request type (`struct inet_diag_req`),
@@ -1038,6 +1105,45 @@ mod tests {
         assert!(r[60..68].iter().all(|&b| b == 0xff));
         assert_eq!(u32_at(&r, 68), Some(1 << TCP_ESTABLISHED));
         assert_eq!(u32_at(&r, 72), Some(0));
+    }
+
+    #[test]
+    fn query_request_names_one_socket() {
+        let (l, r): (SocketAddr, SocketAddr) = (
+            "10.1.2.3:40000".parse().unwrap(),
+            "192.168.0.9:443".parse().unwrap(),
+        );
+        let b = query_request(l, r, 7);
+        assert_eq!(u32_at(&b, 0), Some(72));
+        assert_eq!(u16_at(&b, 4), Some(SOCK_DIAG_BY_FAMILY));
+        // A request, not a dump.
+        assert_eq!(u16_at(&b, 6), Some(NLM_F_REQUEST));
+        assert_eq!(u32_at(&b, 8), Some(7));
+        assert_eq!((b[16], b[17], b[18]), (AF_INET, IPPROTO_TCP, 1 << 1));
+        // inet_diag_sockid: ports big-endian, then source (local) and
+        // destination (remote) addresses, the interface, no cookie.
+        assert_eq!(&b[24..28], &[0x9c, 0x40, 0x01, 0xbb]);
+        assert_eq!(&b[28..32], &[10, 1, 2, 3]);
+        assert!(b[32..44].iter().all(|&x| x == 0));
+        assert_eq!(&b[44..48], &[192, 168, 0, 9]);
+        assert_eq!(u32_at(&b, 60), Some(0));
+        assert!(b[64..72].iter().all(|&x| x == 0xff));
+
+        // IPv6 (and one IPv4 end of a mixed pair, mapped).
+        let (l, r): (SocketAddr, SocketAddr) = (
+            "[2001:db8::1]:5".parse().unwrap(),
+            "1.2.3.4:6".parse().unwrap(),
+        );
+        let b = query_request(l, r, 8);
+        assert_eq!(b[16], AF_INET6);
+        assert_eq!(
+            &b[28..44],
+            &"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets()
+        );
+        assert_eq!(
+            &b[44..60],
+            &Ipv4Addr::new(1, 2, 3, 4).to_ipv6_mapped().octets()
+        );
     }
 
     #[test]

@@ -115,6 +115,17 @@ impl DiagView {
     pub fn dump_each(
         &mut self,
         wanted: impl Fn(u32) -> bool,
+        each: impl FnMut(ConnKey, &DiagConn, Option<&Baseline>),
+    ) -> io::Result<()> {
+        self.dump_states_each(self.states, wanted, each)
+    }
+
+    /// [`dump_each`](Self::dump_each) of the connections in `states` (a
+    /// mask of `1 << state`) only.
+    pub fn dump_states_each(
+        &mut self,
+        states: u32,
+        wanted: impl Fn(u32) -> bool,
         mut each: impl FnMut(ConnKey, &DiagConn, Option<&Baseline>),
     ) -> io::Result<()> {
         let adopted = &self.adopted;
@@ -123,13 +134,29 @@ impl DiagView {
                 continue;
             }
             let netns = *netns;
-            sock.dump_tcp_each(self.states, &mut self.scratch, &mut |c| {
+            sock.dump_tcp_each(states, &mut self.scratch, &mut |c| {
                 let k = key(netns, c);
                 let b = adopted.get(&k);
                 each(k, c, b);
             })?;
         }
         Ok(())
+    }
+
+    /// Asks the namespace `netns` for the connection of a record (`st`:
+    /// its endpoints complete) and refreshes the record from the answer.
+    /// Whether the namespace had it (false: it ended, or tcptop holds no
+    /// socket for that namespace).
+    pub fn refresh(&mut self, st: &mut ConnStats) -> io::Result<bool> {
+        let k = convert::key(st);
+        let Some((_, sock)) = self.sockets.iter_mut().find(|(ns, _)| *ns == k.netns) else {
+            return Ok(false);
+        };
+        let Some(c) = sock.query(k.local, k.remote)? else {
+            return Ok(false);
+        };
+        apply(&c, st, self.adopted.get(&k));
+        Ok(true)
     }
 
     /// Dumps every namespace and adopts each connection `known` is false
@@ -293,10 +320,43 @@ fn fin_received(state: u8) -> bool {
     )
 }
 
-/// The application's bytes of a dumped connection (see
-/// `tcptop_common::app_bytes`); `active`: it was opened by connect()
-/// (its SYN counts), `close_fin`: if in CLOSE, whether it sent a FIN.
-pub fn app_bytes(c: &DiagConn, active: bool, close_fin: bool) -> Option<(u64, u64)> {
+/// The application's bytes of a dumped connection, never more than it
+/// moved: written and read, each None where this answer cannot tell it.
+/// `active`: it was opened by connect() (its SYN counts), `close_fin`: if
+/// in CLOSE, whether it sent a FIN.
+///
+/// The kernel reads the message's queues before tcp_info, outside the
+/// socket's lock (tcp_diag_get_info): an ACK that arrives in between
+/// leaves the bytes it acknowledged in both `wqueue` and `bytes_acked`,
+/// data that arrives leaves itself out of `rqueue` but in
+/// `bytes_received`: counted twice ([`app_bytes_upper`]; seen in a burst
+/// as a 3,000-byte send shown as 6,000, a row the table then kept). Such
+/// a race needs an ACK (data) to arrive right then, which tcp_info's own
+/// clock says: where one arrived within [`RACE_MS`], that direction is
+/// not told (the table keeps the last count; the calls' own counts go
+/// on).
+pub fn app_bytes(
+    c: &DiagConn,
+    active: bool,
+    close_fin: bool,
+) -> Option<(Option<u64>, Option<u64>)> {
+    let (tx, rx) = app_bytes_upper(c, active, close_fin)?;
+    let info = c.info.as_ref()?;
+    Some((
+        (info.last_ack_recv_ms >= RACE_MS).then_some(tx),
+        (info.last_data_recv_ms >= RACE_MS).then_some(rx),
+    ))
+}
+
+/// How long ago the last ACK (data) must have arrived for the kernel's
+/// two reads not to have raced it: tcp_info counts in jiffies (a tick of
+/// 1 to 10 ms), and one may fall between the arrival and the read.
+const RACE_MS: u32 = 20;
+
+/// The application's bytes by `tcptop_common::app_bytes` from the
+/// message's queues and tcp_info: exact, or more than moved where the
+/// kernel's two reads raced (see [`app_bytes`]); a baseline may take it.
+fn app_bytes_upper(c: &DiagConn, active: bool, close_fin: bool) -> Option<(u64, u64)> {
     let info = c.info.as_ref()?;
     if c.state == TCP_SYN_SENT || c.state == tcptop_common::TCP_SYN_RECV {
         return None;
@@ -318,7 +378,11 @@ pub fn app_bytes(c: &DiagConn, active: bool, close_fin: bool) -> Option<(u64, u6
 /// A sample of a dumped connection that has no kernel record, counted
 /// from `base` (no owner: /proc names it, `EbpfSource::collect`).
 pub fn sample(key: ConnKey, c: &DiagConn, base: &Baseline, active: bool) -> ConnSample {
-    let (tx, rx) = app_bytes(c, active, true).unwrap_or((base.app_tx, base.app_rx));
+    let (tx, rx) = match app_bytes(c, active, true) {
+        // An untold count: the baseline's (the table keeps the larger).
+        Some((tx, rx)) => (tx.unwrap_or(base.app_tx), rx.unwrap_or(base.app_rx)),
+        None => (base.app_tx, base.app_rx),
+    };
     let info = c.info.as_ref();
     let seg = |f: fn(&TcpInfo) -> u32| info.map_or(0, f);
     ConnSample {
@@ -344,7 +408,8 @@ pub fn sample(key: ConnKey, c: &DiagConn, base: &Baseline, active: bool) -> Conn
 /// A connection's counters now, as the baseline of one open before start.
 pub fn baseline(c: &DiagConn) -> Option<Baseline> {
     let info = c.info.as_ref()?;
-    let (app_tx, app_rx) = app_bytes(c, false, true)?;
+    // More than moved only makes the counts since then smaller.
+    let (app_tx, app_rx) = app_bytes_upper(c, false, true)?;
     Some(Baseline {
         app_tx,
         app_rx,
@@ -409,8 +474,12 @@ pub fn apply(c: &DiagConn, st: &mut ConnStats, adopted: Option<&Baseline>) {
     let active = st.flags & CONN_ACTIVE != 0;
     let close_fin = st.flags & CONN_NO_FIN == 0;
     if let Some((tx, rx)) = app_bytes(c, active, close_fin) {
-        st.app_tx = tx;
-        st.app_rx = rx;
+        // An untold count keeps the record's (not more than moved).
+        if st.flags & CONN_APP == 0 {
+            (st.app_tx, st.app_rx) = (0, 0);
+        }
+        st.app_tx = tx.unwrap_or(st.app_tx);
+        st.app_rx = rx.unwrap_or(st.app_rx);
         st.flags |= CONN_APP;
     }
 }
@@ -438,9 +507,37 @@ mod tests {
                 total_retrans: 1,
                 bytes_acked: acked,
                 bytes_received: received,
+                last_data_recv_ms: RACE_MS,
+                last_ack_recv_ms: RACE_MS,
                 ..TcpInfo::default()
             }),
         }
+    }
+
+    #[test]
+    fn a_race_of_the_kernels_two_reads_never_counts_more() {
+        // A server (not active) that wrote 3,000 bytes, its peer's ACK
+        // arriving between the queue's read and tcp_info's: not told.
+        let mut c = conn(TCP_ESTABLISHED, 3000, 0, 3000, 0);
+        c.info.as_mut().unwrap().last_ack_recv_ms = 0;
+        assert_eq!(app_bytes_upper(&c, false, true), Some((6000, 0)));
+        assert_eq!(app_bytes(&c, false, true), Some((None, Some(0))));
+        // Settled: told.
+        c.info.as_mut().unwrap().last_ack_recv_ms = RACE_MS;
+        assert_eq!(app_bytes(&c, false, true), Some((Some(6000), Some(0))));
+        // Data within the clock's last ticks: the bytes read are not told,
+        // and a record keeps what it had.
+        let mut c = conn(TCP_ESTABLISHED, 0, 900, 0, 100);
+        c.info.as_mut().unwrap().last_data_recv_ms = RACE_MS - 1;
+        assert_eq!(app_bytes(&c, false, true), Some((Some(0), None)));
+        let mut st = ConnStats {
+            origin: ORIGIN_BORN,
+            app_rx: 300,
+            flags: CONN_APP,
+            ..ConnStats::default()
+        };
+        apply(&c, &mut st, None);
+        assert_eq!((st.app_tx, st.app_rx), (0, 300));
     }
 
     #[test]
@@ -501,7 +598,7 @@ mod tests {
     #[test]
     fn closed_socket_fin_from_the_record() {
         let c = conn(TCP_CLOSE, 11, 0, 0, 0);
-        assert_eq!(app_bytes(&c, true, true), Some((9, 0)));
-        assert_eq!(app_bytes(&c, true, false), Some((10, 0)));
+        assert_eq!(app_bytes(&c, true, true), Some((Some(9), Some(0))));
+        assert_eq!(app_bytes(&c, true, false), Some((Some(10), Some(0))));
     }
 }

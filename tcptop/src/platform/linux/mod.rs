@@ -22,6 +22,7 @@ mod mapread;
 mod privdrop;
 pub mod procfs;
 mod release;
+mod touched;
 mod udp;
 pub mod unprivileged;
 mod users;
@@ -47,12 +48,14 @@ const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 /// Every map user space asks the eBPF object for by name (a test checks
 /// them against the object; so are the programs each module lists).
 #[cfg(test)]
-const MAPS: [&str; 5] = [
+const MAPS: [&str; 7] = [
     MAP_CONNS,
     MAP_DROPS,
     MAP_EVENTS,
     MAP_SETTINGS,
     MAP_UDP_FLOWS,
+    tcptop_common::MAP_TOUCHED,
+    tcptop_common::MAP_TOUCH_CPU,
 ];
 
 /// The eBPF data source. Dropping it detaches every program.
@@ -87,6 +90,9 @@ pub struct EbpfSource {
     reported: crate::platform::changes::Reported,
     /// The records by key, kept between snapshots for its capacity.
     records: diagview::Records,
+    /// Where the programs put touched sockets (the diagnostics' refresh
+    /// path): snapshots refresh only those.
+    touched: Option<touched::Touched>,
     hooks: String,
     warnings: Vec<String>,
     /// Benchmark instrument: `collect` only empties the ring buffer.
@@ -118,6 +124,7 @@ impl EbpfSource {
             .override_global(GLOBAL_CONFIG, &config, true)
             .map_max_entries(MAP_CONNS, opts.linux.max_conns())
             .map_max_entries(MAP_UDP_FLOWS, opts.linux.max_conns())
+            .map_max_entries(tcptop_common::MAP_TOUCHED, touched::ring_bytes())
             .load(bytes)
             .map_err(|e| load_error(&e))?;
 
@@ -132,11 +139,26 @@ impl EbpfSource {
         // The map iterator is optional: where the kernel refuses it, the
         // kernel's socket diagnostics refresh the records instead, and the
         // state program completes their endpoints at ESTABLISHED.
+        let mut touched = None;
         let conn_iter = match iter::ConnIter::attach(&mut ebpf, &mut tracing) {
             Ok(it) => Some(it),
             Err(e) => {
                 hooks::unload(&mut ebpf, [iter::PROGRAM.to_string()]);
-                set_settings(&mut ebpf, SETTING_FILL_ESTABLISHED)?;
+                // And a snapshot refreshes only the records the programs
+                // touch (touched.rs): touching starts before any hook
+                // attaches, so nothing a hook does is missed.
+                match touched::Touched::start(&mut ebpf) {
+                    Ok((t, lost)) => {
+                        warnings.extend(lost);
+                        touched = Some(t);
+                    }
+                    Err(e) => {
+                        set_settings(&mut ebpf, SETTING_FILL_ESTABLISHED)?;
+                        warnings.push(format!(
+                            "{e}: every snapshot dumps the socket diagnostics of every namespace"
+                        ));
+                    }
+                }
                 warnings.push(format!(
                     "{e}: live connections' state, RTT and counters come from the \
                      kernel's socket diagnostics instead (sock_diag)"
@@ -206,7 +228,7 @@ impl EbpfSource {
         // now (entering a namespace needs CAP_SYS_ADMIN), and a first dump
         // that adopts the connections no record has.
         let diag = if conn_iter.is_none() || !adopted {
-            match open_diag(&namespaces, &mut map_reader) {
+            match open_diag(&namespaces, (!adopted).then_some(&mut map_reader)) {
                 Ok((view, failed)) => {
                     if !failed.is_empty() {
                         warnings.push(format!(
@@ -230,6 +252,12 @@ impl EbpfSource {
         } else {
             None
         };
+        // Without the diagnostics, touches refresh nothing.
+        if diag.is_none()
+            && let Some(t) = touched.take()
+        {
+            t.stop();
+        }
         let conns = take_map(&mut ebpf, MAP_CONNS, HashMap::try_from)?;
         let drops = take_map(&mut ebpf, MAP_DROPS, PerCpuArray::try_from)?;
         let ring = take_map(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?;
@@ -253,11 +281,147 @@ impl EbpfSource {
             seed_owners: StdHashMap::new(),
             reported: Default::default(),
             records: diagview::Records::new(),
+            touched,
             hooks,
             warnings,
             skip_user: skip.user,
             _ebpf: ebpf,
         })
+    }
+
+    /// Reads every record into `live_buf`, refreshed by the map iterator
+    /// or from dumps of the socket diagnostics; connections adopted from
+    /// the first dump that changed go to `adopted_live`.
+    fn read_all(&mut self, adopted_live: &mut Vec<ConnSample>) -> Result<(), SourceError> {
+        // The iterator visits every bucket of the map (--max-conns of them:
+        // ~1 ms at the default 65,536), records or not: with none, one key
+        // lookup says so and the walk is skipped (most of an idle tcptop's
+        // CPU). A record born after this check waits for the next snapshot's
+        // walk, as one born after the walk does.
+        if self.conns.keys().next().is_some() {
+            if let Some(it) = &mut self.conn_iter {
+                it.run().map_err(|e| {
+                    SourceError::Failed(format!("cannot bring the connection map up to date: {e}"))
+                })?;
+            }
+            self.map_reader
+                .read_all(&mut self.live_buf)
+                .map_err(|e| SourceError::Failed(format!("cannot read the connection map: {e}")))?;
+        }
+        if let Some(t) = &mut self.touched {
+            t.full_done(self.live_buf.len());
+        }
+        // Records are refreshed from the dump where no iterator did it.
+        let refresh = self.conn_iter.is_none();
+        if let Some(view) = self.diag.as_mut().filter(|v| refresh || v.has_adopted()) {
+            // Only the namespaces of records it refreshes, or of connections
+            // it adopted: each dump costs milliseconds, records or not.
+            let mut wanted: HashSet<u32> = view.adopted_namespaces().collect();
+            if refresh {
+                wanted.extend(self.live_buf.iter().map(|(_, st)| st.tuple.netns));
+            }
+            let records = &mut self.records;
+            records.index(&self.live_buf, refresh);
+            let records = &*records;
+            let live_buf = &mut self.live_buf;
+            let reported = &mut self.reported;
+            let mut syn_sent = Vec::new();
+            view.dump_each(
+                |ns| wanted.contains(&ns),
+                |k, c, adopted| {
+                    if records.matched(&k, c, adopted, live_buf) {
+                        return;
+                    }
+                    if c.state == TCP_SYN_SENT && records.connecting(&k) {
+                        syn_sent.push((k, *c));
+                    }
+                    if let Some(b) = adopted {
+                        let s = diagview::sample(k, c, b, false);
+                        if reported.keep(&s) {
+                            adopted_live.push(s);
+                        }
+                    }
+                },
+            )
+            .map_err(|e| {
+                SourceError::Failed(format!("cannot read the kernel's socket diagnostics: {e}"))
+            })?;
+            records.complete_connecting(&syn_sent, live_buf);
+        }
+        Ok(())
+    }
+
+    /// Reads the records of the touched `sockets` into `live_buf` (with
+    /// `every`, every record: the first snapshot, whose untouched records
+    /// are as the TCP iterator adopted them or the hooks made them), each
+    /// touched one refreshed by one query of the socket diagnostics (one
+    /// still connecting: from a dump of its namespace's connecting
+    /// sockets). A record gone has ended: its CLOSE event is in the ring.
+    fn refresh_touched(
+        &mut self,
+        sockets: &[u64],
+        every: bool,
+        missing: &mut Vec<u64>,
+    ) -> Result<(), SourceError> {
+        let (Some(view), Some(touched)) = (self.diag.as_mut(), self.touched.as_mut()) else {
+            return Ok(());
+        };
+        let failed =
+            |e| SourceError::Failed(format!("cannot read the kernel's socket diagnostics: {e}"));
+        if every {
+            self.map_reader
+                .read_all(&mut self.live_buf)
+                .map_err(|e| SourceError::Failed(format!("cannot read the connection map: {e}")))?;
+            touched.full_done(self.live_buf.len());
+        } else {
+            for &sk in sockets {
+                match self.conns.get(&sk, 0) {
+                    Ok(st) => self.live_buf.push((sk, st)),
+                    Err(_) => missing.push(sk),
+                }
+            }
+        }
+        // (position in live_buf, the record)
+        let mut connecting = Vec::new();
+        for (i, (sk, st)) in self.live_buf.iter_mut().enumerate() {
+            if every && sockets.binary_search(sk).is_err() {
+                continue;
+            }
+            if st.tuple.sport == 0 {
+                if st.tuple.dport != 0 {
+                    connecting.push((i as u64, *st));
+                    touched.again(*sk);
+                }
+                continue;
+            }
+            // Not found: ended (its CLOSE event follows), or in a
+            // namespace made after start: the record as the hooks keep it.
+            view.refresh(st).map_err(failed)?;
+        }
+        if connecting.is_empty() {
+            return Ok(());
+        }
+        let records = &mut self.records;
+        records.index(&connecting, true);
+        let wanted: HashSet<u32> = connecting.iter().map(|(_, st)| st.tuple.netns).collect();
+        let mut syn_sent = Vec::new();
+        view.dump_states_each(
+            1 << TCP_SYN_SENT,
+            |ns| wanted.contains(&ns),
+            |k, c, _| {
+                if records.connecting(&k) {
+                    syn_sent.push((k, *c));
+                }
+            },
+        )
+        .map_err(failed)?;
+        records.complete_connecting(&syn_sent, &mut connecting);
+        for (i, st) in connecting {
+            if let Some((_, at)) = self.live_buf.get_mut(i as usize) {
+                *at = st;
+            }
+        }
+        Ok(())
     }
 
     fn read_drops(&self) -> Drops {
@@ -310,11 +474,6 @@ impl DataSource for EbpfSource {
     }
 
     fn collect(&mut self) -> Result<Snapshot, SourceError> {
-        // The iterator visits every bucket of the map (--max-conns of them:
-        // ~1 ms at the default 65,536), records or not: with none, one key
-        // lookup says so and the walk is skipped (most of an idle tcptop's
-        // CPU). A record born after this check waits for the next snapshot's
-        // walk, as one born after the walk does.
         self.live_buf.clear();
         if self.skip_user {
             self.events.drain_into(&mut self.event_buf);
@@ -324,58 +483,33 @@ impl DataSource for EbpfSource {
                 ..Snapshot::default()
             });
         }
-        if self.conns.keys().next().is_some() {
-            if let Some(it) = &mut self.conn_iter {
-                it.run().map_err(|e| {
-                    SourceError::Failed(format!("cannot bring the connection map up to date: {e}"))
-                })?;
-            }
-            self.map_reader
-                .read_all(&mut self.live_buf)
-                .map_err(|e| SourceError::Failed(format!("cannot read the connection map: {e}")))?;
-        }
         // Only what changed since the last snapshot goes into this one
         // (all of it in the first, and after a connection went missing).
         let complete = self.reported.begin();
+        // Where touches are put (diag refresh path), only the touched
+        // records, unless every connection must be seen (adopted ones
+        // without a record have no touches).
+        let refresh = match self.touched.as_mut() {
+            Some(t) => {
+                let adopted = self.diag.as_ref().is_none_or(|v| v.has_adopted());
+                t.begin(complete, adopted)
+            }
+            None => touched::Refresh::Full,
+        };
         // Adopted connections that made no call yet (no record), as the
         // dump shows them: those that changed, taken as they are read.
         let mut adopted_live = Vec::new();
-        // Records are refreshed from the dump where no iterator did it.
-        let refresh = self.conn_iter.is_none();
-        if let Some(view) = self.diag.as_mut().filter(|v| refresh || v.has_adopted()) {
-            // Only the namespaces of records it refreshes, or of connections
-            // it adopted: each dump costs milliseconds, records or not.
-            let mut wanted: HashSet<u32> = view.adopted_namespaces().collect();
-            if refresh {
-                wanted.extend(self.live_buf.iter().map(|(_, st)| st.tuple.netns));
+        let partial = matches!(refresh, touched::Refresh::Only(_));
+        // Touched sockets without a record: ended, or adopted from a dump.
+        let mut missing = Vec::new();
+        match refresh {
+            touched::Refresh::Full => self.read_all(&mut adopted_live)?,
+            touched::Refresh::First(sockets) => {
+                self.refresh_touched(&sockets, true, &mut missing)?;
             }
-            let records = &mut self.records;
-            records.index(&self.live_buf, refresh);
-            let records = &*records;
-            let live_buf = &mut self.live_buf;
-            let reported = &mut self.reported;
-            let mut syn_sent = Vec::new();
-            view.dump_each(
-                |ns| wanted.contains(&ns),
-                |k, c, adopted| {
-                    if records.matched(&k, c, adopted, live_buf) {
-                        return;
-                    }
-                    if c.state == TCP_SYN_SENT && records.connecting(&k) {
-                        syn_sent.push((k, *c));
-                    }
-                    if let Some(b) = adopted {
-                        let s = diagview::sample(k, c, b, false);
-                        if reported.keep(&s) {
-                            adopted_live.push(s);
-                        }
-                    }
-                },
-            )
-            .map_err(|e| {
-                SourceError::Failed(format!("cannot read the kernel's socket diagnostics: {e}"))
-            })?;
-            records.complete_connecting(&syn_sent, live_buf);
+            touched::Refresh::Only(sockets) => {
+                self.refresh_touched(&sockets, false, &mut missing)?;
+            }
         }
         // Only the records that changed become samples here (writing one
         // per record was 35 MB at 200,000 records, each snapshot).
@@ -400,6 +534,17 @@ impl DataSource for EbpfSource {
         // CLOSE event in the buffer already (it is submitted before the
         // delete), so it is reported closed in this same snapshot.
         self.events.drain_into(&mut self.event_buf);
+        if let Some(t) = self.touched.as_mut() {
+            let ended: HashSet<u64> = self.event_buf.iter().map(|ev| ev.sk).collect();
+            t.ended(&ended);
+            // A touched socket without a record that did not end: one
+            // adopted from the first dump (no call yet) changed state.
+            if self.diag.as_ref().is_some_and(|v| v.has_adopted())
+                && missing.iter().any(|sk| !ended.contains(sk))
+            {
+                t.full_next();
+            }
+        }
         let mut closed: Vec<ConnSample> = Vec::with_capacity(self.event_buf.len());
         for ev in self.event_buf.iter().filter(|ev| ev.kind == EVENT_CLOSE) {
             // One adopted from the first dump counts from its baseline.
@@ -457,7 +602,12 @@ impl DataSource for EbpfSource {
         for c in &closed {
             reported.closed(&c.key);
         }
-        reported.finish();
+        if partial {
+            // Only touched records were read: the others were not missed.
+            reported.finish_partial();
+        } else {
+            reported.finish();
+        }
         if !self.seed_owners.is_empty() {
             // Once: the table keeps a row's owner when later samples have
             // none (held for every snapshot, the owners of 200,000
@@ -784,14 +934,20 @@ fn required(e: &hooks::LoadError) -> SourceError {
     }
 }
 
-/// Opens the socket diagnostics' view of our namespace and `namespaces`,
-/// dumps it once and adopts every connection the connection map (read
-/// with `reader`) has no record of: those open before start.
+/// Opens the socket diagnostics' view of our namespace and `namespaces`;
+/// with `adopt_with` (the TCP iterator was refused), dumps it once and
+/// adopts every connection the connection map (read with it) has no
+/// record of: those open before start.
 fn open_diag(
     namespaces: &[procfs::NsFile],
-    reader: &mut mapread::MapReader,
+    adopt_with: Option<&mut mapread::MapReader>,
 ) -> std::io::Result<(diagview::DiagView, Vec<String>)> {
     let (mut view, failed) = diagview::DiagView::open(namespaces, diagview::CONN_STATES)?;
+    // The TCP iterator adopted them (a dump of every namespace for
+    // nothing: 0.3 s of CPU at 200,000 sockets).
+    let Some(reader) = adopt_with else {
+        return Ok((view, failed));
+    };
     let mut records = Vec::new();
     reader.read_all(&mut records)?;
     let known: HashSet<ConnKey> = records.iter().map(|(_, st)| convert::key(st)).collect();
@@ -902,6 +1058,7 @@ mod tests {
         let mut obj = aya_obj::Object::parse(bytes).unwrap();
         let mut programs = hooks::program_names();
         programs.extend(udp::program_names());
+        programs.extend(touched::PROGRAMS.map(String::from));
         programs.push(iter::PROGRAM.to_string());
         programs.push(adopt::PROGRAM.to_string());
         let mut missing: Vec<String> = MAPS

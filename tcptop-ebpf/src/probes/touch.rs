@@ -1,0 +1,26 @@
+//! What moves a connection's numbers without a call the hooks count, for
+//! touched sockets (`touch.rs`; attached only on the diagnostics' refresh
+//! path). Raw tracepoints: the socket pointer is all they take.
+//!
+//! - `tcp:tcp_retransmit_skb` (Linux 4.15+): a retransmit, also on a
+//!   connection idle for the application (its peer gone quiet, a FIN
+//!   resent from FIN_WAIT1 or LAST_ACK).
+//! - `tcp:tcp_rcv_space_adjust` (Linux 4.16+): fired by every read of a
+//!   socket's receive queue, recvmsg, splice() (tcp_read_sock) and
+//!   TCP_ZEROCOPY_RECEIVE alike: the reads no call hook sees.
+
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+
+use crate::touch;
+
+#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb(ctx: RawTracePointContext) -> i32 {
+    touch::touch(ctx.arg::<u64>(0));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "tcp_rcv_space_adjust")]
+pub fn tcp_rcv_space_adjust(ctx: RawTracePointContext) -> i32 {
+    touch::touch_read(ctx.arg::<u64>(0));
+    0
+}

@@ -1,0 +1,218 @@
+//! The sockets the kernel programs touched since the last snapshot
+//! (`tcptop-ebpf/src/touch.rs`), on the socket diagnostics' refresh path
+//! (the kernel refused the map iterator): a snapshot reads and refreshes
+//! only those records, one lookup and one diagnostics query each, instead
+//! of reading every record and dumping every namespace. At 100,000 idle
+//! connections that was ~0.8 s of CPU a snapshot for nothing new.
+//!
+//! Every record is refreshed as before (a full refresh) at the first
+//! snapshot, after a touch was lost (the ring was full), when touches are
+//! many (then a dump costs less per socket than a query), and once a
+//! minute: what no hook sees (segments of data not read yet, keepalives)
+//! is at most that old.
+
+use std::time::{Duration, Instant};
+
+use aya::Ebpf;
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use tcptop_common::{
+    MAP_SETTINGS, MAP_TOUCH_CPU, MAP_TOUCHED, SETTING_FILL_ESTABLISHED, SETTING_TOUCH,
+    SETTING_TOUCH_GEN, TOUCHED_BYTES, TouchCpu,
+};
+
+use super::hooks::{self, LoadError};
+
+/// The programs only this path needs, named like their tracepoints.
+pub const PROGRAMS: [&str; 2] = ["tcp_retransmit_skb", "tcp_rcv_space_adjust"];
+
+/// How often every record is refreshed anyway.
+const FULL_EVERY: Duration = Duration::from_secs(60);
+
+/// Below this many touched sockets a snapshot always queries them one by
+/// one; above, when they are more than an eighth of the records, a full
+/// refresh (one dump per namespace) costs less.
+const QUERY_FLOOR: usize = 1024;
+
+/// The ring's size in bytes: `TOUCHED_BYTES`, or (test builds, to make it
+/// overflow: `super::SWITCHES`) `TCPTOP_TEST_TOUCH_RING`, a power of two of
+/// at least a page.
+pub fn ring_bytes() -> u32 {
+    let given = super::SWITCHES
+        .then(|| std::env::var("TCPTOP_TEST_TOUCH_RING").ok())
+        .flatten()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|n| n.is_power_of_two() && *n >= 4096);
+    given.unwrap_or(TOUCHED_BYTES)
+}
+
+pub struct Touched {
+    ring: RingBuf<MapData>,
+    cpu: PerCpuArray<MapData, TouchCpu>,
+    settings: Array<MapData, u32>,
+    generation: u32,
+    /// Touches lost so far (the sum over CPUs).
+    lost: u64,
+    /// Sockets to refresh again at the next snapshot: those touched at
+    /// this one (a state is set after its tracepoint fires, an RTT moves
+    /// with the ACKs after a call) and those still connecting.
+    again: Vec<u64>,
+    last_full: Option<Instant>,
+    /// The next snapshot refreshes every record ([`Touched::full_next`]).
+    full_next: bool,
+    /// Records at the last full refresh.
+    records: usize,
+}
+
+/// What a snapshot refreshes.
+pub enum Refresh {
+    /// Every record.
+    Full,
+    /// Every record, only these sockets' refreshed (sorted, no repeats):
+    /// the first snapshot (the TCP iterator has just adopted the others).
+    First(Vec<u64>),
+    /// Only these sockets (sorted, no repeats).
+    Only(Vec<u64>),
+}
+
+impl Touched {
+    /// Attaches the programs that touch what no call hook sees (each
+    /// optional: a warning says what is lost) and turns touching on.
+    pub fn start(ebpf: &mut Ebpf) -> Result<(Touched, Vec<String>), String> {
+        let mut warnings = Vec::new();
+        for name in PROGRAMS {
+            let what = format!("the program for tracepoint {name}");
+            let attached = hooks::refused_for_test("touch", &what)
+                .and_then(|()| hooks::attach_raw_tracepoint(ebpf, name));
+            if let Err(e) = attached {
+                hooks::unload(ebpf, [name.to_string()]);
+                warnings.push(lost_warning(name, &e));
+            }
+        }
+        let take = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| format!("eBPF object has no map {name:?}"))
+        };
+        let ring = RingBuf::try_from(take(ebpf, MAP_TOUCHED)?)
+            .map_err(|e| format!("eBPF map {MAP_TOUCHED:?}: {e}"))?;
+        let cpu = PerCpuArray::try_from(take(ebpf, MAP_TOUCH_CPU)?)
+            .map_err(|e| format!("eBPF map {MAP_TOUCH_CPU:?}: {e}"))?;
+        let mut settings: Array<MapData, u32> = Array::try_from(take(ebpf, MAP_SETTINGS)?)
+            .map_err(|e| format!("eBPF map {MAP_SETTINGS:?}: {e}"))?;
+        let generation = 1;
+        settings
+            .set(SETTING_TOUCH_GEN, &generation, 0)
+            .and_then(|()| settings.set(0, &(SETTING_FILL_ESTABLISHED | SETTING_TOUCH), 0))
+            .map_err(|e| format!("cannot write the programs' settings: {e}"))?;
+        Ok((
+            Touched {
+                ring,
+                cpu,
+                settings,
+                generation,
+                lost: 0,
+                again: Vec::new(),
+                last_full: None,
+                full_next: false,
+                records: 0,
+            },
+            warnings,
+        ))
+    }
+
+    /// Starts a snapshot: advances the generation and takes what was
+    /// touched in the one that ended. `complete`: the snapshot must report
+    /// every connection; `adopted`: connections without a record were
+    /// adopted from a dump (the first snapshot reports them from a dump).
+    pub fn begin(&mut self, complete: bool, adopted: bool) -> Refresh {
+        // First the generation (a program that reads the new one puts its
+        // socket again), then the ring: everything touched before is in it.
+        self.generation = self.generation.wrapping_add(1).max(1);
+        let advanced = self.settings.set(SETTING_TOUCH_GEN, &self.generation, 0);
+        let before = std::mem::take(&mut self.again);
+        let mut sockets = Vec::new();
+        while let Some(item) = self.ring.next() {
+            if let Some(b) = item.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+                sockets.push(u64::from_ne_bytes(b));
+            }
+        }
+        sockets.sort_unstable();
+        sockets.dedup();
+        // Touched now: refreshed again at the next snapshot.
+        self.again.clone_from(&sockets);
+        sockets.extend(before);
+        let lost = self
+            .cpu
+            .get(&0, 0)
+            .map(|v| v.iter().map(|c| c.lost).fold(0u64, u64::saturating_add))
+            .unwrap_or(u64::MAX);
+        let lost_some = lost != self.lost;
+        self.lost = lost;
+        sockets.sort_unstable();
+        sockets.dedup();
+        let first = self.last_full.is_none();
+        let many = sockets.len() > QUERY_FLOOR && sockets.len() > self.records / 8;
+        let due = self.last_full.is_some_and(|t| t.elapsed() >= FULL_EVERY);
+        let full_next = std::mem::take(&mut self.full_next);
+        if lost_some
+            || many
+            || full_next
+            || advanced.is_err()
+            || due
+            || (complete && !first)
+            || (adopted && first)
+        {
+            self.last_full = Some(Instant::now());
+            return Refresh::Full;
+        }
+        if first {
+            self.last_full = Some(Instant::now());
+            return Refresh::First(sockets);
+        }
+        Refresh::Only(sockets)
+    }
+
+    /// Makes the next snapshot refresh every record: a socket was touched
+    /// that has no record and did not end, one adopted from a dump (no
+    /// call yet) whose state changed.
+    pub fn full_next(&mut self) {
+        self.full_next = true;
+    }
+
+    /// Sockets whose connections ended (their CLOSE events): not
+    /// refreshed again.
+    pub fn ended(&mut self, ended: &foldhash::HashSet<u64>) {
+        if !ended.is_empty() {
+            self.again.retain(|sk| !ended.contains(sk));
+        }
+    }
+
+    /// Stops touching (the records still complete at ESTABLISHED).
+    pub fn stop(mut self) {
+        let _ = self.settings.set(0, &SETTING_FILL_ESTABLISHED, 0);
+    }
+
+    /// After a full refresh: how many records there were.
+    pub fn full_done(&mut self, records: usize) {
+        self.records = records;
+    }
+
+    /// Refreshes `sk` again at the next snapshot (a record still
+    /// connecting).
+    pub fn again(&mut self, sk: u64) {
+        self.again.push(sk);
+    }
+}
+
+fn lost_warning(name: &str, e: &LoadError) -> String {
+    let what = match name {
+        "tcp_retransmit_skb" => {
+            "a connection idle for its application shows new retransmits only at the \
+             next full refresh (once a minute)"
+        }
+        _ => {
+            "bytes read without a receive call (splice, zero-copy) show at the next call, \
+             full refresh (once a minute) or the connection's end"
+        }
+    };
+    format!("{e}: {what}")
+}
