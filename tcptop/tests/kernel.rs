@@ -1279,6 +1279,16 @@ fn refused_programs_fall_back() {
     assert_eq!(fin["comm"], "tt-ref-srv");
 }
 
+/// tcptop on the touched-sockets refresh path whatever this host allows
+/// (the iterators treated as refused, besides what the suite refuses),
+/// showing `port`, with `env` too.
+fn on_touched_path(port: &str, env: &[(&str, &str)]) -> Tcptop {
+    let refuse = common::refusing("iter");
+    let mut all = vec![("TCPTOP_TEST_REFUSE", refuse.as_str())];
+    all.extend_from_slice(env);
+    Tcptop::start_with_env(common::INTERVAL, &["--port", port], &all)
+}
+
 /// Where the kernel refuses the map iterator (forced here: the iterators
 /// treated as refused), a snapshot refreshes only the records the programs
 /// touched. Each kind of touch, seen live: a call (the client's send), a
@@ -1293,12 +1303,7 @@ fn touched_connections_are_refreshed() {
     const BYTES: u64 = 123_457;
     let ns = NetNs::new("touched");
     let addr = "127.0.0.1:40171";
-    let refuse = common::refusing("iter");
-    let mut top = Tcptop::start_with_env(
-        common::INTERVAL,
-        &["--port", "40171"],
-        &[("TCPTOP_TEST_REFUSE", &refuse)],
-    );
+    let mut top = on_touched_path("40171", &[]);
     let n = BYTES.to_string();
     let mut srv = ns.peer(&[
         "server",
@@ -1376,15 +1381,7 @@ fn lost_touches_refresh_everything() {
     const N: usize = 400;
     let ns = NetNs::new("touchlost");
     let addr = "127.0.0.1:40172";
-    let refuse = common::refusing("iter");
-    let mut top = Tcptop::start_with_env(
-        common::INTERVAL,
-        &["--port", "40172"],
-        &[
-            ("TCPTOP_TEST_REFUSE", &refuse),
-            ("TCPTOP_TEST_TOUCH_RING", "4096"),
-        ],
-    );
+    let mut top = on_touched_path("40172", &[("TCPTOP_TEST_TOUCH_RING", "4096")]);
     // N connections to itself, idle until a line comes; then each client
     // sends 1,000 bytes and each server end reads them, all at once.
     let script = r#"
