@@ -5,11 +5,15 @@
 //! of reading every record and dumping every namespace. At 100,000 idle
 //! connections that was ~0.8 s of CPU a snapshot for nothing new.
 //!
-//! Every record is refreshed as before (a full refresh) at the first
-//! snapshot, after a touch was lost (the ring was full), when touches are
-//! many (then a dump costs less per socket than a query), and once a
-//! minute: what no hook sees (segments of data not read yet, keepalives)
-//! is at most that old.
+//! Every record is refreshed as before (a full refresh: dumps) after a
+//! touch was lost (the ring was full), when touches are many (then a dump
+//! costs less per socket than a query), after a touched socket without a
+//! record did not end (one adopted from a dump, no call yet), at the first
+//! snapshot if connections were adopted from a dump, and once a minute:
+//! what no hook sees (segments of data not read yet, keepalives) is at
+//! most that old. Otherwise the first snapshot reads every record and
+//! refreshes the touched ones (the TCP iterator has just adopted the
+//! others, touching began before any hook attached).
 
 use std::time::{Duration, Instant};
 
