@@ -143,20 +143,19 @@ impl DiagView {
         Ok(())
     }
 
-    /// Asks the namespace `netns` for the connection of a record (`st`:
-    /// its endpoints complete) and refreshes the record from the answer.
-    /// Whether the namespace had it (false: it ended, or tcptop holds no
-    /// socket for that namespace).
-    pub fn refresh(&mut self, st: &mut ConnStats) -> io::Result<bool> {
+    /// Asks the record's namespace for its connection (`st`: endpoints
+    /// complete) and refreshes the record from the answer; left as it is
+    /// where the connection ended or tcptop holds no socket for that
+    /// namespace.
+    pub fn refresh(&mut self, st: &mut ConnStats) -> io::Result<()> {
         let k = convert::key(st);
         let Some((_, sock)) = self.sockets.iter_mut().find(|(ns, _)| *ns == k.netns) else {
-            return Ok(false);
+            return Ok(());
         };
-        let Some(c) = sock.query(k.local, k.remote)? else {
-            return Ok(false);
-        };
-        apply(&c, st, self.adopted.get(&k));
-        Ok(true)
+        if let Some(c) = sock.query(k.local, k.remote)? {
+            apply(&c, st, self.adopted.get(&k));
+        }
+        Ok(())
     }
 
     /// Dumps every namespace and adopts each connection `known` is false

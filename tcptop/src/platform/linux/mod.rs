@@ -306,7 +306,7 @@ impl EbpfSource {
             }
             self.map_reader
                 .read_all(&mut self.live_buf)
-                .map_err(|e| SourceError::Failed(format!("cannot read the connection map: {e}")))?;
+                .map_err(map_failed)?;
         }
         if let Some(t) = &mut self.touched {
             t.full_done(self.live_buf.len());
@@ -343,9 +343,7 @@ impl EbpfSource {
                     }
                 },
             )
-            .map_err(|e| {
-                SourceError::Failed(format!("cannot read the kernel's socket diagnostics: {e}"))
-            })?;
+            .map_err(diag_failed)?;
             records.complete_connecting(&syn_sent, live_buf);
         }
         Ok(())
@@ -366,12 +364,10 @@ impl EbpfSource {
         let (Some(view), Some(touched)) = (self.diag.as_mut(), self.touched.as_mut()) else {
             return Ok(());
         };
-        let failed =
-            |e| SourceError::Failed(format!("cannot read the kernel's socket diagnostics: {e}"));
         if every {
             self.map_reader
                 .read_all(&mut self.live_buf)
-                .map_err(|e| SourceError::Failed(format!("cannot read the connection map: {e}")))?;
+                .map_err(map_failed)?;
             touched.full_done(self.live_buf.len());
         } else {
             for &sk in sockets {
@@ -396,7 +392,7 @@ impl EbpfSource {
             }
             // Not found: ended (its CLOSE event follows), or in a
             // namespace made after start: the record as the hooks keep it.
-            view.refresh(st).map_err(failed)?;
+            view.refresh(st).map_err(diag_failed)?;
         }
         if connecting.is_empty() {
             return Ok(());
@@ -414,7 +410,7 @@ impl EbpfSource {
                 }
             },
         )
-        .map_err(failed)?;
+        .map_err(diag_failed)?;
         records.complete_connecting(&syn_sent, &mut connecting);
         for (i, st) in connecting {
             if let Some((_, at)) = self.live_buf.get_mut(i as usize) {
@@ -932,6 +928,16 @@ fn required(e: &hooks::LoadError) -> SourceError {
             release::kernel_release()
         )),
     }
+}
+
+/// A failed read of the connection map, as the snapshot's error.
+fn map_failed(e: std::io::Error) -> SourceError {
+    SourceError::Failed(format!("cannot read the connection map: {e}"))
+}
+
+/// A failed dump or query of the socket diagnostics, likewise.
+fn diag_failed(e: std::io::Error) -> SourceError {
+    SourceError::Failed(format!("cannot read the kernel's socket diagnostics: {e}"))
 }
 
 /// Opens the socket diagnostics' view of our namespace and `namespaces`;

@@ -92,16 +92,11 @@ impl Touched {
                 warnings.push(lost_warning(name, &e));
             }
         }
-        let take = |ebpf: &mut Ebpf, name: &str| {
-            ebpf.take_map(name)
-                .ok_or_else(|| format!("eBPF object has no map {name:?}"))
-        };
-        let ring = RingBuf::try_from(take(ebpf, MAP_TOUCHED)?)
-            .map_err(|e| format!("eBPF map {MAP_TOUCHED:?}: {e}"))?;
-        let cpu = PerCpuArray::try_from(take(ebpf, MAP_TOUCH_CPU)?)
-            .map_err(|e| format!("eBPF map {MAP_TOUCH_CPU:?}: {e}"))?;
-        let mut settings: Array<MapData, u32> = Array::try_from(take(ebpf, MAP_SETTINGS)?)
-            .map_err(|e| format!("eBPF map {MAP_SETTINGS:?}: {e}"))?;
+        let taken = |e: super::SourceError| e.to_string();
+        let ring = super::take_map(ebpf, MAP_TOUCHED, RingBuf::try_from).map_err(taken)?;
+        let cpu = super::take_map(ebpf, MAP_TOUCH_CPU, PerCpuArray::try_from).map_err(taken)?;
+        let mut settings: Array<MapData, u32> =
+            super::take_map(ebpf, MAP_SETTINGS, Array::try_from).map_err(taken)?;
         let generation = 1;
         settings
             .set(SETTING_TOUCH_GEN, &generation, 0)
@@ -132,17 +127,14 @@ impl Touched {
         // socket again), then the ring: everything touched before is in it.
         self.generation = self.generation.wrapping_add(1).max(1);
         let advanced = self.settings.set(SETTING_TOUCH_GEN, &self.generation, 0);
-        let before = std::mem::take(&mut self.again);
         let mut sockets = Vec::new();
         while let Some(item) = self.ring.next() {
             if let Some(b) = item.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
                 sockets.push(u64::from_ne_bytes(b));
             }
         }
-        sockets.sort_unstable();
-        sockets.dedup();
         // Touched now: refreshed again at the next snapshot.
-        self.again.clone_from(&sockets);
+        let before = std::mem::replace(&mut self.again, sockets.clone());
         sockets.extend(before);
         let lost = self
             .cpu
