@@ -211,3 +211,94 @@ fn source_ebpf_without_privileges_is_an_error() {
     assert!(!err.contains("tcptop: tcptop"), "{err}");
     assert!(out.stdout.is_empty());
 }
+
+/// Owners come from /proc, which shows an unprivileged tcptop the
+/// processes of its own user: a connection such a process makes after
+/// start is named in its first row; another user's (root's here) is shown
+/// without an owner, its bytes as exact.
+#[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
+fn unprivileged_mode_names_its_own_users_processes() {
+    common::require_root();
+    let _g = common::serial();
+    let ns = NetNs::new("unpriv-own");
+    let as_nobody = |args: &[&str]| {
+        let mut all = vec![
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+            common::peer_bin(),
+        ];
+        all.extend_from_slice(args);
+        ns.spawn("setpriv", &all)
+    };
+    let mine = "127.0.0.1:40311";
+    let theirs = "127.0.0.1:40312";
+    let mut my_srv = as_nobody(&["server", "--listen", mine, "--recv", "1234", "--send", "0"]);
+    my_srv.expect("listening");
+    let mut their_srv = ns.peer(&[
+        "server", "--listen", theirs, "--recv", "4321", "--send", "0",
+    ]);
+    their_srv.expect("listening");
+
+    let mut top = unprivileged(&ns, 8, &["--port", "40311", "--port", "40312"]);
+    let stderr = started(&mut top);
+    let mut my_cli = as_nobody(&[
+        "client",
+        "--connect",
+        mine,
+        "--send",
+        "1234",
+        "--recv",
+        "0",
+        "--wait-stdin",
+    ]);
+    let my_local = my_cli.local_at("connected");
+    let mut their_cli = ns.peer(&[
+        "client",
+        "--connect",
+        theirs,
+        "--send",
+        "4321",
+        "--recv",
+        "0",
+        "--wait-stdin",
+    ]);
+    let their_local = their_cli.local_at("connected");
+    my_cli.poke();
+    my_cli.expect("done");
+    their_cli.poke();
+    their_cli.expect("done");
+
+    let out = top.wait_with_output().unwrap();
+    let stderr = stderr.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    my_cli.poke();
+    my_cli.wait_ok();
+    my_srv.wait_ok();
+    their_cli.poke();
+    their_cli.wait_ok();
+    their_srv.wait_ok();
+    let records: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+
+    let mine = of_conn(&records, &my_local, mine);
+    let first = mine
+        .first()
+        .unwrap_or_else(|| panic!("no row: {records:#?}"));
+    assert_eq!(first["comm"], "tcptop-testpeer", "{mine:#?}");
+    assert!(u(first, "pid") > 0, "{first}");
+    assert!(mine.iter().any(|r| u(r, "tx_bytes") == 1234), "{mine:#?}");
+
+    let theirs = of_conn(&records, &their_local, theirs);
+    assert!(!theirs.is_empty(), "{records:#?}");
+    assert!(theirs.iter().all(|r| u(r, "pid") == 0), "{theirs:#?}");
+    assert!(
+        theirs.iter().any(|r| u(r, "tx_bytes") == 4321),
+        "{theirs:#?}"
+    );
+}

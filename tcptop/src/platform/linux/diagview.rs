@@ -52,8 +52,6 @@ pub struct Baseline {
 pub struct DiagView {
     /// (namespace inode, its socket).
     sockets: Vec<(u32, DiagSocket)>,
-    /// The last stored dump (`dump`): (namespace, connection).
-    conns: Vec<(u32, DiagConn)>,
     /// One batch of a streamed dump (`dump_each`).
     scratch: Vec<DiagConn>,
     /// Connections open before start adopted from the first dump.
@@ -80,30 +78,12 @@ impl DiagView {
         Ok((
             DiagView {
                 sockets,
-                conns: Vec::new(),
                 scratch: Vec::new(),
                 adopted: HashMap::new(),
                 states,
             },
             failed,
         ))
-    }
-
-    /// Dumps every namespace again and keeps the dump (`conns`).
-    pub fn dump(&mut self) -> io::Result<()> {
-        self.conns.clear();
-        for (netns, sock) in &mut self.sockets {
-            self.scratch.clear();
-            sock.dump_tcp(self.states, &mut self.scratch)?;
-            self.conns
-                .extend(self.scratch.drain(..).map(|c| (*netns, c)));
-        }
-        Ok(())
-    }
-
-    /// The last stored dump.
-    pub fn conns(&self) -> impl Iterator<Item = (ConnKey, &DiagConn)> {
-        self.conns.iter().map(|(netns, c)| (key(*netns, c), c))
     }
 
     /// Dumps the namespaces `wanted` says (a dump walks the kernel's whole
@@ -342,9 +322,15 @@ pub fn app_bytes(
     let (tx, rx) = app_bytes_upper(c, active, close_fin)?;
     let info = c.info.as_ref()?;
     Some((
-        (info.last_ack_recv_ms >= RACE_MS).then_some(tx),
-        (info.last_data_recv_ms >= RACE_MS).then_some(rx),
+        told(info.last_ack_recv_ms).then_some(tx),
+        told(info.last_data_recv_ms).then_some(rx),
     ))
+}
+
+/// Whether a direction whose last ACK (data) arrived `ms` ago can be told
+/// from an answer ([`app_bytes`]).
+pub fn told(ms: u32) -> bool {
+    ms >= RACE_MS
 }
 
 /// How long ago the last ACK (data) must have arrived for the kernel's
