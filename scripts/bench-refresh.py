@@ -19,9 +19,11 @@ Arms:
                tcptop/bench-switches` (as the other bench scripts build);
                skipped otherwise
   unprivileged `--source diag` as nobody (setpriv, no capability)
+  unprivileged-tui  the same in the interactive display (a 200x50 tmux
+               pane, default sort), as a user watching it pays it
 
 Usage (root): scripts/bench-refresh.py [--conns 10000] [--runs 3] [--secs 10]
-              [--bin PATH] [--arms ebpf,ebpf-diag,unprivileged] [--quiet-output]
+              [--bin PATH] [--arms ebpf,ebpf-diag,unprivileged,unprivileged-tui] [--quiet-output]
 """
 import argparse
 import os
@@ -41,7 +43,35 @@ def hold(n, port):
     return hold_peers(os.path.join(ROOT, "target", "release", "tcptop-testpeer"), n, port)
 
 
+def run_tui(binary, secs):
+    """`--source diag` as nobody in a tmux pane; its CPU share after a warm-up."""
+    sock = ["tmux", "-L", "tcptop-refresh"]
+    subprocess.run([*sock, "kill-server"], stderr=subprocess.DEVNULL)
+    cmd = ("exec setpriv --reuid=nobody --regid=nogroup --clear-groups --inh-caps=-all "
+           f"{binary} --interval 1 --source diag")
+    subprocess.run([*sock, "new-session", "-d", "-s", "s", "-x", "200", "-y", "50", cmd],
+                   check=True)
+    pid = int(subprocess.run([*sock, "list-panes", "-t", "s", "-F", "#{pane_pid}"],
+                             check=True, capture_output=True, text=True).stdout.split()[0])
+    time.sleep(3)  # start-up, the first dumps
+    c0, t0 = cpu_secs(pid), time.monotonic()
+    time.sleep(secs)
+    share = (cpu_secs(pid) - c0) / (time.monotonic() - t0)
+    screen = subprocess.run([*sock, "capture-pane", "-p", "-t", "s"],
+                            capture_output=True, text=True).stdout
+    subprocess.run([*sock, "send-keys", "-t", "s", "q"])
+    deadline = time.monotonic() + 30
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    subprocess.run([*sock, "kill-server"], stderr=subprocess.DEVNULL)
+    if "unprivileged" not in screen:
+        sys.exit(f"unprivileged-tui: the display did not show the mode's notice:\n{screen}")
+    return share, "diag (display)"
+
+
 def run_arm(binary, arm, secs, extra):
+    if arm == "unprivileged-tui":
+        return run_tui(binary, secs)
     cmd = [binary, "--batch", "--format", "jsonl", "--interval", "1", *extra]
     env = dict(os.environ)
     if arm == "ebpf-diag":

@@ -200,8 +200,10 @@ impl Row {
     }
 
     /// Takes a newer sample of the same connection. Counters never go
-    /// backwards (the kernel side copies socket counters racily).
-    fn update(&mut self, s: ConnSample) {
+    /// backwards (the kernel side copies socket counters racily). Returns
+    /// whether anything the row shows changed.
+    fn update(&mut self, s: ConnSample) -> bool {
+        let before = self.counters;
         let c = &mut self.counters;
         let n = s.counters;
         c.tx_bytes = c.tx_bytes.max(n.tx_bytes);
@@ -219,12 +221,6 @@ impl Row {
             changed = true;
         }
         self.state = s.state;
-        if s.active.is_some() {
-            self.active = s.active;
-        }
-        if s.rtt_us.is_some() {
-            self.rtt_us = s.rtt_us;
-        }
         if s.workload.is_some() && s.workload != self.workload {
             self.workload = s.workload;
             changed = true;
@@ -232,6 +228,16 @@ impl Row {
         if changed {
             self.search.take();
         }
+        let mut shown = changed || self.counters != before;
+        if s.active.is_some() && s.active != self.active {
+            self.active = s.active;
+            shown = true;
+        }
+        if s.rtt_us.is_some() && s.rtt_us != self.rtt_us {
+            self.rtt_us = s.rtt_us;
+            shown = true;
+        }
+        shown
     }
 
     fn same_instance(&self, s: &ConnSample) -> bool {
@@ -388,7 +394,10 @@ impl ConnTable {
     /// then they leave. A connection reusing the 4-tuple of a closed one is a
     /// new row.
     pub fn apply(&mut self, snap: Snapshot, now: Instant, nominal_secs: f64) {
-        self.version += 1;
+        // Whether anything a row shows, or the set of rows, changed: a
+        // display sorts again only then (20,000 idle rows: a sort per
+        // snapshot was a sixth of the display's CPU).
+        let mut moved = !snap.closed.is_empty();
         let secs = match self.last {
             Some(t) => now.saturating_duration_since(t).as_secs_f64(),
             None => nominal_secs,
@@ -399,6 +408,7 @@ impl ConnTable {
         if self.linger.is_some() {
             self.expire(now);
         } else {
+            moved |= !self.closed.is_empty();
             self.closed.clear();
         }
 
@@ -414,7 +424,7 @@ impl ConnTable {
             let mut row = match find(&self.index, &self.live, hash, &s.key) {
                 Some(i) if self.live[i].same_instance(&s) => {
                     let mut r = self.remove_live(i, hash);
-                    r.update(s);
+                    let _ = r.update(s);
                     r
                 }
                 // None, or a different instance: that one waits for its
@@ -448,9 +458,10 @@ impl ConnTable {
                     next = i + 1;
                     let r = &mut self.live[i];
                     if r.same_instance(&s) {
-                        r.update(s);
+                        moved |= r.update(s);
                     } else {
                         *r = Row::new(s, now);
+                        moved = true;
                     }
                     r.seen = generation;
                 }
@@ -463,6 +474,7 @@ impl ConnTable {
                     let mut r = Row::new(s, now);
                     r.seen = generation;
                     self.live.push(r);
+                    moved = true;
                 }
             }
         }
@@ -474,11 +486,13 @@ impl ConnTable {
             if !keep_unseen && self.live[i].seen != generation {
                 let hash = self.hasher.hash_one(self.live[i].key);
                 self.remove_live(i, hash);
+                moved = true;
             }
         }
         let (mut rx, mut tx) = self.totals;
         let share = history::share(self.len());
         for r in self.live.iter_mut().chain(self.closed.iter_mut()) {
+            let rates = (r.interval_bps, r.tx_bps, r.rx_bps);
             r.interval_bps = (
                 rate(r.counters.tx_bytes, r.prev.tx_bytes, secs),
                 rate(r.counters.rx_bytes, r.prev.rx_bytes, secs),
@@ -490,6 +504,7 @@ impl ConnTable {
                 r.record_sample(now_ns);
             }
             r.apply_window(self.window, now_ns);
+            moved |= rates != (r.interval_bps, r.tx_bps, r.rx_bps);
             if self.keep_history {
                 let p = Point {
                     rx_bps: r.rx_bps as f32,
@@ -503,6 +518,9 @@ impl ConnTable {
             r.prev = r.counters;
         }
         self.totals = (rx, tx);
+        if moved {
+            self.version += 1;
+        }
     }
 
     /// `t` as nanoseconds since the first snapshot (set on the first call).
@@ -573,7 +591,8 @@ impl ConnTable {
         self.keep_history = true;
     }
 
-    /// Moves with every change to the rows or their rates.
+    /// Moves with every change to the rows or their rates (not with a
+    /// snapshot that changed nothing on display).
     pub fn version(&self) -> u64 {
         self.version
     }
@@ -857,6 +876,48 @@ mod tests {
             live.sort_unstable();
             assert_eq!(live, want, "step {step}");
         }
+    }
+
+    /// The version a display re-sorts on moves when a row or a rate
+    /// changes, and only then.
+    #[test]
+    fn version_moves_only_with_what_is_shown() {
+        let mut t = ConnTable::new();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let partial = |live| Snapshot {
+            partial: true,
+            ..snap(live, vec![])
+        };
+        t.apply(snap(vec![sample(1000, 7, 10, 0)], vec![]), t0, 1.0);
+        let v = t.version();
+        assert!(v > 0, "a new row");
+        // Its rate falls to 0: shown.
+        t.apply(partial(vec![]), at(1), 1.0);
+        assert_ne!(t.version(), v);
+        let v = t.version();
+        // Nothing reported, nothing moving; the same sample again.
+        t.apply(partial(vec![]), at(2), 1.0);
+        t.apply(partial(vec![sample(1000, 7, 10, 0)]), at(3), 1.0);
+        assert_eq!(t.version(), v, "nothing changed on display");
+        // An RTT alone.
+        let mut s = sample(1000, 7, 10, 0);
+        s.rtt_us = Some(250);
+        t.apply(partial(vec![s]), at(4), 1.0);
+        assert_ne!(t.version(), v);
+        let v = t.version();
+        // Bytes.
+        t.apply(partial(vec![sample(1000, 7, 11, 0)]), at(5), 1.0);
+        assert_ne!(t.version(), v);
+        t.apply(partial(vec![]), at(6), 1.0);
+        let v = t.version();
+        // A new row, a row gone (a complete snapshot without it).
+        t.apply(partial(vec![sample(1001, 8, 0, 0)]), at(7), 1.0);
+        assert_ne!(t.version(), v);
+        let v = t.version();
+        t.apply(snap(vec![sample(1000, 7, 11, 0)], vec![]), at(8), 1.0);
+        assert_ne!(t.version(), v);
+        assert_eq!(t.len(), 1);
     }
 
     #[test]
