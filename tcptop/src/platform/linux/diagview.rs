@@ -140,8 +140,13 @@ impl DiagView {
 
     /// Dumps every namespace and adopts each connection `known` is false
     /// for (the kernel programs have no record of it: it was open before
-    /// start), with its counters now as its baseline.
-    pub fn adopt_unknown(&mut self, known: impl Fn(&ConnKey) -> bool) -> io::Result<()> {
+    /// start), with its counters now as its baseline; `each` is told each
+    /// one adopted and its socket's inode.
+    pub fn adopt_unknown(
+        &mut self,
+        known: impl Fn(&ConnKey) -> bool,
+        mut each: impl FnMut(ConnKey, u32),
+    ) -> io::Result<()> {
         let adopted = &mut self.adopted;
         for (netns, sock) in &mut self.sockets {
             let netns = *netns;
@@ -152,6 +157,7 @@ impl DiagView {
                 }
                 if let Some(b) = baseline(c) {
                     adopted.insert(k, b);
+                    each(k, c.inode);
                 }
             })?;
         }

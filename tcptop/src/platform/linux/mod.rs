@@ -189,10 +189,17 @@ impl EbpfSource {
         };
         // After every hook: a connection adopted now has its teardown seen,
         // and one born meanwhile has its record already.
-        let scan = procfs::scan_sockets(Path::new("/proc")).unwrap_or_default();
+        let scan = procfs::scan(Path::new("/proc")).unwrap_or_default();
         let namespaces = procfs::namespace_files(&scan.namespaces);
+        // Whether the TCP iterator adopted them, and in every namespace.
+        let own = procfs::own_netns();
+        let every = 1 + namespaces.iter().filter(|ns| Some(ns.inode) != own).count();
+        let mut adopted_all = false;
         let adopted = match adopt::adopt(&mut ebpf, &mut tracing, &namespaces) {
-            Ok(_) => true,
+            Ok(walked) => {
+                adopted_all = walked == every;
+                true
+            }
             Err(e) => {
                 warnings.push(format!(
                     "{e}: connections open before start are read from the kernel's socket \
@@ -221,15 +228,23 @@ impl EbpfSource {
                  so nothing is counted (a benchmark of the hooks' own cost)"
             ));
         }
-        let seeds = seeds(scan.sockets);
         let mut map_reader = mapread::MapReader::new(&ebpf).map_err(SourceError::Failed)?;
         // Where an iterator was refused, the kernel's socket diagnostics
         // stand in (diagview.rs): one netlink socket per namespace, made
         // now (entering a namespace needs CAP_SYS_ADMIN), and a first dump
         // that adopts the connections no record has.
-        let diag = if conn_iter.is_none() || !adopted {
-            match open_diag(&namespaces, (!adopted).then_some(&mut map_reader)) {
+        // The owners of connections open before start, by their sockets'
+        // inodes in a dump of the diagnostics (/proc's tables only where
+        // no dump can name them all: reading them made the kernel walk its
+        // whole table of connections per namespace and print each, a
+        // quarter of start-up at 200,000 sockets).
+        let mut seed_owners = StdHashMap::new();
+        let mut complete = false;
+        let mut diag = if conn_iter.is_none() || !adopted {
+            let adopt = (!adopted).then_some((&mut map_reader, &scan.owners, &mut seed_owners));
+            match open_diag(&namespaces, adopt) {
                 Ok((view, failed)) => {
+                    complete = failed.is_empty();
                     if !failed.is_empty() {
                         warnings.push(format!(
                             "socket diagnostics: cannot enter {} network namespace(s) \
@@ -252,6 +267,25 @@ impl EbpfSource {
         } else {
             None
         };
+        // Adopted from the diagnostics: named as they were adopted.
+        let named = if adopted {
+            adopted_all
+                && name_existing(
+                    diag.as_mut().filter(|_| complete),
+                    &namespaces,
+                    &scan.owners,
+                    &mut seed_owners,
+                )
+        } else {
+            complete
+        };
+        let seeds = if named {
+            Vec::new()
+        } else {
+            seed_owners.clear();
+            seeds(procfs::sockets(Path::new("/proc"), &scan))
+        };
+        drop(scan);
         // Without the diagnostics, touches refresh nothing.
         if diag.is_none()
             && let Some(t) = touched.take()
@@ -278,7 +312,7 @@ impl EbpfSource {
             diag,
             cgroups: cgroup::Resolver::new(),
             seeds,
-            seed_owners: StdHashMap::new(),
+            seed_owners,
             reported: Default::default(),
             records: diagview::Records::new(),
             touched,
@@ -944,20 +978,70 @@ fn diag_failed(e: std::io::Error) -> SourceError {
 /// with `adopt_with` (the TCP iterator was refused), dumps it once and
 /// adopts every connection the connection map (read with it) has no
 /// record of: those open before start.
+/// Names the owners of the connections open before start (adopted by the
+/// TCP iterator) from a dump of `view`, or of a view made for this alone,
+/// by their sockets' inodes (`owners`, from /proc); whether every
+/// namespace was dumped.
+fn name_existing(
+    view: Option<&mut diagview::DiagView>,
+    namespaces: &[procfs::NsFile],
+    owners: &std::collections::HashMap<u64, (u32, String)>,
+    seed_owners: &mut StdHashMap<ConnKey, (u32, String)>,
+) -> bool {
+    let mut own;
+    let view = match view {
+        Some(v) => v,
+        None => match diagview::DiagView::open(namespaces, diagview::CONN_STATES) {
+            Ok((v, failed)) if failed.is_empty() => {
+                own = v;
+                &mut own
+            }
+            _ => return false,
+        },
+    };
+    view.dump_each(
+        |_| true,
+        |k, c, _| {
+            if let Some(owner) = owners.get(&u64::from(c.inode)) {
+                seed_owners.insert(k, owner.clone());
+            }
+        },
+    )
+    .is_ok()
+}
+
+/// What adopting from the diagnostics needs: the records' reader, the
+/// owners of sockets by inode (/proc), and where to put the adopted
+/// connections' owners.
+type AdoptWith<'a> = (
+    &'a mut mapread::MapReader,
+    &'a std::collections::HashMap<u64, (u32, String)>,
+    &'a mut StdHashMap<ConnKey, (u32, String)>,
+);
+
 fn open_diag(
     namespaces: &[procfs::NsFile],
-    adopt_with: Option<&mut mapread::MapReader>,
+    adopt_with: Option<AdoptWith<'_>>,
 ) -> std::io::Result<(diagview::DiagView, Vec<String>)> {
     let (mut view, failed) = diagview::DiagView::open(namespaces, diagview::CONN_STATES)?;
     // The TCP iterator adopted them (a dump of every namespace for
     // nothing: 0.3 s of CPU at 200,000 sockets).
-    let Some(reader) = adopt_with else {
+    let Some((reader, owners, seed_owners)) = adopt_with else {
         return Ok((view, failed));
     };
     let mut records = Vec::new();
     reader.read_all(&mut records)?;
     let known: HashSet<ConnKey> = records.iter().map(|(_, st)| convert::key(st)).collect();
-    view.adopt_unknown(|k| known.contains(k))?;
+    // The dump names each socket's inode: its owner, without /proc's
+    // tables.
+    view.adopt_unknown(
+        |k| known.contains(k),
+        |k, inode| {
+            if let Some(owner) = owners.get(&u64::from(inode)) {
+                seed_owners.insert(k, owner.clone());
+            }
+        },
+    )?;
     Ok((view, failed))
 }
 
