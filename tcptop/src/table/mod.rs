@@ -38,8 +38,9 @@ pub struct Row {
     pub first_seen: Instant,
     /// When the table learnt that it ended (None while it is alive).
     pub closed_at: Option<Instant>,
-    /// Counters at the previous snapshot, for the next rate.
-    prev: Counters,
+    /// Bytes (tx, rx) at the previous snapshot, for the next rate (the
+    /// other counters have no rate: 24 bytes a row less).
+    prev: (u64, u64),
     /// Rates over the last interval (tx, rx); `tx_bps`/`rx_bps` hold the
     /// table's chosen window.
     interval_bps: (f64, f64),
@@ -76,7 +77,7 @@ impl Row {
             rx_bps: 0.0,
             first_seen: now,
             closed_at: None,
-            prev: Counters::default(),
+            prev: (0, 0),
             interval_bps: (0.0, 0.0),
             samples: VecDeque::new(),
             seen: 0,
@@ -101,7 +102,7 @@ impl Row {
         // (`prev`): compared with those, the samples themselves are not
         // read (a cache miss per row: most of applying a snapshot of
         // 100,000 rows), only written when the counters moved.
-        let prev = (self.prev.tx_bytes, self.prev.rx_bytes);
+        let prev = self.prev;
         debug_assert!(self.samples.back().is_none_or(|s| (s.1, s.2) == prev));
         if c == prev && !self.samples.is_empty() {
             return;
@@ -494,8 +495,8 @@ impl ConnTable {
         for r in self.live.iter_mut().chain(self.closed.iter_mut()) {
             let rates = (r.interval_bps, r.tx_bps, r.rx_bps);
             r.interval_bps = (
-                rate(r.counters.tx_bytes, r.prev.tx_bytes, secs),
-                rate(r.counters.rx_bytes, r.prev.rx_bytes, secs),
+                rate(r.counters.tx_bytes, r.prev.0, secs),
+                rate(r.counters.rx_bytes, r.prev.1, secs),
             );
             // A row first seen closed (most rows under churn) needs no
             // history: without one its windowed rate is its interval rate,
@@ -513,9 +514,9 @@ impl ConnTable {
                 };
                 r.history.push(p, share);
             }
-            rx = rx.saturating_add(r.counters.rx_bytes.saturating_sub(r.prev.rx_bytes));
-            tx = tx.saturating_add(r.counters.tx_bytes.saturating_sub(r.prev.tx_bytes));
-            r.prev = r.counters;
+            rx = rx.saturating_add(r.counters.rx_bytes.saturating_sub(r.prev.1));
+            tx = tx.saturating_add(r.counters.tx_bytes.saturating_sub(r.prev.0));
+            r.prev = (r.counters.tx_bytes, r.counters.rx_bytes);
         }
         self.totals = (rx, tx);
         if moved {
