@@ -31,6 +31,11 @@ pub struct MapReader {
     map: HashMap<MapData, u64, ConnStats>,
     keys: Vec<u64>,
     values: Vec<ConnStats>,
+    /// How many records the last read found: room for as many (and a
+    /// little more) is made before the next, instead of doubling the
+    /// buffer as it fills (at 200,000 records the last doubling held 23
+    /// and 46 MB at once).
+    last: usize,
 }
 
 impl MapReader {
@@ -48,11 +53,20 @@ impl MapReader {
             map,
             keys: Vec::new(),
             values: Vec::new(),
+            last: 0,
         })
     }
 
     /// Appends every `(socket, record)` of the map to `out`.
     pub fn read_all(&mut self, out: &mut Vec<(u64, ConnStats)>) -> io::Result<()> {
+        let start = out.len();
+        out.reserve(self.last + self.last / 16);
+        let read = self.read_into(out);
+        self.last = out.len() - start;
+        read
+    }
+
+    fn read_into(&mut self, out: &mut Vec<(u64, ConnStats)>) -> io::Result<()> {
         if self.keys.is_empty() {
             self.keys.resize(FIRST_BATCH, 0);
             self.values.resize(FIRST_BATCH, ConnStats::default());

@@ -657,11 +657,11 @@ impl DataSource for EbpfSource {
         }
         self.cgroups.fill(&mut live);
         self.cgroups.fill(&mut closed);
-        // A read of every record (the first snapshot, a full refresh on
-        // the touched path) leaves a buffer for all of them, 35 MB at
-        // 200,000, while later snapshots read a few: given back before the
+        // On the touched path a read of every record (the first snapshot,
+        // a full refresh) leaves a buffer for all of them, 35 MB at
+        // 200,000, while most snapshots read a few: given back before the
         // table takes this snapshot (so large, it is its own mapping).
-        if self.live_buf.capacity() > 4 * self.live_buf.len().max(4096) {
+        if self.touched.is_some() && self.live_buf.capacity() > 16_384 {
             self.live_buf = Vec::new();
         }
         Ok(Snapshot {
