@@ -697,19 +697,38 @@ impl App {
             .filter(|(_, r)| items::matches(r, &key.filter) || names.matches(r))
             .map(|(s, r)| (*s, *r))
             .unzip();
-        let mut list = items::build(&rows, key.grouping);
-        items::sort(&mut list, key.sort, key.reverse);
-        let any_workload = list.iter().any(|it| it.workload.is_some());
-        let lines = list
-            .iter()
-            .map(|it| match it.row {
-                Some(_) => Line::Row {
-                    id: it.id,
-                    src: srcs[it.pos as usize],
-                },
-                None => Line::Group(Box::new(GroupLine::of(it))),
-            })
-            .collect();
+        let (lines, any_workload) = if key.grouping == Grouping::Connection {
+            // The rows themselves, sorted in place of items.
+            let mut order: Vec<(&Row, u32)> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (*r, i as u32))
+                .collect();
+            items::sort_rows(&mut order, key.sort, key.reverse);
+            let lines = order
+                .iter()
+                .map(|&(r, pos)| Line::Row {
+                    id: ItemId::Conn(r.key, r.id),
+                    src: srcs[pos as usize],
+                })
+                .collect();
+            (lines, rows.iter().any(|r| r.workload.is_some()))
+        } else {
+            let mut list = items::build(&rows, key.grouping);
+            items::sort(&mut list, key.sort, key.reverse);
+            let any_workload = list.iter().any(|it| it.workload.is_some());
+            let lines = list
+                .iter()
+                .map(|it| match it.row {
+                    Some(_) => Line::Row {
+                        id: it.id,
+                        src: srcs[it.pos as usize],
+                    },
+                    None => Line::Group(Box::new(GroupLine::of(it))),
+                })
+                .collect();
+            (lines, any_workload)
+        };
         View {
             key,
             lines,
