@@ -247,6 +247,23 @@ pub struct Offsets {
     // (set when the peer's FIN has arrived)
     pub sk_flags: u32,
     pub sock_done_bit: u32,
+    // The socket's inode number (as /proc/<pid>/fd links name it):
+    // sock.sk_socket -> socket.file -> file.f_inode -> inode.i_ino
+    pub sk_socket: u32,
+    pub socket_file: u32,
+    pub file_inode: u32,
+    pub inode_ino: u32,
+}
+
+/// What the TCP socket iterator (`tcptop_adopt_tcp`) writes for each
+/// connection it adopts: its record's key and its socket's inode number
+/// (0 for a socket no file holds), so that user space names its owner
+/// from /proc's descriptor links without a dump of the diagnostics.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Adopted {
+    pub sk: u64,
+    pub inode: u64,
 }
 
 /// Name of the one-element array of run-time settings ([`SETTING_*`]), which

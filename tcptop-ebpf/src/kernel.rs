@@ -44,6 +44,10 @@ static OFFSETS: Offsets = Offsets {
     tcp_copied_seq: 0,
     sk_flags: 0,
     sock_done_bit: 0,
+    sk_socket: 0,
+    socket_file: 0,
+    file_inode: 0,
+    inode_ino: 0,
 };
 
 /// Reads one offset from the read-only global (volatile, so the compiler

@@ -17,7 +17,9 @@
 //! leaves a record behind, which the next socket at that address replaces
 //! (`conn::start_born`).
 
-use tcptop_common::{TCP_CLOSE, TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_TIME_WAIT};
+use aya_ebpf::bindings::seq_file;
+use aya_ebpf::helpers::bpf_seq_write;
+use tcptop_common::{Adopted, TCP_CLOSE, TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_TIME_WAIT};
 
 use crate::kernel::{self, Mem, Probe, off};
 use crate::{conn, sock};
@@ -25,7 +27,8 @@ use crate::{conn, sock};
 /// `struct bpf_iter__tcp`, the program's context.
 #[repr(C)]
 pub struct IterTcp {
-    /// `struct bpf_iter_meta *` (the seq_file: nothing is written to it).
+    /// `struct bpf_iter_meta *`, whose first member is the `seq_file` the
+    /// walk's output goes to: an [`Adopted`] per connection.
     meta: u64,
     /// `struct sock_common *`, NULL at the end of the walk.
     sk_common: u64,
@@ -41,13 +44,55 @@ pub extern "C" fn tcptop_adopt_tcp(ctx: *const IterTcp) -> i32 {
     let skc = unsafe { core::ptr::read_volatile(&raw const (*ctx).sk_common) };
     if skc != 0 && kernel::ready() {
         // A typed pointer: a plain number for probe reads at offsets.
-        adopt(kernel::launder(skc));
+        let sk = kernel::launder(skc);
+        if adopt(sk) {
+            // The seq_file stays a typed pointer (the helper takes only
+            // that): `meta->seq`, a direct load.
+            // SAFETY: the kernel passes its context; the verifier checks
+            // both loads.
+            let seq = unsafe {
+                let meta = core::ptr::read_volatile(&raw const (*ctx).meta) as *const u64;
+                core::ptr::read_volatile(meta)
+            };
+            let out = Adopted {
+                sk,
+                inode: inode(sk),
+            };
+            // A full buffer: the kernel runs this program again for this
+            // socket in the next read (the insert above keeps the record).
+            // SAFETY: `out` is on our stack, its size given.
+            unsafe {
+                bpf_seq_write(
+                    seq as *mut seq_file,
+                    (&raw const out).cast(),
+                    core::mem::size_of::<Adopted>() as u32,
+                );
+            }
+        }
     }
     0
 }
 
+/// The inode number of the socket file holding `sk` (0 for a socket no
+/// file holds, a kernel socket).
 #[inline(always)]
-fn adopt(sk: u64) {
+fn inode(sk: u64) -> u64 {
+    let read_ptr = |base: u64, offset: usize| -> u64 {
+        if base == 0 {
+            0
+        } else {
+            Probe::read::<u64>(base as *const u8, offset).unwrap_or(0)
+        }
+    };
+    let socket = read_ptr(sk, off!(sk_socket));
+    let file = read_ptr(socket, off!(socket_file));
+    let inode = read_ptr(file, off!(file_inode));
+    read_ptr(inode, off!(inode_ino))
+}
+
+/// Adopts `sk` if it is a connection; whether it is one (with a record now).
+#[inline(always)]
+fn adopt(sk: u64) -> bool {
     // The state first: TIME_WAIT and request sockets are only a
     // `sock_common`, whose other fields must not be read as a `sock`'s.
     let state = Probe::read::<u8>(sk as *const u8, off!(skc_state)).unwrap_or(0);
@@ -57,12 +102,10 @@ fn adopt(sk: u64) {
         || state == TCP_TIME_WAIT
         || state == TCP_NEW_SYN_RECV
     {
-        return;
+        return false;
     }
     let tp = sock::tcp_sock::<Probe>(sk);
-    if tp != 0 {
-        // A record already there is a connection born since the hooks
-        // attached: it is kept. A full map is counted as a drop.
-        let _ = conn::start_existing::<Probe>(tp as *const u8, state, (0, 0));
-    }
+    // A record already there is a connection born since the hooks
+    // attached: it is kept. A full map is counted as a drop.
+    tp != 0 && conn::start_existing::<Probe>(tp as *const u8, state, (0, 0)).is_some()
 }

@@ -5,7 +5,9 @@
 //! socket counters baselined; from then on the map's iterator keeps its
 //! state, RTT and packets current, exactly as for a connection born since,
 //! instead of it showing the state /proc gave at start-up until its first
-//! call. (/proc still names the owners: `EbpfSource::collect`.)
+//! call. The program writes each one's record key and socket inode to the
+//! walk's output: /proc's descriptor links name their owners by inode
+//! (`EbpfSource::open`), with no dump of the socket diagnostics.
 //!
 //! A TCP iterator walks the namespace of the thread that creates it, so a
 //! thread of its own enters each namespace in turn (setns, which needs
@@ -18,6 +20,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use aya::{Ebpf, programs::Iter};
 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+use tcptop_common::Adopted;
 
 use super::hooks::{LoadError, TracingBtf, program};
 use super::iter::{link_iterator, walk};
@@ -26,14 +29,24 @@ use super::procfs::{self, NsFile};
 /// Name of the iterator program in the eBPF object.
 pub const PROGRAM: &str = "tcptop_adopt_tcp";
 
+/// What the walks did.
+#[derive(Debug, Default)]
+pub struct Walked {
+    /// Namespaces walked to the end.
+    pub namespaces: usize,
+    /// Each connection adopted (or found with a record): its record's key
+    /// and its socket's inode, which /proc's descriptor links name.
+    pub adopted: Vec<Adopted>,
+}
+
 /// Walks the TCP sockets of our own namespace and of each of `namespaces`
 /// (entered through its process's `/proc/<pid>/ns/net`), adopting every
-/// connection into the map. Returns how many namespaces were walked.
+/// connection into the map.
 pub fn adopt(
     ebpf: &mut Ebpf,
     btf: &mut TracingBtf,
     namespaces: &[NsFile],
-) -> Result<usize, LoadError> {
+) -> Result<Walked, LoadError> {
     let walked = link_iterator(ebpf, btf, PROGRAM, "tcp", None, "the TCP socket iterator")
         .map(|link| walk_namespaces(&link, namespaces));
     // The link went with `walk_namespaces`; the program runs no more.
@@ -48,12 +61,15 @@ pub fn adopt(
 /// Runs the iterator in our namespace, then in each of `namespaces`, on a
 /// thread of its own: setns moves only the calling thread, and this one
 /// ends here.
-fn walk_namespaces(link: &OwnedFd, namespaces: &[NsFile]) -> usize {
+fn walk_namespaces(link: &OwnedFd, namespaces: &[NsFile]) -> Walked {
     std::thread::scope(|s| {
         s.spawn(|| {
+            // A page of records a read (the kernel fills it from its own
+            // buffer of 8 pages).
             let mut buf = vec![0u8; 4096];
+            let mut out = Records::default();
             let own = procfs::own_netns();
-            let mut walked = usize::from(walk(link, &mut buf).is_ok());
+            let mut walked = usize::from(walk(link, &mut buf, |b| out.feed(b)).is_ok());
             for ns in namespaces.iter().filter(|ns| Some(ns.inode) != own) {
                 // The process may have exited (or moved: then we walk
                 // where it is now, which is harmless).
@@ -63,14 +79,99 @@ fn walk_namespaces(link: &OwnedFd, namespaces: &[NsFile]) -> usize {
                 // setns moves only this thread, which ends when the walks
                 // are done.
                 if move_into_link_name_space(f.as_fd(), Some(LinkNameSpaceType::Network)).is_ok()
-                    && walk(link, &mut buf).is_ok()
+                    && walk(link, &mut buf, |b| out.feed(b)).is_ok()
                 {
                     walked += 1;
                 }
             }
-            walked
+            Walked {
+                namespaces: walked,
+                adopted: out.done,
+            }
         })
         .join()
-        .unwrap_or(0)
+        .unwrap_or_default()
     })
+}
+
+/// The iterator's output as whole [`Adopted`] records, however the reads
+/// split it.
+#[derive(Debug, Default)]
+struct Records {
+    /// The start of a record the last read cut.
+    partial: Vec<u8>,
+    done: Vec<Adopted>,
+}
+
+const RECORD: usize = std::mem::size_of::<Adopted>();
+
+impl Records {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        if !self.partial.is_empty() {
+            let take = (RECORD - self.partial.len()).min(bytes.len());
+            let (head, rest) = bytes.split_at(take);
+            self.partial.extend_from_slice(head);
+            bytes = rest;
+            if self.partial.len() < RECORD {
+                return;
+            }
+            if let Ok(record) = <&[u8; RECORD]>::try_from(self.partial.as_slice()) {
+                self.done.push(parse(record));
+            }
+            self.partial.clear();
+        }
+        let (whole, rest) = bytes.as_chunks::<RECORD>();
+        self.done.extend(whole.iter().map(parse));
+        self.partial.extend_from_slice(rest);
+    }
+}
+
+/// One record (`RECORD` bytes, native order, as the program wrote it).
+fn parse(b: &[u8; RECORD]) -> Adopted {
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[at..at + 8]);
+        u64::from_ne_bytes(w)
+    };
+    Adopted {
+        sk: word(0),
+        inode: word(8),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(records: &[Adopted]) -> Vec<u8> {
+        records
+            .iter()
+            .flat_map(|a| [a.sk.to_ne_bytes(), a.inode.to_ne_bytes()])
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn records_whole_however_the_reads_cut_them() {
+        let want: Vec<Adopted> = (1..=40u64)
+            .map(|i| Adopted {
+                sk: 0xffff_8880_0000_0000 + i * 2048,
+                inode: 1_000_000 + i,
+            })
+            .collect();
+        let all = bytes(&want);
+        // Every read size, from a byte at a time to all at once.
+        for step in 1..=all.len() {
+            let mut r = Records::default();
+            for chunk in all.chunks(step) {
+                r.feed(chunk);
+            }
+            assert_eq!(r.done, want, "reads of {step} bytes");
+            assert!(r.partial.is_empty(), "reads of {step} bytes");
+        }
+        // A cut record at the end stays out.
+        let mut r = Records::default();
+        r.feed(&all[..all.len() - 3]);
+        assert_eq!(r.done, want[..want.len() - 1]);
+    }
 }

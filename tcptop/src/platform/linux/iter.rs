@@ -58,7 +58,7 @@ impl ConnIter {
 
     /// Walks the connection map once, bringing its records up to date.
     pub fn run(&mut self) -> io::Result<()> {
-        walk(&self.link, &mut self.buf)
+        walk(&self.link, &mut self.buf, |_| {})
     }
 }
 
@@ -100,19 +100,25 @@ pub(super) fn link_iterator(
         .map_err(|e| LoadError::kernel(format!("linking {what}"), &e))
 }
 
-/// Makes an iterator from the iterator link `link` and runs it to the end.
-/// Its programs write nothing: a read walks to the end and returns 0,
-/// except that one read call visits at most a million objects (the
-/// kernel's MAX_ITER_OBJECTS) and, having nothing to return, fails with
-/// EAGAIN; the next read goes on from there. --max-conns allows 4,194,304
-/// records: a few reads at most.
-pub(super) fn walk(link: &OwnedFd, buf: &mut [u8]) -> io::Result<()> {
+/// Makes an iterator from the iterator link `link` and runs it to the end,
+/// handing what its program writes to `output` as it is read (`buf` at a
+/// time; a program's record may be split between two calls). A read
+/// walks until `buf` is full or the walk ends (0), except that one read
+/// call visits at most a million objects (the kernel's MAX_ITER_OBJECTS)
+/// and, having nothing to return, fails with EAGAIN; the next read goes
+/// on from there. --max-conns allows 4,194,304 records: a few reads at
+/// most.
+pub(super) fn walk(
+    link: &OwnedFd,
+    buf: &mut [u8],
+    mut output: impl FnMut(&[u8]),
+) -> io::Result<()> {
     let mut iter = File::from(bpf::iter_create(link.as_fd())?);
     let mut again = 0;
     loop {
         match iter.read(buf) {
             Ok(0) => return Ok(()),
-            Ok(_) => {}
+            Ok(n) => output(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && again < MAX_PARTIAL_READS => {
                 again += 1;

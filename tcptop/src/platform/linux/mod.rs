@@ -86,6 +86,9 @@ pub struct EbpfSource {
     /// start-up, or called since): the first sample of one without an
     /// owner of its own (no call yet) takes this one; the table keeps it.
     seed_owners: StdHashMap<ConnKey, (u32, String)>,
+    /// Owners of the connections the TCP iterator adopted, by record key:
+    /// the first snapshot names those without an owner of their own.
+    sk_owners: SkOwners,
     /// What the last snapshots reported: later ones carry only changes.
     reported: crate::platform::changes::Reported,
     /// The records by key, kept between snapshots for its capacity.
@@ -195,9 +198,11 @@ impl EbpfSource {
         let own = procfs::own_netns();
         let every = 1 + namespaces.iter().filter(|ns| Some(ns.inode) != own).count();
         let mut adopted_all = false;
+        let mut walked = adopt::Walked::default();
         let adopted = match adopt::adopt(&mut ebpf, &mut tracing, &namespaces) {
-            Ok(walked) => {
-                adopted_all = walked == every;
+            Ok(w) => {
+                adopted_all = w.namespaces == every;
+                walked = w;
                 true
             }
             Err(e) => {
@@ -240,7 +245,7 @@ impl EbpfSource {
         // quarter of start-up at 200,000 sockets).
         let mut seed_owners = StdHashMap::new();
         let mut complete = false;
-        let mut diag = if conn_iter.is_none() || !adopted {
+        let diag = if conn_iter.is_none() || !adopted {
             let adopt = (!adopted).then_some((&mut map_reader, &scan.owners, &mut seed_owners));
             match open_diag(&namespaces, adopt) {
                 Ok((view, failed)) => {
@@ -267,18 +272,15 @@ impl EbpfSource {
         } else {
             None
         };
+        // Adopted by the TCP iterator: named by the inodes it wrote.
         // Adopted from the diagnostics: named as they were adopted.
-        let named = if adopted {
-            adopted_all
-                && name_existing(
-                    diag.as_mut().filter(|_| complete),
-                    &namespaces,
-                    &scan.owners,
-                    &mut seed_owners,
-                )
+        let named = if adopted { adopted_all } else { complete };
+        let sk_owners = if adopted_all {
+            SkOwners::new(&walked.adopted, &scan.owners)
         } else {
-            complete
+            SkOwners::default()
         };
+        drop(walked);
         let seeds = if named {
             Vec::new()
         } else {
@@ -313,6 +315,7 @@ impl EbpfSource {
             cgroups: cgroup::Resolver::new(),
             seeds,
             seed_owners,
+            sk_owners,
             reported: Default::default(),
             records: diagview::Records::new(),
             touched,
@@ -545,7 +548,8 @@ impl DataSource for EbpfSource {
         // per record was 35 MB at 200,000 records, each snapshot).
         let mut live = Vec::with_capacity(if complete { self.live_buf.len() } else { 0 });
         for (sk, st) in &self.live_buf {
-            let sample = convert::sample(*sk, st, false);
+            let mut sample = convert::sample(*sk, st, false);
+            self.sk_owners.fill(*sk, &mut sample);
             // A record is made at birth, before the kernel has filled in
             // every endpoint: connect() enters SYN_SENT before it picks the
             // source port, a listener's child enters SYN_RECV with the
@@ -588,8 +592,18 @@ impl DataSource for EbpfSource {
                     }
                     closed.push(convert::sample(ev.sk, &st, true));
                 }
-                _ => closed.push(convert::sample(ev.sk, &ev.stats, true)),
+                _ => {
+                    let mut c = convert::sample(ev.sk, &ev.stats, true);
+                    self.sk_owners.fill(ev.sk, &mut c);
+                    closed.push(c);
+                }
             }
+        }
+        // Every record was read: the first snapshot named those it could
+        // (the table keeps a row's owner); the rest had an owner of their
+        // own or none /proc could see.
+        if !partial {
+            self.sk_owners = SkOwners::default();
         }
         if !closed.is_empty() {
             let gone: convert::IdSet = closed.iter().map(|c| c.id).collect();
@@ -878,6 +892,10 @@ fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, SourceError> {
         sk_flags: off("sock_common", "skc_flags")?,
         // enum sock_flags has begun SOCK_DEAD, SOCK_DONE since Linux 2.6.
         sock_done_bit: 1,
+        sk_socket: off("sock", "sk_socket")?,
+        socket_file: off("socket", "file")?,
+        file_inode: off("file", "f_inode")?,
+        inode_ino: off("inode", "i_ino")?,
     })
 }
 
@@ -981,42 +999,6 @@ fn diag_failed(e: std::io::Error) -> SourceError {
     SourceError::Failed(format!("cannot read the kernel's socket diagnostics: {e}"))
 }
 
-/// Opens the socket diagnostics' view of our namespace and `namespaces`;
-/// with `adopt_with` (the TCP iterator was refused), dumps it once and
-/// adopts every connection the connection map (read with it) has no
-/// record of: those open before start.
-/// Names the owners of the connections open before start (adopted by the
-/// TCP iterator) from a dump of `view`, or of a view made for this alone,
-/// by their sockets' inodes (`owners`, from /proc); whether every
-/// namespace was dumped.
-fn name_existing(
-    view: Option<&mut diagview::DiagView>,
-    namespaces: &[procfs::NsFile],
-    owners: &std::collections::HashMap<u64, (u32, String)>,
-    seed_owners: &mut StdHashMap<ConnKey, (u32, String)>,
-) -> bool {
-    let mut own;
-    let view = match view {
-        Some(v) => v,
-        None => match diagview::DiagView::open(namespaces, diagview::CONN_STATES) {
-            Ok((v, failed)) if failed.is_empty() => {
-                own = v;
-                &mut own
-            }
-            _ => return false,
-        },
-    };
-    view.dump_each(
-        |_| true,
-        |k, c, _| {
-            if let Some(owner) = owners.get(&u64::from(c.inode)) {
-                seed_owners.insert(k, owner.clone());
-            }
-        },
-    )
-    .is_ok()
-}
-
 /// What adopting from the diagnostics needs: the records' reader, the
 /// owners of sockets by inode (/proc), and where to put the adopted
 /// connections' owners.
@@ -1025,6 +1007,44 @@ type AdoptWith<'a> = (
     &'a std::collections::HashMap<u64, (u32, String)>,
     &'a mut StdHashMap<ConnKey, (u32, String)>,
 );
+
+/// The owners of the connections the TCP iterator adopted, by record key
+/// (a pid each; the names once per process).
+#[derive(Debug, Default)]
+struct SkOwners {
+    pids: StdHashMap<u64, u32>,
+    comms: StdHashMap<u32, String>,
+}
+
+impl SkOwners {
+    /// From the iterator's output and /proc's owners by socket inode.
+    fn new(
+        adopted: &[tcptop_common::Adopted],
+        owners: &std::collections::HashMap<u64, (u32, String)>,
+    ) -> Self {
+        let mut named = SkOwners::default();
+        for a in adopted {
+            if let Some((pid, comm)) = owners.get(&a.inode).filter(|_| a.inode != 0) {
+                named.pids.insert(a.sk, *pid);
+                named.comms.entry(*pid).or_insert_with(|| comm.clone());
+            }
+        }
+        named
+    }
+
+    /// Names `sample`, the record `sk`'s, if it has no owner of its own.
+    fn fill(&mut self, sk: u64, sample: &mut ConnSample) {
+        if self.pids.is_empty() || sample.pid != 0 {
+            return;
+        }
+        if let Some(pid) = self.pids.remove(&sk)
+            && let Some(comm) = self.comms.get(&pid)
+        {
+            sample.pid = pid;
+            sample.comm.clone_from(comm);
+        }
+    }
+}
 
 fn open_diag(
     namespaces: &[procfs::NsFile],
