@@ -14,6 +14,10 @@ use hashbrown::HashTable;
 use crate::model::{ConnKey, ConnSample, ConnState, Counters, Drops, Snapshot, Workload};
 use history::{Point, Series};
 
+/// Snapshots with room for this many samples give memory back while they
+/// are applied (4,096 samples: about 700 KB).
+const RELEASE_FROM: usize = 4096;
+
 /// One connection as the user sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
@@ -444,12 +448,24 @@ impl ConnTable {
         }
         // A source reports its connections in much the same order each
         // time (the kernel's map is read bucket by bucket), and rows are
-        // in the order they were first reported: the row after the last
+        // in the order they were first met here: the row after the last
         // one matched is tried before any hashing, so a table that did not
         // change is walked in memory order (random lookups into 100,000
         // rows were two thirds of a snapshot's cost).
+        //
+        // Samples are taken from the end and their memory is given back as
+        // the rows grow: the first snapshot of 200,000 connections held
+        // 35 MB of samples beside 74 MB of new rows, the peak of tcptop's
+        // memory. Rows are met (and made) in reverse report order every
+        // time, so the guess above walks them forward all the same.
+        let mut samples = snap.live;
         let mut next = 0;
-        for s in snap.live {
+        while let Some(s) = samples.pop() {
+            if samples.capacity() >= RELEASE_FROM && samples.len() <= samples.capacity() / 2 {
+                // Halving: the copying (none, for a block the allocator
+                // mapped on its own) stays linear overall.
+                samples.shrink_to_fit();
+            }
             let at = match self.live.get(next) {
                 Some(r) if r.key == s.key => Some(next),
                 _ => find(&self.index, &self.live, self.hasher.hash_one(s.key), &s.key),
