@@ -409,7 +409,8 @@ mod tests {
             size_of::<ConnTuple>() + 4 + 3 * 8 + 8 * 4 + 16 + 4 + 4 + 5 * 8
         );
         assert_eq!(size_of::<ConnEvent>(), 16 + size_of::<ConnStats>());
-        assert_eq!(size_of::<Offsets>(), 29 * 4);
+        assert_eq!(size_of::<Offsets>(), 33 * 4);
+        assert_eq!(size_of::<Adopted>(), 2 * 8);
         assert_eq!(size_of::<Config>(), 4 * 4);
         assert_eq!(size_of::<TouchCpu>(), 4 * 8);
         assert_eq!(size_of::<UdpFlow>(), 6 * 8 + 8 + 16 + 8);
