@@ -242,7 +242,11 @@ fn unprivileged_mode_names_its_own_users_processes() {
     ]);
     their_srv.expect("listening");
 
-    let mut top = unprivileged(&ns, 8, &["--port", "40311", "--port", "40312"]);
+    // Stopped by SIGTERM once every byte was sent (its last snapshot), not
+    // after a number of snapshots: on 6.12 in a loaded emulated guest, 8
+    // snapshots (2.4 s) ended before the client's send (CI, 1234 bytes
+    // never seen). 1,000 snapshots (5 minutes) only bound the run.
+    let mut top = unprivileged(&ns, 1000, &["--port", "40311", "--port", "40312"]);
     let stderr = started(&mut top);
     let mut my_cli = as_nobody(&[
         "client",
@@ -270,6 +274,10 @@ fn unprivileged_mode_names_its_own_users_processes() {
     my_cli.expect("done");
     their_cli.poke();
     their_cli.expect("done");
+    // A snapshot after both sends, then the last one on SIGTERM.
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: kill(2) on the pid of a child not yet waited for.
+    assert_eq!(unsafe { libc::kill(top.id() as i32, libc::SIGTERM) }, 0);
 
     let out = top.wait_with_output().unwrap();
     let stderr = stderr.join().unwrap();
