@@ -34,7 +34,7 @@ fn closed(n: usize) -> Vec<ConnSample> {
                 },
                 id: 0xffff_8880_0000_0000 + i as u64 * 2304,
                 pid: 1000 + (i % 4) as u32,
-                comm: "python3".to_string(),
+                comm: "python3".into(),
                 state: ConnState::Closed,
                 counters: Counters {
                     tx_bytes: 64,

@@ -5,6 +5,8 @@ use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+pub use compact_str::CompactString;
+
 /// Transport protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proto {
@@ -164,6 +166,22 @@ impl Workload {
     }
 }
 
+/// Takes `v`'s last element, giving memory back as `v` empties: from 4,096
+/// elements of room, whenever at most half of it is used, the room shrinks
+/// to fit. For a buffer consumed while another grows (a snapshot's samples
+/// into the table's rows, the kernel's records into samples: 35 MB each at
+/// 200,000 connections), so that the peak is the larger of the two, not
+/// their sum. Halving keeps the copying linear (and there is none for a
+/// block the allocator mapped on its own: it shrinks in place).
+pub fn pop_releasing<T>(v: &mut Vec<T>) -> Option<T> {
+    const RELEASE_FROM: usize = 4096;
+    let last = v.pop();
+    if v.capacity() >= RELEASE_FROM && v.len() <= v.capacity() / 2 {
+        v.shrink_to_fit();
+    }
+    last
+}
+
 /// One connection as a source sees it at one moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnSample {
@@ -174,7 +192,7 @@ pub struct ConnSample {
     /// Owning process (TGID); 0 when not known yet.
     pub pid: u32,
     /// Process name as the kernel reports it: untrusted bytes, escape before display.
-    pub comm: String,
+    pub comm: CompactString,
     pub state: ConnState,
     pub counters: Counters,
     /// Smoothed round-trip time in microseconds, when known.
@@ -266,6 +284,25 @@ pub fn test_sample(port: u16, tx: u64) -> ConnSample {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn popping_gives_memory_back_as_it_empties() {
+        use super::pop_releasing;
+        let mut v: Vec<u64> = (0..100_000).collect();
+        let mut got = Vec::new();
+        while let Some(x) = pop_releasing(&mut v) {
+            got.push(x);
+            // Never more than twice the room in use (above the floor).
+            assert!(
+                v.capacity() <= (2 * v.len() + 1).max(4096),
+                "{} {}",
+                v.len(),
+                v.capacity()
+            );
+        }
+        assert!(v.capacity() < 4096, "{}", v.capacity());
+        // Every element, last first.
+        assert!(got.iter().rev().copied().eq(0..100_000));
+    }
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
     use super::*;

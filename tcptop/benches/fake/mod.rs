@@ -27,7 +27,7 @@ impl Busy {
                     },
                     id: u64::from(i) + 1,
                     pid: 1000 + i % 300,
-                    comm: format!("worker-{}", i % 300),
+                    comm: compact_str::format_compact!("worker-{}", i % 300),
                     state: ConnState::Established,
                     counters: Counters::default(),
                     rtt_us: Some(100 + i % 5000),

@@ -196,7 +196,7 @@ mod tests {
                 },
                 id: i as u64 + 1,
                 pid: 100 + i as u32,
-                comm: (*c).to_string(),
+                comm: (*c).into(),
                 state: ConnState::Established,
                 counters: Counters {
                     tx_bytes: 1234,

@@ -206,7 +206,7 @@ mod tests {
                 },
                 id: u64::from(i),
                 pid: i,
-                comm: format!("p{i}"),
+                comm: compact_str::format_compact!("p{i}"),
                 state: ConnState::Closed,
                 counters: Counters {
                     tx_bytes: u64::from(i % 7),
@@ -282,7 +282,7 @@ mod tests {
                 },
                 id: i as u64 + 1,
                 pid: [0, 1, 4_194_304, u32::MAX][i % 4],
-                comm: (*name).to_string(),
+                comm: (*name).into(),
                 state: [
                     ConnState::Established,
                     ConnState::Flow,

@@ -225,7 +225,7 @@ mod tests {
                             // decide nothing the keys should.
                             id: 1_000_000 - n,
                             pid: 1,
-                            comm: String::new(),
+                            comm: Default::default(),
                             state: ConnState::Established,
                             // Most rows tie on bytes (and on rate), as
                             // under churn; some do not.

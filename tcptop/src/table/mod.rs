@@ -2,21 +2,21 @@
 //! from counter deltas between two snapshots.
 
 pub mod history;
+mod samples;
 
 use std::cell::OnceCell;
-use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hashbrown::HashTable;
 
-use crate::model::{ConnKey, ConnSample, ConnState, Counters, Drops, Snapshot, Workload};
+use crate::model::{
+    CompactString, ConnKey, ConnSample, ConnState, Counters, Drops, Snapshot, Workload,
+    pop_releasing,
+};
 use history::{Point, Series};
-
-/// Snapshots with room for this many samples give memory back while they
-/// are applied (4,096 samples: about 700 KB).
-const RELEASE_FROM: usize = 4096;
+use samples::Samples;
 
 /// One connection as the user sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,7 +25,7 @@ pub struct Row {
     /// The source's identity of this connection instance (0: not known yet).
     pub id: u64,
     pub pid: u32,
-    pub comm: String,
+    pub comm: CompactString,
     pub state: ConnState,
     /// Cumulative since first seen.
     pub counters: Counters,
@@ -48,10 +48,8 @@ pub struct Row {
     /// Rates over the last interval (tx, rx); `tx_bps`/`rx_bps` hold the
     /// table's chosen window.
     interval_bps: (f64, f64),
-    /// (time in nanoseconds since the table's first snapshot, tx_bytes,
-    /// rx_bytes) at each snapshot over the longest window where they moved
-    /// (24 bytes a sample; an `Instant` would make it 32).
-    samples: VecDeque<(u64, u64, u64)>,
+    /// The counters where they moved, over the longest window.
+    samples: Samples,
     /// The table's snapshot count when a live sample last reported this
     /// row: rows no snapshot reported leave the live map.
     seen: u64,
@@ -59,7 +57,7 @@ pub struct Row {
     /// the TUI's filter asks; batch mode never pays for it) and again only
     /// after the fields in it change (formatting it per frame cost ~3 ms at
     /// 10,000 rows).
-    search: OnceCell<String>,
+    search: OnceCell<Box<str>>,
     /// Rates and RTT at each snapshot, for sparklines (tables that keep
     /// history only).
     history: Series,
@@ -83,7 +81,7 @@ impl Row {
             closed_at: None,
             prev: (0, 0),
             interval_bps: (0.0, 0.0),
-            samples: VecDeque::new(),
+            samples: Samples::default(),
             seen: 0,
             search: OnceCell::new(),
             history: Series::default(),
@@ -99,38 +97,12 @@ impl Row {
     /// Records the counters at `now`, if they moved since the last sample:
     /// between two samples they were constant, so an idle connection keeps
     /// one sample instead of one per snapshot (40 at a 1 s interval, ~1 KB
-    /// a row, most of a large idle table's memory).
+    /// a row, most of a large idle table's memory), and that without an
+    /// allocation.
     fn record_sample(&mut self, now: u64) {
         let c = (self.counters.tx_bytes, self.counters.rx_bytes);
-        // The last sample holds the counters of the previous snapshot
-        // (`prev`): compared with those, the samples themselves are not
-        // read (a cache miss per row: most of applying a snapshot of
-        // 100,000 rows), only written when the counters moved.
-        let prev = self.prev;
-        debug_assert!(self.samples.back().is_none_or(|s| (s.1, s.2) == prev));
-        if c == prev && !self.samples.is_empty() {
-            return;
-        }
-        if self.samples.is_empty() {
-            // Room for one: what an idle row keeps for good.
-            self.samples.reserve_exact(1);
-        } else if self.samples.len() == self.samples.capacity() {
-            // Full: samples older than the longest window leave now, not
-            // at every push (their end of the ring is another cache line
-            // to read per row and snapshot), keeping one at or beyond it
-            // as the baseline. The ring holds at most twice what the
-            // window needs.
-            let longest = RateWindow::LONGEST.as_nanos() as u64;
-            while self.samples.len() > 1
-                && self
-                    .samples
-                    .get(1)
-                    .is_some_and(|s| now.saturating_sub(s.0) >= longest)
-            {
-                self.samples.pop_front();
-            }
-        }
-        self.samples.push_back((now, c.0, c.1));
+        let longest = RateWindow::LONGEST.as_nanos() as u64;
+        self.samples.record(now, c, self.prev, longest);
     }
 
     /// Sets `tx_bps`/`rx_bps` to the average over `w` ending at `now`. A
@@ -143,14 +115,8 @@ impl Row {
         let (tx, rx) = match w.duration() {
             None => self.interval_bps,
             Some(span) => {
-                let age = |t: u64| Duration::from_nanos(now.saturating_sub(t));
-                let base = match self.samples.iter().rev().find(|s| age(s.0) >= span) {
-                    Some(&(_, btx, brx)) => Some((span, btx, brx)),
-                    None => self
-                        .samples
-                        .front()
-                        .map(|&(t, btx, brx)| (age(t), btx, brx)),
-                };
+                let c = (self.counters.tx_bytes, self.counters.rx_bytes);
+                let base = self.samples.base(now, span, c);
                 match base {
                     Some((secs, btx, brx)) if !secs.is_zero() => {
                         let secs = secs.as_secs_f64();
@@ -196,7 +162,7 @@ impl Row {
                 }
             }
             text.make_ascii_lowercase();
-            text
+            text.into_boxed_str()
         })
     }
 
@@ -460,12 +426,7 @@ impl ConnTable {
         // time, so the guess above walks them forward all the same.
         let mut samples = snap.live;
         let mut next = 0;
-        while let Some(s) = samples.pop() {
-            if samples.capacity() >= RELEASE_FROM && samples.len() <= samples.capacity() / 2 {
-                // Halving: the copying (none, for a block the allocator
-                // mapped on its own) stays linear overall.
-                samples.shrink_to_fit();
-            }
+        while let Some(s) = pop_releasing(&mut samples) {
             let at = match self.live.get(next) {
                 Some(r) if r.key == s.key => Some(next),
                 _ => find(&self.index, &self.live, self.hasher.hash_one(s.key), &s.key),
@@ -1226,7 +1187,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = sample(1000, 7, 0, 0);
         s.pid = 0;
-        s.comm = String::new();
+        s.comm = CompactString::default();
         t.apply(snap(vec![s], vec![]), t0, 1.0);
         let text = t.rows().next().unwrap().search_text().to_string();
         assert_eq!(text, " 0 tcp 127.0.0.1:1000 127.0.0.1:80 established");

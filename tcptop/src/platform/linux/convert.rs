@@ -8,7 +8,7 @@ use tcptop_common::{
     AF_INET6, CONN_ACTIVE, CONN_APP, ConnStats, ConnTuple, IPPROTO_UDP, ORIGIN_BORN, UdpFlow,
 };
 
-use crate::model::{ConnKey, ConnSample, ConnState, Counters, Proto};
+use crate::model::{CompactString, ConnKey, ConnSample, ConnState, Counters, Proto};
 
 fn addr(family: u16, raw: [u8; 16], port: u16) -> SocketAddr {
     let ip = if family == AF_INET6 {
@@ -52,9 +52,9 @@ pub fn key(st: &ConnStats) -> ConnKey {
 }
 
 /// Name bytes up to the first NUL, lossily decoded (still untrusted).
-fn comm(raw: &[u8; 16]) -> String {
+fn comm(raw: &[u8; 16]) -> CompactString {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
+    CompactString::from_utf8_lossy(&raw[..end])
 }
 
 /// Identity of one connection instance: the kernel may reuse a socket's

@@ -31,7 +31,7 @@ use tcptop_common::{
 use super::convert::{self, unmap};
 use super::diag::{DiagConn, DiagSocket, TcpInfo};
 use super::procfs::NsFile;
-use crate::model::{ConnKey, ConnSample, ConnState, Counters, Proto};
+use crate::model::{CompactString, ConnKey, ConnSample, ConnState, Counters, Proto};
 
 /// Every state but LISTEN, TIME_WAIT and NEW_SYN_RECV (not connections,
 /// or no longer full sockets: the kernel programs never track them).
@@ -380,7 +380,7 @@ pub fn sample(key: ConnKey, c: &DiagConn, base: &Baseline, active: bool) -> Conn
         key,
         id: 0,
         pid: 0,
-        comm: String::new(),
+        comm: CompactString::default(),
         state: ConnState::from_tcp(c.state),
         counters: Counters {
             tx_bytes: tx.saturating_sub(base.app_tx),

@@ -41,7 +41,9 @@ use tcptop_common::{
 };
 
 use super::{DataSource, HookSet, SourceError, SourceOptions};
-use crate::model::{ConnKey, ConnSample, ConnState, Counters, Drops, Proto, Snapshot};
+use crate::model::{
+    CompactString, ConnKey, ConnSample, ConnState, Counters, Drops, Proto, Snapshot, pop_releasing,
+};
 
 const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 
@@ -85,7 +87,7 @@ pub struct EbpfSource {
     /// Owners /proc named for connections the kernel reports (adopted at
     /// start-up, or called since): the first sample of one without an
     /// owner of its own (no call yet) takes this one; the table keeps it.
-    seed_owners: StdHashMap<ConnKey, (u32, String)>,
+    seed_owners: StdHashMap<ConnKey, (u32, CompactString)>,
     /// Owners of the connections the TCP iterator adopted, by record key:
     /// the first snapshot names those without an owner of their own.
     sk_owners: SkOwners,
@@ -546,10 +548,12 @@ impl DataSource for EbpfSource {
         }
         // Only the records that changed become samples here (writing one
         // per record was 35 MB at 200,000 records, each snapshot).
+        // Records are taken from the end, their memory given back as the
+        // samples grow (both were held whole at once: 70 MB at 200,000).
         let mut live = Vec::with_capacity(if complete { self.live_buf.len() } else { 0 });
-        for (sk, st) in &self.live_buf {
-            let mut sample = convert::sample(*sk, st, false);
-            self.sk_owners.fill(*sk, &mut sample);
+        while let Some((sk, st)) = pop_releasing(&mut self.live_buf) {
+            let mut sample = convert::sample(sk, &st, false);
+            self.sk_owners.fill(sk, &mut sample);
             // A record is made at birth, before the kernel has filled in
             // every endpoint: connect() enters SYN_SENT before it picks the
             // source port, a listener's child enters SYN_RECV with the
@@ -671,13 +675,6 @@ impl DataSource for EbpfSource {
         }
         self.cgroups.fill(&mut live);
         self.cgroups.fill(&mut closed);
-        // On the touched path a read of every record (the first snapshot,
-        // a full refresh) leaves a buffer for all of them, 35 MB at
-        // 200,000, while most snapshots read a few: given back before the
-        // table takes this snapshot (so large, it is its own mapping).
-        if self.touched.is_some() && self.live_buf.capacity() > 16_384 {
-            self.live_buf = Vec::new();
-        }
         Ok(Snapshot {
             live,
             closed,
@@ -1004,8 +1001,8 @@ fn diag_failed(e: std::io::Error) -> SourceError {
 /// connections' owners.
 type AdoptWith<'a> = (
     &'a mut mapread::MapReader,
-    &'a std::collections::HashMap<u64, (u32, String)>,
-    &'a mut StdHashMap<ConnKey, (u32, String)>,
+    &'a std::collections::HashMap<u64, (u32, CompactString)>,
+    &'a mut StdHashMap<ConnKey, (u32, CompactString)>,
 );
 
 /// The owners of the connections the TCP iterator adopted, by record key
@@ -1013,14 +1010,14 @@ type AdoptWith<'a> = (
 #[derive(Debug, Default)]
 struct SkOwners {
     pids: StdHashMap<u64, u32>,
-    comms: StdHashMap<u32, String>,
+    comms: StdHashMap<u32, CompactString>,
 }
 
 impl SkOwners {
     /// From the iterator's output and /proc's owners by socket inode.
     fn new(
         adopted: &[tcptop_common::Adopted],
-        owners: &std::collections::HashMap<u64, (u32, String)>,
+        owners: &std::collections::HashMap<u64, (u32, CompactString)>,
     ) -> Self {
         let mut named = SkOwners::default();
         for a in adopted {
@@ -1105,7 +1102,7 @@ fn seeds(found: Vec<procfs::ProcSocket>) -> Vec<ConnSample> {
             remote: s.remote,
             netns: s.netns,
         };
-        let (pid, comm) = s.owner.unwrap_or((0, String::new()));
+        let (pid, comm) = s.owner.unwrap_or_default();
         seen.entry(key).or_insert(ConnSample {
             key,
             id: 0,

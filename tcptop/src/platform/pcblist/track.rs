@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use super::parse::{Pcb, PcbStats};
-use crate::model::{ConnKey, ConnSample, ConnState, Counters, Proto, Snapshot};
+use crate::model::{CompactString, ConnKey, ConnSample, ConnState, Counters, Proto, Snapshot};
 
 /// XNU's `TCPS_LISTEN` (`bsd/netinet/tcp_fsm.h`).
 const TCPS_LISTEN: i32 = 1;
@@ -76,7 +76,7 @@ impl Tracker {
     ) -> Snapshot {
         self.reads += 1;
         let (read, first) = (self.reads, self.reads == 1);
-        let mut names: HashMap<u32, String> = HashMap::new();
+        let mut names: HashMap<u32, CompactString> = HashMap::new();
         for pcb in pcbs {
             let Some(tcp_state) = wanted(pcb) else {
                 continue;
@@ -101,7 +101,7 @@ impl Tracker {
                         key,
                         id: pcb.gencnt,
                         pid: 0,
-                        comm: String::new(),
+                        comm: CompactString::default(),
                         state: ConnState::Flow,
                         counters: Counters::default(),
                         rtt_us: None,
@@ -148,9 +148,12 @@ impl Tracker {
             f.shown |= pcb.proto == Proto::Tcp || moved;
             let pid = owner(pcb);
             let comm = if pid == 0 {
-                String::new()
+                CompactString::default()
             } else {
-                names.entry(pid).or_insert_with(|| name(pid)).clone()
+                names
+                    .entry(pid)
+                    .or_insert_with(|| CompactString::from(name(pid)))
+                    .clone()
             };
             let last = &mut f.last;
             // A process that exited keeps the name it had.
