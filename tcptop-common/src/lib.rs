@@ -253,6 +253,11 @@ pub struct Offsets {
     pub socket_file: u32,
     pub file_inode: u32,
     pub inode_ino: u32,
+    // The owners' iterator (`tcptop_owners`): a socket file's
+    // file.private_data is its struct socket, whose `file` points back;
+    // task_struct.tgid is the process id /proc shows.
+    pub file_private_data: u32,
+    pub task_tgid: u32,
 }
 
 /// What the TCP socket iterator (`tcptop_adopt_tcp`) writes for each
@@ -264,6 +269,21 @@ pub struct Offsets {
 pub struct Adopted {
     pub sk: u64,
     pub inode: u64,
+}
+
+/// What the process files' iterator (`tcptop_owners`) writes for each
+/// socket a process holds: the socket's inode number (as
+/// `/proc/<pid>/fd` links name it), the holder's process id and the name
+/// of the task that holds the descriptor table. One walk of every
+/// process's descriptors in the kernel, instead of a readlink per
+/// descriptor through /proc.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owned {
+    pub inode: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+    pub comm: [u8; 16],
 }
 
 /// Name of the one-element array of run-time settings ([`SETTING_*`]), which
@@ -409,8 +429,9 @@ mod tests {
             size_of::<ConnTuple>() + 4 + 3 * 8 + 8 * 4 + 16 + 4 + 4 + 5 * 8
         );
         assert_eq!(size_of::<ConnEvent>(), 16 + size_of::<ConnStats>());
-        assert_eq!(size_of::<Offsets>(), 33 * 4);
+        assert_eq!(size_of::<Offsets>(), 35 * 4);
         assert_eq!(size_of::<Adopted>(), 2 * 8);
+        assert_eq!(size_of::<Owned>(), 8 + 4 + 4 + 16);
         assert_eq!(size_of::<Config>(), 4 * 4);
         assert_eq!(size_of::<TouchCpu>(), 4 * 8);
         assert_eq!(size_of::<UdpFlow>(), 6 * 8 + 8 + 16 + 8);

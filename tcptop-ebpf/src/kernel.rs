@@ -48,6 +48,8 @@ static OFFSETS: Offsets = Offsets {
     socket_file: 0,
     file_inode: 0,
     inode_ino: 0,
+    file_private_data: 0,
+    task_tgid: 0,
 };
 
 /// Reads one offset from the read-only global (volatile, so the compiler

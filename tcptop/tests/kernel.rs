@@ -197,7 +197,7 @@ fn ipv6_exchange_exact() {
 /// snapshot (seeded from /proc with its owner), and its bytes since then are
 /// exact on both ends. With `server_blocked`, the server is already blocked in
 /// a receive call on the socket when tcptop attaches.
-fn existing_connection(tag: &str, port: u16, server_blocked: bool) {
+fn existing_connection(tag: &str, port: u16, server_blocked: bool, env: &[(&str, &str)]) {
     let ns = NetNs::new(tag);
     let addr = format!("127.0.0.1:{port}");
     let mut srv_args = vec![
@@ -233,7 +233,17 @@ fn existing_connection(tag: &str, port: u16, server_blocked: bool) {
         srv.expect("accepted");
     }
 
-    let mut top = Tcptop::start(&["--port", &port.to_string()]);
+    let mut top = Tcptop::start_with_env(common::INTERVAL, &["--port", &port.to_string()], env);
+    let refused_owners = env
+        .iter()
+        .any(|(k, v)| *k == "TCPTOP_TEST_REFUSE" && v.split(',').any(|x| x == "owners"));
+    if refused_owners {
+        let said = top.warnings.join("\n");
+        assert!(
+            said.contains("the process files' iterator: refused by the kernel (EPERM"),
+            "{said}"
+        );
+    }
     let seeded = top.wait_for(|r| r["local"] == local.as_str());
     assert_eq!(seeded["state"], "ESTABLISHED");
     assert_eq!(u(&seeded, "pid"), u64::from(cli.pid()));
@@ -268,7 +278,24 @@ fn existing_connection(tag: &str, port: u16, server_blocked: bool) {
 fn existing_connection_is_seen() {
     common::require_root();
     let _g = common::serial();
-    existing_connection("existing", 40103, false);
+    existing_connection("existing", 40103, false, &[]);
+}
+
+/// The same where the kernel refuses the iterator over processes' files
+/// (forced here): owners come from /proc's descriptor links, and the
+/// start-up says so.
+#[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
+fn existing_connection_named_from_proc() {
+    common::require_root();
+    let _g = common::serial();
+    let refuse = common::refusing("owners");
+    existing_connection(
+        "existing-proc",
+        40113,
+        false,
+        &[("TCPTOP_TEST_REFUSE", &refuse)],
+    );
 }
 
 /// A connection's state and socket counters move without any call on it:
@@ -527,7 +554,7 @@ fn full_table_warns_naming_the_flag() {
 fn call_in_flight_at_start_is_counted() {
     common::require_root();
     let _g = common::serial();
-    existing_connection("inflight", 40106, true);
+    existing_connection("inflight", 40106, true, &[]);
 }
 
 /// Data that no send or receive call carries: the client sends with
@@ -1207,6 +1234,7 @@ fn refused_programs_fall_back() {
     for what in [
         "the connection map's iterator: refused by the kernel (EPERM",
         "the TCP socket iterator: refused by the kernel (EPERM",
+        "the process files' iterator: refused by the kernel (EPERM",
         "socket diagnostics",
     ] {
         assert!(said.contains(what), "no warning about {what:?}:\n{said}");

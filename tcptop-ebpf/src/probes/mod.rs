@@ -4,6 +4,7 @@ mod destroy;
 mod fentry;
 mod iter;
 mod kprobe;
+mod owners;
 mod send_recv;
 mod state;
 mod touch;

@@ -138,7 +138,7 @@ pub fn errno_of(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
 
 /// Test switch (builds with debug assertions, which the tests run, or the
 /// `bench-switches` feature: `super::SWITCHES`):
-/// `TCPTOP_TEST_REFUSE=iter,fentry,tp_btf,kprobe,cgroup,touch` makes the loader
+/// `TCPTOP_TEST_REFUSE=iter,owners,fentry,tp_btf,kprobe,cgroup,touch` makes the loader
 /// treat those kinds of program as refused by the kernel (EPERM), so that
 /// every fallback runs on a host that allows everything.
 pub fn refused_for_test(kind: &str, what: &str) -> Result<(), LoadError> {

@@ -19,6 +19,7 @@ mod events;
 mod hooks;
 mod iter;
 mod mapread;
+mod owners;
 mod privdrop;
 pub mod procfs;
 mod release;
@@ -194,7 +195,24 @@ impl EbpfSource {
         };
         // After every hook: a connection adopted now has its teardown seen,
         // and one born meanwhile has its record already.
-        let scan = procfs::scan(Path::new("/proc")).unwrap_or_default();
+        // Owners of the sockets open before start: one walk of every
+        // process's files in the kernel, or /proc's descriptor links where
+        // the kernel refuses that iterator (the same answer, slower).
+        let kernel_owners = match owners::walk_owners(&mut ebpf, &mut tracing) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                warnings.push(format!(
+                    "{e}: the owners of connections open before start are read from \
+                     /proc's descriptor links instead (a slower start)"
+                ));
+                None
+            }
+        };
+        let mut scan =
+            procfs::scan(Path::new("/proc"), kernel_owners.is_none()).unwrap_or_default();
+        if let Some(o) = kernel_owners {
+            scan.owners = o;
+        }
         let namespaces = procfs::namespace_files(&scan.namespaces);
         // Whether the TCP iterator adopted them, and in every namespace.
         let own = procfs::own_netns();
@@ -893,6 +911,8 @@ fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, SourceError> {
         socket_file: off("socket", "file")?,
         file_inode: off("file", "f_inode")?,
         inode_ino: off("inode", "i_ino")?,
+        file_private_data: off("file", "private_data")?,
+        task_tgid: off("task_struct", "tgid")?,
     })
 }
 

@@ -62,15 +62,16 @@ pub struct NetNs {
     pub pid: u32,
 }
 
-/// Every network namespace reachable through `/proc/<pid>/ns/net` and the
-/// owner of every socket a process holds. `proc_root` is normally
-/// `"/proc"` (parameterised for tests).
+/// Every network namespace reachable through `/proc/<pid>/ns/net` and,
+/// with `owners`, the owner of every socket a process holds (without:
+/// `Scan::owners` is empty, for the caller to fill from the kernel's
+/// iterator). `proc_root` is normally `"/proc"` (parameterised for tests).
 ///
 /// # Errors
 ///
 /// Only if `proc_root` itself cannot be listed. Anything that fails below one
 /// `/proc/<pid>` (the process exited, permission denied, ...) is skipped.
-pub fn scan(proc_root: &Path) -> io::Result<Scan> {
+pub fn scan(proc_root: &Path, owners: bool) -> io::Result<Scan> {
     let mut pids: Vec<u32> = fs::read_dir(proc_root)?
         .filter_map(|entry| parse_pid(&entry.ok()?.file_name()))
         .collect();
@@ -85,7 +86,9 @@ pub fn scan(proc_root: &Path) -> io::Result<Scan> {
             }
             scan.members.push((netns, pid));
         }
-        collect_owners(&mut path, pid, &mut scan.owners);
+        if owners {
+            collect_owners(&mut path, pid, &mut scan.owners);
+        }
         path.pop();
     }
     Ok(scan)
@@ -662,7 +665,7 @@ garbage
         assert_eq!(accepted.local_addr().unwrap(), server);
 
         let start = std::time::Instant::now();
-        let scan = scan(Path::new("/proc")).unwrap();
+        let scan = scan(Path::new("/proc"), true).unwrap();
         let sockets = sockets(Path::new("/proc"), &scan);
         eprintln!(
             "scan + sockets(/proc): {} sockets in {:?}",
@@ -759,7 +762,7 @@ garbage
         fs::create_dir_all(root.join("1234")).unwrap();
         fs::write(root.join("net"), "x").unwrap();
 
-        let scan = scan(&root).unwrap();
+        let scan = scan(&root, true).unwrap();
         assert_eq!(
             scan.namespaces,
             vec![
@@ -792,6 +795,6 @@ garbage
             ]
         );
         fs::remove_dir_all(&root).unwrap();
-        assert!(super::scan(&root).is_err());
+        assert!(super::scan(&root, true).is_err());
     }
 }

@@ -1,0 +1,101 @@
+//! `iter/task_file`: the kernel's iterator over every process's open
+//! files, run by user space once at start-up (Linux 5.8+) to name the
+//! owners of sockets opened before tcptop started.
+//!
+//! For each socket file it writes an [`Owned`]: the socket's inode number
+//! (what `/proc/<pid>/fd` links show as `socket:[N]`), the process id and
+//! the task's name. The kernel walks the descriptor tables in place; /proc
+//! made a dentry and an inode per descriptor for the listing and resolved
+//! each link again (half of tcptop's start-up CPU at 200,000 sockets).
+//! Threads that share their process's table are skipped by the kernel;
+//! a thread with a table of its own (unshare(CLONE_FILES)) is walked too.
+
+use aya_ebpf::bindings::seq_file;
+use aya_ebpf::helpers::bpf_seq_write;
+use tcptop_common::Owned;
+
+use crate::kernel::{self, Mem, Probe, off};
+
+/// `struct bpf_iter__task_file`, the program's context.
+#[repr(C)]
+pub struct IterTaskFile {
+    /// `struct bpf_iter_meta *`, whose first member is the `seq_file`.
+    meta: u64,
+    /// `struct task_struct *`, NULL at the end of the walk.
+    task: u64,
+    fd: u32,
+    _pad: u32,
+    /// `struct file *`.
+    file: u64,
+}
+
+/// aya-ebpf has no attribute for iterator programs: the section name is
+/// what the loader and the kernel go by.
+#[unsafe(link_section = "iter/task_file")]
+#[unsafe(no_mangle)]
+pub extern "C" fn tcptop_owners(ctx: *const IterTaskFile) -> i32 {
+    // SAFETY: the kernel passes its context; the verifier checks the loads.
+    let (task, file) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*ctx).task),
+            core::ptr::read_volatile(&raw const (*ctx).file),
+        )
+    };
+    if task == 0 || file == 0 || !kernel::ready() {
+        return 0;
+    }
+    // Typed pointers: plain numbers for probe reads at offsets.
+    let (task, file) = (kernel::launder(task), kernel::launder(file));
+    let Some(inode) = socket_inode(file) else {
+        return 0;
+    };
+    let mut out = Owned {
+        inode,
+        tgid: Probe::read::<u32>(task as *const u8, off!(task_tgid)).unwrap_or(0),
+        _pad: 0,
+        comm: Probe::read::<[u8; 16]>(task as *const u8, off!(task_comm)).unwrap_or([0; 16]),
+    };
+    if out.tgid == 0 {
+        return 0;
+    }
+    // The seq_file stays a typed pointer (the helper takes only that).
+    // SAFETY: the kernel passes its context; the verifier checks both loads.
+    let seq = unsafe {
+        let meta = core::ptr::read_volatile(&raw const (*ctx).meta) as *const u64;
+        core::ptr::read_volatile(meta)
+    };
+    // A full buffer: the kernel runs this program again for this file in
+    // the next read.
+    // SAFETY: `out` is on our stack, its size given.
+    unsafe {
+        bpf_seq_write(
+            seq as *mut seq_file,
+            (&raw mut out).cast(),
+            core::mem::size_of::<Owned>() as u32,
+        );
+    }
+    0
+}
+
+/// The inode number of `file` if it is a socket's file: its private data
+/// is a `struct socket` whose `file` points back to it (a file opened
+/// with O_PATH on a socket's path in a filesystem is not one).
+#[inline(always)]
+fn socket_inode(file: u64) -> Option<u64> {
+    let read_ptr = |base: u64, offset: usize| -> u64 {
+        if base == 0 {
+            0
+        } else {
+            Probe::read::<u64>(base as *const u8, offset).unwrap_or(0)
+        }
+    };
+    let socket = read_ptr(file, off!(file_private_data));
+    if socket == 0 || read_ptr(socket, off!(socket_file)) != file {
+        return None;
+    }
+    let inode = read_ptr(file, off!(file_inode));
+    match read_ptr(inode, off!(inode_ino)) {
+        0 => None,
+        ino => Some(ino),
+    }
+}
