@@ -16,8 +16,10 @@ interval:
          whole process life, start-up included).
   tui    `tcptop --interval 1` in a 200x50 tmux pane for 16 s (15
          snapshots), then `q`. Drops and connections from the header (tmux
-         capture-pane); CPU (all threads, schedstat) and VmHWM read just
-         before `q`.
+         capture-pane); CPU (all threads, ended ones too: /proc/<pid>/stat)
+         and VmHWM read just before `q`. The CPU at 5 s (for the steady
+         part) is read the same way in both arms: the start-up's threads
+         have ended by then.
 
 For each arm: wall time, CPU as a share of one core over the whole life
 (start-up included) and over the steady part (from 5 s to the end: the
@@ -40,7 +42,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import cpu_secs, rss_kib  # noqa: E402  (the same accounting as every bench)
+from bench import group_cpu_secs, rss_kib  # noqa: E402  (the same accounting as every bench)
 
 NS_PREFIX = "tcptop-scale-"
 
@@ -120,7 +122,7 @@ def run_batch(tcptop):
                           "--port", "1"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     time.sleep(5)
-    cpu5, t5 = cpu_secs(p.pid), time.monotonic()
+    cpu5, t5 = group_cpu_secs(p.pid), time.monotonic()
     status, ru = wait_bounded(p.pid, 120)
     wall = time.monotonic() - t0
     err = p.stderr.read()
@@ -152,9 +154,9 @@ def run_tui(tcptop):
          f"exec {tcptop} --interval 1")
     pid = int(tmux("list-panes", "-t", "s", "-F", "#{pane_pid}").split()[0])
     time.sleep(5)
-    cpu5, t5 = cpu_secs(pid), time.monotonic()
+    cpu5, t5 = group_cpu_secs(pid), time.monotonic()
     time.sleep(max(0.0, 16 - (time.monotonic() - t0)))
-    cpu, hwm = cpu_secs(pid), hwm_kib(pid)
+    cpu, hwm = group_cpu_secs(pid), hwm_kib(pid)
     t_end = time.monotonic()
     screen = tmux("capture-pane", "-p", "-t", "s")
     tmux("send-keys", "-t", "s", "q")

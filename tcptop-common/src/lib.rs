@@ -273,8 +273,8 @@ pub struct Adopted {
 
 /// What the process files' iterator (`tcptop_owners`) writes for each
 /// socket a process holds: the socket's inode number (as
-/// `/proc/<pid>/fd` links name it), the holder's process id and the name
-/// of the task that holds the descriptor table. One walk of every
+/// `/proc/<pid>/fd` links name it), the holder's process id and name (its
+/// thread group leader's). One walk of every
 /// process's descriptors in the kernel, instead of a readlink per
 /// descriptor through /proc.
 #[repr(C)]

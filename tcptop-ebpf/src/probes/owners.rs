@@ -53,7 +53,7 @@ pub extern "C" fn tcptop_owners(ctx: *const IterTaskFile) -> i32 {
         inode,
         tgid: Probe::read::<u32>(task as *const u8, off!(task_tgid)).unwrap_or(0),
         _pad: 0,
-        comm: Probe::read::<[u8; 16]>(task as *const u8, off!(task_comm)).unwrap_or([0; 16]),
+        comm: leader_comm(task),
     };
     if out.tgid == 0 {
         return 0;
@@ -75,6 +75,16 @@ pub extern "C" fn tcptop_owners(ctx: *const IterTaskFile) -> i32 {
         );
     }
     0
+}
+
+/// The name of `task`'s thread group leader: the process name `ps` shows,
+/// as the hooks name a caller (`kernel::leader_comm`).
+#[inline(always)]
+fn leader_comm(task: u64) -> [u8; 16] {
+    match Probe::read::<u64>(task as *const u8, off!(task_group_leader)) {
+        Ok(leader) if leader != 0 => kernel::read16::<Probe>(leader as *const u8, off!(task_comm)),
+        _ => [0; 16],
+    }
 }
 
 /// The inode number of `file` if it is a socket's file: its private data

@@ -103,6 +103,8 @@ pub struct EbpfSource {
     warnings: Vec<String>,
     /// Benchmark instrument: `collect` only empties the ring buffer.
     skip_user: bool,
+    /// Snapshots collected so far.
+    collected: u64,
     /// Keeps programs loaded and links attached.
     _ebpf: Ebpf,
 }
@@ -342,6 +344,7 @@ impl EbpfSource {
             hooks,
             warnings,
             skip_user: skip.user,
+            collected: 0,
             _ebpf: ebpf,
         })
     }
@@ -528,6 +531,14 @@ impl DataSource for EbpfSource {
 
     fn collect(&mut self) -> Result<Snapshot, SourceError> {
         self.live_buf.clear();
+        // The first snapshot has been applied (its samples, the start-up's
+        // owners and records are gone): the heap's free pages between
+        // live blocks go back to the system, once (9 MiB of 101 at 200,000
+        // connections).
+        self.collected += 1;
+        if self.collected == 2 {
+            release_free_heap();
+        }
         if self.skip_user {
             self.events.drain_into(&mut self.event_buf);
             self.event_buf.clear();
@@ -710,6 +721,16 @@ fn incomplete(k: &ConnKey) -> bool {
         || k.remote.port() == 0
         || k.local.ip().is_unspecified()
         || k.remote.ip().is_unspecified()
+}
+
+/// Gives the heap's free pages back to the system (glibc keeps freed
+/// memory below the top of its heap mapped otherwise).
+fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Two changes to glibc's allocator, for the long run (other C libraries
