@@ -386,10 +386,11 @@ impl EbpfSource {
             let live_buf = &mut self.live_buf;
             let reported = &mut self.reported;
             let mut syn_sent = Vec::new();
+            let mut untold = Vec::new();
             view.dump_each(
                 |ns| wanted.contains(&ns),
                 |k, c, adopted| {
-                    if records.matched(&k, c, adopted, live_buf) {
+                    if records.matched(&k, c, adopted, live_buf, &mut untold) {
                         return;
                     }
                     if c.state == TCP_SYN_SENT && records.connecting(&k) {
@@ -405,6 +406,11 @@ impl EbpfSource {
             )
             .map_err(diag_failed)?;
             records.complete_connecting(&syn_sent, live_buf);
+            if let Some(t) = &mut self.touched {
+                for sk in untold {
+                    t.again(sk);
+                }
+            }
         }
         Ok(())
     }
@@ -452,7 +458,9 @@ impl EbpfSource {
             }
             // Not found: ended (its CLOSE event follows), or in a
             // namespace made after start: the record as the hooks keep it.
-            view.refresh(st).map_err(diag_failed)?;
+            if view.refresh(st).map_err(diag_failed)? {
+                touched.again(*sk);
+            }
         }
         if connecting.is_empty() {
             return Ok(());

@@ -193,7 +193,7 @@ impl Touched {
     }
 
     /// Refreshes `sk` again at the next snapshot (a record still
-    /// connecting).
+    /// connecting, or one whose bytes the last answer left untold).
     pub fn again(&mut self, sk: u64) {
         self.again.push(sk);
     }
