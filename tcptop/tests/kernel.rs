@@ -1466,6 +1466,19 @@ sys.stdin.readline()
             break;
         }
     }
+    if (sent, received) != (N, N) {
+        let mut latest: std::collections::HashMap<(String, String), &Value> = Default::default();
+        for r in &top.records {
+            latest.insert((r["local"].to_string(), r["remote"].to_string()), r);
+        }
+        for r in latest
+            .values()
+            .filter(|r| r["local"] == addr && r["rx_bytes"].as_u64() != Some(1000))
+            .take(5)
+        {
+            eprintln!("STUCK {r}");
+        }
+    }
     assert_eq!(
         (sent, received),
         (N, N),
