@@ -340,7 +340,7 @@ impl Aggregator {
         let snapshot = self.snapshots;
         // An ownerless new connection's growth waits for its owner.
         let hold =
-            r.pid == 0 && !closed && now.saturating_duration_since(r.first_seen) < OWNER_GRACE;
+            r.pid == 0 && !closed && now.saturating_duration_since(r.first_seen()) < OWNER_GRACE;
         let counters = if hold {
             Counters::default()
         } else {

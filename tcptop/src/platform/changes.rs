@@ -53,6 +53,14 @@ impl Reported {
         self.complete
     }
 
+    /// Makes room for `n` connections at once (more than are known: the
+    /// difference is new), instead of growing a step at a time: at
+    /// 200,000 connections the first snapshot's 17 regrowths left 6.5 MB
+    /// of freed tables in the heap.
+    pub fn expect(&mut self, n: usize) {
+        self.last.reserve(n.saturating_sub(self.last.len()));
+    }
+
     /// Whether `s` goes into this snapshot: new, changed since it was last
     /// reported, or the snapshot is complete. Call once per connection.
     pub fn keep(&mut self, s: &ConnSample) -> bool {

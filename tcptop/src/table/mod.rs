@@ -18,6 +18,37 @@ use crate::model::{
 use history::{Point, Series};
 use samples::Samples;
 
+/// A moment in 8 bytes (an `Instant` takes 16, and a row kept two):
+/// nanoseconds since a base well before any moment the process meets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp(std::num::NonZeroU64);
+
+impl Stamp {
+    /// The base: up to 2^32 s (136 years) before the first use, as far
+    /// back as the platform's clock goes (Linux: any distance; a clock
+    /// counting from boot, not before it).
+    fn base() -> Instant {
+        static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *BASE.get_or_init(|| {
+            let now = Instant::now();
+            [1u64 << 32, 1 << 24, 1 << 16, 1 << 8]
+                .into_iter()
+                .find_map(|s| now.checked_sub(Duration::from_secs(s)))
+                .unwrap_or(now)
+        })
+    }
+
+    fn of(t: Instant) -> Stamp {
+        let n = u64::try_from(t.saturating_duration_since(Stamp::base()).as_nanos())
+            .unwrap_or(u64::MAX);
+        Stamp(std::num::NonZeroU64::new(n).unwrap_or(std::num::NonZeroU64::MIN))
+    }
+
+    fn instant(self) -> Instant {
+        Stamp::base() + Duration::from_nanos(self.0.get())
+    }
+}
+
 /// One connection as the user sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
@@ -38,10 +69,10 @@ pub struct Row {
     /// or a rolling 2/10/40 s window).
     pub tx_bps: f64,
     pub rx_bps: f64,
-    /// When the table first saw this connection.
-    pub first_seen: Instant,
-    /// When the table learnt that it ended (None while it is alive).
-    pub closed_at: Option<Instant>,
+    /// When the table first saw this connection ([`Row::first_seen`]).
+    first: Stamp,
+    /// When the table learnt that it ended ([`Row::closed_at`]).
+    closed: Option<Stamp>,
     /// Bytes (tx, rx) at the previous snapshot, for the next rate (the
     /// other counters have no rate: 24 bytes a row less).
     prev: (u64, u64),
@@ -64,6 +95,16 @@ pub struct Row {
 }
 
 impl Row {
+    /// When the table first saw this connection.
+    pub fn first_seen(&self) -> Instant {
+        self.first.instant()
+    }
+
+    /// When the table learnt that it ended (None while it is alive).
+    pub fn closed_at(&self) -> Option<Instant> {
+        self.closed.map(Stamp::instant)
+    }
+
     fn new(s: ConnSample, now: Instant) -> Row {
         Row {
             key: s.key,
@@ -77,8 +118,8 @@ impl Row {
             active: s.active,
             tx_bps: 0.0,
             rx_bps: 0.0,
-            first_seen: now,
-            closed_at: None,
+            first: Stamp::of(now),
+            closed: None,
             prev: (0, 0),
             interval_bps: (0.0, 0.0),
             samples: Samples::default(),
@@ -354,7 +395,8 @@ impl ConnTable {
     /// lingering from earlier ones).
     pub fn closed_latest(&self) -> impl Iterator<Item = &Row> {
         let last = self.last;
-        self.closed.iter().filter(move |r| r.closed_at == last)
+        let last = last.map(Stamp::of);
+        self.closed.iter().filter(move |r| r.closed == last)
     }
 
     /// Applies a snapshot taken at `now`. `nominal_secs` is used as the
@@ -402,7 +444,7 @@ impl ConnTable {
                 // own sample.
                 _ => Row::new(s, now),
             };
-            row.closed_at = Some(now);
+            row.closed = Some(Stamp::of(now));
             self.closed.push(row);
         }
         let new = snap.live.len().saturating_sub(self.live.len());
@@ -478,7 +520,7 @@ impl ConnTable {
             // A row first seen closed (most rows under churn) needs no
             // history: without one its windowed rate is its interval rate,
             // and it never moves again. It saves an allocation per row.
-            if !self.no_samples && (r.closed_at.is_none() || !r.samples.is_empty()) {
+            if !self.no_samples && (r.closed.is_none() || !r.samples.is_empty()) {
                 r.record_sample(now_ns);
             }
             r.apply_window(self.window, now_ns);
@@ -546,8 +588,8 @@ impl ConnTable {
         if let Some(linger) = self.linger {
             let before = self.closed.len();
             self.closed.retain(|r| {
-                r.closed_at
-                    .is_none_or(|t| now.saturating_duration_since(t) < linger)
+                r.closed
+                    .is_none_or(|t| now.saturating_duration_since(t.instant()) < linger)
             });
             if self.closed.len() != before {
                 self.version += 1;
@@ -711,6 +753,30 @@ mod tests {
         }
     }
 
+    /// A row's size is what the table's memory scales with (100,000
+    /// connections: 200,000 rows). Where it grows, look again.
+    #[test]
+    fn a_row_and_a_stamp_stay_small() {
+        assert!(
+            std::mem::size_of::<Row>() <= 304,
+            "{}",
+            std::mem::size_of::<Row>()
+        );
+        assert_eq!(std::mem::size_of::<Option<Stamp>>(), 8);
+        // A stamp gives its moment back exactly, before and after now.
+        let now = Instant::now();
+        for t in [
+            now,
+            now + Duration::from_nanos(1),
+            now + Duration::from_secs(86_400),
+        ] {
+            assert_eq!(Stamp::of(t).instant(), t);
+        }
+        if let Some(t) = now.checked_sub(Duration::from_secs(3)) {
+            assert_eq!(Stamp::of(t).instant(), t);
+        }
+    }
+
     #[test]
     fn rate_guards() {
         assert_eq!(rate(100, 0, 2.0), 50.0);
@@ -849,7 +915,7 @@ mod tests {
                     let p = r.key.local.port();
                     assert_eq!(r.counters.tx_bytes, u64::from(p) * 10 + step, "port {p}");
                     let first = t0 + Duration::from_secs(since[&p]);
-                    assert_eq!(r.first_seen, first, "port {p}: the same row throughout");
+                    assert_eq!(r.first_seen(), first, "port {p}: the same row throughout");
                     p
                 })
                 .collect();
@@ -926,7 +992,7 @@ mod tests {
         t.apply(snap(vec![], vec![sample(1000, 7, 30, 5)]), at(1), 1.0);
         let r = t.rows().next().unwrap();
         assert!(r.is_closed());
-        assert_eq!(r.closed_at, Some(at(1)));
+        assert_eq!(r.closed_at(), Some(at(1)));
         assert_eq!((r.counters.tx_bytes, r.tx_bps, r.rx_bps), (30, 20.0, 5.0));
         for s in 2..=5 {
             t.apply(snap(vec![], vec![]), at(s), 1.0);
@@ -980,7 +1046,7 @@ mod tests {
             t0 + Duration::from_secs(1),
             1.0,
         );
-        assert_eq!(t.rows().next().unwrap().first_seen, t0);
+        assert_eq!(t.rows().next().unwrap().first_seen(), t0);
         assert_eq!(t.totals(), (0, 20));
     }
 
@@ -1033,7 +1099,7 @@ mod tests {
         assert_eq!(t.len(), 1, "a row no snapshot reports stays");
         let r = t.rows().next().unwrap();
         assert_eq!(
-            (r.id, r.counters.tx_bytes, r.tx_bps, r.first_seen),
+            (r.id, r.counters.tx_bytes, r.tx_bps, r.first_seen()),
             (8, 20, 20.0, t1),
             "the new instance inherited the old one's row"
         );

@@ -452,7 +452,7 @@ fn draw_detail(app: &App, frame: &mut Frame<'_>, area: Rect) {
         ),
         None => ("?".into(), "(not available)".into()),
     };
-    let closed = match row.closed_at {
+    let closed = match row.closed_at() {
         Some(t) => format!(
             "  closed {} ago",
             age_text(app.now.saturating_duration_since(t))
@@ -475,7 +475,7 @@ fn draw_detail(app: &App, frame: &mut Frame<'_>, area: Rect) {
             Span::raw(format!(
                 "{:<12} age {}{closed}",
                 row.state.as_str(),
-                age_text(app.now.saturating_duration_since(row.first_seen))
+                age_text(app.now.saturating_duration_since(row.first_seen()))
             )),
         ]),
         Line::from(vec![

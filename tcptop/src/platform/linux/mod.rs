@@ -588,6 +588,7 @@ impl DataSource for EbpfSource {
         // Records are taken from the end, their memory given back as the
         // samples grow (both were held whole at once: 70 MB at 200,000).
         let mut live = Vec::with_capacity(if complete { self.live_buf.len() } else { 0 });
+        self.reported.expect(self.live_buf.len());
         while let Some((sk, st)) = pop_releasing(&mut self.live_buf) {
             let mut sample = convert::sample(sk, &st, false);
             self.sk_owners.fill(sk, &mut sample);
