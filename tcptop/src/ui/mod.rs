@@ -681,12 +681,15 @@ impl App {
     }
 
     fn build_view(&self, key: ViewKey) -> View {
+        // Each list made here is as long as the table (200,000 rows: a
+        // few MB each, and the heap keeps its high-water mark): the fewest
+        // at once, each dropped as soon as it is used.
         let all = self.source_rows();
-        let plain: Vec<&Row> = all.iter().map(|(_, r)| *r).collect();
-        let states = state_counts(&plain);
-        let bps = plain
-            .iter()
-            .fold((0.0, 0.0), |(rx, tx), r| (rx + r.rx_bps, tx + r.tx_bps));
+        let states = state_counts(all.iter().map(|(_, r)| *r));
+        let bps = all.iter().fold((0.0, 0.0), |(rx, tx), (_, r)| {
+            (rx + r.rx_bps, tx + r.tx_bps)
+        });
+        let shown = all.len();
         // The filter also finds the names on display.
         let names = NameMatch::new(self.names(), &key.filter);
         let (srcs, rows): (Vec<RowSrc>, Vec<&Row>) = all
@@ -694,19 +697,21 @@ impl App {
             .filter(|(_, r)| items::matches(r, &key.filter) || names.matches(r))
             .map(|(s, r)| (*s, *r))
             .unzip();
+        drop(all);
         let (lines, any_workload) = if key.grouping == Grouping::Connection {
+            let any_workload = rows.iter().any(|r| r.workload.is_some());
             // The rows themselves, sorted in place of items.
             let mut order: Vec<(&Row, u32)> = rows
-                .iter()
+                .into_iter()
                 .enumerate()
-                .map(|(i, r)| (*r, i as u32))
+                .map(|(i, r)| (r, i as u32))
                 .collect();
             items::sort_rows(&mut order, key.sort, key.reverse);
             let lines = order
                 .iter()
                 .map(|&(_, pos)| Line::Row(srcs[pos as usize]))
                 .collect();
-            (lines, rows.iter().any(|r| r.workload.is_some()))
+            (lines, any_workload)
         } else {
             let mut list = items::build(&rows, key.grouping);
             items::sort(&mut list, key.sort, key.reverse);
@@ -723,7 +728,7 @@ impl App {
         View {
             key,
             lines,
-            rows: plain.len(),
+            rows: shown,
             states,
             bps,
             any_workload,
@@ -857,7 +862,7 @@ struct Settled {
 }
 
 /// The app's counts by state, most common first (ties by name).
-fn state_counts(rows: &[&Row]) -> Vec<(&'static str, usize)> {
+fn state_counts<'a>(rows: impl Iterator<Item = &'a Row>) -> Vec<(&'static str, usize)> {
     // A handful of distinct states: a linear scan beats hashing 10,000 rows.
     let mut v: Vec<(ConnState, usize)> = Vec::new();
     for r in rows {

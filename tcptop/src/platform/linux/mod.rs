@@ -644,8 +644,10 @@ impl DataSource for EbpfSource {
         // Every record was read: the first snapshot named those it could
         // (the table keeps a row's owner); the rest had an owner of their
         // own or none /proc could see.
-        if !partial {
+        if !partial && !self.sk_owners.pids.is_empty() {
             self.sk_owners = SkOwners::default();
+            // Given back before the table makes its rows.
+            release_free_heap();
         }
         if !closed.is_empty() {
             let gone: convert::IdSet = closed.iter().map(|c| c.id).collect();
