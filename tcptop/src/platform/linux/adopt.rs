@@ -23,7 +23,7 @@ use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 use tcptop_common::Adopted;
 
 use super::hooks::{LoadError, TracingBtf, program};
-use super::iter::{link_iterator, walk};
+use super::iter::{Split, link_iterator, walk};
 use super::procfs::{self, NsFile};
 
 /// Name of the iterator program in the eBPF object.
@@ -98,31 +98,16 @@ fn walk_namespaces(link: &OwnedFd, namespaces: &[NsFile]) -> Walked {
 /// split it.
 #[derive(Debug, Default)]
 struct Records {
-    /// The start of a record the last read cut.
-    partial: Vec<u8>,
+    split: Split<RECORD>,
     done: Vec<Adopted>,
 }
 
 const RECORD: usize = std::mem::size_of::<Adopted>();
 
 impl Records {
-    fn feed(&mut self, mut bytes: &[u8]) {
-        if !self.partial.is_empty() {
-            let take = (RECORD - self.partial.len()).min(bytes.len());
-            let (head, rest) = bytes.split_at(take);
-            self.partial.extend_from_slice(head);
-            bytes = rest;
-            if self.partial.len() < RECORD {
-                return;
-            }
-            if let Ok(record) = <&[u8; RECORD]>::try_from(self.partial.as_slice()) {
-                self.done.push(parse(record));
-            }
-            self.partial.clear();
-        }
-        let (whole, rest) = bytes.as_chunks::<RECORD>();
-        self.done.extend(whole.iter().map(parse));
-        self.partial.extend_from_slice(rest);
+    fn feed(&mut self, bytes: &[u8]) {
+        let done = &mut self.done;
+        self.split.feed(bytes, |r| done.push(parse(r)));
     }
 }
 
@@ -167,7 +152,7 @@ mod tests {
                 r.feed(chunk);
             }
             assert_eq!(r.done, want, "reads of {step} bytes");
-            assert!(r.partial.is_empty(), "reads of {step} bytes");
+            assert!(!r.split.cut(), "reads of {step} bytes");
         }
         // A cut record at the end stays out.
         let mut r = Records::default();

@@ -127,3 +127,40 @@ pub(super) fn walk(
         }
     }
 }
+
+/// An iterator's output of fixed-size records (`N` bytes each, as its
+/// program wrote them with `bpf_seq_write`) whole, however the reads cut
+/// it: the start of a record a read cut waits for the rest.
+#[derive(Debug, Default)]
+pub(super) struct Split<const N: usize> {
+    partial: Vec<u8>,
+}
+
+impl<const N: usize> Split<N> {
+    /// Hands each whole record of `bytes` (with what the last call left)
+    /// to `each`, in order.
+    pub(super) fn feed(&mut self, mut bytes: &[u8], mut each: impl FnMut(&[u8; N])) {
+        if !self.partial.is_empty() {
+            let take = (N - self.partial.len()).min(bytes.len());
+            let (head, rest) = bytes.split_at(take);
+            self.partial.extend_from_slice(head);
+            bytes = rest;
+            if self.partial.len() < N {
+                return;
+            }
+            if let Ok(record) = <&[u8; N]>::try_from(self.partial.as_slice()) {
+                each(record);
+            }
+            self.partial.clear();
+        }
+        let (whole, rest) = bytes.as_chunks::<N>();
+        whole.iter().for_each(&mut each);
+        self.partial.extend_from_slice(rest);
+    }
+
+    /// Whether a cut record is waiting for its rest.
+    #[cfg(test)]
+    pub(super) fn cut(&self) -> bool {
+        !self.partial.is_empty()
+    }
+}

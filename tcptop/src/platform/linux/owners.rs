@@ -16,7 +16,7 @@ use aya::{Ebpf, programs::Iter};
 use tcptop_common::Owned;
 
 use super::hooks::{LoadError, TracingBtf, program, refused_for_test};
-use super::iter::{link_iterator, walk};
+use super::iter::{Split, link_iterator, walk};
 use crate::model::CompactString;
 
 /// Name of the iterator program in the eBPF object.
@@ -52,8 +52,7 @@ const RECORD: usize = std::mem::size_of::<Owned>();
 /// The iterator's output as owners, however the reads split it.
 #[derive(Debug, Default)]
 struct Records {
-    /// The start of a record the last read cut.
-    partial: Vec<u8>,
+    split: Split<RECORD>,
     owners: Owners,
     /// The last process's name, shared by its next sockets (they come
     /// together: the walk goes a process at a time).
@@ -61,25 +60,10 @@ struct Records {
 }
 
 impl Records {
-    fn feed(&mut self, mut bytes: &[u8]) {
-        if !self.partial.is_empty() {
-            let take = (RECORD - self.partial.len()).min(bytes.len());
-            let (head, rest) = bytes.split_at(take);
-            self.partial.extend_from_slice(head);
-            bytes = rest;
-            if self.partial.len() < RECORD {
-                return;
-            }
-            let partial = std::mem::take(&mut self.partial);
-            if let Ok(record) = <&[u8; RECORD]>::try_from(partial.as_slice()) {
-                self.add(parse(record));
-            }
-        }
-        let (whole, rest) = bytes.as_chunks::<RECORD>();
-        for record in whole {
-            self.add(parse(record));
-        }
-        self.partial.extend_from_slice(rest);
+    fn feed(&mut self, bytes: &[u8]) {
+        let mut split = std::mem::take(&mut self.split);
+        split.feed(bytes, |r| self.add(parse(r)));
+        self.split = split;
     }
 
     /// Keeps the lowest process id for each socket, as /proc's scan does
@@ -171,7 +155,7 @@ mod tests {
                     "reads of {step} bytes"
                 );
             }
-            assert!(r.partial.is_empty(), "reads of {step} bytes");
+            assert!(!r.split.cut(), "reads of {step} bytes");
         }
         // A cut record at the end stays out.
         let mut r = Records::default();
