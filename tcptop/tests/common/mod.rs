@@ -531,6 +531,25 @@ pub fn loaded_tcptop_programs() -> Vec<String> {
         .collect()
 }
 
+/// The running kernel's (major, minor) version.
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// The flags of each loaded map named `name` with `max_entries` entries.
+pub fn map_flags(name: &str, max_entries: u32) -> Vec<u32> {
+    aya::maps::loaded_maps()
+        .filter_map(Result::ok)
+        .filter(|m| m.name_as_str() == Some(name) && m.max_entries() == max_entries)
+        .map(|m| m.map_flags())
+        .collect()
+}
+
 /// Waits (up to 5 s) for the kernel to free tcptop's programs: a program
 /// goes away an RCU grace period after its last file descriptor closes.
 pub fn wait_no_programs() {

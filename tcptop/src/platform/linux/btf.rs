@@ -398,6 +398,11 @@ impl Btf {
         Ok(&rest[..len])
     }
 
+    /// Whether the kernel has a struct named `name`.
+    pub fn has_struct(&self, name: &str) -> bool {
+        self.structs.contains_key(name.as_bytes())
+    }
+
     /// Number of parameters of the kernel function `name`, or `None` if the
     /// kernel has no such function (in BTF).
     pub fn func_param_count(&self, name: &str) -> Option<usize> {

@@ -19,6 +19,7 @@ mod events;
 mod hooks;
 mod iter;
 mod mapread;
+mod objflags;
 mod owners;
 mod privdrop;
 pub mod procfs;
@@ -126,7 +127,23 @@ impl EbpfSource {
         };
         caps::raise_memlock();
 
-        let bytes = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptop"));
+        let embedded = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptop"));
+        // The UDP flows table allocated as flows come, where the kernel's
+        // hash maps can (objflags.rs); an object not as built loads as is.
+        let patched = btf
+            .has_struct("bpf_mem_alloc")
+            .then(|| {
+                objflags::with_map_flags(
+                    embedded,
+                    MAP_UDP_FLOWS,
+                    std::mem::size_of::<tcptop_common::ConnTuple>(),
+                    std::mem::size_of::<tcptop_common::UdpFlow>(),
+                    objflags::NO_PREALLOC,
+                )
+                .ok()
+            })
+            .flatten();
+        let bytes = patched.as_ref().map_or(embedded, objflags::Patched::bytes);
         let mut ebpf = EbpfLoader::new()
             .override_global(GLOBAL_OFFSETS, &offsets, true)
             .override_global(GLOBAL_CONFIG, &config, true)
