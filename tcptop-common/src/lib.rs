@@ -258,6 +258,8 @@ pub struct Offsets {
     // task_struct.tgid is the process id /proc shows.
     pub file_private_data: u32,
     pub task_tgid: u32,
+    // socket.sk: the record key of the socket a file holds.
+    pub socket_sk: u32,
 }
 
 /// What the TCP socket iterator (`tcptop_adopt_tcp`) writes for each
@@ -273,7 +275,9 @@ pub struct Adopted {
 
 /// What the process files' iterator (`tcptop_owners`) writes for each
 /// socket a process holds: the socket's inode number (as
-/// `/proc/<pid>/fd` links name it), the holder's process id and name (its
+/// `/proc/<pid>/fd` links name it), its `struct sock` (the record key,
+/// so that a connection the TCP iterator adopts is named without that
+/// walk writing anything), the holder's process id and name (its
 /// thread group leader's). One walk of every
 /// process's descriptors in the kernel, instead of a readlink per
 /// descriptor through /proc.
@@ -281,6 +285,8 @@ pub struct Adopted {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Owned {
     pub inode: u64,
+    /// The `struct sock` the file's socket holds (a TCP record's key).
+    pub sk: u64,
     pub tgid: u32,
     pub _pad: u32,
     pub comm: [u8; 16],
@@ -429,9 +435,9 @@ mod tests {
             size_of::<ConnTuple>() + 4 + 3 * 8 + 8 * 4 + 16 + 4 + 4 + 5 * 8
         );
         assert_eq!(size_of::<ConnEvent>(), 16 + size_of::<ConnStats>());
-        assert_eq!(size_of::<Offsets>(), 35 * 4);
+        assert_eq!(size_of::<Offsets>(), 36 * 4);
         assert_eq!(size_of::<Adopted>(), 2 * 8);
-        assert_eq!(size_of::<Owned>(), 8 + 4 + 4 + 16);
+        assert_eq!(size_of::<Owned>(), 8 + 8 + 4 + 4 + 16);
         assert_eq!(size_of::<Config>(), 4 * 4);
         assert_eq!(size_of::<TouchCpu>(), 4 * 8);
         assert_eq!(size_of::<UdpFlow>(), 6 * 8 + 8 + 16 + 8);

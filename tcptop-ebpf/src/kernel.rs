@@ -50,6 +50,7 @@ static OFFSETS: Offsets = Offsets {
     inode_ino: 0,
     file_private_data: 0,
     task_tgid: 0,
+    socket_sk: 0,
 };
 
 /// Reads one offset from the read-only global (volatile, so the compiler

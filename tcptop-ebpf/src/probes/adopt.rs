@@ -37,40 +37,56 @@ pub struct IterTcp {
 
 /// aya-ebpf has no attribute for iterator programs: the section name is
 /// what the loader and the kernel go by.
+///
+/// This one writes each adopted connection's record key and socket inode
+/// (an [`Adopted`]): where the kernel refused the process files' iterator,
+/// /proc's descriptor links name the owners by inode.
 #[unsafe(link_section = "iter/tcp")]
 #[unsafe(no_mangle)]
 pub extern "C" fn tcptop_adopt_tcp(ctx: *const IterTcp) -> i32 {
+    run(ctx, true)
+}
+
+/// The same adoption, writing nothing: the process files' iterator named
+/// every socket's owner by its record key already (four probe reads and a
+/// record per connection less).
+#[unsafe(link_section = "iter/tcp")]
+#[unsafe(no_mangle)]
+pub extern "C" fn tcptop_adopt_only(ctx: *const IterTcp) -> i32 {
+    run(ctx, false)
+}
+
+#[inline(always)]
+fn run(ctx: *const IterTcp, write: bool) -> i32 {
     // SAFETY: the kernel passes its context; the verifier checks the load.
     let skc = unsafe { core::ptr::read_volatile(&raw const (*ctx).sk_common) };
-    if skc != 0 && kernel::ready() {
-        // The record from direct loads through the typed pointer (a probe
-        // read per field cost a fifth of start-up at 200,000 sockets).
-        if adopt(skc) {
-            // A plain number for probe reads at offsets (the pointers to
-            // the socket's file are not all typed on every kernel).
-            let sk = kernel::launder(skc);
-            // The seq_file stays a typed pointer (the helper takes only
-            // that): `meta->seq`, a direct load.
-            // SAFETY: the kernel passes its context; the verifier checks
-            // both loads.
-            let seq = unsafe {
-                let meta = core::ptr::read_volatile(&raw const (*ctx).meta) as *const u64;
-                core::ptr::read_volatile(meta)
-            };
-            let out = Adopted {
-                sk,
-                inode: inode(sk),
-            };
-            // A full buffer: the kernel runs this program again for this
-            // socket in the next read (the insert above keeps the record).
-            // SAFETY: `out` is on our stack, its size given.
-            unsafe {
-                bpf_seq_write(
-                    seq as *mut seq_file,
-                    (&raw const out).cast(),
-                    core::mem::size_of::<Adopted>() as u32,
-                );
-            }
+    // The record from direct loads through the typed pointer (a probe
+    // read per field cost a fifth of start-up at 200,000 sockets).
+    if skc != 0 && kernel::ready() && adopt(skc) && write {
+        // A plain number for probe reads at offsets (the pointers to the
+        // socket's file are not all typed on every kernel).
+        let sk = kernel::launder(skc);
+        // The seq_file stays a typed pointer (the helper takes only that):
+        // `meta->seq`, a direct load.
+        // SAFETY: the kernel passes its context; the verifier checks both
+        // loads.
+        let seq = unsafe {
+            let meta = core::ptr::read_volatile(&raw const (*ctx).meta) as *const u64;
+            core::ptr::read_volatile(meta)
+        };
+        let out = Adopted {
+            sk,
+            inode: inode(sk),
+        };
+        // A full buffer: the kernel runs this program again for this
+        // socket in the next read (the insert above keeps the record).
+        // SAFETY: `out` is on our stack, its size given.
+        unsafe {
+            bpf_seq_write(
+                seq as *mut seq_file,
+                (&raw const out).cast(),
+                core::mem::size_of::<Adopted>() as u32,
+            );
         }
     }
     0

@@ -46,11 +46,12 @@ pub extern "C" fn tcptop_owners(ctx: *const IterTaskFile) -> i32 {
     }
     // Typed pointers: plain numbers for probe reads at offsets.
     let (task, file) = (kernel::launder(task), kernel::launder(file));
-    let Some(inode) = socket_inode(file) else {
+    let Some((socket, inode)) = socket_inode(file) else {
         return 0;
     };
     let mut out = Owned {
         inode,
+        sk: Probe::read::<u64>(socket as *const u8, off!(socket_sk)).unwrap_or(0),
         tgid: Probe::read::<u32>(task as *const u8, off!(task_tgid)).unwrap_or(0),
         _pad: 0,
         comm: leader_comm(task),
@@ -87,11 +88,12 @@ fn leader_comm(task: u64) -> [u8; 16] {
     }
 }
 
-/// The inode number of `file` if it is a socket's file: its private data
-/// is a `struct socket` whose `file` points back to it (a file opened
-/// with O_PATH on a socket's path in a filesystem is not one).
+/// The `struct socket` and inode number of `file` if it is a socket's
+/// file: its private data is a `struct socket` whose `file` points back
+/// to it (a file opened with O_PATH on a socket's path in a filesystem is
+/// not one).
 #[inline(always)]
-fn socket_inode(file: u64) -> Option<u64> {
+fn socket_inode(file: u64) -> Option<(u64, u64)> {
     let read_ptr = |base: u64, offset: usize| -> u64 {
         if base == 0 {
             0
@@ -106,6 +108,6 @@ fn socket_inode(file: u64) -> Option<u64> {
     let inode = read_ptr(file, off!(file_inode));
     match read_ptr(inode, off!(inode_ino)) {
         0 => None,
-        ino => Some(ino),
+        ino => Some((socket, ino)),
     }
 }

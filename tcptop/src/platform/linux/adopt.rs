@@ -26,8 +26,11 @@ use super::hooks::{LoadError, TracingBtf, program};
 use super::iter::{Split, link_iterator, walk};
 use super::procfs::{self, NsFile};
 
-/// Name of the iterator program in the eBPF object.
+/// Name of the iterator program in the eBPF object that writes each
+/// adopted connection's record key and socket inode.
 pub const PROGRAM: &str = "tcptop_adopt_tcp";
+/// The same, writing nothing (the owners were named by record key).
+pub const PROGRAM_ONLY: &str = "tcptop_adopt_only";
 
 /// What the walks did.
 #[derive(Debug, Default)]
@@ -41,16 +44,19 @@ pub struct Walked {
 
 /// Walks the TCP sockets of our own namespace and of each of `namespaces`
 /// (entered through its process's `/proc/<pid>/ns/net`), adopting every
-/// connection into the map.
+/// connection into the map; with `inodes`, each one's record key and
+/// socket inode are in [`Walked::adopted`] (for naming by /proc's links).
 pub fn adopt(
     ebpf: &mut Ebpf,
     btf: &mut TracingBtf,
     namespaces: &[NsFile],
+    inodes: bool,
 ) -> Result<Walked, LoadError> {
-    let walked = link_iterator(ebpf, btf, PROGRAM, "tcp", None, "the TCP socket iterator")
+    let name = if inodes { PROGRAM } else { PROGRAM_ONLY };
+    let walked = link_iterator(ebpf, btf, name, "tcp", None, "the TCP socket iterator")
         .map(|link| walk_namespaces(&link, namespaces));
     // The link went with `walk_namespaces`; the program runs no more.
-    if let Ok(prog) = program(ebpf, PROGRAM)
+    if let Ok(prog) = program(ebpf, name)
         && let Ok(prog) = <&mut Iter>::try_from(prog)
     {
         let _ = prog.unload();

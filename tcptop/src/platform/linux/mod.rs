@@ -227,10 +227,13 @@ impl EbpfSource {
                 None
             }
         };
-        let mut scan =
-            procfs::scan(Path::new("/proc"), kernel_owners.is_none()).unwrap_or_default();
+        let by_kernel = kernel_owners.is_some();
+        let mut scan = procfs::scan(Path::new("/proc"), !by_kernel).unwrap_or_default();
+        // Each socket's record key and inode, from that walk.
+        let mut sockets = Vec::new();
         if let Some(o) = kernel_owners {
-            scan.owners = o;
+            scan.owners = o.owners;
+            sockets = o.sockets;
         }
         let namespaces = procfs::namespace_files(&scan.namespaces);
         // Whether the TCP iterator adopted them, and in every namespace.
@@ -238,7 +241,9 @@ impl EbpfSource {
         let every = 1 + namespaces.iter().filter(|ns| Some(ns.inode) != own).count();
         let mut adopted_all = false;
         let mut walked = adopt::Walked::default();
-        let adopted = match adopt::adopt(&mut ebpf, &mut tracing, &namespaces) {
+        // The adoption writes each connection's inode only for /proc's
+        // owners: the kernel's walk gave each socket's record key.
+        let adopted = match adopt::adopt(&mut ebpf, &mut tracing, &namespaces, !by_kernel) {
             Ok(w) => {
                 adopted_all = w.namespaces == every;
                 walked = w;
@@ -315,11 +320,15 @@ impl EbpfSource {
         // Adopted from the diagnostics: named as they were adopted.
         let named = if adopted { adopted_all } else { complete };
         let sk_owners = if adopted_all {
-            SkOwners::new(&walked.adopted, &scan.owners)
+            SkOwners::new(
+                if by_kernel { &sockets } else { &walked.adopted },
+                &scan.owners,
+            )
         } else {
             SkOwners::default()
         };
         drop(walked);
+        drop(sockets);
         let seeds = if named {
             Vec::new()
         } else {
@@ -962,6 +971,7 @@ fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, SourceError> {
         inode_ino: off("inode", "i_ino")?,
         file_private_data: off("file", "private_data")?,
         task_tgid: off("task_struct", "tgid")?,
+        socket_sk: off("socket", "sk")?,
     })
 }
 
@@ -1070,7 +1080,7 @@ fn diag_failed(e: std::io::Error) -> SourceError {
 /// connections' owners.
 type AdoptWith<'a> = (
     &'a mut mapread::MapReader,
-    &'a std::collections::HashMap<u64, (u32, CompactString)>,
+    &'a procfs::Owners,
     &'a mut StdHashMap<ConnKey, (u32, CompactString)>,
 );
 
@@ -1084,10 +1094,7 @@ struct SkOwners {
 
 impl SkOwners {
     /// From the iterator's output and /proc's owners by socket inode.
-    fn new(
-        adopted: &[tcptop_common::Adopted],
-        owners: &std::collections::HashMap<u64, (u32, CompactString)>,
-    ) -> Self {
+    fn new(adopted: &[tcptop_common::Adopted], owners: &procfs::Owners) -> Self {
         let mut named = SkOwners::default();
         for a in adopted {
             if let Some((pid, comm)) = owners.get(&a.inode).filter(|_| a.inode != 0) {
@@ -1244,6 +1251,7 @@ mod tests {
         programs.extend(touched::PROGRAMS.map(String::from));
         programs.push(iter::PROGRAM.to_string());
         programs.push(adopt::PROGRAM.to_string());
+        programs.push(adopt::PROGRAM_ONLY.to_string());
         let mut missing: Vec<String> = MAPS
             .into_iter()
             .filter(|m| !obj.maps.contains_key(*m))

@@ -9,11 +9,10 @@
 //! lists and resolves each link again, half of tcptop's start-up CPU at
 //! 200,000 sockets. Where the kernel refuses the iterator, /proc it is.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use aya::{Ebpf, programs::Iter};
-use tcptop_common::Owned;
+use tcptop_common::{Adopted, Owned};
 
 use super::hooks::{LoadError, TracingBtf, program, refused_for_test};
 use super::iter::{Split, link_iterator, walk};
@@ -22,11 +21,20 @@ use crate::model::CompactString;
 /// Name of the iterator program in the eBPF object.
 pub const PROGRAM: &str = "tcptop_owners";
 
-/// Socket inode -> (lowest process id holding it, that process's name).
-pub type Owners = HashMap<u64, (u32, CompactString)>;
+pub use super::procfs::Owners;
+
+/// What the walk found.
+#[derive(Debug, Default)]
+pub struct Walked {
+    /// The owner of each socket, by inode.
+    pub owners: Owners,
+    /// Each socket's `struct sock` (a TCP record's key) and inode, once
+    /// per holder: connections the TCP iterator adopts are named by key.
+    pub sockets: Vec<Adopted>,
+}
 
 /// Walks every process's open files once; the owner of each socket.
-pub fn walk_owners(ebpf: &mut Ebpf, btf: &mut TracingBtf) -> Result<Owners, LoadError> {
+pub fn walk_owners(ebpf: &mut Ebpf, btf: &mut TracingBtf) -> Result<Walked, LoadError> {
     const WHAT: &str = "the process files' iterator";
     // Its own test switch too: the TCP iterator's adoption with /proc's
     // owners is a path of its own.
@@ -36,7 +44,7 @@ pub fn walk_owners(ebpf: &mut Ebpf, btf: &mut TracingBtf) -> Result<Owners, Load
         let mut buf = vec![0u8; 64 * 1024];
         let mut out = Records::default();
         walk(&link, &mut buf, |b| out.feed(b))
-            .map(|()| out.owners)
+            .map(|()| out.walked)
             .map_err(|e| LoadError::kernel(format!("reading {WHAT}"), &e))
     });
     if let Ok(prog) = program(ebpf, PROGRAM)
@@ -53,7 +61,7 @@ const RECORD: usize = std::mem::size_of::<Owned>();
 #[derive(Debug, Default)]
 struct Records {
     split: Split<RECORD>,
-    owners: Owners,
+    walked: Walked,
     /// The last process's name, shared by its next sockets (they come
     /// together: the walk goes a process at a time).
     last: Option<(u32, [u8; 16], CompactString)>,
@@ -79,7 +87,13 @@ impl Records {
                 name
             }
         };
-        match self.owners.entry(o.inode) {
+        if o.sk != 0 {
+            self.walked.sockets.push(Adopted {
+                sk: o.sk,
+                inode: o.inode,
+            });
+        }
+        match self.walked.owners.entry(o.inode) {
             Entry::Vacant(slot) => {
                 slot.insert((o.tgid, name));
             }
@@ -95,12 +109,15 @@ impl Records {
 fn parse(b: &[u8; RECORD]) -> Owned {
     let mut inode = [0u8; 8];
     inode.copy_from_slice(&b[0..8]);
+    let mut sk = [0u8; 8];
+    sk.copy_from_slice(&b[8..16]);
     let mut tgid = [0u8; 4];
-    tgid.copy_from_slice(&b[8..12]);
+    tgid.copy_from_slice(&b[16..20]);
     let mut comm = [0u8; 16];
-    comm.copy_from_slice(&b[16..32]);
+    comm.copy_from_slice(&b[24..40]);
     Owned {
         inode: u64::from_ne_bytes(inode),
+        sk: u64::from_ne_bytes(sk),
         tgid: u32::from_ne_bytes(tgid),
         _pad: 0,
         comm,
@@ -116,6 +133,8 @@ mod tests {
         comm[..name.len()].copy_from_slice(name);
         Owned {
             inode,
+            // A kernel address of its own for each socket.
+            sk: 0xffff_8880_0000_0000 + inode * 4096,
             tgid,
             _pad: 0,
             comm,
@@ -128,6 +147,7 @@ mod tests {
             .flat_map(|o| {
                 let mut b = Vec::with_capacity(RECORD);
                 b.extend_from_slice(&o.inode.to_ne_bytes());
+                b.extend_from_slice(&o.sk.to_ne_bytes());
                 b.extend_from_slice(&o.tgid.to_ne_bytes());
                 b.extend_from_slice(&[0xaa; 4]);
                 b.extend_from_slice(&o.comm);
@@ -147,20 +167,33 @@ mod tests {
             for chunk in all.chunks(step) {
                 r.feed(chunk);
             }
-            assert_eq!(r.owners.len(), records.len(), "reads of {step} bytes");
+            assert_eq!(
+                r.walked.owners.len(),
+                records.len(),
+                "reads of {step} bytes"
+            );
             for o in &records {
                 assert_eq!(
-                    r.owners.get(&o.inode),
+                    r.walked.owners.get(&o.inode),
                     Some(&(o.tgid, CompactString::from("nginx"))),
                     "reads of {step} bytes"
                 );
             }
+            // Every socket's key and inode, in the walk's order.
+            let keys: Vec<Adopted> = records
+                .iter()
+                .map(|o| Adopted {
+                    sk: o.sk,
+                    inode: o.inode,
+                })
+                .collect();
+            assert_eq!(r.walked.sockets, keys, "reads of {step} bytes");
             assert!(!r.split.cut(), "reads of {step} bytes");
         }
         // A cut record at the end stays out.
         let mut r = Records::default();
         r.feed(&all[..all.len() - 5]);
-        assert_eq!(r.owners.len(), records.len() - 1);
+        assert_eq!(r.walked.owners.len(), records.len() - 1);
     }
 
     #[test]
@@ -174,8 +207,14 @@ mod tests {
             owned(8, 50, b"0123456789abcdef"),
             owned(9, 51, b"a\xffb\x1b"),
         ]));
-        assert_eq!(r.owners[&7], (200, CompactString::from("parent")));
-        assert_eq!(r.owners[&8], (50, CompactString::from("0123456789abcdef")));
-        assert_eq!(r.owners[&9], (51, CompactString::from("a\u{fffd}b\u{1b}")));
+        assert_eq!(r.walked.owners[&7], (200, CompactString::from("parent")));
+        assert_eq!(
+            r.walked.owners[&8],
+            (50, CompactString::from("0123456789abcdef"))
+        );
+        assert_eq!(
+            r.walked.owners[&9],
+            (51, CompactString::from("a\u{fffd}b\u{1b}"))
+        );
     }
 }

@@ -14,7 +14,6 @@
 //! one `/proc/<pid>` (ENOENT, ESRCH, EACCES, ...) only skips that item. Only a
 //! failure to list `proc_root` itself is reported as an error.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::ffi::OsStr;
 use std::fs;
@@ -24,6 +23,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::model::CompactString;
+
+/// Socket inode -> (lowest process id holding it, that process's name).
+/// Hashed with foldhash (inode numbers, 200,000 of them at start-up on a
+/// busy machine; SipHash was a tenth of building and reading it).
+pub type Owners = foldhash::HashMap<u64, (u32, CompactString)>;
 
 /// Kernel TCP state number of a listening socket (`TCP_LISTEN`).
 const TCP_LISTEN: u8 = 10;
@@ -49,7 +53,7 @@ pub struct Scan {
     /// seen in it (its `/proc/<pid>/ns/net` enters it), in pid order.
     pub namespaces: Vec<NetNs>,
     /// Socket inode -> `(pid, comm)` of its lowest-pid holder.
-    pub owners: HashMap<u64, (u32, CompactString)>,
+    pub owners: Owners,
     /// (namespace inode, pid) of every process, in pid order: whose
     /// `net/tcp` shows a namespace's table.
     members: Vec<(u32, u32)>,
@@ -268,12 +272,12 @@ pub fn namespace_files(found: &[NetNs]) -> Vec<NsFile> {
 /// The process (lowest pid, name) holding each socket inode, from every
 /// `/proc/<pid>/fd` this process may read (its own processes when
 /// unprivileged).
-pub fn socket_owners(proc_root: &Path) -> io::Result<HashMap<u64, (u32, CompactString)>> {
+pub fn socket_owners(proc_root: &Path) -> io::Result<Owners> {
     let mut pids: Vec<u32> = fs::read_dir(proc_root)?
         .filter_map(|entry| parse_pid(&entry.ok()?.file_name()))
         .collect();
     pids.sort_unstable();
-    let mut owners = HashMap::new();
+    let mut owners = Owners::default();
     let mut path = PathBuf::from(proc_root);
     for pid in pids {
         path.push(pid.to_string());
@@ -310,11 +314,7 @@ fn bracketed_number<T: std::str::FromStr>(link: &[u8], prefix: &[u8]) -> Option<
 /// Adds `(pid, comm)` for every socket held by the process directory
 /// `pid_dir` that has no owner yet. `comm` is read at most once, and only if
 /// the process holds such a socket.
-fn collect_owners(
-    pid_dir: &mut PathBuf,
-    pid: u32,
-    owners: &mut HashMap<u64, (u32, CompactString)>,
-) {
+fn collect_owners(pid_dir: &mut PathBuf, pid: u32, owners: &mut Owners) {
     use rustix::fs::{Dir, Mode, OFlags};
     pid_dir.push("fd");
     let fd = rustix::fs::open(

@@ -28,7 +28,7 @@ use tcptop_common::TCP_LISTEN;
 use super::diag::{DiagConn, DiagSocket};
 use super::diagview::{self, Baseline};
 use super::procfs;
-use crate::model::{CompactString, ConnKey, ConnSample, ConnState, Drops, Snapshot};
+use crate::model::{ConnKey, ConnSample, ConnState, Drops, Snapshot};
 use crate::platform::{DataSource, SourceError, SourceOptions};
 
 /// One connection being followed, by its socket's cookie (never reused,
@@ -65,7 +65,7 @@ pub struct DiagSource {
     fresh: Vec<DiagConn>,
     /// The listeners of the current dump: (netns, local address).
     listeners: HashSet<(u32, SocketAddr), foldhash::fast::RandomState>,
-    owners: HashMap<u64, (u32, CompactString)>,
+    owners: procfs::Owners,
     /// How many times `owners` was read: part of each digest, so a new
     /// reading makes every connection's owner looked at again.
     owners_gen: u64,
@@ -284,7 +284,7 @@ fn update(
     cold: &mut Cold,
     key: ConnKey,
     c: &DiagConn,
-    owners: &HashMap<u64, (u32, CompactString)>,
+    owners: &procfs::Owners,
 ) -> Option<ConnSample> {
     let mut s = diagview::sample(key, c, &cold.base, cold.active);
     // Counters never go back (a dump races with the socket).
