@@ -557,9 +557,9 @@ pub fn sort(items: &mut [Item<'_>], key: SortKey, reverse: bool) {
     items.sort_unstable_by(|a, b| order(a, b, key, descending));
 }
 
-/// Sorts the connection view's rows (each with its place in the rows it
-/// was given) as [`sort`] sorts their items.
-pub fn sort_rows(rows: &mut [(&Row, u32)], key: SortKey, reverse: bool) {
+/// Sorts the connection view's rows (each with what the caller keeps
+/// beside it: its place) as [`sort`] sorts their items.
+pub fn sort_rows<T>(rows: &mut [(&Row, T)], key: SortKey, reverse: bool) {
     let descending = key.descending_by_default() != reverse;
     rows.sort_unstable_by(|a, b| order(a.0, b.0, key, descending));
 }

@@ -1163,3 +1163,16 @@ async fn source_warning_in_status_line() {
         "{s}"
     );
 }
+
+/// A connection line is 16 bytes, as is what the view sorts: the sorted
+/// list becomes the lines in its own memory (at 200,000 connections, 3.2
+/// MB once instead of two lists beside the rows).
+#[test]
+fn lines_fit_where_the_sorted_rows_were() {
+    use super::{Line, RowSrc};
+    use crate::table::Row;
+    use std::mem::{align_of, size_of};
+    assert_eq!(size_of::<Line>(), 16);
+    assert_eq!(size_of::<(&Row, RowSrc)>(), size_of::<Line>());
+    assert_eq!(align_of::<(&Row, RowSrc)>(), align_of::<Line>());
+}
