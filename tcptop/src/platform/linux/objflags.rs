@@ -33,24 +33,8 @@ pub struct Patched {
 
 impl Patched {
     pub fn bytes(&self) -> &[u8] {
-        let all: &[u8] = as_bytes(&self.words);
+        let all = object::pod::bytes_of_slice(&self.words);
         all.get(..self.len).unwrap_or(all)
-    }
-}
-
-fn as_bytes(words: &[u64]) -> &[u8] {
-    // SAFETY: u64 has no padding and any byte is a valid u8; the length
-    // covers exactly the words' bytes.
-    unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), std::mem::size_of_val(words)) }
-}
-
-fn as_bytes_mut(words: &mut [u64]) -> &mut [u8] {
-    // SAFETY: as above; the borrow is unique.
-    unsafe {
-        std::slice::from_raw_parts_mut(
-            words.as_mut_ptr().cast::<u8>(),
-            std::mem::size_of_val(words),
-        )
     }
 }
 
@@ -84,7 +68,7 @@ pub fn with_map_flags(
         }
     }
     let mut words = vec![0u64; obj.len().div_ceil(8)];
-    let bytes = as_bytes_mut(&mut words);
+    let bytes = object::pod::bytes_of_slice_mut(&mut words);
     bytes[..obj.len()].copy_from_slice(obj);
     bytes[at + FLAGS_AT..at + FLAGS_AT + 4].copy_from_slice(&flags.to_le_bytes());
     Ok(Patched {
