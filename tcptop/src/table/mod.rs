@@ -394,8 +394,7 @@ impl ConnTable {
     /// The connections that closed in the latest snapshot (not those still
     /// lingering from earlier ones).
     pub fn closed_latest(&self) -> impl Iterator<Item = &Row> {
-        let last = self.last;
-        let last = last.map(Stamp::of);
+        let last = self.last.map(Stamp::of);
         self.closed.iter().filter(move |r| r.closed == last)
     }
 

@@ -660,9 +660,8 @@ impl App {
     }
 
     /// Rows on display: the live table, or the frozen one while paused;
-    /// `--pid`/`--port` applied; each with where it is.
-    /// The rows the command line's filter lets through, each with where
-    /// it is, and how many there are at most.
+    /// `--pid`/`--port` applied; each with where it is. With them, how
+    /// many rows there are before that filter (room for the view's list).
     fn source_rows(&self) -> (impl Iterator<Item = (RowSrc, &Row)>, usize) {
         let f = &self.settings.filter;
         let (frozen, table) = match &self.frozen {

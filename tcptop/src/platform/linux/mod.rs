@@ -1093,7 +1093,9 @@ struct SkOwners {
 }
 
 impl SkOwners {
-    /// From the iterator's output and /proc's owners by socket inode.
+    /// From (record key, socket inode) pairs (the owners' walk's, or the
+    /// TCP iterator's where that walk was refused) and the owners by
+    /// socket inode.
     fn new(adopted: &[tcptop_common::Adopted], owners: &procfs::Owners) -> Self {
         let mut named = SkOwners::default();
         for a in adopted {
