@@ -12,7 +12,7 @@ use tokio::time::{MissedTickBehavior, interval_at};
 use crate::cli::{Cli, Format};
 use crate::output::{self, csv, jsonl, text};
 use crate::platform::DataSource;
-use crate::table::{ConnTable, Row};
+use crate::table::{ConnTable, Filter, Row, RowAt};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
@@ -68,6 +68,7 @@ pub async fn run_batch(
     }
     let mut done = 0u64;
     let mut warned_full = false;
+    let mut kept = Kept::default();
     loop {
         // A signal ends the run after one last snapshot: connections that
         // closed since the previous one are reported, not lost.
@@ -93,8 +94,13 @@ pub async fn run_batch(
         }
         // Headless: nothing on stdout (the log, if any, is written).
         if (!cli.headless || log.is_some())
-            && write_snapshot(source, cli, &table, &filter, log.as_mut(), done == 0)?
-                == Written::ReaderGone
+            && write_snapshot(
+                source,
+                cli,
+                (&table, &filter, &mut kept),
+                log.as_mut(),
+                done == 0,
+            )? == Written::ReaderGone
         {
             return Ok(());
         }
@@ -121,19 +127,43 @@ enum Written {
     ReaderGone,
 }
 
+/// The rows a filter let through at a table version: while the version
+/// stands still, nothing a row shows has changed and no row has moved, so
+/// they are the same rows at the same places (an idle table of 200,000
+/// rows walked through the filter at every snapshot for nothing).
+#[derive(Debug, Default)]
+struct Kept {
+    version: Option<u64>,
+    at: Vec<RowAt>,
+}
+
+/// The rows of `table` that `filter` lets through, in the table's order.
+fn filtered<'t>(table: &'t ConnTable, filter: &Filter, kept: &mut Kept) -> Vec<&'t Row> {
+    if filter.is_empty() {
+        return table.rows().collect();
+    }
+    if kept.version != Some(table.version()) {
+        kept.at.clear();
+        kept.at.extend(
+            table
+                .rows_at()
+                .filter(|(_, r)| filter.matches(r))
+                .map(|(at, _)| at),
+        );
+        kept.version = Some(table.version());
+    }
+    kept.at.iter().filter_map(|&at| table.row(at)).collect()
+}
+
 /// One snapshot's rows to the log and (but in headless mode) to stdout.
 fn write_snapshot(
     source: &dyn DataSource,
     cli: &Cli,
-    table: &ConnTable,
-    filter: &crate::table::Filter,
+    (table, filter, kept): (&ConnTable, &Filter, &mut Kept),
     log: Option<&mut csv::CsvLog>,
     first: bool,
 ) -> Result<Written, BatchError> {
-    // Sized once: a filter's size hint is 0, and growing to tens of
-    // thousands of rows copied the vector over and over.
-    let mut rows: Vec<&Row> = Vec::with_capacity(table.len());
-    rows.extend(table.rows().filter(|r| filter.matches(r)));
+    let mut rows = filtered(table, filter, kept);
     // JSON lines sort as they write (formatting rows in memory order);
     // the other outputs take the rows sorted.
     if cli.format != Format::Jsonl || log.is_some() {
@@ -202,6 +232,78 @@ fn clock_time() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample(lport: u16, tx: u64) -> crate::model::ConnSample {
+        crate::model::ConnSample {
+            key: crate::model::ConnKey {
+                proto: crate::model::Proto::Tcp,
+                local: format!("127.0.0.1:{lport}").parse().unwrap(),
+                remote: "127.0.0.1:80".parse().unwrap(),
+                netns: 1,
+            },
+            id: u64::from(lport),
+            pid: 10,
+            comm: "curl".into(),
+            state: crate::model::ConnState::Established,
+            counters: crate::model::Counters {
+                tx_bytes: tx,
+                ..Default::default()
+            },
+            rtt_us: None,
+            cgroup_id: 0,
+            active: None,
+            workload: None,
+        }
+    }
+
+    /// The kept rows are the filter's answer at every step: an idle
+    /// snapshot (kept), a counter moving, a row leaving (the last row
+    /// takes its place), rows coming.
+    #[test]
+    fn kept_rows_are_what_the_filter_says() {
+        let mut table = ConnTable::new();
+        let filter = Filter {
+            ports: vec![3, 5],
+            ..Filter::default()
+        };
+        let mut kept = Kept::default();
+        let t0 = Instant::now();
+        let steps: Vec<Vec<crate::model::ConnSample>> = vec![
+            (1..=6).map(|p| sample(p, 0)).collect(),
+            (1..=6).map(|p| sample(p, 0)).collect(),
+            (1..=6).map(|p| sample(p, u64::from(p == 5))).collect(),
+            // Port 1 leaves: port 6's row moves into its place.
+            (2..=6).map(|p| sample(p, u64::from(p == 5))).collect(),
+            (2..=8)
+                .map(|p| sample(p % 7 + 1, u64::from(p == 5)))
+                .collect(),
+        ];
+        let mut versions = Vec::new();
+        for (i, live) in steps.into_iter().enumerate() {
+            let snap = crate::model::Snapshot {
+                live,
+                ..Default::default()
+            };
+            table.apply(snap, t0 + std::time::Duration::from_secs(i as u64 + 1), 1.0);
+            versions.push(table.version());
+            let want: Vec<_> = table.rows().filter(|r| filter.matches(r)).collect();
+            let got = filtered(&table, &filter, &mut kept);
+            let ports =
+                |rows: &[&Row]| -> Vec<u16> { rows.iter().map(|r| r.key.local.port()).collect() };
+            assert_eq!(ports(&got), ports(&want), "step {i}");
+            assert_eq!(kept.version, Some(table.version()));
+        }
+        // The idle snapshot left the version (and the kept rows) alone.
+        assert_eq!(versions[0], versions[1]);
+        assert!(versions[2] != versions[1] && versions[3] != versions[2]);
+        // Without a filter: every row, nothing kept.
+        let mut none = Kept::default();
+        assert_eq!(
+            filtered(&table, &Filter::default(), &mut none).len(),
+            table.len()
+        );
+        assert_eq!(none.version, None);
+    }
 
     /// HH:MM:SS, also with other threads running (`time` once refused to
     /// read the local offset then, and the fallback is the Unix time).

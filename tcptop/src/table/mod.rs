@@ -631,7 +631,6 @@ impl ConnTable {
             )
     }
 
-    /// The row of connection `key` at `at`.
     /// The row at `at` (as `rows_at` gave it, while the table's
     /// `version` has not moved).
     pub fn row(&self, at: RowAt) -> Option<&Row> {
@@ -697,6 +696,15 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Whether every row matches (nothing was asked for).
+    pub fn is_empty(&self) -> bool {
+        self.pids.is_empty()
+            && self.ports.is_empty()
+            && self.cgroups.is_empty()
+            && self.only_v4 == self.only_v6
+            && self.only_tcp == self.only_udp
+    }
+
     pub fn matches(&self, r: &Row) -> bool {
         let v4 = r.key.remote.is_ipv4();
         let tcp = r.key.proto == crate::model::Proto::Tcp;
