@@ -264,6 +264,21 @@ fn write_owner<M: Mem>(st: *mut ConnStats, tgid: u32, epoch: u32) {
     }
 }
 
+/// Names the record `st` after `tgid` (its leader's name `comm`) if no
+/// call has named it yet: a connection open before start, named by the
+/// process holding its socket. The name epoch stays 0, so the owner's
+/// first call writes its own name and cgroup over this.
+#[inline(always)]
+pub fn name_if_unowned(st: *mut ConnStats, tgid: u32, comm: &[u8; 16]) {
+    // SAFETY: `st` points at a live map value.
+    unsafe {
+        if (*st).pid == 0 {
+            (*st).pid = tgid;
+            (*st).comm = *comm;
+        }
+    }
+}
+
 #[inline(always)]
 pub fn lookup(sk: u64) -> Option<*mut ConnStats> {
     CONNS.get_ptr_mut(&sk)

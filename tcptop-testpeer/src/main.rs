@@ -33,7 +33,9 @@
 //! With `--wait-stdin` the client waits for a line on stdin after connecting
 //! (before sending) and again before closing, so a test can start tcptop
 //! against an already-open connection and sample it while idle; the server
-//! waits for one after accepting (before reading).
+//! waits for one after accepting (before reading), and with
+//! `--wait-before-accept` for one before accepting (a connection waits in
+//! the listener's queue meanwhile, held by no process).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read, Write};
@@ -60,6 +62,11 @@ enum Role {
         /// Wait for a stdin line after accepting, before reading.
         #[arg(long)]
         wait_stdin: bool,
+        /// Wait for a stdin line before the first accept: a connection
+        /// made meanwhile waits in the listener's queue, held by no
+        /// process.
+        #[arg(long)]
+        wait_before_accept: bool,
     },
     Client {
         #[arg(long)]
@@ -217,7 +224,8 @@ fn main() -> Result<()> {
             listen,
             common,
             wait_stdin,
-        } => server(listen, &common, wait_stdin),
+            wait_before_accept,
+        } => server(listen, &common, wait_stdin, wait_before_accept),
         Role::Client {
             connect,
             common,
@@ -448,7 +456,7 @@ fn wait_line() -> Result<()> {
     Ok(())
 }
 
-fn server(listen: SocketAddr, c: &Common, wait_stdin: bool) -> Result<()> {
+fn server(listen: SocketAddr, c: &Common, wait_stdin: bool, wait_accept: bool) -> Result<()> {
     set_name(&c.name)?;
     let l = TcpListener::bind(listen).with_context(|| format!("bind {listen}"))?;
     println!(
@@ -456,6 +464,9 @@ fn server(listen: SocketAddr, c: &Common, wait_stdin: bool) -> Result<()> {
         serde_json::json!({"event": "listening", "pid": std::process::id(), "local": l.local_addr()?.to_string()})
     );
     std::io::stdout().flush()?;
+    if wait_accept {
+        wait_line()?;
+    }
     for i in 0..c.conns {
         let (mut s, _) = l.accept()?;
         if wait_stdin {

@@ -244,6 +244,9 @@ fn existing_connection(tag: &str, port: u16, server_blocked: bool, env: &[(&str,
             "{said}"
         );
     }
+    if env.iter().any(|(k, _)| *k == "TCPTOP_TEST_SAY") {
+        check_adoption_said(&top, env);
+    }
     let seeded = top.wait_for(|r| r["local"] == local.as_str());
     assert_eq!(seeded["state"], "ESTABLISHED");
     assert_eq!(u(&seeded, "pid"), u64::from(cli.pid()));
@@ -279,6 +282,141 @@ fn existing_connection_is_seen() {
     common::require_root();
     let _g = common::serial();
     existing_connection("existing", 40103, false, &[]);
+}
+
+/// What `TCPTOP_TEST_SAY=adoption` says of the start-up: the owners' walk
+/// adopted the connections files hold wherever the suite and `env` leave
+/// it (the process files' iterator not refused), and then the test's own
+/// namespace, whose every TCP socket a process holds, is one the TCP
+/// iterator did not walk; otherwise the TCP iterator walked them all.
+fn check_adoption_said(top: &Tcptop, env: &[(&str, &str)]) {
+    let refusing = |kind: &str| {
+        common::refused(kind)
+            || env
+                .iter()
+                .any(|(k, v)| *k == "TCPTOP_TEST_REFUSE" && v.split(',').any(|x| x == kind))
+    };
+    let by_owners = !(refusing("iter") || refusing("owners") || refusing("owners-adopt"));
+    let said = top
+        .warnings
+        .iter()
+        .find(|w| w.contains("test: adoption:"))
+        .unwrap_or_else(|| panic!("no adoption line in {:?}", top.warnings));
+    assert!(
+        said.contains(&format!("owners' walk adopted: {by_owners};")),
+        "{said}"
+    );
+    let left_out: usize = said
+        .rsplit("walks: ")
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    if by_owners {
+        assert!(left_out >= 1, "{said}");
+    } else {
+        assert_eq!(left_out, 0, "{said}");
+    }
+}
+
+/// The owners' walk adopts the connections processes hold, and the TCP
+/// iterator leaves out the namespaces whose every TCP socket in use was
+/// held (the test's own: a listener and both ends, all held).
+#[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
+fn existing_connection_adopted_by_the_owners_walk() {
+    common::require_root();
+    let _g = common::serial();
+    existing_connection(
+        "existing-held",
+        40114,
+        false,
+        &[("TCPTOP_TEST_SAY", "adoption")],
+    );
+}
+
+/// The same where the owners' walk may only name (its adopting program
+/// refused, as a kernel's verifier might): the TCP iterator walks every
+/// namespace and adopts, the walk's (socket, inode) pairs name them.
+#[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
+fn existing_connection_adopted_by_the_tcp_iterator() {
+    common::require_root();
+    let _g = common::serial();
+    let refuse = common::refusing("owners-adopt");
+    existing_connection(
+        "existing-walked",
+        40115,
+        false,
+        &[
+            ("TCPTOP_TEST_REFUSE", &refuse),
+            ("TCPTOP_TEST_SAY", "adoption"),
+        ],
+    );
+}
+
+/// A connection no process holds when tcptop starts (its server has not
+/// accepted it yet: it waits in the listener's queue) is adopted all the
+/// same: the owners' walk cannot see it, the kernel counts one more TCP
+/// socket in use in that namespace than the walk found held, and the TCP
+/// iterator walks it. Shown from the first snapshot; exact, and named,
+/// once accepted.
+#[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
+fn unaccepted_connection_is_adopted() {
+    common::require_root();
+    let _g = common::serial();
+    let ns = NetNs::new("unaccepted");
+    let addr = "127.0.0.1:40116";
+    let mut srv = ns.peer(&[
+        "server",
+        "--listen",
+        addr,
+        "--name",
+        "tt-q-srv",
+        "--recv",
+        "5000",
+        "--send",
+        "7000",
+        "--wait-before-accept",
+    ]);
+    srv.expect("listening");
+    let mut cli = ns.peer(&[
+        "client",
+        "--connect",
+        addr,
+        "--name",
+        "tt-q-cli",
+        "--send",
+        "5000",
+        "--recv",
+        "7000",
+        "--wait-stdin",
+    ]);
+    let local = cli.local_at("connected");
+    let mut top = Tcptop::start_with_env(
+        common::INTERVAL,
+        &["--port", "40116"],
+        &[("TCPTOP_TEST_SAY", "adoption")],
+    );
+    // The queued end, before any process has it.
+    let queued = top.wait_for(|r| r["local"] == addr && r["remote"] == local.as_str());
+    assert_eq!(queued["state"], "ESTABLISHED");
+    assert_eq!(u(&queued, "tx_bytes"), 0);
+    let held = top.wait_for(|r| r["local"] == local.as_str());
+    assert_eq!(held["comm"], "tt-q-cli");
+    srv.poke();
+    cli.poke();
+    cli.expect("done");
+    cli.poke();
+    cli.wait_ok();
+    srv.wait_ok();
+    top.pump(Duration::from_millis(800));
+    let (records, _) = top.stop();
+    let fin = closed(&of_conn(&records, addr, &local));
+    assert_eq!((u(fin, "tx_bytes"), u(fin, "rx_bytes")), (7000, 5000));
+    assert_eq!(fin["comm"], "tt-q-srv");
+    let fin = closed(&of_conn(&records, &local, addr));
+    assert_eq!((u(fin, "tx_bytes"), u(fin, "rx_bytes")), (5000, 7000));
 }
 
 /// The same where the kernel refuses the iterator over processes' files

@@ -117,16 +117,23 @@ fn adopt(skc: u64) -> bool {
     // `sock_common`, whose other fields must not be read as a `sock`'s
     // (the typed conversion below also refuses them).
     let state = Direct::read::<u8>(skc as *const u8, off!(skc_state)).unwrap_or(0);
-    if state == 0
-        || state == TCP_LISTEN
-        || state == TCP_CLOSE
-        || state == TCP_TIME_WAIT
-        || state == TCP_NEW_SYN_RECV
-    {
+    if !connection(state) {
         return false;
     }
     let tp = sock::tcp_sock::<Direct>(skc);
     // A record already there is a connection born since the hooks
     // attached: it is kept. A full map is counted as a drop.
     tp != 0 && conn::start_existing::<Direct>(tp as *const u8, state, (0, 0)).is_some()
+}
+
+/// Whether a TCP socket in `state` is a connection to adopt: not a
+/// listener, not closed, not one of the minimal sockets (TIME_WAIT, a
+/// request) that are only a `sock_common`.
+#[inline(always)]
+pub fn connection(state: u8) -> bool {
+    !(state == 0
+        || state == TCP_LISTEN
+        || state == TCP_CLOSE
+        || state == TCP_TIME_WAIT
+        || state == TCP_NEW_SYN_RECV)
 }

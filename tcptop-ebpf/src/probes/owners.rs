@@ -1,6 +1,7 @@
 //! `iter/task_file`: the kernel's iterator over every process's open
-//! files, run by user space once at start-up (Linux 5.8+) to name the
-//! owners of sockets opened before tcptop started.
+//! files, run by user space once at start-up (Linux 5.8+), after the
+//! hooks are attached, to name the owners of sockets opened before
+//! tcptop started.
 //!
 //! For each socket file it writes an [`Owned`]: the socket's inode number
 //! (what `/proc/<pid>/fd` links show as `socket:[N]`), the process id and
@@ -9,12 +10,24 @@
 //! each link again (half of tcptop's start-up CPU at 200,000 sockets).
 //! Threads that share their process's table are skipped by the kernel;
 //! a thread with a table of its own (unshare(CLONE_FILES)) is walked too.
+//!
+//! `tcptop_owners_adopt` also adopts
+//! each TCP connection it finds, as the TCP iterator does (`adopt.rs`),
+//! named after the first process holding it (the walk goes in process id
+//! order, so the lowest, as /proc's scan picks), and marks each TCP socket
+//! the kernel counts in its namespace's `inuse` (hashed: listening or
+//! connected) with that namespace. Where every such socket of a namespace
+//! is held by a file, user space needs no TCP iterator walk of it: that
+//! walk visits every socket of the machine to find one namespace's, once
+//! per namespace.
 
 use aya_ebpf::bindings::seq_file;
 use aya_ebpf::helpers::bpf_seq_write;
-use tcptop_common::Owned;
+use tcptop_common::{Owned, TCP_CLOSE};
 
+use super::adopt::connection;
 use crate::kernel::{self, Mem, Probe, off};
+use crate::{conn, sock};
 
 /// `struct bpf_iter__task_file`, the program's context.
 #[repr(C)]
@@ -34,6 +47,19 @@ pub struct IterTaskFile {
 #[unsafe(link_section = "iter/task_file")]
 #[unsafe(no_mangle)]
 pub extern "C" fn tcptop_owners(ctx: *const IterTaskFile) -> i32 {
+    run(ctx, false)
+}
+
+/// The same walk, adopting each TCP connection held by a file (see the
+/// module's documentation).
+#[unsafe(link_section = "iter/task_file")]
+#[unsafe(no_mangle)]
+pub extern "C" fn tcptop_owners_adopt(ctx: *const IterTaskFile) -> i32 {
+    run(ctx, true)
+}
+
+#[inline(always)]
+fn run(ctx: *const IterTaskFile, adopt: bool) -> i32 {
     // SAFETY: the kernel passes its context; the verifier checks the loads.
     let (task, file) = unsafe {
         (
@@ -53,11 +79,14 @@ pub extern "C" fn tcptop_owners(ctx: *const IterTaskFile) -> i32 {
         inode,
         sk: Probe::read::<u64>(socket as *const u8, off!(socket_sk)).unwrap_or(0),
         tgid: Probe::read::<u32>(task as *const u8, off!(task_tgid)).unwrap_or(0),
-        _pad: 0,
+        netns: 0,
         comm: leader_comm(task),
     };
     if out.tgid == 0 {
         return 0;
+    }
+    if adopt {
+        out.netns = adopt_held(out.sk, out.tgid, &out.comm);
     }
     // The seq_file stays a typed pointer (the helper takes only that).
     // SAFETY: the kernel passes its context; the verifier checks both loads.
@@ -76,6 +105,33 @@ pub extern "C" fn tcptop_owners(ctx: *const IterTaskFile) -> i32 {
         );
     }
     0
+}
+
+/// Adopts the TCP connection `sk` (the socket of a file held by `tgid`,
+/// named `comm`) unless it has a record, named after that process unless
+/// a call named it; the socket's namespace (inode number) if it is a TCP
+/// socket the kernel counts as in use there (listening or connected), 0
+/// for anything else.
+///
+/// Probe reads: the socket's pointer reached from the file is not typed
+/// for the helpers on every kernel (6.18's verifier calls `file ->
+/// private_data -> sk` untrusted and refuses it to `bpf_skc_to_tcp_sock`),
+/// and the file holds the socket for the program's run.
+#[inline(always)]
+fn adopt_held(sk: u64, tgid: u32, comm: &[u8; 16]) -> u32 {
+    if sk == 0 || sock::kind::<Probe>(sk as *const u8) != sock::Kind::Tcp {
+        return 0;
+    }
+    let state = Probe::read::<u8>(sk as *const u8, off!(skc_state)).unwrap_or(0);
+    if state == 0 || state == TCP_CLOSE {
+        return 0;
+    }
+    if connection(state)
+        && let Some(st) = conn::start_existing::<Probe>(sk as *const u8, state, (0, 0))
+    {
+        conn::name_if_unowned(st, tgid, comm);
+    }
+    sock::netns::<Probe>(sk as *const u8)
 }
 
 /// The name of `task`'s thread group leader: the process name `ps` shows,

@@ -290,10 +290,11 @@ pub fn refusing(kind: &str) -> String {
 
 /// tcptop's benchmark and test switches, read only by builds with debug
 /// assertions or the `bench-switches` feature (the tests are built alike).
-const SWITCHES: [&str; 4] = [
+const SWITCHES: [&str; 5] = [
     "TCPTOP_BENCH_NOOP",
     "TCPTOP_BENCH_SKIP",
     "TCPTOP_TEST_REFUSE",
+    "TCPTOP_TEST_SAY",
     "TCPTOP_TEST_TOUCH_RING",
 ];
 

@@ -231,9 +231,13 @@ impl EbpfSource {
         let mut scan = procfs::scan(Path::new("/proc"), !by_kernel).unwrap_or_default();
         // Each socket's record key and inode, from that walk.
         let mut sockets = Vec::new();
+        // Where that walk adopted the connections files hold: the TCP
+        // sockets in use it found held, per namespace.
+        let mut held = None;
         if let Some(o) = kernel_owners {
             scan.owners = o.owners;
             sockets = o.sockets;
+            held = o.held;
         }
         let namespaces = procfs::namespace_files(&scan.namespaces);
         // Whether the TCP iterator adopted them, and in every namespace.
@@ -243,7 +247,13 @@ impl EbpfSource {
         let mut walked = adopt::Walked::default();
         // The adoption writes each connection's inode only for /proc's
         // owners: the kernel's walk gave each socket's record key.
-        let adopted = match adopt::adopt(&mut ebpf, &mut tracing, &namespaces, !by_kernel) {
+        let adopted = match adopt::adopt(
+            &mut ebpf,
+            &mut tracing,
+            &namespaces,
+            !by_kernel,
+            held.as_ref(),
+        ) {
             Ok(w) => {
                 adopted_all = w.namespaces == every;
                 walked = w;
@@ -258,6 +268,14 @@ impl EbpfSource {
             }
         };
         drop(tracing);
+        if says_for_test("adoption") {
+            warnings.push(format!(
+                "test: adoption: owners' walk adopted: {}; namespaces: {every}, all adopted: \
+                 {adopted_all}, left out of the TCP iterator's walks: {}",
+                held.is_some(),
+                walked.skipped
+            ));
+        }
         let mut hooks = String::from(set.as_str());
         if btf_lifecycle {
             hooks.push_str("+btf");
@@ -838,6 +856,15 @@ const SWITCHES: bool = cfg!(any(debug_assertions, feature = "bench-switches"));
 /// overhead (`scripts/bench.py`, `scripts/bench-peers.py`: `tcptop-noop`).
 /// Read only where [`SWITCHES`] says.
 const BENCH_NOOP: &str = "TCPTOP_BENCH_NOOP";
+
+/// Test instrument: `TCPTOP_TEST_SAY=adoption` adds a line among the
+/// start-up's warnings saying how connections open before start were
+/// adopted (which walks ran), so that a test can tell the paths apart.
+/// Read only where [`SWITCHES`] says.
+fn says_for_test(what: &str) -> bool {
+    SWITCHES
+        && std::env::var("TCPTOP_TEST_SAY").is_ok_and(|v| v.split(',').any(|k| k.trim() == what))
+}
 
 fn bench_noop() -> bool {
     SWITCHES && std::env::var_os(BENCH_NOOP).is_some_and(|v| v == "1")

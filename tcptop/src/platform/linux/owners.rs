@@ -8,6 +8,13 @@
 //! of the cost: /proc makes a dentry and an inode for each descriptor it
 //! lists and resolves each link again, half of tcptop's start-up CPU at
 //! 200,000 sockets. Where the kernel refuses the iterator, /proc it is.
+//!
+//! Where the kernel allows it (Linux 5.11+), the walk also adopts every
+//! TCP connection a process holds (`tcptop_owners_adopt`, named in the
+//! kernel after its holder) and counts, per namespace, the TCP sockets
+//! held that the kernel counts as in use: `adopt.rs` walks a namespace
+//! with the TCP iterator only where the kernel counts more (connections
+//! no process holds: orphans, children not yet accepted, the kernel's).
 
 use std::collections::hash_map::Entry;
 
@@ -20,6 +27,8 @@ use crate::model::CompactString;
 
 /// Name of the iterator program in the eBPF object.
 pub const PROGRAM: &str = "tcptop_owners";
+/// The same walk, adopting the TCP connections held by files.
+pub const PROGRAM_ADOPT: &str = "tcptop_owners_adopt";
 
 pub use super::procfs::Owners;
 
@@ -30,24 +39,51 @@ pub struct Walked {
     pub owners: Owners,
     /// Each socket's `struct sock` (a TCP record's key) and inode, once
     /// per holder: connections the TCP iterator adopts are named by key.
+    /// Empty where the walk adopted (its records are named already).
     pub sockets: Vec<Adopted>,
+    /// Where the walk adopted (`PROGRAM_ADOPT`): the TCP sockets held
+    /// that the kernel counts as in use, per namespace (inode number),
+    /// each socket once however many hold it.
+    pub held: Option<Held>,
 }
 
-/// Walks every process's open files once; the owner of each socket.
+/// Namespace inode -> TCP sockets in use held by a file.
+pub type Held = foldhash::HashMap<u32, u64>;
+
+/// Walks every process's open files once; the owner of each socket,
+/// adopting the TCP connections held where the kernel allows it.
 pub fn walk_owners(ebpf: &mut Ebpf, btf: &mut TracingBtf) -> Result<Walked, LoadError> {
     const WHAT: &str = "the process files' iterator";
     // Its own test switch too: the TCP iterator's adoption with /proc's
     // owners is a path of its own.
     refused_for_test("owners", WHAT)?;
-    let walked = link_iterator(ebpf, btf, PROGRAM, "task_file", None, WHAT).and_then(|link| {
+    // Adopting needs `bpf_sock_from_file` (Linux 5.11); refused or
+    // missing, the walk only names, and the TCP iterator walks every
+    // namespace (nothing is lost but time).
+    let adopting = refused_for_test("owners-adopt", WHAT)
+        .and_then(|()| walk_with(ebpf, btf, PROGRAM_ADOPT, WHAT));
+    match adopting {
+        Ok(w) => Ok(w),
+        Err(_) => walk_with(ebpf, btf, PROGRAM, WHAT),
+    }
+}
+
+fn walk_with(
+    ebpf: &mut Ebpf,
+    btf: &mut TracingBtf,
+    name: &str,
+    what: &str,
+) -> Result<Walked, LoadError> {
+    let adopting = name == PROGRAM_ADOPT;
+    let walked = link_iterator(ebpf, btf, name, "task_file", None, what).and_then(|link| {
         // 16 pages a read: 2,048 records.
         let mut buf = vec![0u8; 64 * 1024];
-        let mut out = Records::default();
+        let mut out = Records::new(adopting);
         walk(&link, &mut buf, |b| out.feed(b))
-            .map(|()| out.walked)
-            .map_err(|e| LoadError::kernel(format!("reading {WHAT}"), &e))
+            .map(|()| out.done())
+            .map_err(|e| LoadError::kernel(format!("reading {what}"), &e))
     });
-    if let Ok(prog) = program(ebpf, PROGRAM)
+    if let Ok(prog) = program(ebpf, name)
         && let Ok(prog) = <&mut Iter>::try_from(prog)
     {
         let _ = prog.unload();
@@ -65,9 +101,34 @@ struct Records {
     /// The last process's name, shared by its next sockets (they come
     /// together: the walk goes a process at a time).
     last: Option<(u32, [u8; 16], CompactString)>,
+    /// Where the walk adopts: (`struct sock`, namespace) of each TCP
+    /// socket in use, once per holder.
+    tcp: Option<Vec<(u64, u32)>>,
 }
 
 impl Records {
+    fn new(adopting: bool) -> Self {
+        Records {
+            tcp: adopting.then(Vec::new),
+            ..Records::default()
+        }
+    }
+
+    /// The walk's findings, with the sockets in use counted per namespace
+    /// (each once).
+    fn done(mut self) -> Walked {
+        if let Some(mut tcp) = self.tcp.take() {
+            tcp.sort_unstable();
+            tcp.dedup_by_key(|&mut (sk, _)| sk);
+            let mut held = Held::default();
+            for (_, ns) in tcp {
+                *held.entry(ns).or_default() += 1;
+            }
+            self.walked.held = Some(held);
+        }
+        self.walked
+    }
+
     fn feed(&mut self, bytes: &[u8]) {
         let mut split = std::mem::take(&mut self.split);
         split.feed(bytes, |r| self.add(parse(r)));
@@ -87,11 +148,18 @@ impl Records {
                 name
             }
         };
-        if o.sk != 0 {
-            self.walked.sockets.push(Adopted {
+        match &mut self.tcp {
+            // Adopted and named in the kernel: only counted.
+            Some(tcp) => {
+                if o.netns != 0 {
+                    tcp.push((o.sk, o.netns));
+                }
+            }
+            None if o.sk != 0 => self.walked.sockets.push(Adopted {
                 sk: o.sk,
                 inode: o.inode,
-            });
+            }),
+            None => {}
         }
         match self.walked.owners.entry(o.inode) {
             Entry::Vacant(slot) => {
@@ -113,13 +181,15 @@ fn parse(b: &[u8; RECORD]) -> Owned {
     sk.copy_from_slice(&b[8..16]);
     let mut tgid = [0u8; 4];
     tgid.copy_from_slice(&b[16..20]);
+    let mut netns = [0u8; 4];
+    netns.copy_from_slice(&b[20..24]);
     let mut comm = [0u8; 16];
     comm.copy_from_slice(&b[24..40]);
     Owned {
         inode: u64::from_ne_bytes(inode),
         sk: u64::from_ne_bytes(sk),
         tgid: u32::from_ne_bytes(tgid),
-        _pad: 0,
+        netns: u32::from_ne_bytes(netns),
         comm,
     }
 }
@@ -136,7 +206,7 @@ mod tests {
             // A kernel address of its own for each socket.
             sk: 0xffff_8880_0000_0000 + inode * 4096,
             tgid,
-            _pad: 0,
+            netns: 0,
             comm,
         }
     }
@@ -149,7 +219,7 @@ mod tests {
                 b.extend_from_slice(&o.inode.to_ne_bytes());
                 b.extend_from_slice(&o.sk.to_ne_bytes());
                 b.extend_from_slice(&o.tgid.to_ne_bytes());
-                b.extend_from_slice(&[0xaa; 4]);
+                b.extend_from_slice(&o.netns.to_ne_bytes());
                 b.extend_from_slice(&o.comm);
                 b
             })
@@ -194,6 +264,44 @@ mod tests {
         let mut r = Records::default();
         r.feed(&all[..all.len() - 5]);
         assert_eq!(r.walked.owners.len(), records.len() - 1);
+    }
+
+    #[test]
+    fn held_sockets_counted_once_per_namespace() {
+        let held = |netns: u32, sk: u64, tgid: u32| Owned {
+            sk,
+            netns,
+            ..owned(sk, tgid, b"x")
+        };
+        let records = [
+            held(10, 1, 100),
+            // The same socket in another process (inherited): once.
+            held(10, 1, 200),
+            held(10, 2, 100),
+            held(20, 3, 300),
+            // A unix socket, or a TCP socket not in use: not counted.
+            held(0, 4, 300),
+        ];
+        let all = bytes(&records);
+        for step in [1, 7, RECORD, all.len()] {
+            let mut r = Records::new(true);
+            for chunk in all.chunks(step) {
+                r.feed(chunk);
+            }
+            let w = r.done();
+            let held = w.held.expect("an adopting walk counts");
+            assert_eq!(held.len(), 2, "reads of {step} bytes");
+            assert_eq!((held[&10], held[&20]), (2, 1), "reads of {step} bytes");
+            // Named in the kernel: no (sk, inode) pairs kept.
+            assert!(w.sockets.is_empty());
+            assert_eq!(w.owners.len(), 4);
+        }
+        // The naming walk counts nothing and keeps the pairs.
+        let mut r = Records::new(false);
+        r.feed(&all);
+        let w = r.done();
+        assert!(w.held.is_none());
+        assert_eq!(w.sockets.len(), records.len());
     }
 
     #[test]

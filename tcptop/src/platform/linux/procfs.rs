@@ -493,6 +493,41 @@ pub fn parse_sockstat(text: &str) -> Option<u64> {
     Some(used?.saturating_add(tw))
 }
 
+/// The `inuse` count of the `proto` line (`TCP:` in sockstat, `TCP6:` in
+/// sockstat6): the sockets of that protocol the kernel has hashed in the
+/// namespace, listening or connected (not TIME_WAIT, not requests).
+pub fn parse_inuse(text: &str, proto: &str) -> Option<u64> {
+    let line = text
+        .lines()
+        .find(|l| l.split_ascii_whitespace().next() == Some(proto))?;
+    let mut words = line.split_ascii_whitespace();
+    words.find(|w| *w == "inuse")?;
+    words.next()?.parse().ok()
+}
+
+/// The TCP sockets (v4 and v6) in use in the namespace whose `net`
+/// directory is `net_dir` (`/proc/<pid>/net`): `inuse` of sockstat plus
+/// sockstat6's (absent without IPv6: 0). None if sockstat cannot be read.
+pub fn tcp_in_use(net_dir: &Path) -> Option<u64> {
+    let v4 = parse_inuse(&fs::read_to_string(net_dir.join("sockstat")).ok()?, "TCP:")?;
+    let v6 = match fs::read_to_string(net_dir.join("sockstat6")) {
+        Ok(text) => parse_inuse(&text, "TCP6:")?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(_) => return None,
+    };
+    Some(v4 + v6)
+}
+
+/// The `net` directory (`/proc/<pid>/net`) of the namespace a
+/// `/proc/<pid>/ns/net` file enters; None for a named namespace's file
+/// (a bind mount no process may live in).
+pub fn net_dir(ns_file: &Path) -> Option<PathBuf> {
+    let pid_dir = ns_file.strip_prefix("/proc").ok()?.parent()?.parent()?;
+    let pid = pid_dir.to_str()?;
+    (!pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| Path::new("/proc").join(pid).join("net"))
+}
+
 /// The first number of a `/proc/sys` file (`fs.file-nr`: allocated,
 /// free, maximum; `fs.file-max`: one number).
 pub fn first_number(text: &str) -> Option<u64> {
@@ -502,6 +537,29 @@ pub fn first_number(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_in_use_per_namespace() {
+        let v4 = "sockets: used 40012\n\
+                  TCP: inuse 40003 orphan 1 tw 7 alloc 40010 mem 3\n\
+                  UDP: inuse 2 mem 1\n";
+        let v6 = "TCP6: inuse 12\nUDP6: inuse 1\nUDPLITE6: inuse 0\n";
+        assert_eq!(parse_inuse(v4, "TCP:"), Some(40_003));
+        assert_eq!(parse_inuse(v6, "TCP6:"), Some(12));
+        // UDP's line is not TCP's, nor TCP6 TCP's.
+        assert_eq!(parse_inuse(v6, "TCP:"), None);
+        assert_eq!(parse_inuse("TCP: orphan 1 tw 7\n", "TCP:"), None);
+        assert_eq!(parse_inuse("TCP: inuse x\n", "TCP:"), None);
+        // This process's own namespace, read for real: a number.
+        assert!(tcp_in_use(Path::new("/proc/self/net")).is_some());
+        assert_eq!(tcp_in_use(Path::new("/nonexistent")), None);
+        assert_eq!(
+            net_dir(Path::new("/proc/4242/ns/net")),
+            Some(PathBuf::from("/proc/4242/net"))
+        );
+        assert_eq!(net_dir(Path::new("/run/netns/blue")), None);
+        assert_eq!(net_dir(Path::new("/proc/self/ns/net")), None);
+    }
 
     #[test]
     fn sockstat_and_file_counts() {
