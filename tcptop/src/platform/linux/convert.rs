@@ -52,9 +52,16 @@ pub fn key(st: &ConnStats) -> ConnKey {
 }
 
 /// Name bytes up to the first NUL, lossily decoded (still untrusted).
-fn comm(raw: &[u8; 16]) -> CompactString {
+pub fn comm(raw: &[u8; 16]) -> CompactString {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    CompactString::from_utf8_lossy(&raw[..end])
+    let raw = &raw[..end];
+    // Valid UTF-8 (nearly every name) at once: compact_str's lossy
+    // decoding goes a character at a time, 3% of start-up at 200,000
+    // adopted connections.
+    match std::str::from_utf8(raw) {
+        Ok(s) => CompactString::new(s),
+        Err(_) => CompactString::from_utf8_lossy(raw),
+    }
 }
 
 /// Identity of one connection instance: the kernel may reuse a socket's

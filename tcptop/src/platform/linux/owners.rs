@@ -141,9 +141,9 @@ impl Records {
         let name = match &self.last {
             Some((tgid, comm, name)) if *tgid == o.tgid && *comm == o.comm => name.clone(),
             _ => {
-                let len = o.comm.iter().position(|&b| b == 0).unwrap_or(o.comm.len());
-                // Any process can name itself with non-UTF-8 bytes: decode lossily.
-                let name = CompactString::from_utf8_lossy(&o.comm[..len]);
+                // Any process can name itself with non-UTF-8 bytes: decoded
+                // lossily.
+                let name = super::convert::comm(&o.comm);
                 self.last = Some((o.tgid, o.comm, name.clone()));
                 name
             }
