@@ -260,6 +260,9 @@ pub struct Offsets {
     pub task_tgid: u32,
     // socket.sk: the record key of the socket a file holds.
     pub socket_sk: u32,
+    /// `sizeof(struct sock)`: a field below it is read directly through a
+    /// typed `struct sock` pointer, one past it with a probe read.
+    pub sock_size: u32,
 }
 
 /// What the TCP socket iterator (`tcptop_adopt_tcp`) writes for each
@@ -438,7 +441,7 @@ mod tests {
             size_of::<ConnTuple>() + 4 + 3 * 8 + 8 * 4 + 16 + 4 + 4 + 5 * 8
         );
         assert_eq!(size_of::<ConnEvent>(), 16 + size_of::<ConnStats>());
-        assert_eq!(size_of::<Offsets>(), 36 * 4);
+        assert_eq!(size_of::<Offsets>(), 37 * 4);
         assert_eq!(size_of::<Adopted>(), 2 * 8);
         assert_eq!(size_of::<Owned>(), 8 + 8 + 4 + 4 + 16);
         assert_eq!(size_of::<Config>(), 4 * 4);

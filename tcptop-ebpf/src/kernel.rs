@@ -51,6 +51,7 @@ static OFFSETS: Offsets = Offsets {
     file_private_data: 0,
     task_tgid: 0,
     socket_sk: 0,
+    sock_size: 0,
 };
 
 /// Reads one offset from the read-only global (volatile, so the compiler
@@ -191,6 +192,36 @@ impl Mem for Direct {
         // SAFETY: `sk` is a BTF-typed socket pointer from the program's
         // arguments; the helper checks it (full socket, TCP, stream).
         unsafe { bpf_skc_to_tcp_sock(sk as *mut _) as u64 }
+    }
+
+    #[inline(always)]
+    fn plain(p: u64) -> u64 {
+        launder(p)
+    }
+}
+
+/// Kernel memory through a typed `struct sock` pointer the helpers may not
+/// take (6.18's verifier calls one reached from a file untrusted): fields
+/// within `struct sock` (its `sock_common`, protocol, type) are direct
+/// loads, fields past it (the ports of `inet_sock`, the counters of
+/// `tcp_sock`) probe reads. `sock_size` is a constant to the verifier, so
+/// each read is checked as one or the other, never both.
+pub enum Mixed {}
+
+impl Mem for Mixed {
+    #[inline(always)]
+    fn read<T: Copy>(base: *const u8, offset: usize) -> Result<T, i32> {
+        if offset + core::mem::size_of::<T>() <= off!(sock_size) {
+            Direct::read(base, offset)
+        } else {
+            Probe::read(base, offset)
+        }
+    }
+
+    #[inline(always)]
+    fn tcp_sock(sk: u64) -> u64 {
+        // No helper takes it; `sock::tcp_sock` checks the kind by reads.
+        sk
     }
 
     #[inline(always)]

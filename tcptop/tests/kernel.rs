@@ -286,9 +286,11 @@ fn existing_connection_is_seen() {
 
 /// What `TCPTOP_TEST_SAY=adoption` says of the start-up: the owners' walk
 /// adopted the connections files hold wherever the suite and `env` leave
-/// it (the process files' iterator not refused), and then the test's own
-/// namespace, whose every TCP socket a process holds, is one the TCP
-/// iterator did not walk; otherwise the TCP iterator walked them all.
+/// it (the process files' iterator not refused), with typed pointers on
+/// Linux 5.11+ (`bpf_sock_from_file`) unless that program is refused, and
+/// then the test's own namespace, whose every TCP socket a process holds,
+/// is one the TCP iterator did not walk; otherwise the TCP iterator
+/// walked them all.
 fn check_adoption_said(top: &Tcptop, env: &[(&str, &str)]) {
     let refusing = |kind: &str| {
         common::refused(kind)
@@ -302,10 +304,19 @@ fn check_adoption_said(top: &Tcptop, env: &[(&str, &str)]) {
         .iter()
         .find(|w| w.contains("test: adoption:"))
         .unwrap_or_else(|| panic!("no adoption line in {:?}", top.warnings));
-    assert!(
-        said.contains(&format!("owners' walk adopted: {by_owners};")),
-        "{said}"
-    );
+    assert!(said.contains(&format!("adopted: {by_owners};")), "{said}");
+    if by_owners {
+        let typed = !refusing("owners-typed") && common::kernel_version() >= (5, 11);
+        let program = if typed {
+            "tcptop_owners_typed"
+        } else {
+            "tcptop_owners_adopt"
+        };
+        assert!(
+            said.contains(&format!("owners' walk ({program})")),
+            "{said}"
+        );
+    }
     let left_out: usize = said
         .rsplit("walks: ")
         .next()
@@ -334,7 +345,26 @@ fn existing_connection_adopted_by_the_owners_walk() {
     );
 }
 
-/// The same where the owners' walk may only name (its adopting program
+/// The same with the adopting walk of probe reads only (Linux 5.10's,
+/// which lacks `bpf_sock_from_file`; forced here on newer kernels).
+#[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
+fn existing_connection_adopted_by_the_owners_walk_untyped() {
+    common::require_root();
+    let _g = common::serial();
+    let refuse = common::refusing("owners-typed");
+    existing_connection(
+        "existing-untyped",
+        40117,
+        false,
+        &[
+            ("TCPTOP_TEST_REFUSE", &refuse),
+            ("TCPTOP_TEST_SAY", "adoption"),
+        ],
+    );
+}
+
+/// The same where the owners' walk may only name (its adopting programs
 /// refused, as a kernel's verifier might): the TCP iterator walks every
 /// namespace and adopts, the walk's (socket, inode) pairs name them.
 #[test]

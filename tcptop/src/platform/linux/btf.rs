@@ -398,6 +398,15 @@ impl Btf {
         Ok(&rest[..len])
     }
 
+    /// Size in bytes of the struct `name`.
+    pub fn struct_size(&self, name: &str) -> Result<u32, BtfError> {
+        let &id = self
+            .structs
+            .get(name.as_bytes())
+            .ok_or_else(|| BtfError::NoStruct(name.to_owned()))?;
+        Ok(self.ty(id)?.size_or_type)
+    }
+
     /// Whether the kernel has a struct named `name`.
     pub fn has_struct(&self, name: &str) -> bool {
         self.structs.contains_key(name.as_bytes())
@@ -814,6 +823,16 @@ mod tests {
     }
 
     #[test]
+    fn struct_sizes() {
+        let btf = sample_btf();
+        assert!(btf.struct_size("plain").unwrap() >= 12);
+        assert!(matches!(
+            btf.struct_size("nope"),
+            Err(BtfError::NoStruct(_))
+        ));
+    }
+
+    #[test]
     fn anonymous_members() {
         let btf = sample_btf();
         assert_eq!(btf.member_offset("sock_common", "first").unwrap(), 0);
@@ -1079,6 +1098,17 @@ mod tests {
         };
         assert_eq!(off("sock_common", "skc_daddr"), 0);
         assert_eq!(off("sock_common", "skc_rcv_saddr"), 4);
+        // A sock holds its sock_common and the fields read through it; a
+        // tcp_sock's counters lie past its end.
+        let sock = btf.struct_size("sock").unwrap();
+        assert!(sock > off("sock", "sk_protocol") + 1, "{sock}");
+        assert!(sock > off("sock_common", "skc_flags") + 7, "{sock}");
+        assert!(sock <= off("tcp_sock", "srtt_us"), "{sock}");
+        assert!(btf.struct_size("sock_common").unwrap() < sock);
+        assert!(matches!(
+            btf.struct_size("no_such_struct_xyz"),
+            Err(BtfError::NoStruct(_))
+        ));
         for (s, m) in [
             ("sock_common", "skc_dport"),
             ("sock_common", "skc_num"),

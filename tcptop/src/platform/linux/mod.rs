@@ -234,10 +234,12 @@ impl EbpfSource {
         // Where that walk adopted the connections files hold: the TCP
         // sockets in use it found held, per namespace.
         let mut held = None;
+        let mut owners_program = "";
         if let Some(o) = kernel_owners {
             scan.owners = o.owners;
             sockets = o.sockets;
             held = o.held;
+            owners_program = o.program;
         }
         let namespaces = procfs::namespace_files(&scan.namespaces);
         // Whether the TCP iterator adopted them, and in every namespace.
@@ -270,8 +272,8 @@ impl EbpfSource {
         drop(tracing);
         if says_for_test("adoption") {
             warnings.push(format!(
-                "test: adoption: owners' walk adopted: {}; namespaces: {every}, all adopted: \
-                 {adopted_all}, left out of the TCP iterator's walks: {}",
+                "test: adoption: owners' walk ({owners_program}) adopted: {}; namespaces: \
+                 {every}, all adopted: {adopted_all}, left out of the TCP iterator's walks: {}",
                 held.is_some(),
                 walked.skipped
             ));
@@ -999,6 +1001,9 @@ fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, SourceError> {
         file_private_data: off("file", "private_data")?,
         task_tgid: off("task_struct", "tgid")?,
         socket_sk: off("socket", "sk")?,
+        sock_size: btf
+            .struct_size("sock")
+            .map_err(|e| SourceError::Unsupported(format!("unsupported kernel layout: {e}")))?,
     })
 }
 

@@ -29,6 +29,8 @@ use crate::model::CompactString;
 pub const PROGRAM: &str = "tcptop_owners";
 /// The same walk, adopting the TCP connections held by files.
 pub const PROGRAM_ADOPT: &str = "tcptop_owners_adopt";
+/// The adopting walk with typed pointers (fewer probe reads; Linux 5.11+).
+pub const PROGRAM_TYPED: &str = "tcptop_owners_typed";
 
 pub use super::procfs::Owners;
 
@@ -41,10 +43,12 @@ pub struct Walked {
     /// per holder: connections the TCP iterator adopts are named by key.
     /// Empty where the walk adopted (its records are named already).
     pub sockets: Vec<Adopted>,
-    /// Where the walk adopted (`PROGRAM_ADOPT`): the TCP sockets held
-    /// that the kernel counts as in use, per namespace (inode number),
-    /// each socket once however many hold it.
+    /// Where the walk adopted (`PROGRAM_TYPED` or `PROGRAM_ADOPT`): the
+    /// TCP sockets held that the kernel counts as in use, per namespace
+    /// (inode number), each socket once however many hold it.
     pub held: Option<Held>,
+    /// The program that walked.
+    pub program: &'static str,
 }
 
 /// Namespace inode -> TCP sockets in use held by a file.
@@ -57,11 +61,16 @@ pub fn walk_owners(ebpf: &mut Ebpf, btf: &mut TracingBtf) -> Result<Walked, Load
     // Its own test switch too: the TCP iterator's adoption with /proc's
     // owners is a path of its own.
     refused_for_test("owners", WHAT)?;
-    // Adopting needs `bpf_sock_from_file` (Linux 5.11); refused or
-    // missing, the walk only names, and the TCP iterator walks every
-    // namespace (nothing is lost but time).
-    let adopting = refused_for_test("owners-adopt", WHAT)
-        .and_then(|()| walk_with(ebpf, btf, PROGRAM_ADOPT, WHAT));
+    // The typed adoption needs `bpf_sock_from_file` (Linux 5.11), the
+    // other one only probe reads; either refused, the walk only names and
+    // the TCP iterator walks every namespace (nothing is lost but time).
+    // `TCPTOP_TEST_REFUSE=owners-typed` refuses the first, `owners-adopt`
+    // both.
+    let adopting = refused_for_test("owners-adopt", WHAT).and_then(|()| {
+        refused_for_test("owners-typed", WHAT)
+            .and_then(|()| walk_with(ebpf, btf, PROGRAM_TYPED, WHAT))
+            .or_else(|_| walk_with(ebpf, btf, PROGRAM_ADOPT, WHAT))
+    });
     match adopting {
         Ok(w) => Ok(w),
         Err(_) => walk_with(ebpf, btf, PROGRAM, WHAT),
@@ -71,16 +80,19 @@ pub fn walk_owners(ebpf: &mut Ebpf, btf: &mut TracingBtf) -> Result<Walked, Load
 fn walk_with(
     ebpf: &mut Ebpf,
     btf: &mut TracingBtf,
-    name: &str,
+    name: &'static str,
     what: &str,
 ) -> Result<Walked, LoadError> {
-    let adopting = name == PROGRAM_ADOPT;
+    let adopting = name != PROGRAM;
     let walked = link_iterator(ebpf, btf, name, "task_file", None, what).and_then(|link| {
         // 16 pages a read: 2,048 records.
         let mut buf = vec![0u8; 64 * 1024];
         let mut out = Records::new(adopting);
         walk(&link, &mut buf, |b| out.feed(b))
-            .map(|()| out.done())
+            .map(|()| Walked {
+                program: name,
+                ..out.done()
+            })
             .map_err(|e| LoadError::kernel(format!("reading {what}"), &e))
     });
     if let Ok(prog) = program(ebpf, name)
