@@ -16,13 +16,19 @@
 //! when done: it runs once.
 //!
 //! Where the owners' walk adopted the connections held by files
-//! (`owners::PROGRAM_ADOPT`), a namespace is walked only if the kernel
-//! counts more TCP sockets in use there (its sockstat's `inuse`) than
-//! that walk found held: the rest are connections no process holds
-//! (orphans, children not yet accepted, the kernel's own). Each walk
-//! visits every TCP socket of the machine (the table is shared) to find
-//! its namespace's: at 200,000 sockets in 5 namespaces, 6 walks were a
-//! fifth of start-up.
+//! (`owners::PROGRAM_TYPED` or `PROGRAM_ADOPT`), a namespace is walked
+//! only if the kernel counts a different number of TCP sockets in use
+//! there (its sockstat's `inuse`, v4 and v6: listening or hashed
+//! connections) than that walk found held: the others are connections no
+//! process holds (orphans, children not yet accepted, the kernel's own).
+//! Each walk visits every TCP socket of the machine (the table is shared)
+//! to find its namespace's: at 200,000 sockets in 5 namespaces, 6 walks
+//! were a fifth of start-up. The count is read after that walk: a socket
+//! opened or closed in between makes the numbers differ and the namespace
+//! is walked (time lost, nothing else). Only a held socket caught between
+//! its state and its hashing (connect(), listen()) while an unheld
+//! connection from before start exists could hide that one: it would then
+//! be recorded at its first call, as where no walk runs.
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};

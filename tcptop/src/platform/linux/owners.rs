@@ -9,12 +9,13 @@
 //! lists and resolves each link again, half of tcptop's start-up CPU at
 //! 200,000 sockets. Where the kernel refuses the iterator, /proc it is.
 //!
-//! Where the kernel allows it (Linux 5.11+), the walk also adopts every
-//! TCP connection a process holds (`tcptop_owners_adopt`, named in the
-//! kernel after its holder) and counts, per namespace, the TCP sockets
-//! held that the kernel counts as in use: `adopt.rs` walks a namespace
-//! with the TCP iterator only where the kernel counts more (connections
-//! no process holds: orphans, children not yet accepted, the kernel's).
+//! Where the kernel allows it, the walk also adopts every TCP connection a
+//! process holds (`tcptop_owners_typed` on Linux 5.11+, `tcptop_owners_adopt`
+//! before; named in the kernel after its lowest-pid holder) and counts,
+//! per namespace, the TCP sockets held that the kernel counts as in use:
+//! `adopt.rs` walks a namespace with the TCP iterator only where the
+//! kernel counts more (connections no process holds: orphans, children
+//! not yet accepted, the kernel's).
 
 use std::collections::hash_map::Entry;
 
