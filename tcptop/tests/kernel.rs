@@ -350,18 +350,7 @@ fn existing_connection_adopted_by_the_owners_walk() {
 #[test]
 #[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn existing_connection_adopted_by_the_owners_walk_untyped() {
-    common::require_root();
-    let _g = common::serial();
-    let refuse = common::refusing("owners-typed");
-    existing_connection(
-        "existing-untyped",
-        40117,
-        false,
-        &[
-            ("TCPTOP_TEST_REFUSE", &refuse),
-            ("TCPTOP_TEST_SAY", "adoption"),
-        ],
-    );
+    existing_connection_refusing("existing-untyped", 40117, "owners-typed");
 }
 
 /// The same where the owners' walk may only name (its adopting programs
@@ -370,12 +359,18 @@ fn existing_connection_adopted_by_the_owners_walk_untyped() {
 #[test]
 #[cfg_attr(not(tcptop_root), ignore = "needs root")]
 fn existing_connection_adopted_by_the_tcp_iterator() {
+    existing_connection_refusing("existing-walked", 40115, "owners-adopt");
+}
+
+/// `existing_connection` with `kind` of program refused (on top of what
+/// the suite refuses), saying how it adopted.
+fn existing_connection_refusing(tag: &str, port: u16, kind: &str) {
     common::require_root();
     let _g = common::serial();
-    let refuse = common::refusing("owners-adopt");
+    let refuse = common::refusing(kind);
     existing_connection(
-        "existing-walked",
-        40115,
+        tag,
+        port,
         false,
         &[
             ("TCPTOP_TEST_REFUSE", &refuse),
