@@ -291,7 +291,8 @@ pub struct Owned {
     /// The `struct sock` the file's socket holds (a TCP record's key).
     pub sk: u64,
     pub tgid: u32,
-    /// `tcptop_owners_adopt` only: the namespace (inode number) of a TCP
+    /// The adopting walks only (`tcptop_owners_typed`,
+    /// `tcptop_owners_adopt`): the namespace (inode number) of a TCP
     /// socket the kernel counts as in use there (listening or connected:
     /// `inuse` in that namespace's /proc/net/sockstat), 0 for any other.
     pub netns: u32,
