@@ -418,11 +418,7 @@ fn unaccepted_connection_is_adopted() {
         "--wait-stdin",
     ]);
     let local = cli.local_at("connected");
-    let mut top = Tcptop::start_with_env(
-        common::INTERVAL,
-        &["--port", "40116"],
-        &[("TCPTOP_TEST_SAY", "adoption")],
-    );
+    let mut top = Tcptop::start(&["--port", "40116"]);
     // The queued end, before any process has it.
     let queued = top.wait_for(|r| r["local"] == addr && r["remote"] == local.as_str());
     assert_eq!(queued["state"], "ESTABLISHED");

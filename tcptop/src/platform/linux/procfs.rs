@@ -476,11 +476,6 @@ pub fn machine_load() -> Option<crate::platform::MachineLoad> {
 /// Sockets in use plus TCP sockets in TIME_WAIT, from `/proc/net/sockstat`
 /// (`sockets: used N` and `TCP: inuse … tw N …`).
 pub fn parse_sockstat(text: &str) -> Option<u64> {
-    let field = |line: &str, name: &str| -> Option<u64> {
-        let mut words = line.split_ascii_whitespace();
-        words.find(|w| *w == name)?;
-        words.next()?.parse().ok()
-    };
     let mut used = None;
     let mut tw = 0;
     for line in text.lines() {
@@ -500,8 +495,13 @@ pub fn parse_inuse(text: &str, proto: &str) -> Option<u64> {
     let line = text
         .lines()
         .find(|l| l.split_ascii_whitespace().next() == Some(proto))?;
+    field(line, "inuse")
+}
+
+/// The number after the word `name` in a sockstat line.
+fn field(line: &str, name: &str) -> Option<u64> {
     let mut words = line.split_ascii_whitespace();
-    words.find(|w| *w == "inuse")?;
+    words.find(|w| *w == name)?;
     words.next()?.parse().ok()
 }
 
