@@ -92,6 +92,36 @@ impl Series {
         }
     }
 
+    /// Adds `n` points `p`, as many calls of [`push`](Self::push) would.
+    pub(super) fn push_n(&mut self, p: Point, n: u32, cap: usize) {
+        if n == 0 {
+            return;
+        }
+        if self.runs.is_none() && (self.count == 0 || p == self.last) {
+            // One run: it grows, and its oldest points go past `cap`.
+            let cap = u32::try_from(cap.max(1)).unwrap_or(u32::MAX);
+            self.last = p;
+            self.count = self.count.saturating_add(n).min(cap);
+            self.len = self.count;
+            return;
+        }
+        // `cap` pushes of one point leave that point alone in the series:
+        // more would change nothing.
+        for _ in 0..(n as usize).min(cap.max(1)) {
+            self.push(p, cap);
+        }
+    }
+
+    /// The newest point (the default point if there is none).
+    pub(super) fn last(&self) -> Point {
+        self.last
+    }
+
+    /// All its points are one run of the same point (and there is one).
+    pub(super) fn is_one_run(&self) -> bool {
+        self.runs.is_none() && self.count > 0
+    }
+
     /// The points, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = Point> + '_ {
         self.runs
@@ -125,11 +155,8 @@ mod tests {
 
     use crate::model::test_sample as sample;
 
-    fn history_of(t: &ConnTable, port: u16) -> &Series {
-        t.rows()
-            .find(|r| r.key.local.port() == port)
-            .unwrap()
-            .history()
+    fn history_of(t: &ConnTable, port: u16) -> std::borrow::Cow<'_, Series> {
+        t.history(t.rows().find(|r| r.key.local.port() == port).unwrap())
     }
 
     #[test]
@@ -215,9 +242,9 @@ mod tests {
             );
         }
         assert_eq!(t.len(), 20_000);
-        let held: usize = t.rows().map(|r| r.history().capacity()).sum();
+        let held: usize = t.rows().map(|r| t.history(r).capacity()).sum();
         assert!(held <= BUDGET, "{held} points held");
-        assert!(t.rows().all(|r| r.history().len() >= MIN_SAMPLES));
+        assert!(t.rows().all(|r| t.history(r).len() >= MIN_SAMPLES));
     }
 
     /// An idle connection's history is one run, in the row: nothing
@@ -256,5 +283,39 @@ mod tests {
         assert_eq!(share(1), CAPACITY);
         assert_eq!(share(BUDGET / 100), 100);
         assert_eq!(share(10_000_000), MIN_SAMPLES);
+    }
+
+    /// `push_n` is `n` pushes, in every state a series can be in.
+    #[test]
+    fn push_n_is_n_pushes() {
+        let p = |rx| Point {
+            rx_bps: rx,
+            tx_bps: 0.0,
+            rtt_us: 9,
+        };
+        for before in [
+            vec![],
+            vec![1.0],
+            vec![1.0, 1.0, 2.0],
+            vec![2.0, 1.0, 1.0, 1.0],
+        ] {
+            for cap in [1, 2, 3, 5, 16] {
+                for n in [0u32, 1, 2, 4, 17, 1000] {
+                    for with in [1.0, 2.0] {
+                        let mut a = Series::default();
+                        for &x in &before {
+                            a.push(p(x), cap);
+                        }
+                        let mut b = a.clone();
+                        a.push_n(p(with), n, cap);
+                        for _ in 0..n {
+                            b.push(p(with), cap);
+                        }
+                        let what = |s: &Series| (s.iter().collect::<Vec<_>>(), s.len());
+                        assert_eq!(what(&a), what(&b), "{before:?} cap {cap} n {n} {with}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -83,7 +83,7 @@ pub struct Row {
     samples: Samples,
     /// The table's snapshot count when a live sample last reported this
     /// row: rows no snapshot reported leave the live map.
-    seen: u64,
+    seen: u32,
     /// Lower-case text the live filter searches: built on first use (only
     /// the TUI's filter asks; batch mode never pays for it) and again only
     /// after the fields in it change (formatting it per frame cost ~3 ms at
@@ -92,6 +92,9 @@ pub struct Row {
     /// Rates and RTT at each snapshot, for sparklines (tables that keep
     /// history only).
     history: Series,
+    /// The table's pass after which this live row stopped changing (0: it
+    /// still changes, every pass visits it): see [`ConnTable::apply`].
+    settled_at: u32,
 }
 
 impl Row {
@@ -126,13 +129,66 @@ impl Row {
             seen: 0,
             search: OnceCell::new(),
             history: Series::default(),
+            settled_at: 0,
         }
     }
 
-    /// Rates and RTT at each snapshot, oldest first (empty unless the
-    /// table keeps history).
-    pub fn history(&self) -> &Series {
-        &self.history
+    /// One pass of [`ConnTable::apply`] over this row: interval and
+    /// windowed rates, a counter sample, a history point; its bytes since
+    /// the previous pass added to `totals` (rx, tx). True if a rate moved.
+    fn pass(&mut self, p: &Pass, totals: &mut (u64, u64)) -> bool {
+        let rates = (self.interval_bps, self.tx_bps, self.rx_bps);
+        self.interval_bps = (
+            rate(self.counters.tx_bytes, self.prev.0, p.secs),
+            rate(self.counters.rx_bytes, self.prev.1, p.secs),
+        );
+        // A row first seen closed (most rows under churn) needs no
+        // history: without one its windowed rate is its interval rate,
+        // and it never moves again. It saves an allocation per row.
+        if p.samples && (self.closed.is_none() || !self.samples.is_empty()) {
+            self.record_sample(p.now);
+        }
+        self.apply_window(p.window, p.now);
+        if let Some(share) = p.history {
+            let point = Point {
+                rx_bps: self.rx_bps as f32,
+                tx_bps: self.tx_bps as f32,
+                rtt_us: self.rtt_us.unwrap_or(0),
+            };
+            self.history.push(point, share);
+        }
+        let c = (self.counters.tx_bytes, self.counters.rx_bytes);
+        totals.0 = totals.0.saturating_add(c.1.saturating_sub(self.prev.1));
+        totals.1 = totals.1.saturating_add(c.0.saturating_sub(self.prev.0));
+        self.prev = c;
+        rates != (self.interval_bps, self.tx_bps, self.rx_bps)
+    }
+
+    /// Whether a pass over this row, its counters unchanged, would change
+    /// nothing but the length of its history: no rate to fall to zero, no
+    /// counter sample to take or drop, one run of the same point in the
+    /// history.
+    fn settled(&self, samples: bool, history: bool) -> bool {
+        // (Zero rates over any window: the interval's are zero too.)
+        self.tx_bps == 0.0
+            && self.rx_bps == 0.0
+            && (self.counters.tx_bytes, self.counters.rx_bytes) == self.prev
+            && (!samples || self.samples.is_still())
+            && (!history || self.history.is_one_run())
+    }
+
+    /// Adds the history points of the passes that skipped this settled row
+    /// (up to `pass`, with the share `cap` they had, if the table keeps
+    /// history), and marks it as changing again.
+    fn wake(&mut self, pass: u32, cap: Option<usize>) {
+        if self.settled_at != 0 {
+            if let Some(cap) = cap {
+                let last = self.history.last();
+                self.history
+                    .push_n(last, pass.wrapping_sub(self.settled_at), cap);
+            }
+            self.settled_at = 0;
+        }
     }
 
     /// Records the counters at `now`, if they moved since the last sample:
@@ -334,7 +390,7 @@ pub struct ConnTable {
     totals: (u64, u64),
     window: RateWindow,
     /// Snapshots applied: marks the live rows each one reported.
-    generation: u64,
+    generation: u32,
     /// Changes to what `rows` returns (snapshots, expiry, the rate
     /// window): a display caches its sorted lines until this moves.
     version: u64,
@@ -343,6 +399,26 @@ pub struct ConnTable {
     no_samples: bool,
     /// Each row keeps a sparkline history (the display's table).
     keep_history: bool,
+    /// Beside each live row: whether the next pass visits it (false: it is
+    /// settled, see [`apply`](Self::apply)).
+    visit: Vec<bool>,
+    /// The history share of the latest pass (0: none yet).
+    share: usize,
+    /// The next pass visits every row (what a pass does changed).
+    visit_all: bool,
+}
+
+/// What one pass of [`ConnTable::apply`] does to each row.
+struct Pass {
+    /// Seconds since the previous snapshot.
+    secs: f64,
+    /// The snapshot's time ([`ConnTable::nanos`]).
+    now: u64,
+    window: RateWindow,
+    /// Counter samples are kept (for windowed rates).
+    samples: bool,
+    /// A history point is added, with this share (the display's table).
+    history: Option<usize>,
 }
 
 /// Where a row is in the table, to find it again cheaply.
@@ -428,8 +504,11 @@ impl ConnTable {
         // tens of thousands of live connections, rebuilding the table moved
         // every row twice, most of tcptop's CPU (perf, 18,000 idle
         // connections).
-        self.generation += 1;
+        // (0 is never a generation: a settled row's `settled_at` is one.)
+        self.generation = self.generation.wrapping_add(1).max(1);
         let generation = self.generation;
+        // The passes before this one.
+        let skipped = generation.wrapping_sub(1);
         for mut s in snap.closed {
             s.state = ConnState::Closed;
             let hash = self.hasher.hash_one(s.key);
@@ -476,10 +555,15 @@ impl ConnTable {
                 Some(i) => {
                     next = i + 1;
                     let r = &mut self.live[i];
-                    if r.same_instance(&s) {
-                        moved |= r.update(s);
+                    let changed = if r.same_instance(&s) {
+                        r.update(s)
                     } else {
                         *r = Row::new(s, now);
+                        true
+                    };
+                    if changed {
+                        r.wake(skipped, self.keep_history.then_some(self.share));
+                        self.visit[i] = true;
                         moved = true;
                     }
                     r.seen = generation;
@@ -493,6 +577,7 @@ impl ConnTable {
                     let mut r = Row::new(s, now);
                     r.seen = generation;
                     self.live.push(r);
+                    self.visit.push(true);
                     moved = true;
                 }
             }
@@ -500,46 +585,70 @@ impl ConnTable {
         // Rows this snapshot did not report are gone (in a partial one:
         // unchanged, still open). From the end: the row that takes a
         // leaving row's place was already looked at.
-        let keep_unseen = snap.partial;
-        for i in (0..self.live.len()).rev() {
-            if !keep_unseen && self.live[i].seen != generation {
-                let hash = self.hasher.hash_one(self.live[i].key);
-                self.remove_live(i, hash);
-                moved = true;
+        if !snap.partial {
+            for i in (0..self.live.len()).rev() {
+                if self.live[i].seen != generation {
+                    let hash = self.hasher.hash_one(self.live[i].key);
+                    self.remove_live(i, hash);
+                    moved = true;
+                }
             }
         }
-        let (mut rx, mut tx) = self.totals;
+        // The pass over the rows: rates, counter samples, history. A live
+        // row that stopped changing (zero rates, its samples and history at
+        // rest: most of a large idle table) is settled: the passes after
+        // skip it, without reading its memory (at 200,000 idle rows the pass
+        // read 70 MB a snapshot), and the history points they would have
+        // added (the same point again) are added when it changes again or
+        // is read ([`history`](Self::history)). Every row is visited when the
+        // history share changes.
         let share = history::share(self.len());
-        for r in self.live.iter_mut().chain(self.closed.iter_mut()) {
-            let rates = (r.interval_bps, r.tx_bps, r.rx_bps);
-            r.interval_bps = (
-                rate(r.counters.tx_bytes, r.prev.0, secs),
-                rate(r.counters.rx_bytes, r.prev.1, secs),
-            );
-            // A row first seen closed (most rows under churn) needs no
-            // history: without one its windowed rate is its interval rate,
-            // and it never moves again. It saves an allocation per row.
-            if !self.no_samples && (r.closed.is_none() || !r.samples.is_empty()) {
-                r.record_sample(now_ns);
+        let all = share != self.share || self.visit_all;
+        let was = self.keep_history.then_some(self.share);
+        self.share = share;
+        self.visit_all = false;
+        let pass = Pass {
+            secs,
+            now: now_ns,
+            window: self.window,
+            samples: !self.no_samples,
+            history: self.keep_history.then_some(share),
+        };
+        let mut totals = self.totals;
+        for (r, visit) in self.live.iter_mut().zip(self.visit.iter_mut()) {
+            if all || *visit {
+                r.wake(skipped, was);
+                moved |= r.pass(&pass, &mut totals);
+                *visit = !r.settled(pass.samples, self.keep_history);
+                if !*visit {
+                    r.settled_at = generation;
+                }
             }
-            r.apply_window(self.window, now_ns);
-            moved |= rates != (r.interval_bps, r.tx_bps, r.rx_bps);
-            if self.keep_history {
-                let p = Point {
-                    rx_bps: r.rx_bps as f32,
-                    tx_bps: r.tx_bps as f32,
-                    rtt_us: r.rtt_us.unwrap_or(0),
-                };
-                r.history.push(p, share);
-            }
-            rx = rx.saturating_add(r.counters.rx_bytes.saturating_sub(r.prev.1));
-            tx = tx.saturating_add(r.counters.tx_bytes.saturating_sub(r.prev.0));
-            r.prev = (r.counters.tx_bytes, r.counters.rx_bytes);
         }
-        self.totals = (rx, tx);
+        for r in self.closed.iter_mut() {
+            r.wake(skipped, was);
+            moved |= r.pass(&pass, &mut totals);
+        }
+        self.totals = totals;
         if moved {
             self.version += 1;
         }
+    }
+
+    /// A row's rates and RTT at each snapshot, oldest first (empty unless
+    /// the table keeps history), the points of the passes that skipped it
+    /// while it was settled included.
+    pub fn history<'a>(&self, row: &'a Row) -> std::borrow::Cow<'a, Series> {
+        if !self.keep_history || row.settled_at == 0 || row.settled_at == self.generation {
+            return std::borrow::Cow::Borrowed(&row.history);
+        }
+        let mut h = row.history.clone();
+        h.push_n(
+            h.last(),
+            self.generation.wrapping_sub(row.settled_at),
+            self.share,
+        );
+        std::borrow::Cow::Owned(h)
     }
 
     /// `t` as nanoseconds since the first snapshot (set on the first call).
@@ -555,6 +664,7 @@ impl ConnTable {
             e.remove();
         }
         let row = self.live.swap_remove(i);
+        self.visit.swap_remove(i);
         if let Some(moved) = self.live.get(i) {
             let last = self.live.len() as u32;
             let hash = self.hasher.hash_one(moved.key);
@@ -602,12 +712,14 @@ impl ConnTable {
     pub fn interval_rates_only(&mut self) {
         self.no_samples = true;
         self.window = RateWindow::Interval;
+        self.visit_all = true;
     }
 
     /// Each row keeps a history of its rates and RTT for sparklines, all
     /// rows sharing one memory budget ([`history::BUDGET`]).
     pub fn keep_history(&mut self) {
         self.keep_history = true;
+        self.visit_all = true;
     }
 
     /// Moves with every change to the rows or their rates (not with a
@@ -1374,5 +1486,131 @@ mod tests {
         assert_eq!(count(&["/system.slice", "/kubepods.slice"]), 2);
         assert_eq!(count(&["/"]), 3, "every known group, not the unknown one");
         assert_eq!(count(&["/nothing"]), 0);
+    }
+
+    /// Settled rows skipped by the pass give the same rates, totals,
+    /// histories and versions as a table that visits every row, through
+    /// idling, bursts, RTT changes, partial and complete snapshots, rows
+    /// that close or vanish, and a history share that changes with the
+    /// number of rows.
+    #[test]
+    fn skipping_settled_rows_changes_nothing_shown() {
+        for (window, history, batch) in [
+            (RateWindow::Interval, true, false),
+            (RateWindow::Secs2, true, false),
+            (RateWindow::Secs10, false, false),
+            (RateWindow::Interval, false, true),
+        ] {
+            let make = || {
+                let mut t = ConnTable::with_linger(Duration::from_secs(3));
+                if history {
+                    t.keep_history();
+                }
+                if batch {
+                    t.interval_rates_only();
+                } else {
+                    t.set_window(window);
+                }
+                t
+            };
+            let (mut fast, mut every) = (make(), make());
+            let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+            let mut rand = move |n: u64| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed % n
+            };
+            // Connection i: its counters, RTT, open or not.
+            let n = 7_000usize;
+            let mut conns: Vec<(u64, u64, u32, bool)> = vec![(0, 0, 50, false); n];
+            let mut open = 4_000usize;
+            for c in conns.iter_mut().take(open) {
+                c.3 = true;
+            }
+            let t0 = Instant::now();
+            let mut skipped_some = false;
+            for step in 0..120u64 {
+                // Rows come and go: the share moves across 5,000 rows.
+                let target = if (step / 30) % 2 == 0 { 6_500 } else { 4_000 };
+                let complete = rand(4) == 0;
+                let mut live = Vec::new();
+                let mut closed = Vec::new();
+                for (i, c) in conns.iter_mut().enumerate() {
+                    let key_sample = |c: &(u64, u64, u32, bool)| {
+                        let mut s = sample(i as u16 + 1, 1 + i as u64, c.0, c.1);
+                        s.key.local =
+                            std::net::SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 1000));
+                        s.rtt_us = Some(c.2);
+                        s
+                    };
+                    if !c.3 {
+                        if open < target && rand(50) == 0 {
+                            c.3 = true;
+                            open += 1;
+                            live.push(key_sample(c));
+                        }
+                        continue;
+                    }
+                    if open > target && rand(40) == 0 {
+                        c.3 = false;
+                        open -= 1;
+                        // Closed with a sample, or just gone (only a
+                        // complete snapshot says so).
+                        if rand(2) == 0 || !complete {
+                            closed.push(key_sample(c));
+                        }
+                        continue;
+                    }
+                    // Most idle, a few busy now and then, RTT moving.
+                    let mut changed = false;
+                    if i % 97 == 0 || rand(300) == 0 {
+                        c.0 += rand(10_000);
+                        c.1 += rand(3);
+                        changed = true;
+                    }
+                    if rand(500) == 0 {
+                        c.2 = 40 + rand(30) as u32;
+                        changed = true;
+                    }
+                    if changed || complete {
+                        live.push(key_sample(c));
+                    }
+                }
+                let s = Snapshot {
+                    live,
+                    closed,
+                    drops: Drops::default(),
+                    partial: !complete,
+                };
+                let now = t0 + Duration::from_millis(1000 * step + rand(40));
+                fast.apply(s.clone(), now, 1.0);
+                every.visit_all = true;
+                every.apply(s, now, 1.0);
+                assert_eq!(
+                    (fast.visit.len(), every.visit.len()),
+                    (fast.live.len(), every.live.len())
+                );
+                skipped_some |= fast.visit.iter().any(|v| !v);
+                assert_eq!(fast.version(), every.version(), "step {step}");
+                assert_eq!(fast.totals(), every.totals(), "step {step}");
+                assert_eq!(fast.len(), every.len(), "step {step}");
+                for (a, b) in fast.rows().zip(every.rows()) {
+                    assert_eq!(a.key, b.key, "step {step}");
+                    let what = |t: &ConnTable, r: &Row| {
+                        (
+                            r.interval_bps,
+                            r.tx_bps,
+                            r.rx_bps,
+                            t.history(r).iter().collect::<Vec<_>>(),
+                            // (Memory too: a ring let go as before.)
+                            r.samples.clone(),
+                        )
+                    };
+                    assert_eq!(what(&fast, a), what(&every, b), "step {step}, {:?}", a.key);
+                }
+            }
+            assert!(skipped_some, "no row ever settled ({window:?})");
+        }
     }
 }

@@ -44,6 +44,12 @@ impl Samples {
         self.still == NONE && self.ring.is_none()
     }
 
+    /// One sample and no ring: recording the same counters again changes
+    /// nothing.
+    pub(super) fn is_still(&self) -> bool {
+        self.still != NONE && self.ring.is_none()
+    }
+
     /// Samples held (1 for a row idle over the longest window).
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {

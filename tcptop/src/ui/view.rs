@@ -560,7 +560,7 @@ fn host_text(app: &App, row: &Row) -> String {
 }
 
 fn draw_sparklines(app: &App, frame: &mut Frame<'_>, area: Rect, row: &Row) {
-    let series = row.history();
+    let series = app.table.history(row);
     if series.is_empty() {
         return;
     }
