@@ -119,6 +119,27 @@ enum RowSrc {
     Frozen(u32),
 }
 
+impl RowSrc {
+    /// As [`items::PLACE_BITS`] bits: which list, then the place in it.
+    fn pack(self) -> u64 {
+        let (list, i) = match self {
+            RowSrc::Table(RowAt::Live(i)) => (0, i),
+            RowSrc::Table(RowAt::Closed(i)) => (1, i),
+            RowSrc::Frozen(i) => (2, i),
+        };
+        list << 32 | u64::from(i)
+    }
+
+    fn unpack(v: u64) -> RowSrc {
+        let i = v as u32;
+        match v >> 32 {
+            0 => RowSrc::Table(RowAt::Live(i)),
+            1 => RowSrc::Table(RowAt::Closed(i)),
+            _ => RowSrc::Frozen(i),
+        }
+    }
+}
+
 /// A line of the table: a connection, found again through where it is,
 /// or a group, which owns its sums and texts.
 #[derive(Debug)]
@@ -707,10 +728,18 @@ impl App {
         let states = tally.counts();
         let (lines, any_workload) = if key.grouping == Grouping::Connection {
             let any_workload = picked.iter().any(|(r, _)| r.workload.is_some());
-            // The rows themselves, sorted in place of items.
-            items::sort_rows(&mut picked, key.sort, key.reverse);
-            // The same allocation (16 bytes an element either way).
-            let lines = picked.into_iter().map(|(_, src)| Line::Row(src)).collect();
+            // The rows themselves, sorted in place of items, in the same
+            // allocation (16 bytes an element all the way).
+            let lines = items::sort_rows(
+                picked,
+                key.sort,
+                key.reverse,
+                RowSrc::pack,
+                RowSrc::unpack,
+                |src| self.row_of(src),
+            )
+            .map(Line::Row)
+            .collect();
             (lines, any_workload)
         } else {
             let (rows, srcs): (Vec<&Row>, Vec<RowSrc>) = picked.into_iter().unzip();
