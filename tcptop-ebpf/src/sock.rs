@@ -7,7 +7,9 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{helpers::bpf_jiffies64, macros::map, maps::PerCpuArray};
-use tcptop_common::{AF_INET, AF_INET6, ConnTuple, DROP_COUNTERS, IPPROTO_TCP, IPPROTO_UDP};
+use tcptop_common::{
+    AF_INET, AF_INET6, COUNT_UDP_FLOWS_MADE, ConnTuple, DROP_COUNTERS, IPPROTO_TCP, IPPROTO_UDP,
+};
 
 use crate::kernel::{self, Mem, off};
 
@@ -18,6 +20,15 @@ pub fn count_drop(which: u32) {
     if let Some(p) = DROPS.get_ptr_mut(which) {
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
         unsafe { *p += 1 };
+    }
+}
+
+/// Counts a UDP flow made ([`COUNT_UDP_FLOWS_MADE`]): atomically, as a
+/// program interrupted on this CPU by another (softirq) must not lose it.
+#[inline(always)]
+pub fn count_made_flow() {
+    if let Some(p) = DROPS.get_ptr_mut(COUNT_UDP_FLOWS_MADE) {
+        add(p, 1);
     }
 }
 

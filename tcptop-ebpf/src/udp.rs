@@ -246,7 +246,9 @@ fn count<M: Mem>(sk: u64, bytes: u64, tx: bool, peer: Peer) {
                 ..UdpFlow::default()
             };
             // Another CPU may insert the same flow first: then use theirs.
-            let _ = UDP_FLOWS.insert(&t, &fresh, BPF_NOEXIST as u64);
+            if UDP_FLOWS.insert(&t, &fresh, BPF_NOEXIST as u64).is_ok() {
+                sock::count_made_flow();
+            }
             match UDP_FLOWS.get_ptr_mut(&t) {
                 Some(f) => f,
                 None => {

@@ -1630,13 +1630,19 @@ sys.stdin.readline()
         for r in &top.records {
             latest.insert((r["local"].to_string(), r["remote"].to_string()), r);
         }
+        // Either end: a client that shows less than it sent, a server
+        // end that shows less than it read.
         for r in latest
             .values()
-            .filter(|r| r["local"] == addr && r["rx_bytes"].as_u64() != Some(1000))
-            .take(5)
+            .filter(|r| {
+                (r["local"] == addr && r["rx_bytes"].as_u64() != Some(1000))
+                    || (r["remote"] == addr && r["tx_bytes"].as_u64() != Some(1000))
+            })
+            .take(10)
         {
             eprintln!("STUCK {r}");
         }
+        eprintln!("ROWS {} of {} records", latest.len(), top.records.len());
     }
     assert_eq!(
         (sent, received),

@@ -342,6 +342,93 @@ fn udp_v6_flows_exact() {
     flows("udp6", "::1", 40311, false);
 }
 
+/// Flows made after every earlier flow ended: user space knows the flow
+/// table is empty (as many flows taken out as the programs made) and does
+/// not walk it, until a program makes one again. Each round's flows are
+/// seen live and end exactly.
+#[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
+fn udp_flows_after_the_table_emptied() {
+    common::require_root();
+    let _g = common::serial();
+    const IDLE: f64 = 1.0;
+    let ns = NetNs::new("udpagain");
+    let mut top = Tcptop::start(&["--udp", "--idle-timeout", &IDLE.to_string()]);
+    let mut wants = Vec::new();
+    for (round, port) in [(1u64, 40351u16), (2, 40352)] {
+        let s = sock("127.0.0.1", port);
+        let count = (3 * round).to_string();
+        let mut srv = ns.peer(&[
+            "udp-server",
+            "--listen",
+            &s,
+            "--name",
+            "tt-udp-again",
+            "--datagrams",
+            &count,
+            "--reply",
+            "7",
+        ]);
+        srv.expect("listening");
+        let mut c = ns.peer(&[
+            "udp-client",
+            "--to",
+            &s,
+            "--connected",
+            "--count",
+            &count,
+            "--size",
+            "111",
+            "--reply",
+            "7",
+            "--name",
+            "tt-udp-cl",
+        ]);
+        let done = c.expect("done");
+        let local = done["local"].as_str().unwrap().to_string();
+        let last = done["last_round_ts"].as_f64().unwrap();
+        srv.expect("done");
+        let (srv_pid, c_pid) = (srv.pid(), c.pid());
+        srv.wait_ok();
+        c.wait_ok();
+        // Both ends end (idle): the table is empty again.
+        for (l, r) in [(&local, &s), (&s, &local)] {
+            top.wait_for(|v| {
+                v["local"] == l.as_str() && v["remote"] == r.as_str() && v["state"] == "CLOSED"
+            });
+        }
+        let n = 3 * round;
+        wants.push(Want {
+            local: local.clone(),
+            remote: s.clone(),
+            tx: (111 * n, n),
+            rx: (7 * n, n),
+            pid: c_pid,
+            comm: "tt-udp-cl",
+            last_round: last,
+        });
+        wants.push(Want {
+            local: s.clone(),
+            remote: local,
+            tx: (7 * n, n),
+            rx: (111 * n, n),
+            pid: srv_pid,
+            comm: "tt-udp-again",
+            last_round: last,
+        });
+        // A snapshot or two with nothing in the table.
+        top.pump(Duration::from_millis(1200));
+    }
+    let (records, stderr) = top.stop();
+    assert!(
+        stderr.contains("dropped 0 events (ring buffer full), 0 connections (table full)"),
+        "{stderr}"
+    );
+    for w in &wants {
+        check_flow(&records, w, ns.inode(), IDLE);
+    }
+}
+
 /// `--tcp` shows no UDP flow, `--udp` no TCP connection.
 #[test]
 #[cfg_attr(not(tcptop_root), ignore = "needs root")]

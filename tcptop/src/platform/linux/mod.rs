@@ -37,9 +37,10 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
 };
 use tcptop_common::{
-    Config, ConnEvent, ConnStats, DROP_MAP_FULL, DROP_RINGBUF, DROP_UDP_FLOWS, EVENT_CLOSE,
-    GLOBAL_CONFIG, GLOBAL_OFFSETS, MAP_CONNS, MAP_DROPS, MAP_EVENTS, MAP_SETTINGS, MAP_UDP_FLOWS,
-    ORIGIN_EXISTING, Offsets, SETTING_FILL_ESTABLISHED, SKIP_CALLS, SKIP_RING, TCP_SYN_SENT,
+    COUNT_UDP_FLOWS_MADE, Config, ConnEvent, ConnStats, DROP_MAP_FULL, DROP_RINGBUF,
+    DROP_UDP_FLOWS, EVENT_CLOSE, GLOBAL_CONFIG, GLOBAL_OFFSETS, MAP_CONNS, MAP_DROPS, MAP_EVENTS,
+    MAP_SETTINGS, MAP_UDP_FLOWS, ORIGIN_EXISTING, Offsets, SETTING_FILL_ESTABLISHED, SKIP_CALLS,
+    SKIP_RING, TCP_SYN_SENT,
 };
 
 use super::{DataSource, HookSet, SourceError, SourceOptions};
@@ -534,13 +535,16 @@ impl EbpfSource {
         Ok(())
     }
 
+    /// Counter `idx` of the drop counters' array, summed over CPUs.
+    fn counter(&self, idx: u32) -> u64 {
+        self.drops
+            .get(&idx, 0)
+            .map(|v| v.iter().copied().fold(0u64, u64::saturating_add))
+            .unwrap_or(0)
+    }
+
     fn read_drops(&self) -> Drops {
-        let sum = |idx: u32| -> u64 {
-            self.drops
-                .get(&idx, 0)
-                .map(|v| v.iter().copied().fold(0u64, u64::saturating_add))
-                .unwrap_or(0)
-        };
+        let sum = |idx: u32| self.counter(idx);
         Drops {
             events: sum(DROP_RINGBUF),
             conns: sum(DROP_MAP_FULL).saturating_add(sum(DROP_UDP_FLOWS)),
@@ -700,8 +704,12 @@ impl DataSource for EbpfSource {
             live.retain(|c| !gone.contains(&c.id));
         }
         let records_end = live.len();
-        if let Some(udp) = &mut self.udp {
-            udp.collect(&mut live, &mut closed);
+        let made = self
+            .udp
+            .is_some()
+            .then(|| self.counter(COUNT_UDP_FLOWS_MADE));
+        if let (Some(udp), Some(made)) = (&mut self.udp, made) {
+            udp.collect(made, &mut live, &mut closed);
         }
         if !self.seeds.is_empty() {
             let known: HashSet<ConnKey> = live

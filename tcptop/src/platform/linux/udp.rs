@@ -53,6 +53,8 @@ pub struct UdpFlows {
     /// are ended early, down to 80%, so that new flows always find room.
     capacity: usize,
     evicted: u64,
+    /// Flows taken out of the map so far (only user space takes them out).
+    removed: u64,
 }
 
 impl UdpFlows {
@@ -96,6 +98,7 @@ impl UdpFlows {
                 idle_ns: u64::try_from(opts.linux.udp_idle().as_nanos()).unwrap_or(u64::MAX),
                 capacity: opts.linux.max_conns() as usize,
                 evicted: 0,
+                removed: 0,
             },
             warning,
         ))
@@ -108,8 +111,14 @@ impl UdpFlows {
 
     /// Live flows into `live`; flows idle past the timeout (or the longest
     /// idle ones, when the table is nearly full) are removed from the
-    /// kernel and go into `closed` with their final counters.
-    pub fn collect(&mut self, live: &mut Vec<ConnSample>, closed: &mut Vec<ConnSample>) {
+    /// kernel and go into `closed` with their final counters. `made`: the
+    /// flows the programs have made so far, read before this call; as
+    /// many taken out, the map is empty and is not walked (a flow made
+    /// since is seen at the next snapshot).
+    pub fn collect(&mut self, made: u64, live: &mut Vec<ConnSample>, closed: &mut Vec<ConnSample>) {
+        if made == self.removed {
+            return;
+        }
         let now = monotonic_ns();
         let mut idle = Vec::new();
         let mut active: Vec<(u64, ConnTuple, UdpFlow)> = Vec::new();
@@ -138,6 +147,7 @@ impl UdpFlows {
             // The final value comes from the delete itself: a datagram
             // counted between our read and the delete is not lost.
             if let Some(flow) = lookup_and_delete(&mut self.flows, &tuple) {
+                self.removed += 1;
                 closed.push(convert::udp_sample(&tuple, &flow, true));
             }
         }
