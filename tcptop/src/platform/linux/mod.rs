@@ -535,16 +535,17 @@ impl EbpfSource {
         Ok(())
     }
 
-    /// Counter `idx` of the drop counters' array, summed over CPUs.
-    fn counter(&self, idx: u32) -> u64 {
+    /// Counter `idx` of the drop counters' array, summed over CPUs (None
+    /// if it cannot be read).
+    fn counter(&self, idx: u32) -> Option<u64> {
         self.drops
             .get(&idx, 0)
+            .ok()
             .map(|v| v.iter().copied().fold(0u64, u64::saturating_add))
-            .unwrap_or(0)
     }
 
     fn read_drops(&self) -> Drops {
-        let sum = |idx: u32| self.counter(idx);
+        let sum = |idx: u32| self.counter(idx).unwrap_or(0);
         Drops {
             events: sum(DROP_RINGBUF),
             conns: sum(DROP_MAP_FULL).saturating_add(sum(DROP_UDP_FLOWS)),
@@ -704,11 +705,12 @@ impl DataSource for EbpfSource {
             live.retain(|c| !gone.contains(&c.id));
         }
         let records_end = live.len();
+        // (A counter that cannot be read: the table is walked.)
         let made = self
             .udp
-            .is_some()
-            .then(|| self.counter(COUNT_UDP_FLOWS_MADE));
-        if let (Some(udp), Some(made)) = (&mut self.udp, made) {
+            .as_ref()
+            .and_then(|_| self.counter(COUNT_UDP_FLOWS_MADE));
+        if let Some(udp) = &mut self.udp {
             udp.collect(made, &mut live, &mut closed);
         }
         if !self.seeds.is_empty() {

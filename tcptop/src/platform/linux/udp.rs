@@ -112,11 +112,16 @@ impl UdpFlows {
     /// Live flows into `live`; flows idle past the timeout (or the longest
     /// idle ones, when the table is nearly full) are removed from the
     /// kernel and go into `closed` with their final counters. `made`: the
-    /// flows the programs have made so far, read before this call; as
-    /// many taken out, the map is empty and is not walked (a flow made
-    /// since is seen at the next snapshot).
-    pub fn collect(&mut self, made: u64, live: &mut Vec<ConnSample>, closed: &mut Vec<ConnSample>) {
-        if made == self.removed {
+    /// flows the programs have made so far, read before this call (None:
+    /// not known); as many taken out, the map is empty and is not walked
+    /// (a flow made since is seen at the next snapshot).
+    pub fn collect(
+        &mut self,
+        made: Option<u64>,
+        live: &mut Vec<ConnSample>,
+        closed: &mut Vec<ConnSample>,
+    ) {
+        if made == Some(self.removed) {
             return;
         }
         let now = monotonic_ns();
