@@ -400,7 +400,9 @@ pub struct ConnTable {
     /// Each row keeps a sparkline history (the display's table).
     keep_history: bool,
     /// Beside each live row: whether the next pass visits it (false: it is
-    /// settled, see [`apply`](Self::apply)).
+    /// settled, see [`apply`](Self::apply)). The same as the row's
+    /// `settled_at == 0`, kept apart so that the pass finds the rows to
+    /// visit without reading the settled ones.
     visit: Vec<bool>,
     /// The history share of the latest pass (0: none yet).
     share: usize,
