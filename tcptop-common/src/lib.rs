@@ -268,6 +268,48 @@ pub struct Offsets {
     /// `sizeof(struct sock)`: a field below it is read directly through a
     /// typed `struct sock` pointer, one past it with a probe read.
     pub sock_size: u32,
+    /// The TCP window (`tcp_window`): where in `struct tcp_sock` it
+    /// starts, and its length in bytes (0: no window, each counter is read
+    /// on its own).
+    pub tcp_window: u32,
+    pub tcp_window_len: u32,
+}
+
+/// The most bytes of `struct tcp_sock` the TCP window copies.
+pub const TCP_WINDOW_MAX: usize = 512;
+
+/// The TCP window: one stretch of `struct tcp_sock` holding every counter
+/// an adopted connection is baselined from, copied with one probe read
+/// instead of nine (the owners' walk at start-up adopts every connection
+/// the machine holds: 200,000 cold sockets, each read at nine scattered
+/// places, were a fifth of tcptop's start-up CPU). As `(start, length)`,
+/// from the counters' offsets in `o`; None where they are too far apart,
+/// or where a copy made from low addresses to high would read them in an
+/// order `read_app` does not allow (each sequence before what is measured
+/// against it: the copied sequence before `rcv_nxt`, the write sequence
+/// before `snd_una`, each of `snd_una` and `rcv_nxt` before the byte
+/// counter it is paired with), or where the window would begin inside
+/// `struct sock` (its fields are read directly, after the copy).
+pub fn tcp_window(o: &Offsets) -> Option<(u32, u32)> {
+    let fields = [
+        (o.tcp_copied_seq, 4),
+        (o.tcp_write_seq, 4),
+        (o.tcp_snd_una, 4),
+        (o.tcp_rcv_nxt, 4),
+        (o.tcp_bytes_acked, 8),
+        (o.tcp_bytes_received, 8),
+        (o.tcp_srtt_us, 4),
+        (o.tcp_segs_in, 4),
+        (o.tcp_segs_out, 4),
+    ];
+    let start = fields.iter().map(|&(at, _)| at).min()? & !7;
+    let end = fields.iter().map(|&(at, size)| at + size).max()?;
+    let len = (end - start).next_multiple_of(8);
+    let ordered = o.tcp_copied_seq < o.tcp_rcv_nxt
+        && o.tcp_write_seq < o.tcp_snd_una
+        && o.tcp_snd_una < o.tcp_bytes_acked
+        && o.tcp_rcv_nxt < o.tcp_bytes_received;
+    (ordered && start >= o.sock_size && len as usize <= TCP_WINDOW_MAX).then_some((start, len))
 }
 
 /// What the TCP socket iterator (`tcptop_adopt_tcp`) writes for each
@@ -439,6 +481,56 @@ mod tests {
     use super::*;
     use core::mem::size_of;
 
+    /// `struct tcp_sock` as four kernels lay it out (from their BTF):
+    /// (copied_seq, write_seq, snd_una, rcv_nxt, bytes_acked,
+    /// bytes_received, srtt_us, segs_in, segs_out), `sizeof(struct sock)`.
+    fn layout(f: [u32; 9], sock_size: u32) -> Offsets {
+        Offsets {
+            tcp_copied_seq: f[0],
+            tcp_write_seq: f[1],
+            tcp_snd_una: f[2],
+            tcp_rcv_nxt: f[3],
+            tcp_bytes_acked: f[4],
+            tcp_bytes_received: f[5],
+            tcp_srtt_us: f[6],
+            tcp_segs_in: f[7],
+            tcp_segs_out: f[8],
+            sock_size,
+            ..Offsets::default()
+        }
+    }
+
+    #[test]
+    fn tcp_window_where_the_layout_allows() {
+        // 6.18: the counters grouped by cache line since 6.8.
+        let k618 = layout([1464, 1576, 1672, 1664, 1824, 1752, 1680, 1760, 1536], 784);
+        assert_eq!(tcp_window(&k618), Some((1464, 368)));
+        // 6.12 (Debian 12's backport).
+        let k612 = layout([1520, 1636, 1720, 1712, 1840, 1784, 1728, 1792, 1600], 776);
+        assert_eq!(tcp_window(&k612), Some((1520, 328)));
+        // 6.1 and 5.10: bytes_received before rcv_nxt, the write sequence
+        // after snd_una: a copy would read them out of order.
+        let k61 = layout([1468, 1852, 1508, 1464, 1496, 1448, 1672, 1456, 1480], 776);
+        assert_eq!(tcp_window(&k61), None);
+        let k510 = layout([1428, 1812, 1468, 1424, 1456, 1408, 1632, 1416, 1440], 768);
+        assert_eq!(tcp_window(&k510), None);
+        // In order but too far apart.
+        let wide = layout([1000, 1100, 1200, 1300, 1400, 1520, 1000, 1000, 1000], 768);
+        assert_eq!(tcp_window(&wide), None);
+        let just = layout([1000, 1100, 1200, 1300, 1400, 1504, 1000, 1000, 1000], 768);
+        assert_eq!(tcp_window(&just), Some((1000, 512)));
+        // Not inside struct sock; an unaligned start rounds down.
+        assert_eq!(
+            tcp_window(&layout(
+                [1464, 1576, 1672, 1664, 1824, 1752, 1680, 1760, 1536],
+                1465
+            )),
+            None
+        );
+        let odd = layout([1468, 1576, 1672, 1664, 1824, 1752, 1680, 1760, 1536], 784);
+        assert_eq!(tcp_window(&odd), Some((1464, 368)));
+    }
+
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<ConnTuple>(), 16 + 16 + 2 + 2 + 2 + 1 + 1 + 4);
@@ -447,7 +539,7 @@ mod tests {
             size_of::<ConnTuple>() + 4 + 3 * 8 + 8 * 4 + 16 + 4 + 4 + 5 * 8
         );
         assert_eq!(size_of::<ConnEvent>(), 16 + size_of::<ConnStats>());
-        assert_eq!(size_of::<Offsets>(), 37 * 4);
+        assert_eq!(size_of::<Offsets>(), 39 * 4);
         assert_eq!(size_of::<Adopted>(), 2 * 8);
         assert_eq!(size_of::<Owned>(), 8 + 8 + 4 + 4 + 16);
         assert_eq!(size_of::<Config>(), 4 * 4);

@@ -191,10 +191,10 @@ pub fn read_app<M: Mem>(tp: *const u8, syn: bool, close_fin: bool) -> Option<(u6
     let state = M::read::<u8>(tp, off!(skc_state)).ok()?;
     let una = M::read::<u32>(tp, off!(tcp_snd_una)).ok()?;
     let acked = M::read::<u64>(tp, off!(tcp_bytes_acked)).ok()?;
-    let una_again = M::read::<u32>(tp, off!(tcp_snd_una)).ok()?;
+    let una_again = M::again::<u32>(tp, off!(tcp_snd_una)).ok()?;
     let nxt = M::read::<u32>(tp, off!(tcp_rcv_nxt)).ok()?;
     let received = M::read::<u64>(tp, off!(tcp_bytes_received)).ok()?;
-    let nxt_again = M::read::<u32>(tp, off!(tcp_rcv_nxt)).ok()?;
+    let nxt_again = M::again::<u32>(tp, off!(tcp_rcv_nxt)).ok()?;
     if una != una_again || nxt != nxt_again || state == TCP_SYN_SENT || state == TCP_SYN_RECV {
         return None;
     }

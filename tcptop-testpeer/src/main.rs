@@ -67,6 +67,10 @@ enum Role {
         /// process.
         #[arg(long)]
         wait_before_accept: bool,
+        /// With --wait-stdin: send this many of the --send bytes right
+        /// after accepting, before the wait (and before reading).
+        #[arg(long, default_value_t = 0)]
+        send_first: u64,
     },
     Client {
         #[arg(long)]
@@ -225,7 +229,8 @@ fn main() -> Result<()> {
             common,
             wait_stdin,
             wait_before_accept,
-        } => server(listen, &common, wait_stdin, wait_before_accept),
+            send_first,
+        } => server(listen, &common, wait_stdin, wait_before_accept, send_first),
         Role::Client {
             connect,
             common,
@@ -456,7 +461,13 @@ fn wait_line() -> Result<()> {
     Ok(())
 }
 
-fn server(listen: SocketAddr, c: &Common, wait_stdin: bool, wait_accept: bool) -> Result<()> {
+fn server(
+    listen: SocketAddr,
+    c: &Common,
+    wait_stdin: bool,
+    wait_accept: bool,
+    send_first: u64,
+) -> Result<()> {
     set_name(&c.name)?;
     let l = TcpListener::bind(listen).with_context(|| format!("bind {listen}"))?;
     println!(
@@ -469,12 +480,18 @@ fn server(listen: SocketAddr, c: &Common, wait_stdin: bool, wait_accept: bool) -
     }
     for i in 0..c.conns {
         let (mut s, _) = l.accept()?;
+        let first = if wait_stdin {
+            send_first.min(c.send)
+        } else {
+            0
+        };
+        send_with(&mut s, first, c.send_with)?;
         if wait_stdin {
             report("accepted", &s)?;
             wait_line()?;
         }
         recv_with(&mut s, c.recv, c.recv_with)?;
-        send_with(&mut s, c.send, c.send_with)?;
+        send_with(&mut s, c.send - first, c.send_with)?;
         if i == 0 || c.verbose {
             report("done", &s)?;
         }

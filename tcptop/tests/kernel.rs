@@ -362,6 +362,103 @@ fn existing_connection_adopted_by_the_tcp_iterator() {
     existing_connection_refusing("existing-walked", 40115, "owners-adopt");
 }
 
+/// A connection adopted with bytes already moved and still queued: before
+/// tcptop starts, the client sent 3,000 bytes the server has not read yet
+/// (they wait in its receive queue) and the server sent 2,000 the client
+/// has not read. Every counter the adoption baselines from is then away
+/// from its start (bytes acked and received, the sequences written, read
+/// and expected), so a counter read at the wrong place, or in the wrong
+/// order, shows in the totals: from start-up on, the client writes 5,000
+/// more and reads 7,000 (the 2,000 queued among them), the server reads
+/// 8,000 (the 3,000 queued among them) and writes 5,000 more. Both read
+/// with splice(), which no call hook counts: what they read is told by
+/// the socket's counters against the adoption's baseline alone.
+fn adopted_with_bytes_queued(tag: &str, port: u16, refuse: &str) {
+    common::require_root();
+    let _g = common::serial();
+    let ns = NetNs::new(tag);
+    let addr = format!("127.0.0.1:{port}");
+    let mut srv = ns.peer(&[
+        "server",
+        "--listen",
+        &addr,
+        "--name",
+        "tt-q-srv",
+        "--recv",
+        "8000",
+        "--send",
+        "7000",
+        "--send-first",
+        "2000",
+        "--recv-with",
+        "splice",
+        "--wait-stdin",
+    ]);
+    srv.expect("listening");
+    let mut cli = ns.peer(&[
+        "client",
+        "--connect",
+        &addr,
+        "--name",
+        "tt-q-cli",
+        "--send",
+        "8000",
+        "--send-first",
+        "3000",
+        "--recv",
+        "7000",
+        "--recv-with",
+        "splice",
+        "--wait-stdin",
+    ]);
+    let local = cli.local_at("connected");
+    srv.expect("accepted");
+    let refuse = common::refusing(refuse);
+    let mut top = Tcptop::start_with_env(
+        common::INTERVAL,
+        &["--port", &port.to_string()],
+        &[("TCPTOP_TEST_REFUSE", &refuse)],
+    );
+    let seeded = top.wait_for(|r| r["local"] == local.as_str());
+    assert_eq!((u(&seeded, "tx_bytes"), u(&seeded, "rx_bytes")), (0, 0));
+    srv.poke();
+    cli.poke();
+    cli.expect("done");
+    cli.poke();
+    cli.wait_ok();
+    srv.wait_ok();
+    top.pump(Duration::from_millis(800));
+    let (records, _) = top.stop();
+    let fin = closed(&of_conn(&records, &local, &addr));
+    assert_eq!(
+        (u(fin, "tx_bytes"), u(fin, "rx_bytes")),
+        (5000, 7000),
+        "{fin}"
+    );
+    let fin = closed(&of_conn(&records, &addr, &local));
+    assert_eq!(
+        (u(fin, "tx_bytes"), u(fin, "rx_bytes")),
+        (5000, 8000),
+        "{fin}"
+    );
+}
+
+/// Adopted by the owners' walk with the TCP window where this kernel's
+/// layout has one (Linux 6.8+ groups the counters; 6.12 and the host).
+#[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
+fn adopted_with_bytes_queued_is_exact() {
+    adopted_with_bytes_queued("queued", 40118, "");
+}
+
+/// The same with each counter read on its own (as on 5.10 and 6.1, whose
+/// layouts have no window; forced here).
+#[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
+fn adopted_with_bytes_queued_without_the_tcp_window() {
+    adopted_with_bytes_queued("queued-nowin", 40119, "window");
+}
+
 /// `existing_connection` with `kind` of program refused (on top of what
 /// the suite refuses), saying how it adopted.
 fn existing_connection_refusing(tag: &str, port: u16, kind: &str) {

@@ -27,7 +27,7 @@ use aya_ebpf::helpers::{bpf_seq_write, bpf_sock_from_file};
 use tcptop_common::{Owned, TCP_CLOSE};
 
 use super::adopt::connection;
-use crate::kernel::{self, Direct, Mem, Mixed, Probe, off};
+use crate::kernel::{self, Direct, Mem, Probe, Windowed, off};
 use crate::{conn, sock};
 
 /// `struct bpf_iter__task_file`, the program's context.
@@ -90,7 +90,9 @@ fn run(ctx: *const IterTaskFile, adopt: bool) -> i32 {
 /// the file, its socket, its `struct sock` and the task are read with
 /// direct loads, and only the fields past `struct sock` (ports, TCP
 /// counters) with probe reads (`Mixed`): 14 probe reads a connection
-/// instead of 35, which were a fifth of start-up at 200,000 sockets.
+/// instead of 35, which were a fifth of start-up at 200,000 sockets; 5
+/// where the kernel's layout lets one read copy the TCP counters
+/// (`Windowed`).
 #[unsafe(link_section = "iter/task_file")]
 #[unsafe(no_mangle)]
 pub extern "C" fn tcptop_owners_typed(ctx: *const IterTaskFile) -> i32 {
@@ -116,7 +118,7 @@ pub extern "C" fn tcptop_owners_typed(ctx: *const IterTaskFile) -> i32 {
         _ => [0; 16],
     };
     let sk = Direct::read::<u64>(socket as *const u8, off!(socket_sk)).unwrap_or(0);
-    let netns = adopt_held::<Mixed>(sk, tgid, &comm);
+    let netns = adopt_held::<Windowed>(sk, tgid, &comm);
     let mut out = Owned {
         inode,
         // A plain number for user space (the typed pointer stays here).
@@ -182,10 +184,11 @@ fn adopt_held<M: Mem>(sk: u64, tgid: u32, comm: &[u8; 16]) -> u32 {
     if state == 0 || state == TCP_CLOSE {
         return 0;
     }
-    if connection(state)
-        && let Some(st) = conn::start_existing::<M>(sk as *const u8, state, (0, 0))
-    {
-        conn::name_if_unowned(st, tgid, comm);
+    if connection(state) {
+        M::prepare(sk);
+        if let Some(st) = conn::start_existing::<M>(sk as *const u8, state, (0, 0)) {
+            conn::name_if_unowned(st, tgid, comm);
+        }
     }
     sock::netns::<M>(sk as *const u8)
 }

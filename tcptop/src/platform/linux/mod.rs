@@ -299,6 +299,7 @@ impl EbpfSource {
             ));
         }
         let mut map_reader = mapread::MapReader::new(&ebpf).map_err(SourceError::Failed)?;
+        map_reader.expect(scan.owners.len());
         // Where an iterator was refused, the kernel's socket diagnostics
         // stand in (diagview.rs): one netlink socket per namespace, made
         // now (entering a namespace needs CAP_SYS_ADMIN), and a first dump
@@ -964,7 +965,7 @@ fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, SourceError> {
             "unsupported kernel layout: struct sock does not start with __sk_common".into(),
         ));
     }
-    Ok(Offsets {
+    let mut o = Offsets {
         skc_daddr: off("sock_common", "skc_daddr")?,
         skc_rcv_saddr: off("sock_common", "skc_rcv_saddr")?,
         skc_dport: off("sock_common", "skc_dport")?,
@@ -1014,7 +1015,17 @@ fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, SourceError> {
         sock_size: btf
             .struct_size("sock")
             .map_err(|e| SourceError::Unsupported(format!("unsupported kernel layout: {e}")))?,
-    })
+        tcp_window: 0,
+        tcp_window_len: 0,
+    };
+    // Without a window (test switch: TCPTOP_TEST_REFUSE=window) each TCP
+    // counter is read on its own, as on kernels whose layout has none.
+    if hooks::refused_for_test("window", "the TCP window").is_ok()
+        && let Some((start, len)) = tcptop_common::tcp_window(&o)
+    {
+        (o.tcp_window, o.tcp_window_len) = (start, len);
+    }
+    Ok(o)
 }
 
 fn load_error(e: &aya::EbpfError) -> SourceError {
