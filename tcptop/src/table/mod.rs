@@ -108,7 +108,9 @@ impl Row {
         self.closed.map(Stamp::instant)
     }
 
-    fn new(s: ConnSample, now: Instant) -> Row {
+    /// A row first seen at `first` (the snapshot's moment, as a stamp made
+    /// once per snapshot: 200,000 new rows computed it 200,000 times).
+    fn new(s: ConnSample, first: Stamp) -> Row {
         Row {
             key: s.key,
             id: s.id,
@@ -121,7 +123,7 @@ impl Row {
             active: s.active,
             tx_bps: 0.0,
             rx_bps: 0.0,
-            first: Stamp::of(now),
+            first,
             closed: None,
             prev: (0, 0),
             interval_bps: (0.0, 0.0),
@@ -494,6 +496,7 @@ impl ConnTable {
         };
         self.last = Some(now);
         let now_ns = self.nanos(now);
+        let stamp = Stamp::of(now);
         self.drops = snap.drops;
         if self.linger.is_some() {
             self.expire(now);
@@ -522,9 +525,9 @@ impl ConnTable {
                 }
                 // None, or a different instance: that one waits for its
                 // own sample.
-                _ => Row::new(s, now),
+                _ => Row::new(s, stamp),
             };
-            row.closed = Some(Stamp::of(now));
+            row.closed = Some(stamp);
             self.closed.push(row);
         }
         let new = snap.live.len().saturating_sub(self.live.len());
@@ -560,7 +563,7 @@ impl ConnTable {
                     let changed = if r.same_instance(&s) {
                         r.update(s)
                     } else {
-                        *r = Row::new(s, now);
+                        *r = Row::new(s, stamp);
                         true
                     };
                     if changed {
@@ -576,7 +579,7 @@ impl ConnTable {
                     let (live, hasher) = (&self.live, &self.hasher);
                     self.index
                         .insert_unique(hash, i as u32, |&j| hasher.hash_one(live[j as usize].key));
-                    let mut r = Row::new(s, now);
+                    let mut r = Row::new(s, stamp);
                     r.seen = generation;
                     self.live.push(r);
                     self.visit.push(true);
