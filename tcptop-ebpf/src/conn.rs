@@ -55,9 +55,16 @@ pub fn read_tuple<M: Mem>(sk: *const u8, t: &mut ConnTuple) {
 #[inline(always)]
 pub fn read_endpoints<M: Mem>(sk: *const u8, t: &mut ConnTuple) {
     read_addrs::<M>(sk, t);
-    // inet_sport, not skc_num: closing releases the port and zeroes skc_num
-    // before the CLOSE transition is traced.
-    t.sport = u16::from_be(M::read::<u16>(sk, off!(inet_sport)).unwrap_or(0));
+    // skc_num (host order) is in sock_common, on the line the addresses
+    // were just read from; inet_sport (network order) is in inet_sock, a
+    // cache line of its own (a miss per connection the owners' walk adopts
+    // from cold sockets). Closing releases the port and zeroes skc_num
+    // before the CLOSE transition is traced: inet_sport, which keeps it,
+    // is read then (and while no port is chosen yet, when both are 0).
+    t.sport = match M::read::<u16>(sk, off!(skc_num)) {
+        Ok(num) if num != 0 => num,
+        _ => u16::from_be(M::read::<u16>(sk, off!(inet_sport)).unwrap_or(0)),
+    };
 }
 
 /// Socket counters of a `tcp_sock`.
