@@ -117,6 +117,9 @@ pub async fn run_batch(
             d.events, d.conns, d.evicted
         );
     }
+    // The process ends next and its memory goes back whole: freeing
+    // 200,000 rows one at a time first took ~15 ms of CPU.
+    std::mem::forget(table);
     Ok(())
 }
 

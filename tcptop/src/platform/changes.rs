@@ -65,7 +65,7 @@ impl Reported {
     /// reported, or the snapshot is complete. Call once per connection.
     pub fn keep(&mut self, s: &ConnSample) -> bool {
         let key = self.key_hash(&s.key);
-        let sample = self.sample_hash(s);
+        let sample = self.sample_hash(key, s);
         let generation = self.generation;
         let entry = self.last.entry(key).or_insert((!sample, 0));
         if entry.1 != generation {
@@ -111,9 +111,11 @@ impl Reported {
         self.hasher.hash_one(k)
     }
 
-    fn sample_hash(&self, s: &ConnSample) -> u64 {
+    /// Everything `s` says; its key as `key`, its hash (hashing the
+    /// addresses again was a third of the first snapshot's keeping).
+    fn sample_hash(&self, key: u64, s: &ConnSample) -> u64 {
         let mut h = self.hasher.build_hasher();
-        s.key.hash(&mut h);
+        key.hash(&mut h);
         s.id.hash(&mut h);
         s.pid.hash(&mut h);
         s.comm.hash(&mut h);
