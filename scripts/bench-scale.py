@@ -21,7 +21,9 @@ interval:
          part) is read the same way in both arms: the start-up's threads
          have ended by then.
 
-For each arm: wall time, CPU as a share of one core over the whole life
+Each arm (and --run's command) starts once the machine is idle (97% over
+half a second, 30 s at most): the kernel tears the previous run down in
+its own threads for seconds after it ends. For each arm: wall time, CPU as a share of one core over the whole life
 (start-up included) and over the steady part (from 5 s to the end: the
 snapshots only), peak RSS. Targets (#26): nothing dropped, RSS < 100 MB,
 < 5% of a core. Needs root; run under the host's tcptop lock:
@@ -100,6 +102,28 @@ def release(procs):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def cpu_times():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v), v[3] + v[4]  # total, idle + iowait
+
+
+def settle(limit=30.0):
+    """Waits (at most `limit` s) until the machine is idle: 97% over half a
+    second. The kernel tears down the previous run's namespaces, sockets
+    and maps in its own threads, for seconds after they are released; a
+    run measured meanwhile shares the cores and the caches with them (one
+    run in three measured ~0.2 s more CPU)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        t0, i0 = cpu_times()
+        time.sleep(0.5)
+        t1, i1 = cpu_times()
+        if t1 > t0 and (i1 - i0) / (t1 - t0) >= 0.97:
+            return
+    print(f"(the machine was still busy after {limit:.0f} s: measuring anyway)", flush=True)
 
 
 def wait_bounded(pid, secs):
@@ -213,9 +237,11 @@ def main():
               f"in {a.netns} namespaces in {time.monotonic() - t:.1f} s; "
               f"host {sockstat}, file-nr {file_nr}", flush=True)
         if a.run:
+            settle()
             subprocess.run(a.run.replace("{tcptop}", tcptop), shell=True, timeout=600)
             return
         for arm in a.arms.split(","):
+            settle()
             r = {"batch": run_batch, "tui": run_tui}[arm](tcptop)
             print(f"{arm}: wall {r['wall_s']:.1f} s, CPU {r['cpu_s']:.2f} s = "
                   f"{r['cpu_pct']:.1f}% of a core (start-up included), "
