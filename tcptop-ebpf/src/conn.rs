@@ -367,6 +367,36 @@ pub fn start_existing<M: Mem>(
     lookup(key)
 }
 
+/// Adopts the TCP socket `tp` (a connection open before start) as
+/// [`start_existing`] does, named after `tgid` (its leader's name `comm`),
+/// the process holding it, unless a call named it first. A new record is
+/// named before it is inserted: no lookup after the insert (the owners'
+/// walk adopts every connection the machine holds).
+#[inline(always)]
+pub fn adopt_named<M: Mem>(tp: *const u8, state: u8, tgid: u32, comm: &[u8; 16]) {
+    let key = tp as u64;
+    let Some(st) = existing::<M>(tp, state, (0, 0), true) else {
+        return;
+    };
+    // SAFETY: `st` points at this CPU's scratch slot.
+    unsafe {
+        (*st).pid = tgid;
+        (*st).comm = *comm;
+    }
+    // SAFETY: as above.
+    if CONNS
+        .insert(&key, unsafe { &*st }, BPF_NOEXIST as u64)
+        .is_err()
+    {
+        // A record exists (the hooks met the socket since they attached),
+        // or the map is full.
+        match lookup(key) {
+            Some(p) => name_if_unowned(p, tgid, comm),
+            None => count_drop(DROP_MAP_FULL),
+        }
+    }
+}
+
 /// Starts tracking the TCP socket `tp` (see [`tcp_sock`]) at its first
 /// state change (SYN_SENT or SYN_RECV): counters from zero, and with
 /// `owner` (connect, in process context) the caller as its owner. Writes

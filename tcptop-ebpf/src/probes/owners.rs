@@ -186,9 +186,7 @@ fn adopt_held<M: Mem>(sk: u64, tgid: u32, comm: &[u8; 16]) -> u32 {
     }
     if connection(state) {
         M::prepare(sk);
-        if let Some(st) = conn::start_existing::<M>(sk as *const u8, state, (0, 0)) {
-            conn::name_if_unowned(st, tgid, comm);
-        }
+        conn::adopt_named::<M>(sk as *const u8, state, tgid, comm);
     }
     sock::netns::<M>(sk as *const u8)
 }
