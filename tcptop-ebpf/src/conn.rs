@@ -371,18 +371,18 @@ pub fn start_existing<M: Mem>(
 /// [`start_existing`] does, named after `tgid` (its leader's name `comm`),
 /// the process holding it, unless a call named it first. A new record is
 /// named before it is inserted: no lookup after the insert (the owners'
-/// walk adopts every connection the machine holds).
+/// walk adopts every connection the machine holds). The socket's
+/// namespace, as read for the record (None if no record could be built).
 #[inline(always)]
-pub fn adopt_named<M: Mem>(tp: *const u8, state: u8, tgid: u32, comm: &[u8; 16]) {
+pub fn adopt_named<M: Mem>(tp: *const u8, state: u8, tgid: u32, comm: &[u8; 16]) -> Option<u32> {
     let key = tp as u64;
-    let Some(st) = existing::<M>(tp, state, (0, 0), true) else {
-        return;
-    };
+    let st = existing::<M>(tp, state, (0, 0), true)?;
     // SAFETY: `st` points at this CPU's scratch slot.
-    unsafe {
+    let netns = unsafe {
         (*st).pid = tgid;
         (*st).comm = *comm;
-    }
+        (*st).tuple.netns
+    };
     // SAFETY: as above.
     if CONNS
         .insert(&key, unsafe { &*st }, BPF_NOEXIST as u64)
@@ -395,6 +395,7 @@ pub fn adopt_named<M: Mem>(tp: *const u8, state: u8, tgid: u32, comm: &[u8; 16])
             None => count_drop(DROP_MAP_FULL),
         }
     }
+    Some(netns)
 }
 
 /// Starts tracking the TCP socket `tp` (see [`tcp_sock`]) at its first

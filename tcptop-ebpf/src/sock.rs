@@ -88,16 +88,19 @@ pub fn tcp_sock<M: Mem>(sk: u64) -> u64 {
     }
 }
 
-/// Inode number of the network namespace of `sk` (0 if unreadable).
-///
-/// Probe reads whatever the pointer's type: the verifier checks a direct
-/// load of a pointer field from a trusted pointer by looking up its type's
-/// `__safe_trusted` and `__safe_rcu` variants by name, a linear search of
-/// the kernel's BTF (up to four each, at every path that reaches the load),
-/// which took half of the send and receive programs' load time (13 ms each
-/// on 6.18). The namespace is read when a record is made, not per call.
+/// Inode number of the network namespace of `sk` (0 if unreadable): the
+/// pointer followed with `M`'s loads, or with probe reads where loading it
+/// costs the verifier more than the reads cost (`Mem::FOLLOW_POINTERS`).
 #[inline(always)]
 pub fn netns<M: Mem>(sk: *const u8) -> u32 {
+    if M::FOLLOW_POINTERS {
+        let net = M::read::<u64>(sk, off!(skc_net)).unwrap_or(0) as *const u8;
+        return if net.is_null() {
+            0
+        } else {
+            M::read::<u32>(net, off!(net_ns_inum)).unwrap_or(0)
+        };
+    }
     let sk = M::plain(sk as u64) as *const u8;
     let net = Probe::read::<u64>(sk, off!(skc_net)).unwrap_or(0) as *const u8;
     if net.is_null() {

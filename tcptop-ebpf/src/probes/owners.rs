@@ -89,7 +89,7 @@ fn run(ctx: *const IterTaskFile, adopt: bool) -> i32 {
 /// The adopting walk with typed pointers (Linux 5.11+: `bpf_sock_from_file`):
 /// the file, its socket, its `struct sock` and the task are read with
 /// direct loads, and only the fields past `struct sock` (ports, TCP
-/// counters) with probe reads (`Mixed`): 14 probe reads a connection
+/// counters) with probe reads (`Mixed`): 13 probe reads a connection
 /// instead of 35, which were a fifth of start-up at 200,000 sockets; 5
 /// where the kernel's layout lets one read copy the TCP counters
 /// (`Windowed`).
@@ -186,7 +186,9 @@ fn adopt_held<M: Mem>(sk: u64, tgid: u32, comm: &[u8; 16]) -> u32 {
     }
     if connection(state) {
         M::prepare(sk);
-        conn::adopt_named::<M>(sk as *const u8, state, tgid, comm);
+        if let Some(netns) = conn::adopt_named::<M>(sk as *const u8, state, tgid, comm) {
+            return netns;
+        }
     }
     sock::netns::<M>(sk as *const u8)
 }
