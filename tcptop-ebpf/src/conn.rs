@@ -553,8 +553,12 @@ pub fn on_io<M: Mem>(sk: u64, ret: i64, flags: i64, tx: bool) {
             &raw mut (*st).rx_bytes
         }
     };
-    add(counter, ret as u64);
+    // The owner before the bytes: a snapshot that reads the bytes this
+    // call moved reads its owner with them (the atomic add orders the
+    // stores), never the previous owner's name on them (seen on 5.10 in
+    // QEMU: a forked child's first bytes shown under its parent's PID).
     set_owner::<M>(st);
+    add(counter, ret as u64);
     // After the counters: a snapshot that takes this touch reads them.
     crate::touch::touch_record(st, sk);
     // State, RTT, segments, retransmits and the application's bytes by
