@@ -23,9 +23,9 @@ interval:
 
 Each arm (and --run's command) starts once the machine is idle (97% over
 half a second, 30 s at most): the kernel tears the previous run down in
-its own threads for seconds after it ends. For each arm: wall time, CPU as a share of one core over the whole life
-(start-up included) and over the steady part (from 5 s to the end: the
-snapshots only), peak RSS. Targets (#26): nothing dropped, RSS < 100 MB,
+its own threads for seconds after it ends. For each arm: wall time, CPU
+as a share of one core over the whole life (start-up included) and over
+the steady part (from 5 s to the end: the snapshots only), peak RSS. Targets (#26): nothing dropped, RSS < 100 MB,
 < 5% of a core. Needs root; run under the host's tcptop lock:
 
   flock /tmp/tcptop-root.lock scripts/bench-scale.py [--conns 100000]

@@ -111,8 +111,8 @@ impl Reported {
         self.hasher.hash_one(k)
     }
 
-    /// Everything `s` says; its key as `key`, its hash (hashing the
-    /// addresses again was a third of the first snapshot's keeping).
+    /// A hash of everything `s` says, its key given as the key's hash
+    /// `key` (the addresses are the slow part to hash: once is enough).
     fn sample_hash(&self, key: u64, s: &ConnSample) -> u64 {
         let mut h = self.hasher.build_hasher();
         key.hash(&mut h);
