@@ -94,19 +94,20 @@ pub fn tcp_sock<M: Mem>(sk: u64) -> u64 {
 #[inline(always)]
 pub fn netns<M: Mem>(sk: *const u8) -> u32 {
     if M::FOLLOW_POINTERS {
-        let net = M::read::<u64>(sk, off!(skc_net)).unwrap_or(0) as *const u8;
-        return if net.is_null() {
-            0
-        } else {
-            M::read::<u32>(net, off!(net_ns_inum)).unwrap_or(0)
-        };
+        netns_with::<M>(sk)
+    } else {
+        netns_with::<Probe>(M::plain(sk as u64) as *const u8)
     }
-    let sk = M::plain(sk as u64) as *const u8;
-    let net = Probe::read::<u64>(sk, off!(skc_net)).unwrap_or(0) as *const u8;
+}
+
+/// `sk->skc_net->ns.inum`, both read with `R`.
+#[inline(always)]
+fn netns_with<R: Mem>(sk: *const u8) -> u32 {
+    let net = R::read::<u64>(sk, off!(skc_net)).unwrap_or(0) as *const u8;
     if net.is_null() {
         0
     } else {
-        Probe::read::<u32>(net, off!(net_ns_inum)).unwrap_or(0)
+        R::read::<u32>(net, off!(net_ns_inum)).unwrap_or(0)
     }
 }
 
