@@ -1176,3 +1176,42 @@ fn lines_fit_where_the_sorted_rows_were() {
     assert_eq!(size_of::<(&Row, RowSrc)>(), size_of::<Line>());
     assert_eq!(align_of::<(&Row, RowSrc)>(), align_of::<Line>());
 }
+
+/// A snapshot that changes nothing on screen does not redraw it; one that
+/// moves a counter, the drop counts, or any snapshot while the detail pane
+/// (with its ages) is open does.
+#[test]
+fn only_snapshots_that_change_the_screen_redraw() {
+    let mut h = Harness::new(140, 12).with_scene(2);
+    h.draw();
+    // The same counters twice: the rates fall to zero (a change), then
+    // stay there (none).
+    h.feed(3, snap(scene(2)));
+    assert!(h.app.take_dirty(), "rates fell to zero: redrawn");
+    h.feed(4, snap(scene(2)));
+    assert!(!h.app.take_dirty(), "nothing moved: not redrawn");
+    let before = h.draw();
+    h.feed(5, snap(scene(2)));
+    assert!(!h.app.take_dirty());
+    assert_eq!(h.draw(), before, "the frame not redrawn is the frame");
+    // Counters moved.
+    h.feed(6, snap(scene(3)));
+    assert!(h.app.take_dirty(), "bytes moved: redrawn");
+    h.feed(7, snap(scene(3)));
+    h.app.take_dirty();
+    h.feed(8, snap(scene(3)));
+    assert!(!h.app.take_dirty());
+    // Drops counted, nothing else.
+    let mut s = snap(scene(3));
+    s.drops.events = 7;
+    h.feed(9, s);
+    assert!(h.app.take_dirty(), "a drop: redrawn");
+    assert!(h.draw().contains("dropped: 7 events"));
+    // The detail pane shows ages: every snapshot redraws.
+    h.code(KeyCode::Enter);
+    h.app.take_dirty();
+    let mut s = snap(scene(3));
+    s.drops.events = 7;
+    h.feed(10, s);
+    assert!(h.app.take_dirty(), "detail pane open: redrawn");
+}
