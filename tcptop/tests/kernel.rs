@@ -1700,33 +1700,46 @@ sys.stdin.readline()
     top.pump(Duration::from_millis(600));
     py.poke();
     py.expect("moved");
-    // The latest record of each connection end, until all show the bytes.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let (mut sent, mut received) = (0, 0);
-    while std::time::Instant::now() < deadline {
-        top.pump(Duration::from_millis(200));
-        let mut latest: std::collections::HashMap<(String, String), &Value> = Default::default();
-        for r in &top.records {
-            let k = (r["local"].to_string(), r["remote"].to_string());
-            latest.insert(k, r);
+    // The latest record of each connection end, until all show the bytes
+    // (the map kept as records are parsed: rebuilt from all of them at each
+    // look, it fell behind the 4,000 lines a second tcptop writes here, in
+    // an emulated VM).
+    let mut latest: std::collections::HashMap<(String, String), Value> = Default::default();
+    let mut parsed = 0;
+    let mut take = |records: &[Value], latest: &mut std::collections::HashMap<_, _>| {
+        for r in &records[parsed..] {
+            latest.insert((r["local"].to_string(), r["remote"].to_string()), r.clone());
         }
-        sent = latest
+        parsed = records.len();
+    };
+    let shown = |latest: &std::collections::HashMap<(String, String), Value>| {
+        let sent = latest
             .values()
             .filter(|r| r["remote"] == addr && r["tx_bytes"].as_u64() == Some(1000))
             .count();
-        received = latest
+        let received = latest
             .values()
             .filter(|r| r["local"] == addr && r["rx_bytes"].as_u64() == Some(1000))
             .count();
-        if (sent, received) == (N, N) {
+        (sent, received)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        top.pump(Duration::from_millis(200));
+        take(&top.records, &mut latest);
+        if shown(&latest) == (N, N) {
             break;
         }
     }
+    // Judged on everything tcptop wrote until now, parsed or not: lines
+    // wait in the channel while the parser is behind. Stopped while the
+    // connections are still open (their closing records would carry the
+    // final counts, whatever the live refresh did); the last snapshot
+    // before exit is an ordinary one.
+    let (records, stderr) = top.stop();
+    take(&records, &mut latest);
+    let (sent, received) = shown(&latest);
     if (sent, received) != (N, N) {
-        let mut latest: std::collections::HashMap<(String, String), &Value> = Default::default();
-        for r in &top.records {
-            latest.insert((r["local"].to_string(), r["remote"].to_string()), r);
-        }
         // Either end: a client that shows less than it sent, a server
         // end that shows less than it read.
         for r in latest
@@ -1739,18 +1752,17 @@ sys.stdin.readline()
         {
             eprintln!("STUCK {r}");
         }
-        eprintln!("ROWS {} of {} records", latest.len(), top.records.len());
+        eprintln!("ROWS {} of {} records", latest.len(), records.len());
     }
     assert_eq!(
         (sent, received),
         (N, N),
         "live rows showing the 1,000 bytes"
     );
-    py.poke();
-    py.wait_ok();
-    let (_, stderr) = top.stop();
     assert!(
         stderr.contains("dropped 0 events (ring buffer full), 0 connections (table full)"),
         "{stderr}"
     );
+    py.poke();
+    py.wait_ok();
 }
