@@ -29,6 +29,9 @@ pub struct Reported {
     touched: usize,
     /// This snapshot reports every connection.
     complete: bool,
+    /// A complete snapshot's (key hash, sample hash) pairs, in report
+    /// order, put into `last` at once in the order of its buckets.
+    pending: Vec<(u64, u64)>,
     hasher: foldhash::fast::FixedState,
 }
 
@@ -39,6 +42,7 @@ impl Default for Reported {
             generation: 0,
             touched: 0,
             complete: true,
+            pending: Vec::new(),
             hasher: foldhash::fast::FixedState::default(),
         }
     }
@@ -66,6 +70,16 @@ impl Reported {
     pub fn keep(&mut self, s: &ConnSample) -> bool {
         let key = self.key_hash(&s.key);
         let sample = self.sample_hash(key, s);
+        if self.complete {
+            // Kept whatever it says: noted later, with the others.
+            self.pending.push((key, sample));
+            return true;
+        }
+        self.note(key, sample)
+    }
+
+    /// Notes `sample` as what `key` said last; whether that changed.
+    fn note(&mut self, key: u64, sample: u64) -> bool {
         let generation = self.generation;
         let entry = self.last.entry(key).or_insert((!sample, 0));
         if entry.1 != generation {
@@ -74,11 +88,49 @@ impl Reported {
         entry.1 = generation;
         let changed = entry.0 != sample;
         entry.0 = sample;
-        changed || self.complete
+        changed
+    }
+
+    /// Notes a complete snapshot's samples, in the order of the buckets
+    /// they go to: one by one in report order, each touched a random line
+    /// of a table of 6 MB (200,000 connections: 46 ms of the first
+    /// snapshot, nearly all cache misses). Samples of one key stay in
+    /// their order (the last one is what it said last).
+    fn note_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.expect(pending.len());
+        // hashbrown's bucket is the low bits of the hash; ordering by
+        // them is only a matter of speed, never of what is noted.
+        let bits = (self.last.capacity() * 8 / 7)
+            .next_power_of_two()
+            .trailing_zeros();
+        let hasher = self.last.hasher().clone();
+        // (bucket bits on top, place in report order): each hash made
+        // once, and a key's samples in their order.
+        let mut order: Vec<(u64, u32)> = pending
+            .iter()
+            .enumerate()
+            .map(|(i, &(k, _))| {
+                let top = match bits {
+                    0 => 0,
+                    b => hasher.hash_one(k) << (64 - b.min(64)),
+                };
+                (top, i as u32)
+            })
+            .collect();
+        order.sort_unstable();
+        for &(_, i) in &order {
+            let (key, sample) = pending[i as usize];
+            self.note(key, sample);
+        }
     }
 
     /// `key` ended (its CLOSED sample is in this snapshot).
     pub fn closed(&mut self, key: &ConnKey) {
+        self.note_pending();
         let k = self.key_hash(key);
         if let Some(&(_, g)) = self.last.get(&k) {
             if g == self.generation {
@@ -92,6 +144,7 @@ impl Reported {
     /// makes the next snapshot complete if there were any (they went
     /// without a CLOSED sample, and the table still has them).
     pub fn finish(&mut self) {
+        self.note_pending();
         self.complete = false;
         if self.touched == self.last.len() {
             return;
@@ -104,6 +157,7 @@ impl Reported {
     /// Ends a snapshot that looked only at some connections (those the
     /// source knew had moved): the others were not missed.
     pub fn finish_partial(&mut self) {
+        self.note_pending();
         self.complete = false;
     }
 
@@ -202,5 +256,29 @@ mod tests {
         r.closed(&sample(2, 1).key);
         r.finish();
         assert_eq!(kept(&mut r, &[]), (false, vec![]));
+    }
+
+    /// A complete snapshot's samples are noted together, in bucket order:
+    /// what each key said last is its last sample, whatever the order.
+    #[test]
+    fn a_complete_snapshot_noted_at_once() {
+        let mut r = Reported::default();
+        let all: Vec<ConnSample> = (1..=20_000u16).map(|p| sample(p, 0)).collect();
+        let mut first = all.clone();
+        // One key twice: the later sample is what it said last.
+        first.push(sample(7, 9));
+        r.expect(first.len());
+        let (complete, kept_ports) = kept(&mut r, &first);
+        assert!(complete);
+        assert_eq!(kept_ports.len(), first.len());
+        r.finish();
+        let mut next = all.clone();
+        next[6] = sample(7, 9);
+        next[99] = sample(100, 1);
+        next[19_999] = sample(20_000, 3);
+        assert_eq!(kept(&mut r, &next), (false, vec![100, 20_000]));
+        r.finish();
+        // Nothing went missing: the next is not complete.
+        assert_eq!(kept(&mut r, &next), (false, vec![]));
     }
 }
