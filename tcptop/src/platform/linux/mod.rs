@@ -236,11 +236,15 @@ impl EbpfSource {
         // sockets in use it found held, per namespace.
         let mut held = None;
         let mut owners_program = "";
+        // An adopting walk's owners, made into `scan.owners` only where a
+        // fallback below names connections by inode.
+        let mut owned = Vec::new();
         if let Some(o) = kernel_owners {
             scan.owners = o.owners;
             sockets = o.sockets;
             held = o.held;
             owners_program = o.program;
+            owned = o.owned;
         }
         let namespaces = procfs::namespace_files(&scan.namespaces);
         // Whether the TCP iterator adopted them, and in every namespace.
@@ -299,7 +303,15 @@ impl EbpfSource {
             ));
         }
         let mut map_reader = mapread::MapReader::new(&ebpf).map_err(SourceError::Failed)?;
-        map_reader.expect(scan.owners.len());
+        map_reader.expect(scan.owners.len().max(owned.len()));
+        let mut owners_by_inode = |scan: &mut procfs::Scan| {
+            if !owned.is_empty() {
+                scan.owners = owners::owners_of(std::mem::take(&mut owned));
+            }
+        };
+        if !adopted {
+            owners_by_inode(&mut scan);
+        }
         // Where an iterator was refused, the kernel's socket diagnostics
         // stand in (diagview.rs): one netlink socket per namespace, made
         // now (entering a namespace needs CAP_SYS_ADMIN), and a first dump
@@ -354,10 +366,12 @@ impl EbpfSource {
         let seeds = if named {
             Vec::new()
         } else {
+            owners_by_inode(&mut scan);
             seed_owners.clear();
             seeds(procfs::sockets(Path::new("/proc"), &scan))
         };
         drop(scan);
+        drop(owned);
         // Without the diagnostics, touches refresh nothing.
         if diag.is_none()
             && let Some(t) = touched.take()
