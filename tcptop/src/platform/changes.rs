@@ -63,6 +63,9 @@ impl Reported {
     /// of freed tables in the heap.
     pub fn expect(&mut self, n: usize) {
         self.last.reserve(n.saturating_sub(self.last.len()));
+        if self.complete {
+            self.pending.reserve_exact(n);
+        }
     }
 
     /// Whether `s` goes into this snapshot: new, changed since it was last
@@ -101,30 +104,39 @@ impl Reported {
             return;
         }
         let pending = std::mem::take(&mut self.pending);
-        self.expect(pending.len());
+        self.last
+            .reserve(pending.len().saturating_sub(self.last.len()));
         // hashbrown's bucket is the low bits of the hash; ordering by
         // them is only a matter of speed, never of what is noted.
         let bits = (self.last.capacity() * 8 / 7)
             .next_power_of_two()
             .trailing_zeros();
         let hasher = self.last.hasher().clone();
-        // (bucket bits on top, place in report order): each hash made
-        // once, and a key's samples in their order.
-        let mut order: Vec<(u64, u32)> = pending
-            .iter()
-            .enumerate()
-            .map(|(i, &(k, _))| {
-                let top = match bits {
-                    0 => 0,
-                    b => hasher.hash_one(k) << (64 - b.min(64)),
-                };
-                (top, i as u32)
-            })
-            .collect();
-        order.sort_unstable();
-        for &(_, i) in &order {
-            let (key, sample) = pending[i as usize];
-            self.note(key, sample);
+        // The bucket's bits on top, the place in report order below (8
+        // bytes a sample): each hash made once, and a key's samples in
+        // their order. (A table too large for both: report order.)
+        let low = 64 - bits.min(64);
+        let place = if low >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << low) - 1
+        };
+        let mut order: Vec<u64> = Vec::with_capacity(pending.len());
+        if bits > 0 && (pending.len() as u64) <= place {
+            order.extend(
+                pending
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(k, _))| hasher.hash_one(k) << low | i as u64),
+            );
+            order.sort_unstable();
+        } else {
+            order.extend(0..pending.len() as u64);
+        }
+        for &o in &order {
+            if let Some(&(key, sample)) = pending.get((o & place) as usize) {
+                self.note(key, sample);
+            }
         }
     }
 
