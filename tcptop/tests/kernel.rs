@@ -362,6 +362,112 @@ fn existing_connection_adopted_by_the_tcp_iterator() {
     existing_connection_refusing("existing-walked", 40115, "owners-adopt");
 }
 
+/// tcptop in a network namespace of the test's, in a pid namespace of its
+/// own (a container with its own pids): the sockets there are held by
+/// processes it cannot see. A listener only: not a connection to adopt,
+/// so the namespace's TCP walk is left out (it visits every TCP socket of
+/// the machine); with the listener dump refused, walked. A connection
+/// besides: walked, and the connection adopted, its bytes exact.
+#[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
+fn unseen_holders_walked_only_for_connections() {
+    common::require_root();
+    let _g = common::serial();
+    let port = 40126;
+    let addr = format!("127.0.0.1:{port}");
+    let ns = NetNs::new("unseen");
+    let start = |env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &ns.name,
+            "unshare",
+            "--pid",
+            "--mount-proc",
+        ])
+        .arg("--kill-child")
+        .arg(common::tcptop())
+        .args([
+            "--batch",
+            "--format",
+            "jsonl",
+            "--interval",
+            common::INTERVAL,
+        ])
+        .args(["--port", &port.to_string()])
+        .env("TCPTOP_TEST_SAY", "adoption")
+        .envs(env.iter().copied());
+        Tcptop::launch(cmd)
+    };
+    // Namespaces left out of the TCP iterator's walks: ours, and any
+    // other named one the host has that needs no walk.
+    let left_out = |top: &Tcptop| -> usize {
+        let said = top
+            .warnings
+            .iter()
+            .find(|w| w.contains("test: adoption:"))
+            .unwrap_or_else(|| panic!("no adoption line in {:?}", top.warnings));
+        said.rsplit("walks: ")
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{said}"))
+    };
+    let mut srv = ns.peer(&[
+        "server",
+        "--listen",
+        &addr,
+        "--recv",
+        "4000",
+        "--send",
+        "3000",
+        "--wait-stdin",
+    ]);
+    srv.expect("listening");
+    let by_owners =
+        !(common::refused("iter") || common::refused("owners") || common::refused("owners-adopt"));
+    let top = start(&[]);
+    let listener_only = left_out(&top);
+    drop(top);
+    let refuse = common::refusing("listeners");
+    let top = start(&[("TCPTOP_TEST_REFUSE", refuse.as_str())]);
+    let walked = left_out(&top);
+    drop(top);
+    // Ours walked only where the listener is not known to be one, or
+    // where the owners' walk counted nothing (refused).
+    assert_eq!(
+        listener_only,
+        walked + usize::from(by_owners),
+        "a listener only: ours left out"
+    );
+    let mut cli = ns.peer(&[
+        "client",
+        "--connect",
+        &addr,
+        "--send",
+        "4000",
+        "--recv",
+        "3000",
+        "--wait-stdin",
+    ]);
+    let local = cli.local_at("connected");
+    srv.expect("accepted");
+    let mut top = start(&[]);
+    assert_eq!(left_out(&top), walked, "a connection unseen: ours walked");
+    srv.poke();
+    cli.poke();
+    cli.expect("done");
+    cli.poke();
+    cli.wait_ok();
+    srv.wait_ok();
+    let end = top.wait_for(|r| r["local"] == local.as_str() && r["state"] == "CLOSED");
+    assert_eq!(
+        (u(&end, "tx_bytes"), u(&end, "rx_bytes")),
+        (4000, 3000),
+        "{end}"
+    );
+}
+
 /// A connection adopted with bytes already moved and still queued: before
 /// tcptop starts, the client sent 3,000 bytes the server has not read yet
 /// (they wait in its receive queue) and the server sent 2,000 the client

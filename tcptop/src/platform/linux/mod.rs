@@ -260,6 +260,7 @@ impl EbpfSource {
             &namespaces,
             !by_kernel,
             held.as_ref(),
+            &owned,
         ) {
             Ok(w) => {
                 adopted_all = w.namespaces == every;
