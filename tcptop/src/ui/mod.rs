@@ -432,13 +432,15 @@ impl App {
         }
         let dropped = self.table.drops().conns;
         if dropped > 0 {
-            let warning = crate::platform::table_full_warning(dropped, self.settings.max_conns);
-            self.dirty |= self.table_full.as_ref() != Some(&warning);
-            self.table_full = Some(warning);
+            self.table_full = Some(crate::platform::table_full_warning(
+                dropped,
+                self.settings.max_conns,
+            ));
         }
         self.refresh_detail();
         // Redrawn only if what is on screen changed: the rows (their
-        // version), the drop counts, the first snapshot, or the detail
+        // version), the drop counts (the table-full warning says the
+        // count), the first snapshot, or the detail
         // pane's ages. Frames that showed nothing new were two fifths of
         // the idle display's CPU after start-up (1.5 ms a snapshot at
         // 200,000 connections).
