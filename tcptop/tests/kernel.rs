@@ -299,11 +299,7 @@ fn check_adoption_said(top: &Tcptop, env: &[(&str, &str)]) {
                 .any(|(k, v)| *k == "TCPTOP_TEST_REFUSE" && v.split(',').any(|x| x == kind))
     };
     let by_owners = !(refusing("iter") || refusing("owners") || refusing("owners-adopt"));
-    let said = top
-        .warnings
-        .iter()
-        .find(|w| w.contains("test: adoption:"))
-        .unwrap_or_else(|| panic!("no adoption line in {:?}", top.warnings));
+    let said = adoption_said(top);
     assert!(said.contains(&format!("adopted: {by_owners};")), "{said}");
     if by_owners {
         let typed = !refusing("owners-typed") && common::kernel_version() >= (5, 11);
@@ -317,16 +313,29 @@ fn check_adoption_said(top: &Tcptop, env: &[(&str, &str)]) {
             "{said}"
         );
     }
-    let left_out: usize = said
-        .rsplit("walks: ")
-        .next()
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{said}"));
+    let left_out = left_out_of_walks(top);
     if by_owners {
         assert!(left_out >= 1, "{said}");
     } else {
         assert_eq!(left_out, 0, "{said}");
     }
+}
+
+/// The line `TCPTOP_TEST_SAY=adoption` makes tcptop print at start-up.
+fn adoption_said(top: &Tcptop) -> &str {
+    top.warnings
+        .iter()
+        .find(|w| w.contains("test: adoption:"))
+        .unwrap_or_else(|| panic!("no adoption line in {:?}", top.warnings))
+}
+
+/// Namespaces left out of the TCP iterator's walks, as that line says.
+fn left_out_of_walks(top: &Tcptop) -> usize {
+    let said = adoption_said(top);
+    said.rsplit("walks: ")
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{said}"))
 }
 
 /// The owners' walk adopts the connections processes hold, and the TCP
@@ -402,17 +411,7 @@ fn unseen_holders_walked_only_for_connections() {
     };
     // Namespaces left out of the TCP iterator's walks: ours, and any
     // other named one the host has that needs no walk.
-    let left_out = |top: &Tcptop| -> usize {
-        let said = top
-            .warnings
-            .iter()
-            .find(|w| w.contains("test: adoption:"))
-            .unwrap_or_else(|| panic!("no adoption line in {:?}", top.warnings));
-        said.rsplit("walks: ")
-            .next()
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{said}"))
-    };
+    let left_out = left_out_of_walks;
     let mut srv = ns.peer(&[
         "server",
         "--listen",
