@@ -14,6 +14,9 @@ interval:
          connection is collected, tabled and filtered; the output is empty.
          Drops from the exit summary; CPU and peak RSS from wait4 (the
          whole process life, start-up included).
+  pages  no tcptop: what fresh pages cost the machine in this state (a
+         preallocated BPF hash map the size of tcptop's table, and as many
+         user pages); it changes what the next arm pays, so it goes last.
   tui    `tcptop --interval 1` in a 200x50 tmux pane for 16 s (15
          snapshots), then `q`. Drops and connections from the header (tmux
          capture-pane); CPU (all threads, ended ones too: /proc/<pid>/stat)
@@ -22,8 +25,11 @@ interval:
          have ended by then.
 
 Each arm (and --run's command) starts once the machine is idle (97% over
-half a second, 30 s at most): the kernel tears the previous run down in
-its own threads for seconds after it ends. For each arm: wall time, CPU
+half a second, 30 s at most). Before it holds its connections, and again
+after it let them go, the script waits until the kernel's counts of TCP
+sockets, TIME_WAIT sockets and network namespaces stop falling (3 min at
+most): the kernel tears a run down in its own threads for tens of seconds
+after it ends, and a run measured meanwhile walks the leftovers too. For each arm: wall time, CPU
 as a share of one core over the whole life (start-up included) and over
 the steady part (from 5 s to the end: the snapshots only), peak RSS. Targets (#26): nothing dropped, RSS < 100 MB,
 < 5% of a core. Needs root; run under the host's tcptop lock:
@@ -126,6 +132,95 @@ def settle(limit=30.0):
     print(f"(the machine was still busy after {limit:.0f} s: measuring anyway)", flush=True)
 
 
+def kernel_leftovers():
+    """What a run leaves the kernel to tear down after it ends, machine-wide
+    (every namespace): TCP sockets still allocated (sockstat's `alloc`),
+    TIME_WAIT sockets and network namespaces (their slab caches' objects in
+    use)."""
+    with open("/proc/net/sockstat") as f:
+        m = re.search(r"^TCP:.*\balloc (\d+)", f.read(), re.M)
+    counts = {"tcp_alloc": int(m.group(1)) if m else 0, "tw_sock_TCP": 0, "net_namespace": 0}
+    try:
+        with open("/proc/slabinfo") as f:
+            for line in f:
+                name, active = (line.split() + ["", ""])[:2]
+                if name in counts:
+                    counts[name] = int(active)
+    except OSError:
+        pass
+    return counts
+
+
+def wait_torn_down(before=None, limit=180.0, what="the previous run's"):
+    """Waits (at most `limit` s) until the kernel has torn down what a run
+    left (its 200,000 sockets, their TIME_WAIT successors and its
+    namespaces: the namespaces' cleanup runs in the kernel's own threads,
+    for tens of seconds after `ip netns del`): until these counts stopped
+    falling for 3 s in a row and (given `before`, the counts before the
+    run) the sockets are back within 1,000 of where they were. Until then
+    the machine's one TCP table still holds them, which every TCP walk and
+    dump of a run crosses, and the kernel's threads free them beside it (a
+    series of runs measured more CPU as it went: 0.68, 0.68, 0.86 s).
+    Returns the counts it ended on."""
+    def done(now):
+        return before is None or all(now[k] <= before[k] + 1000
+                                     for k in ("tcp_alloc", "tw_sock_TCP"))
+    t0 = time.monotonic()
+    deadline = t0 + limit
+    last, steady = kernel_leftovers(), 0
+    while time.monotonic() < deadline and not (steady >= 3 and done(last)):
+        time.sleep(1)
+        now = kernel_leftovers()
+        steady = steady + 1 if all(now[k] >= last[k] for k in now) else 0
+        last = now
+    left = ", ".join(f"{k} {v}" for k, v in last.items())
+    if steady >= 3 and done(last):
+        print(f"{what} teardown: waited {time.monotonic() - t0:.0f} s ({left})", flush=True)
+    else:
+        print(f"({what} teardown still going after {limit:.0f} s: {left}; measuring anyway)",
+              flush=True)
+    return last
+
+
+def fresh_pages_price(entries=311_296, value=168, user_mib=78):
+    """The `pages` arm: what fresh pages cost this machine now, in the
+    state tcptop starts in. CPU to create (and close) a preallocated BPF
+    hash map the size of tcptop's connection table at 100,000 connections
+    (`--max-conns` 311,296, 8-byte key, 168-byte `ConnStats`: ~78 MB of
+    kernel pages, zeroed and linked as it is made), and to touch as many
+    fresh user pages. On this VM (free page reporting to the hypervisor)
+    the first costs 0.1-0.35 s where the kernel's pages were handed back
+    to the host, ~20 ms where they were not; the second ~45 ms either way.
+    tcptop pays the first at every start (its table is preallocated)."""
+    import ctypes
+    import mmap
+    import resource
+    import struct
+
+    def cpu():
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    # BPF_MAP_CREATE of a BPF_MAP_TYPE_HASH (x86_64: syscall 321).
+    attr = ctypes.create_string_buffer(struct.pack("IIIII", 1, 8, value, entries, 0), 128)
+    t = cpu()
+    fd = libc.syscall(321, 0, attr, 128)
+    map_s = cpu() - t
+    if fd < 0:
+        sys.exit(f"BPF_MAP_CREATE: errno {ctypes.get_errno()}")
+    os.close(fd)
+    t = cpu()
+    m = mmap.mmap(-1, user_mib << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for off in range(0, user_mib << 20, 4096):
+        m[off] = 1
+    user_s = cpu() - t
+    m.close()
+    print(f"pages: a preallocated hash map of {entries} x {value} bytes made in "
+          f"{1000 * map_s:.0f} ms of CPU; {user_mib} MiB of fresh user pages touched in "
+          f"{1000 * user_s:.0f} ms", flush=True)
+
+
 def wait_bounded(pid, secs):
     """wait4 with a deadline (the process is killed past it)."""
     deadline = time.monotonic() + secs
@@ -224,6 +319,7 @@ def main():
         sys.exit("--per-peer: 1 to 9000 (two descriptors a pair, 20,000 a process)")
     tcptop = os.path.join(a.bin, "tcptop")
     peer = os.path.join(a.bin, "tcptop-testpeer")
+    before = wait_torn_down()
     namespaces = make_netns(a.netns)
     procs = []
     try:
@@ -242,6 +338,9 @@ def main():
             return
         for arm in a.arms.split(","):
             settle()
+            if arm == "pages":
+                fresh_pages_price()
+                continue
             r = {"batch": run_batch, "tui": run_tui}[arm](tcptop)
             print(f"{arm}: wall {r['wall_s']:.1f} s, CPU {r['cpu_s']:.2f} s = "
                   f"{r['cpu_pct']:.1f}% of a core (start-up included), "
@@ -253,6 +352,8 @@ def main():
         release(procs)
         for name in namespaces:
             subprocess.run(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
+        # This run's own teardown, so that whatever runs next starts clean.
+        wait_torn_down(before, what="this run's")
 
 
 if __name__ == "__main__":
