@@ -28,8 +28,8 @@ Each arm (and --run's command) starts once the machine is idle (97% over
 half a second, 30 s at most). Before it holds its connections, and again
 after it let them go, the script waits until the kernel's counts of TCP
 sockets, TIME_WAIT sockets and network namespaces stop falling (3 min at
-most): the kernel tears a run down in its own threads for tens of seconds
-after it ends, and a run measured meanwhile walks the leftovers too. For each arm: wall time, CPU
+most): the kernel tears a run down in its own threads after it ends (3-4
+s here), and a run measured meanwhile walks the leftovers too. For each arm: wall time, CPU
 as a share of one core over the whole life (start-up included) and over
 the steady part (from 5 s to the end: the snapshots only), peak RSS. Targets (#26): nothing dropped, RSS < 100 MB,
 < 5% of a core. Needs root; run under the host's tcptop lock:
@@ -154,14 +154,16 @@ def kernel_leftovers():
 def wait_torn_down(before=None, limit=180.0, what="the previous run's"):
     """Waits (at most `limit` s) until the kernel has torn down what a run
     left (its 200,000 sockets, their TIME_WAIT successors and its
-    namespaces: the namespaces' cleanup runs in the kernel's own threads,
-    for tens of seconds after `ip netns del`): until these counts stopped
+    namespaces: the namespaces' cleanup runs in the kernel's own threads
+    after `ip netns del`, 3-4 s here): until these counts stopped
     falling for 3 s in a row and (given `before`, the counts before the
     run) the sockets are back within 1,000 of where they were. Until then
     the machine's one TCP table still holds them, which every TCP walk and
-    dump of a run crosses, and the kernel's threads free them beside it (a
-    series of runs measured more CPU as it went: 0.68, 0.68, 0.86 s).
-    Returns the counts it ended on."""
+    dump of a run crosses, and the kernel's threads free them beside it.
+    (A series of runs measured more CPU as it went, 0.68, 0.68, 0.86 s, and
+    this was the suspect; with the wait, runs still spread as widely: the
+    price of fresh kernel pages, see `fresh_pages_price`.) Returns the
+    counts it ended on."""
     def done(now):
         return before is None or all(now[k] <= before[k] + 1000
                                      for k in ("tcp_alloc", "tw_sock_TCP"))
@@ -201,6 +203,9 @@ def fresh_pages_price(entries=311_296, value=168, user_mib=78):
         r = resource.getrusage(resource.RUSAGE_SELF)
         return r.ru_utime + r.ru_stime
 
+    if os.uname().machine != "x86_64":
+        print("pages: skipped (the bpf() system call's number is x86_64's here)", flush=True)
+        return
     libc = ctypes.CDLL(None, use_errno=True)
     # BPF_MAP_CREATE of a BPF_MAP_TYPE_HASH (x86_64: syscall 321).
     attr = ctypes.create_string_buffer(struct.pack("IIIII", 1, 8, value, entries, 0), 128)
