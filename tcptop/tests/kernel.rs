@@ -254,14 +254,7 @@ fn existing_connection(tag: &str, port: u16, server_blocked: bool, env: &[(&str,
     assert_eq!(u(&seeded, "tx_bytes"), 0);
     let hooks = seeded["hooks"].as_str().unwrap().to_string();
 
-    if !server_blocked {
-        srv.poke();
-    }
-    cli.poke();
-    cli.expect("done");
-    cli.poke();
-    cli.wait_ok();
-    srv.wait_ok();
+    finish_held(srv, cli, !server_blocked);
     top.pump(Duration::from_millis(800));
     let (records, _) = top.stop();
     let fin = closed(&of_conn(&records, &local, &addr));
@@ -291,6 +284,21 @@ fn existing_connection_is_seen() {
 /// then the test's own namespace, whose every TCP socket a process holds,
 /// is one the TCP iterator did not walk; otherwise the TCP iterator
 /// walked them all.
+/// Runs a held exchange to its end: the server (with `poke_server`; a
+/// blocked one moves on its own) and the client are told to move their
+/// bytes, the client once more, after it said "done", to close; both must
+/// exit cleanly.
+fn finish_held(mut srv: Peer, mut cli: Peer, poke_server: bool) {
+    if poke_server {
+        srv.poke();
+    }
+    cli.poke();
+    cli.expect("done");
+    cli.poke();
+    cli.wait_ok();
+    srv.wait_ok();
+}
+
 fn check_adoption_said(top: &Tcptop, env: &[(&str, &str)]) {
     let refusing = |kind: &str| {
         common::refused(kind)
@@ -453,12 +461,7 @@ fn unseen_holders_walked_only_for_connections() {
     srv.expect("accepted");
     let mut top = start(&[]);
     assert_eq!(left_out(&top), walked, "a connection unseen: ours walked");
-    srv.poke();
-    cli.poke();
-    cli.expect("done");
-    cli.poke();
-    cli.wait_ok();
-    srv.wait_ok();
+    finish_held(srv, cli, true);
     let end = top.wait_for(|r| r["local"] == local.as_str() && r["state"] == "CLOSED");
     assert_eq!(
         (u(&end, "tx_bytes"), u(&end, "rx_bytes")),
@@ -526,12 +529,7 @@ fn adopted_with_bytes_queued(tag: &str, port: u16, refuse: &str) {
     );
     let seeded = top.wait_for(|r| r["local"] == local.as_str());
     assert_eq!((u(&seeded, "tx_bytes"), u(&seeded, "rx_bytes")), (0, 0));
-    srv.poke();
-    cli.poke();
-    cli.expect("done");
-    cli.poke();
-    cli.wait_ok();
-    srv.wait_ok();
+    finish_held(srv, cli, true);
     top.pump(Duration::from_millis(800));
     let (records, _) = top.stop();
     let fin = closed(&of_conn(&records, &local, &addr));
@@ -627,12 +625,7 @@ fn unaccepted_connection_is_adopted() {
     assert_eq!(u(&queued, "tx_bytes"), 0);
     let held = top.wait_for(|r| r["local"] == local.as_str());
     assert_eq!(held["comm"], "tt-q-cli");
-    srv.poke();
-    cli.poke();
-    cli.expect("done");
-    cli.poke();
-    cli.wait_ok();
-    srv.wait_ok();
+    finish_held(srv, cli, true);
     top.pump(Duration::from_millis(800));
     let (records, _) = top.stop();
     let fin = closed(&of_conn(&records, addr, &local));
