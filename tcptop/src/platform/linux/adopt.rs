@@ -79,15 +79,17 @@ pub fn adopt(
     files: &[(u64, u32, CompactString)],
 ) -> Result<Walked, LoadError> {
     let own = procfs::own_netns();
-    let covered =
-        |inode: Option<u32>, net_dir: Option<&std::path::Path>| match (held, inode, net_dir) {
-            (Some(held), Some(inode), Some(dir)) => {
-                procfs::tcp_in_use(dir) == Some(held.get(&inode).copied().unwrap_or(0))
-            }
-            _ => false,
-        };
-    let walk_own = !covered(own, Some(std::path::Path::new("/proc/self/net")))
-        && !own_unheld_only_listeners(held, own, files);
+    // The TCP sockets in use the owners' walk found held in a namespace
+    // (None: it did not adopt, and every namespace is walked).
+    let held_in = |inode: Option<u32>| Some(held?.get(&inode?).copied().unwrap_or(0));
+    // Our own namespace's count, read once for both of its checks.
+    let own_in_use = held.and_then(|_| procfs::tcp_in_use(std::path::Path::new("/proc/self/net")));
+    let walk_own = match (held_in(own), own_in_use) {
+        (Some(held), Some(in_use)) => {
+            in_use != held && !own_unheld_only_listeners(held, in_use, files)
+        }
+        _ => true,
+    };
     let others: Vec<&NsFile> = namespaces
         .iter()
         .filter(|ns| Some(ns.inode) != own)
@@ -95,7 +97,14 @@ pub fn adopt(
     let to_walk: Vec<&NsFile> = others
         .iter()
         .copied()
-        .filter(|ns| !covered(Some(ns.inode), procfs::net_dir(&ns.path).as_deref()))
+        .filter(|ns| {
+            held_in(Some(ns.inode)).is_none_or(|held| {
+                procfs::net_dir(&ns.path)
+                    .as_deref()
+                    .and_then(procfs::tcp_in_use)
+                    != Some(held)
+            })
+        })
         .collect();
     let skipped = usize::from(!walk_own) + (others.len() - to_walk.len());
     if !walk_own && to_walk.is_empty() {
@@ -121,9 +130,10 @@ pub fn adopt(
     })
 }
 
-/// Whether the TCP sockets in use in our own namespace that no file the
-/// owners' walk saw holds (`files`: each socket file's inode, holder and
-/// name) are all listeners: then none is a connection to adopt, and the
+/// Whether the TCP sockets in use in our own namespace (`in_use`, of which
+/// the owners' walk found `held`) that no file the walk saw holds
+/// (`files`: each socket file's inode, holder and name) are all
+/// listeners: then none is a connection to adopt, and the
 /// namespace is not walked. A listener held by a process tcptop cannot
 /// see (tcptop in a container with the host's network and a pid
 /// namespace of its own) made every start walk the machine's whole table
@@ -132,22 +142,11 @@ pub fn adopt(
 /// of listeners, not the connections'). The counts are read after the
 /// walk: a socket opened or closed in between makes them differ, and the
 /// namespace is walked.
-fn own_unheld_only_listeners(
-    held: Option<&Held>,
-    own: Option<u32>,
-    files: &[(u64, u32, CompactString)],
-) -> bool {
+fn own_unheld_only_listeners(held: u64, in_use: u64, files: &[(u64, u32, CompactString)]) -> bool {
     const MOST: usize = 4096;
-    let (Some(held), Some(own)) = (held, own) else {
-        return false;
-    };
     if refused_for_test("listeners", "the listeners' dump").is_err() {
         return false;
     }
-    let held = held.get(&own).copied().unwrap_or(0);
-    let Some(in_use) = procfs::tcp_in_use(std::path::Path::new("/proc/self/net")) else {
-        return false;
-    };
     if in_use <= held {
         return false;
     }
