@@ -412,31 +412,62 @@ impl EbpfSource {
         })
     }
 
-    /// Reads every record into `live_buf`, refreshed by the map iterator
-    /// or from dumps of the socket diagnostics; connections adopted from
-    /// the first dump that changed go to `adopted_live`.
-    fn read_all(&mut self, adopted_live: &mut Vec<ConnSample>) -> Result<(), SourceError> {
+    /// Reads every record, refreshed by the map iterator or from dumps of
+    /// the socket diagnostics, as a sample into `live` (`complete`: the
+    /// snapshot reports each) or, where dumps refresh them after the read,
+    /// into `live_buf`; connections adopted from the first dump that
+    /// changed go to `adopted_live`.
+    fn read_all(
+        &mut self,
+        complete: bool,
+        live: &mut Vec<ConnSample>,
+        adopted_live: &mut Vec<ConnSample>,
+    ) -> Result<(), SourceError> {
+        // Records are refreshed from the dump where no iterator did it.
+        let refresh = self.conn_iter.is_none();
+        let dumps = self
+            .diag
+            .as_ref()
+            .is_some_and(|v| refresh || v.has_adopted());
         // The iterator visits every bucket of the map (--max-conns of them:
         // ~1 ms at the default 65,536), records or not: with none, one key
         // lookup says so and the walk is skipped (most of an idle tcptop's
         // CPU). A record born after this check waits for the next snapshot's
         // walk, as one born after the walk does.
+        let mut read = 0;
         if self.conns.keys().next().is_some() {
             if let Some(it) = &mut self.conn_iter {
                 it.run().map_err(|e| {
                     SourceError::Failed(format!("cannot bring the connection map up to date: {e}"))
                 })?;
             }
-            self.map_reader
-                .read_all(&mut self.live_buf)
-                .map_err(map_failed)?;
+            if dumps {
+                // Kept whole: the dumps below find records by endpoints.
+                self.map_reader
+                    .read_all(&mut self.live_buf)
+                    .map_err(map_failed)?;
+                read = self.live_buf.len();
+            } else {
+                let expected = self.map_reader.expected();
+                if complete {
+                    live.reserve(expected);
+                }
+                self.reported.expect(expected);
+                let (owners, reported) = (&mut self.sk_owners, &mut self.reported);
+                self.map_reader
+                    .read_each(|keys, values| {
+                        read += keys.len();
+                        for (&sk, st) in keys.iter().zip(values) {
+                            take_record(sk, st, owners, reported, live);
+                        }
+                    })
+                    .map_err(map_failed)?;
+            }
         }
         if let Some(t) = &mut self.touched {
-            t.full_done(self.live_buf.len());
+            t.full_done(read);
         }
-        // Records are refreshed from the dump where no iterator did it.
-        let refresh = self.conn_iter.is_none();
-        if let Some(view) = self.diag.as_mut().filter(|v| refresh || v.has_adopted()) {
+        if let Some(view) = self.diag.as_mut().filter(|_| dumps) {
             // Only the namespaces of records it refreshes, or of connections
             // it adopted: each dump costs milliseconds, records or not.
             let mut wanted: HashSet<u32> = view.adopted_namespaces().collect();
@@ -478,52 +509,78 @@ impl EbpfSource {
         Ok(())
     }
 
-    /// Reads the records of the touched `sockets` into `live_buf` (with
-    /// `every`, every record: the first snapshot, whose untouched records
-    /// are as the TCP iterator adopted them or the hooks made them), each
-    /// touched one refreshed by one query of the socket diagnostics (one
-    /// still connecting: from a dump of its namespace's connecting
-    /// sockets). A record gone has ended: its CLOSE event is in the ring.
+    /// Reports the records of the touched `sockets` into `live` (with
+    /// `every`, every record as it is read: the first snapshot, whose
+    /// untouched records are as the TCP iterator adopted them or the hooks
+    /// made them), each touched one refreshed first by one query of the
+    /// socket diagnostics (one still connecting: from a dump of its
+    /// namespace's connecting sockets). A touched socket without a record
+    /// has ended (its CLOSE event is in the ring): it goes to `missing`.
     fn refresh_touched(
         &mut self,
         sockets: &[u64],
         every: bool,
+        live: &mut Vec<ConnSample>,
         missing: &mut Vec<u64>,
     ) -> Result<(), SourceError> {
         let (Some(view), Some(touched)) = (self.diag.as_mut(), self.touched.as_mut()) else {
             return Ok(());
         };
+        let expected = if every {
+            self.map_reader.expected()
+        } else {
+            sockets.len()
+        };
+        live.reserve(expected);
+        self.reported.expect(expected);
+        let (owners, reported) = (&mut self.sk_owners, &mut self.reported);
+        // Touched records still connecting (no source port yet).
+        let mut connecting = Vec::new();
+        let mut failed = None;
+        let mut visit = |sk: u64, mut st: ConnStats, refresh: bool| {
+            if refresh {
+                if st.tuple.sport == 0 {
+                    if st.tuple.dport != 0 {
+                        connecting.push((sk, st));
+                        touched.again(sk);
+                        return;
+                    }
+                } else {
+                    // Not found: ended (its CLOSE event follows), or in a
+                    // namespace made after start: the record as the hooks
+                    // keep it.
+                    match view.refresh(&mut st) {
+                        Ok(true) => touched.again(sk),
+                        Ok(false) => {}
+                        Err(e) => {
+                            failed.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+            take_record(sk, &st, owners, reported, live);
+        };
         if every {
+            let mut read = 0;
             self.map_reader
-                .read_all(&mut self.live_buf)
+                .read_each(|keys, values| {
+                    read += keys.len();
+                    for (&sk, st) in keys.iter().zip(values) {
+                        visit(sk, *st, sockets.binary_search(&sk).is_ok());
+                    }
+                })
                 .map_err(map_failed)?;
-            touched.full_done(self.live_buf.len());
+            touched.full_done(read);
         } else {
             for &sk in sockets {
                 match self.conns.get(&sk, 0) {
-                    Ok(st) => self.live_buf.push((sk, st)),
+                    Ok(st) => visit(sk, st, true),
                     Err(_) => missing.push(sk),
                 }
             }
         }
-        // (position in live_buf, the record)
-        let mut connecting = Vec::new();
-        for (i, (sk, st)) in self.live_buf.iter_mut().enumerate() {
-            if every && sockets.binary_search(sk).is_err() {
-                continue;
-            }
-            if st.tuple.sport == 0 {
-                if st.tuple.dport != 0 {
-                    connecting.push((i as u64, *st));
-                    touched.again(*sk);
-                }
-                continue;
-            }
-            // Not found: ended (its CLOSE event follows), or in a
-            // namespace made after start: the record as the hooks keep it.
-            if view.refresh(st).map_err(diag_failed)? {
-                touched.again(*sk);
-            }
+        if let Some(e) = failed {
+            return Err(diag_failed(e));
         }
         if connecting.is_empty() {
             return Ok(());
@@ -543,10 +600,8 @@ impl EbpfSource {
         )
         .map_err(diag_failed)?;
         records.complete_connecting(&syn_sent, &mut connecting);
-        for (i, st) in connecting {
-            if let Some((_, at)) = self.live_buf.get_mut(i as usize) {
-                *at = st;
-            }
+        for (sk, st) in connecting {
+            take_record(sk, &st, owners, reported, live);
         }
         Ok(())
     }
@@ -641,36 +696,34 @@ impl DataSource for EbpfSource {
         let partial = matches!(refresh, touched::Refresh::Only(_));
         // Touched sockets without a record: ended, or adopted from a dump.
         let mut missing = Vec::new();
+        // Only the records that changed become samples (writing one per
+        // record was 35 MB at 200,000 records, each snapshot), as they are
+        // read where nothing refreshes them after the read (a copy of the
+        // whole map in between was 35 MB of fresh pages more).
+        let mut live = Vec::new();
         match refresh {
-            touched::Refresh::Full => self.read_all(&mut adopted_live)?,
+            touched::Refresh::Full => self.read_all(complete, &mut live, &mut adopted_live)?,
             touched::Refresh::First(sockets) => {
-                self.refresh_touched(&sockets, true, &mut missing)?;
+                self.refresh_touched(&sockets, true, &mut live, &mut missing)?;
             }
             touched::Refresh::Only(sockets) => {
-                self.refresh_touched(&sockets, false, &mut missing)?;
+                self.refresh_touched(&sockets, false, &mut live, &mut missing)?;
             }
         }
-        // Only the records that changed become samples here (writing one
-        // per record was 35 MB at 200,000 records, each snapshot).
-        // Records are taken from the end, their memory given back as the
-        // samples grow (both were held whole at once: 70 MB at 200,000).
-        let mut live = Vec::with_capacity(if complete { self.live_buf.len() } else { 0 });
-        self.reported.expect(self.live_buf.len());
-        while let Some((sk, st)) = pop_releasing(&mut self.live_buf) {
-            let mut sample = convert::sample(sk, &st, false);
-            self.sk_owners.fill(sk, &mut sample);
-            // A record is made at birth, before the kernel has filled in
-            // every endpoint: connect() enters SYN_SENT before it picks the
-            // source port, a listener's child enters SYN_RECV with the
-            // listener's (empty) remote end. The iterator (or the dump, or
-            // the transition to ESTABLISHED) fills them in later (the
-            // source port is picked within the connect call); until then
-            // the record is left out, never shown with port 0. (No
-            // connection has port 0 at either end.)
-            if incomplete(&sample.key) || !self.reported.keep(&sample) {
-                continue;
+        // Records the dumps refreshed: taken from the end, their memory
+        // given back as the samples grow (both were held whole at once: 70
+        // MB at 200,000), in the order the map gave them, as records read
+        // as they come are (the table meets its rows in the same order
+        // each time).
+        if !self.live_buf.is_empty() {
+            self.live_buf.reverse();
+            if complete {
+                live.reserve(self.live_buf.len());
             }
-            live.push(sample);
+            self.reported.expect(self.live_buf.len());
+            while let Some((sk, st)) = pop_releasing(&mut self.live_buf) {
+                take_record(sk, &st, &mut self.sk_owners, &mut self.reported, &mut live);
+            }
         }
         // Events after the map walk, drained to the end now: a connection
         // whose entry the walk missed because it was just deleted has its
@@ -801,6 +854,32 @@ impl DataSource for EbpfSource {
             partial: !complete,
         })
     }
+}
+
+/// Puts the record of socket `sk` into `live` as a sample (named after
+/// its holder found at start-up if no call named it) if the snapshot
+/// reports it: changed, or the snapshot is complete.
+///
+/// A record is made at birth, before the kernel has filled in every
+/// endpoint: connect() enters SYN_SENT before it picks the source port, a
+/// listener's child enters SYN_RECV with the listener's (empty) remote
+/// end. The iterator (or the dump, or the transition to ESTABLISHED) fills
+/// them in later (the source port is picked within the connect call);
+/// until then the record is left out, never shown with port 0. (No
+/// connection has port 0 at either end.)
+fn take_record(
+    sk: u64,
+    st: &ConnStats,
+    owners: &mut SkOwners,
+    reported: &mut crate::platform::changes::Reported,
+    live: &mut Vec<ConnSample>,
+) {
+    let mut sample = convert::sample(sk, st, false);
+    owners.fill(sk, &mut sample);
+    if incomplete(&sample.key) || !reported.keep(&sample) {
+        return;
+    }
+    live.push(sample);
 }
 
 /// Whether a record's endpoints are not all known yet (see the kernel's
