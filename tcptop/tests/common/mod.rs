@@ -363,28 +363,36 @@ impl Tcptop {
             .unwrap();
         let lines = lines_of(child.stdout.take().unwrap());
         let stderr = lines_of(child.stderr.take().unwrap());
-        let mut warnings = Vec::new();
+        // Made first, so that a start that fails the checks below is
+        // killed when the test fails (one left running kept its programs
+        // attached and failed the next tests' checks for leftovers).
+        let mut t = Tcptop {
+            child,
+            lines,
+            stderr,
+            records: Vec::new(),
+            warnings: Vec::new(),
+        };
         let first = loop {
-            let line = stderr
-                .recv_timeout(Duration::from_secs(30))
+            // A bound on a hang, not a measure of speed: a first start in
+            // an emulated VM (two of them sharing two cores) parses the
+            // kernel's BTF and verifies every program in software, and took
+            // more than 30 s once.
+            let line = t
+                .stderr
+                .recv_timeout(Duration::from_secs(120))
                 .expect("tcptop printed nothing on stderr");
             if !line.starts_with("tcptop: warning:") && !line.starts_with("tcptop: notice:") {
                 break line;
             }
-            warnings.push(line);
+            t.warnings.push(line);
         };
         // "attached" (eBPF) or "started" (the unprivileged mode).
         assert!(
             first.starts_with("tcptop: attached") || first.starts_with("tcptop: started"),
             "tcptop did not start: {first}"
         );
-        Tcptop {
-            child,
-            lines,
-            stderr,
-            records: Vec::new(),
-            warnings,
-        }
+        t
     }
 
     pub fn pid(&self) -> u32 {
