@@ -65,6 +65,12 @@ impl MapReader {
         self.last = self.last.max(n);
     }
 
+    /// Records the last read found (before the first: the number
+    /// expected).
+    pub fn last(&self) -> usize {
+        self.last
+    }
+
     /// Records the next read will likely find (room for as many is made
     /// before it, a little more for new ones).
     pub fn expected(&self) -> usize {

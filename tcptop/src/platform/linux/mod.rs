@@ -448,11 +448,12 @@ impl EbpfSource {
                     .map_err(map_failed)?;
                 read = self.live_buf.len();
             } else {
-                let expected = self.map_reader.expected();
                 if complete {
-                    live.reserve(expected);
+                    live.reserve(self.map_reader.expected());
                 }
-                self.reported.expect(expected);
+                // As many as the last read found: a margin could take the
+                // hash table to its next size for good.
+                self.reported.expect(self.map_reader.last());
                 let (owners, reported) = (&mut self.sk_owners, &mut self.reported);
                 self.map_reader
                     .read_each(|keys, values| {
@@ -526,18 +527,22 @@ impl EbpfSource {
         let (Some(view), Some(touched)) = (self.diag.as_mut(), self.touched.as_mut()) else {
             return Ok(());
         };
-        let expected = if every {
-            self.map_reader.expected()
+        if every {
+            live.reserve(self.map_reader.expected());
+            self.reported.expect(self.map_reader.last());
         } else {
-            sockets.len()
-        };
-        live.reserve(expected);
-        self.reported.expect(expected);
+            self.reported.expect(sockets.len());
+        }
         let (owners, reported) = (&mut self.sk_owners, &mut self.reported);
         // Touched records still connecting (no source port yet).
         let mut connecting = Vec::new();
         let mut failed = None;
         let mut visit = |sk: u64, mut st: ConnStats, refresh: bool| {
+            // After a failed query the snapshot fails: no more queries
+            // (each may wait out the diagnostics' timeout).
+            if failed.is_some() {
+                return;
+            }
             if refresh {
                 if st.tuple.sport == 0 {
                     if st.tuple.dport != 0 {
