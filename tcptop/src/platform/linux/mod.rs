@@ -446,7 +446,6 @@ impl EbpfSource {
                 self.map_reader
                     .read_all(&mut self.live_buf)
                     .map_err(map_failed)?;
-                read = self.live_buf.len();
             } else {
                 if complete {
                     live.reserve(self.map_reader.expected());
@@ -457,13 +456,13 @@ impl EbpfSource {
                 let (owners, reported) = (&mut self.sk_owners, &mut self.reported);
                 self.map_reader
                     .read_each(|keys, values| {
-                        read += keys.len();
                         for (&sk, st) in keys.iter().zip(values) {
                             take_record(sk, st, owners, reported, live);
                         }
                     })
                     .map_err(map_failed)?;
             }
+            read = self.map_reader.last();
         }
         if let Some(t) = &mut self.touched {
             t.full_done(read);
@@ -566,16 +565,14 @@ impl EbpfSource {
             take_record(sk, &st, owners, reported, live);
         };
         if every {
-            let mut read = 0;
             self.map_reader
                 .read_each(|keys, values| {
-                    read += keys.len();
                     for (&sk, st) in keys.iter().zip(values) {
                         visit(sk, *st, sockets.binary_search(&sk).is_ok());
                     }
                 })
                 .map_err(map_failed)?;
-            touched.full_done(read);
+            touched.full_done(self.map_reader.last());
         } else {
             for &sk in sockets {
                 match self.conns.get(&sk, 0) {
