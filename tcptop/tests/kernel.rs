@@ -1770,7 +1770,15 @@ fn lost_touches_refresh_everything() {
     const N: usize = 400;
     let ns = NetNs::new("touchlost");
     let addr = "127.0.0.1:40172";
-    let mut top = on_touched_path("40172", &[("TCPTOP_TEST_TOUCH_RING", "4096")]);
+    // (With a line per snapshot on what it refreshed: printed if this
+    // fails.)
+    let mut top = on_touched_path(
+        "40172",
+        &[
+            ("TCPTOP_TEST_TOUCH_RING", "4096"),
+            ("TCPTOP_TEST_SAY", "touches"),
+        ],
+    );
     // N connections to itself, idle until a line comes; then each client
     // sends 1,000 bytes and each server end reads them, all at once.
     let script = r#"
@@ -1798,6 +1806,10 @@ sys.stdin.readline()
     top.pump(Duration::from_millis(600));
     py.poke();
     py.expect("moved");
+    let moved = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     // The latest record of each connection end, until all show the bytes
     // (the map kept as records are parsed: rebuilt from all of them at each
     // look, it fell behind the 4,000 lines a second tcptop writes here, in
@@ -1839,7 +1851,7 @@ sys.stdin.readline()
     let (sent, received) = shown(&latest);
     if (sent, received) != (N, N) {
         // Either end: a client that shows less than it sent, a server
-        // end that shows less than it read.
+        // end that shows less than it read; each with every record of it.
         for r in latest
             .values()
             .filter(|r| {
@@ -1849,8 +1861,24 @@ sys.stdin.readline()
             .take(10)
         {
             eprintln!("STUCK {r}");
+            for h in common::of_conn(
+                &records,
+                r["local"].as_str().unwrap(),
+                r["remote"].as_str().unwrap(),
+            ) {
+                eprintln!(
+                    "  at {} pid {} rx {} packets {} state {}",
+                    h["ts"], h["pid"], h["rx_bytes"], h["rx_packets"], h["state"]
+                );
+            }
         }
-        eprintln!("ROWS {} of {} records", latest.len(), records.len());
+        let last = records.last().map(|r| r["ts"].clone());
+        eprintln!(
+            "ROWS {} of {} records; moved at {moved:.3}, last record at {last:?}",
+            latest.len(),
+            records.len()
+        );
+        eprintln!("STDERR\n{stderr}");
     }
     assert_eq!(
         (sent, received),

@@ -501,6 +501,13 @@ impl EbpfSource {
             .map_err(diag_failed)?;
             records.complete_connecting(&syn_sent, live_buf);
             if let Some(t) = &mut self.touched {
+                if t.says() {
+                    eprintln!(
+                        "touches: full refresh of {} records, {} untold",
+                        live_buf.len(),
+                        untold.len()
+                    );
+                }
                 for sk in untold {
                     t.again(sk);
                 }
@@ -536,6 +543,8 @@ impl EbpfSource {
         // Touched records still connecting (no source port yet).
         let mut connecting = Vec::new();
         let mut failed = None;
+        // (test instrument) answers that left a count untold
+        let mut untold = 0usize;
         let mut visit = |sk: u64, mut st: ConnStats, refresh: bool| {
             // After a failed query the snapshot fails: no more queries
             // (each may wait out the diagnostics' timeout).
@@ -554,7 +563,10 @@ impl EbpfSource {
                     // namespace made after start: the record as the hooks
                     // keep it.
                     match view.refresh(&mut st) {
-                        Ok(true) => touched.again(sk),
+                        Ok(true) => {
+                            untold += 1;
+                            touched.again(sk);
+                        }
                         Ok(false) => {}
                         Err(e) => {
                             failed.get_or_insert(e);
@@ -580,6 +592,16 @@ impl EbpfSource {
                     Err(_) => missing.push(sk),
                 }
             }
+        }
+        if touched.says() {
+            eprintln!(
+                "touches: refreshed {} (every record: {every}; {} without a record, \
+                 {untold} untold, {} connecting), {} samples",
+                sockets.len(),
+                missing.len(),
+                connecting.len(),
+                live.len(),
+            );
         }
         if let Some(e) = failed {
             return Err(diag_failed(e));
@@ -975,7 +997,9 @@ const BENCH_NOOP: &str = "TCPTOP_BENCH_NOOP";
 
 /// Test instrument: `TCPTOP_TEST_SAY=adoption` adds a line among the
 /// start-up's warnings saying how connections open before start were
-/// adopted (which walks ran), so that a test can tell the paths apart.
+/// adopted (which walks ran), so that a test can tell the paths apart;
+/// `touches`, a line on stderr per snapshot on the touched path
+/// (`touched.rs`).
 /// Read only where [`SWITCHES`] says.
 fn says_for_test(what: &str) -> bool {
     SWITCHES

@@ -65,6 +65,10 @@ pub struct Touched {
     full_next: bool,
     /// Records at the last full refresh.
     records: usize,
+    /// Test instrument (`TCPTOP_TEST_SAY=touches`): a line on stderr per
+    /// snapshot saying what it refreshes and why, so that a test that
+    /// fails can tell a lost touch from a missed refresh.
+    say: bool,
 }
 
 /// What a snapshot refreshes.
@@ -113,6 +117,7 @@ impl Touched {
                 last_full: None,
                 full_next: false,
                 records: 0,
+                say: super::says_for_test("touches"),
             },
             warnings,
         ))
@@ -135,6 +140,7 @@ impl Touched {
         }
         // Touched now: refreshed again at the next snapshot.
         let before = std::mem::replace(&mut self.again, sockets.clone());
+        let again = before.len();
         sockets.extend(before);
         let lost = self
             .cpu
@@ -149,14 +155,32 @@ impl Touched {
         let many = sockets.len() > QUERY_FLOOR && sockets.len() > self.records / 8;
         let due = self.last_full.is_some_and(|t| t.elapsed() >= FULL_EVERY);
         let full_next = std::mem::take(&mut self.full_next);
-        if lost_some
+        let full = lost_some
             || many
             || full_next
             || advanced.is_err()
             || due
             || (complete && !first)
-            || (adopted && first)
-        {
+            || (adopted && first);
+        if self.say {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let kind = match (full, first) {
+                (true, _) => "full",
+                (false, true) => "first",
+                (false, false) => "only",
+            };
+            eprintln!(
+                "touches: at {:.3} generation {} sockets {} (again {again}) lost {lost} \
+                 (lost_some {lost_some} many {many} full_next {full_next} due {due} \
+                 complete {complete}): {kind}",
+                at.as_secs_f64(),
+                self.generation,
+                sockets.len(),
+            );
+        }
+        if full {
             self.last_full = Some(Instant::now());
             return Refresh::Full;
         }
@@ -165,6 +189,11 @@ impl Touched {
             return Refresh::First(sockets);
         }
         Refresh::Only(sockets)
+    }
+
+    /// Whether the test instrument `TCPTOP_TEST_SAY=touches` is on.
+    pub fn says(&self) -> bool {
+        self.say
     }
 
     /// Makes the next snapshot refresh every record: a socket was touched
