@@ -277,6 +277,55 @@ mod tests {
         assert_eq!(all, [p(5.0), p(0.0), p(1.0)]);
     }
 
+    /// Against the plainest model (every point, the newest `cap` kept),
+    /// through long runs, short ones, a share that shrinks and grows:
+    /// the points, and the allocation bounded by twice the share.
+    #[test]
+    fn same_points_as_a_plain_list() {
+        let p = |rx: u32| Point {
+            rx_bps: rx as f32,
+            tx_bps: 0.0,
+            rtt_us: 9,
+        };
+        let mut s = Series::default();
+        let mut model: Vec<Point> = Vec::new();
+        let mut x: u64 = 7;
+        for step in 0..20_000u32 {
+            // The share moves as the table grows and shrinks.
+            let cap = match step / 2_000 % 4 {
+                0 => CAPACITY,
+                1 => MIN_SAMPLES,
+                2 => 40,
+                _ => 5,
+            };
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Mostly runs of a few equal points, some long.
+            let point = p(((x >> 33) % if step % 500 < 100 { 1 } else { 3 }) as u32);
+            s.push(point, cap);
+            model.push(point);
+            if model.len() > cap {
+                model.drain(..model.len() - cap);
+            }
+            assert_eq!(s.iter().collect::<Vec<_>>(), model, "step {step}");
+            assert_eq!(s.len(), model.len());
+            // (A smaller share gives memory back at the next new run.)
+            assert!(
+                s.capacity() <= 2 * CAPACITY,
+                "step {step}: {}",
+                s.capacity()
+            );
+            if step % 2_000 >= 1_000 {
+                assert!(
+                    s.capacity() <= 2 * cap.max(4),
+                    "step {step}: {}",
+                    s.capacity()
+                );
+            }
+        }
+    }
+
     #[test]
     fn share_is_clamped() {
         assert_eq!(share(0), CAPACITY);

@@ -163,6 +163,52 @@ mod tests {
         );
     }
 
+    /// Against the plainest model (every sample, none ever dropped): each
+    /// window's baseline is the same, through moves and idle stretches,
+    /// and the ring stays bounded.
+    #[test]
+    fn same_baselines_as_every_sample_kept() {
+        let mut s = Samples::default();
+        let mut all: Vec<Sample> = Vec::new();
+        let mut c = (0u64, 0u64);
+        let mut x: u64 = 3;
+        for step in 0..5_000u64 {
+            let now = step * S / 2;
+            let prev = c;
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Busy, then idle past the longest window, then busy again.
+            if step % 400 < 250 && !(x >> 40).is_multiple_of(3) {
+                c.0 += (x >> 20) % 1000;
+                c.1 += 1;
+            }
+            s.record(now, c, prev, LONGEST);
+            if all.last().is_none_or(|l| (l.1, l.2) != c) {
+                all.push((now, c.0, c.1));
+            }
+            for span in [2, 10, 40] {
+                let span = Duration::from_secs(span);
+                let age = |t: u64| Duration::from_nanos(now - t);
+                let want = match all.iter().rev().find(|a| age(a.0) >= span) {
+                    Some(&(_, tx, rx)) => (span, tx, rx),
+                    None => all.first().map(|&(t, tx, rx)| (age(t), tx, rx)).unwrap(),
+                };
+                let got = s.base(now, span, c).unwrap();
+                // Same counters; the age differs only where the model's
+                // oldest sample is younger than the window.
+                assert_eq!(
+                    (got.1, got.2),
+                    (want.1, want.2),
+                    "step {step} span {span:?}"
+                );
+                assert_eq!(got.0, want.0, "step {step} span {span:?}");
+            }
+            // 40 s at 0.5 s a sample: 81 needed, the ring at most twice.
+            assert!(s.capacity() <= 2 * 128, "{}", s.capacity());
+        }
+    }
+
     #[test]
     fn a_move_keeps_the_baseline_and_idling_lets_the_ring_go() {
         let mut s = Samples::default();
