@@ -379,11 +379,12 @@ pub const MAP_TOUCH_CPU: &str = "TOUCH_CPU";
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TouchCpu {
-    /// Touches lost because the ring was full (a running count).
+    /// Touches not put because the ring was full, or after one was not in
+    /// the same generation (a running count).
     pub lost: u64,
     /// The generation, plus one, in which this CPU last lost a touch: it
-    /// puts no more in that generation (the next snapshot refreshes every
-    /// record anyway).
+    /// tries no more puts in that generation, and counts each as lost (the
+    /// snapshot after the last of them refreshes every record).
     pub lost_gen: u64,
     /// The socket this CPU last touched for a read (`tcp_rcv_space_adjust`
     /// fires at every receive call), and in which generation plus one.

@@ -1758,6 +1758,123 @@ fn touched_connections_are_refreshed() {
     );
 }
 
+/// A touch lost in the generation a snapshot has just begun: that snapshot
+/// sees the loss and refreshes every record, and a read after its refresh,
+/// still in that generation on the same CPU, puts no touch (the CPU lost
+/// one in it already). Such a read must still make the next snapshot
+/// refresh everything, or its connection shows its old count until the
+/// full refresh a minute later. The gap between the generation and the
+/// ring's reading (microseconds) is made 1.5 s here
+/// (`TCPTOP_TEST_TOUCH_GAP_MS`): the server reads 300 connections in it
+/// (600 touches for a ring of 256), then the other 100 after that
+/// snapshot's refresh, on the same CPU.
+#[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
+fn reads_after_a_counted_loss_are_refreshed() {
+    common::require_root();
+    let _g = common::serial();
+    const N: usize = 400;
+    const FIRST: usize = 300;
+    let ns = NetNs::new("touchgap");
+    let addr = "127.0.0.1:40173";
+    let refuse = common::refusing("iter");
+    let mut top = Tcptop::start_with_env(
+        "3",
+        &["--port", "40173"],
+        &[
+            ("TCPTOP_TEST_REFUSE", refuse.as_str()),
+            ("TCPTOP_TEST_TOUCH_RING", "4096"),
+            ("TCPTOP_TEST_SAY", "touches"),
+            ("TCPTOP_TEST_TOUCH_GAP_MS", "1500"),
+        ],
+    );
+    // Every server end has 1,000 bytes waiting; reads in two parts, each
+    // on a line, all on one CPU.
+    let script = r#"
+import os, socket, sys
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+l = socket.socket(); l.bind(("127.0.0.1", 40173)); l.listen(1024)
+pairs = []
+for _ in range(int(sys.argv[1])):
+    c = socket.create_connection(("127.0.0.1", 40173))
+    s, _ = l.accept()
+    pairs.append((c, s))
+for c, _ in pairs:
+    c.sendall(b"x" * 1000)
+def read(s):
+    got = 0
+    while got < 1000:
+        got += len(s.recv(1000 - got))
+print('{"event":"holding"}', flush=True)
+sys.stdin.readline()
+for _, s in pairs[:int(sys.argv[2])]:
+    read(s)
+print('{"event":"first"}', flush=True)
+sys.stdin.readline()
+for _, s in pairs[int(sys.argv[2]):]:
+    read(s)
+print('{"event":"moved"}', flush=True)
+sys.stdin.readline()
+"#;
+    let (n, first) = (N.to_string(), FIRST.to_string());
+    let mut py = ns.spawn("python3", &["-c", script, &n, &first]);
+    py.expect("holding");
+    let wait = Duration::from_secs(20);
+    // A snapshot has begun (its generation written, the ring not read
+    // yet): the first reads now.
+    let written = top
+        .wait_stderr(wait, |l| l.contains(" written"))
+        .expect("no snapshot began");
+    let generation: u32 = written
+        .trim_start_matches("touches: generation ")
+        .trim_end_matches(" written")
+        .parse()
+        .unwrap();
+    py.poke();
+    py.expect("first");
+    let begun = top
+        .wait_stderr(wait, |l| {
+            l.contains(&format!("generation {generation} sockets"))
+        })
+        .expect("the snapshot did not go on");
+    assert!(
+        begun.contains("lost_some true") && begun.ends_with(": full"),
+        "the first reads' lost touches were not seen by the snapshot they began in: {begun}"
+    );
+    // Its refresh read every record: the other reads now, in the same
+    // generation (the next begins 3 s after this one did).
+    top.wait_stderr(wait, |l| l.starts_with("touches: full refresh"))
+        .expect("no full refresh");
+    py.poke();
+    py.expect("moved");
+    let next = format!("generation {} written", generation.wrapping_add(1));
+    assert!(
+        top.wait_stderr(Duration::ZERO, |l| l.contains(&next))
+            .is_none(),
+        "the second reads ended after the next snapshot began: nothing tested"
+    );
+    // Two more snapshots (3 s apart).
+    let shown = |records: &[Value]| {
+        let mut latest: std::collections::HashMap<&str, u64> = Default::default();
+        for r in records.iter().filter(|r| r["local"] == addr) {
+            latest.insert(r["remote"].as_str().unwrap(), u(r, "rx_bytes"));
+        }
+        latest.values().filter(|&&rx| rx == 1000).count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while std::time::Instant::now() < deadline && shown(&top.records) < N {
+        top.pump(Duration::from_millis(500));
+    }
+    let (records, stderr) = top.stop();
+    assert_eq!(
+        shown(&records),
+        N,
+        "server ends showing the 1,000 bytes they read\n{stderr}"
+    );
+    py.poke();
+    py.wait_ok();
+}
+
 /// The ring of touched sockets made one page (256 touches): 400 idle
 /// connections that each move 1,000 bytes at once put 800 touches into it
 /// between two snapshots, so most are lost; the snapshot after a lost

@@ -255,6 +255,8 @@ pub struct Tcptop {
     child: Child,
     lines: Receiver<String>,
     stderr: Receiver<String>,
+    /// Lines of stderr [`Tcptop::wait_stderr`] took (given back by `stop`).
+    stderr_seen: Vec<String>,
     pub records: Vec<Value>,
     /// The `tcptop: warning:` lines printed before `tcptop: attached`.
     pub warnings: Vec<String>,
@@ -290,11 +292,12 @@ pub fn refusing(kind: &str) -> String {
 
 /// tcptop's benchmark and test switches, read only by builds with debug
 /// assertions or the `bench-switches` feature (the tests are built alike).
-const SWITCHES: [&str; 5] = [
+const SWITCHES: [&str; 6] = [
     "TCPTOP_BENCH_NOOP",
     "TCPTOP_BENCH_SKIP",
     "TCPTOP_TEST_REFUSE",
     "TCPTOP_TEST_SAY",
+    "TCPTOP_TEST_TOUCH_GAP_MS",
     "TCPTOP_TEST_TOUCH_RING",
 ];
 
@@ -370,6 +373,7 @@ impl Tcptop {
             child,
             lines,
             stderr,
+            stderr_seen: Vec::new(),
             records: Vec::new(),
             warnings: Vec::new(),
         };
@@ -458,6 +462,35 @@ impl Tcptop {
         }
     }
 
+    /// The next line of stderr that `pred` accepts, within `wait` (None
+    /// after that); the records written meanwhile are kept.
+    pub fn wait_stderr(&mut self, wait: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + wait;
+        loop {
+            while let Ok(l) = self.lines.try_recv() {
+                self.records.push(serde_json::from_str(&l).unwrap());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            // (Past the deadline: the lines already written, no waiting.)
+            let line = if left.is_zero() {
+                self.stderr.try_recv().ok()
+            } else {
+                let step = left.min(Duration::from_millis(50));
+                self.stderr.recv_timeout(step).ok()
+            };
+            match line {
+                Some(line) => {
+                    self.stderr_seen.push(line.clone());
+                    if pred(&line) {
+                        return Some(line);
+                    }
+                }
+                None if left.is_zero() => return None,
+                None => {}
+            }
+        }
+    }
+
     /// Sends `sig`, waits for a clean exit; every record.
     pub fn stop_with(mut self, sig: i32) -> Vec<Value> {
         // SAFETY: signalling our own child.
@@ -474,7 +507,8 @@ impl Tcptop {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let st = self.child.wait().unwrap();
         self.drain();
-        let err: Vec<String> = self.stderr.try_iter().collect();
+        let mut err = std::mem::take(&mut self.stderr_seen);
+        err.extend(self.stderr.try_iter());
         assert!(st.success(), "tcptop exited with {st}: {err:?}");
         (std::mem::take(&mut self.records), err.join("\n"))
     }

@@ -69,6 +69,22 @@ pub struct Touched {
     /// snapshot saying what it refreshes and why, so that a test that
     /// fails can tell a lost touch from a missed refresh.
     say: bool,
+    /// Test instrument ([`gap_for_test`]): a pause between advancing the
+    /// generation and taking the ring.
+    gap: Option<Duration>,
+}
+
+/// Test builds (`super::SWITCHES`): `TCPTOP_TEST_TOUCH_GAP_MS=N` makes each
+/// snapshot wait N ms between advancing the generation and taking the
+/// ring, saying so on stderr first (`touches: generation G written`), so
+/// that a test can make touches in a generation whose snapshot has begun:
+/// a race of a few microseconds otherwise.
+fn gap_for_test() -> Option<Duration> {
+    super::SWITCHES
+        .then(|| std::env::var("TCPTOP_TEST_TOUCH_GAP_MS").ok())
+        .flatten()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis)
 }
 
 /// What a snapshot refreshes.
@@ -118,6 +134,7 @@ impl Touched {
                 full_next: false,
                 records: 0,
                 say: super::says_for_test("touches"),
+                gap: gap_for_test(),
             },
             warnings,
         ))
@@ -132,6 +149,10 @@ impl Touched {
         // socket again), then the ring: everything touched before is in it.
         self.generation = self.generation.wrapping_add(1).max(1);
         let advanced = self.settings.set(SETTING_TOUCH_GEN, &self.generation, 0);
+        if let Some(gap) = self.gap {
+            eprintln!("touches: generation {} written", self.generation);
+            std::thread::sleep(gap);
+        }
         let mut sockets = Vec::new();
         while let Some(item) = self.ring.next() {
             if let Some(b) = item.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
