@@ -1672,10 +1672,15 @@ fn refused_programs_fall_back() {
 /// (the iterators treated as refused, besides what the suite refuses),
 /// showing `port`, with `env` too.
 fn on_touched_path(port: &str, env: &[(&str, &str)]) -> Tcptop {
+    on_touched_path_every(common::INTERVAL, port, env)
+}
+
+/// [`on_touched_path`] with a snapshot every `interval` seconds.
+fn on_touched_path_every(interval: &str, port: &str, env: &[(&str, &str)]) -> Tcptop {
     let refuse = common::refusing("iter");
     let mut all = vec![("TCPTOP_TEST_REFUSE", refuse.as_str())];
     all.extend_from_slice(env);
-    Tcptop::start_with_env(common::INTERVAL, &["--port", port], &all)
+    Tcptop::start_with_env(interval, &["--port", port], &all)
 }
 
 /// Where the kernel refuses the map iterator (forced here: the iterators
@@ -1777,12 +1782,10 @@ fn reads_after_a_counted_loss_are_refreshed() {
     const FIRST: usize = 300;
     let ns = NetNs::new("touchgap");
     let addr = "127.0.0.1:40173";
-    let refuse = common::refusing("iter");
-    let mut top = Tcptop::start_with_env(
+    let mut top = on_touched_path_every(
         "3",
-        &["--port", "40173"],
+        "40173",
         &[
-            ("TCPTOP_TEST_REFUSE", refuse.as_str()),
             ("TCPTOP_TEST_TOUCH_RING", "4096"),
             ("TCPTOP_TEST_SAY", "touches"),
             ("TCPTOP_TEST_TOUCH_GAP_MS", "1500"),
