@@ -24,7 +24,9 @@ interval:
          part) is read the same way in both arms: the start-up's threads
          have ended by then.
 
-Each arm (and --run's command) starts once the machine is idle (97% over
+Each arm is labelled a first start (the first to take memory after the
+connections were made: on a VM that hands free pages back to its host, it
+pays for them) or a later start. Each arm (and --run's command) starts once the machine is idle (97% over
 half a second, 30 s at most). Before it holds its connections, and again
 after it let them go, the script waits until the kernel's counts of TCP
 sockets, TIME_WAIT sockets and network namespaces stop falling (3 min at
@@ -341,13 +343,20 @@ def main():
             settle()
             subprocess.run(a.run.replace("{tcptop}", tcptop), shell=True, timeout=600)
             return
+        # The first arm to take memory after the connections were made pays
+        # for pages the hypervisor took back (free page reporting here):
+        # 0.35-0.5 s more than a later tcptop (2026-12-06). Say which it was.
+        first = True
         for arm in a.arms.split(","):
             settle()
             if arm == "pages":
                 fresh_pages_price()
+                first = False
                 continue
             r = {"batch": run_batch, "tui": run_tui}[arm](tcptop)
-            print(f"{arm}: wall {r['wall_s']:.1f} s, CPU {r['cpu_s']:.2f} s = "
+            start = "first start" if first else "later start"
+            first = False
+            print(f"{arm} ({start}): wall {r['wall_s']:.1f} s, CPU {r['cpu_s']:.2f} s = "
                   f"{r['cpu_pct']:.1f}% of a core (start-up included), "
                   f"steady {r['steady_pct']:.1f}%; peak RSS {r['peak_rss_mib']:.1f} MiB; "
                   f"dropped {r['dropped_conns']} connections, {r['dropped_events']} events; "
