@@ -27,8 +27,8 @@ interval:
 Each arm is labelled a first start (the first to take memory after the
 connections were made: on a VM that hands free pages back to its host, it
 pays for them) or a later start. Each arm (and --run's command) starts
-once the machine is idle (97% over half a second, 30 s at most). Before it holds its connections, and again
-after it let them go, the script waits until the kernel's counts of TCP
+once the machine is idle (97% over half a second, 30 s at most).
+Before it holds its connections, and again after it let them go, the script waits until the kernel's counts of TCP
 sockets, TIME_WAIT sockets and network namespaces stop falling (3 min at
 most): the kernel tears a run down in its own threads after it ends (3-4
 s here), and a run measured meanwhile walks the leftovers too. For each arm: wall time, CPU
