@@ -25,16 +25,18 @@ interval:
          have ended by then.
 
 Each arm is labelled a first start (the first to take memory after the
-connections were made: on a VM that hands free pages back to its host, it
-pays for them) or a later start. Each arm (and --run's command) starts
-once the machine is idle (97% over half a second, 30 s at most).
-Before it holds its connections, and again after it let them go, the script waits until the kernel's counts of TCP
-sockets, TIME_WAIT sockets and network namespaces stop falling (3 min at
-most): the kernel tears a run down in its own threads after it ends (3-4
-s here), and a run measured meanwhile walks the leftovers too. For each arm: wall time, CPU
+connections were made: on a VM that hands free pages back to its host,
+it pays for them) or a later start. Each arm (and --run's command)
+starts once the machine is idle (97% over half a second, 30 s at most).
+Before it holds its connections, and again after it let them go, the
+script waits until the kernel's counts of TCP sockets, TIME_WAIT sockets
+and network namespaces stop falling (3 min at most): the kernel tears a
+run down in its own threads after it ends (3-4 s here), and a run
+measured meanwhile walks the leftovers too. For each arm: wall time, CPU
 as a share of one core over the whole life (start-up included) and over
-the steady part (from 5 s to the end: the snapshots only), peak RSS. Targets (#26): nothing dropped, RSS < 100 MB,
-< 5% of a core. Needs root; run under the host's tcptop lock:
+the steady part (from 5 s to the end: the snapshots only), peak RSS.
+Targets (#26): nothing dropped, RSS < 100 MB, < 5% of a core. Needs
+root; run under the host's tcptop lock:
 
   flock /tmp/tcptop-root.lock scripts/bench-scale.py [--conns 100000]
       [--netns 5] [--per-peer 7000] [--arms batch,tui] [--bin DIR] [--run CMD]
