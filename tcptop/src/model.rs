@@ -255,6 +255,14 @@ pub struct Snapshot {
     /// eBPF source through `platform::changes`, the unprivileged mode)
     /// saves a copy and the table a lookup per idle connection.
     pub partial: bool,
+    /// Connections the source reports once and keeps nothing of (Linux:
+    /// idle connections open before start, named by the start-up walk,
+    /// that the kernel has no record of yet): each stays live as it is,
+    /// complete snapshots or not, until a later snapshot reports it in
+    /// `live` (then it is an ordinary connection) or in `closed`. A
+    /// sample here with id 0 is the same instance as the first one
+    /// reported for its key.
+    pub standing: Vec<ConnSample>,
 }
 
 /// A live TCP sample from 127.0.0.1:`port` to 127.0.0.1:80 (id `port`)

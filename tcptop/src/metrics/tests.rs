@@ -90,6 +90,7 @@ impl Rig {
                     evicted: 1,
                 },
                 partial: false,
+                standing: Vec::new(),
             },
             self.now,
             1.0,

@@ -95,6 +95,9 @@ pub struct Row {
     /// The table's pass after which this live row stopped changing (0: it
     /// still changes, every pass visits it): see [`ConnTable::apply`].
     settled_at: u32,
+    /// Last reported as standing ([`Snapshot::standing`]): a complete
+    /// snapshot that leaves it out has not seen it end.
+    standing: bool,
 }
 
 impl Row {
@@ -132,6 +135,7 @@ impl Row {
             search: OnceCell::new(),
             history: Series::default(),
             settled_at: 0,
+            standing: false,
         }
     }
 
@@ -530,7 +534,7 @@ impl ConnTable {
             row.closed = Some(stamp);
             self.closed.push(row);
         }
-        let new = snap.live.len().saturating_sub(self.live.len());
+        let new = (snap.live.len() + snap.standing.len()).saturating_sub(self.live.len());
         self.live.reserve(new);
         {
             let (live, hasher) = (&self.live, &self.hasher);
@@ -549,9 +553,20 @@ impl ConnTable {
         // 35 MB of samples beside 74 MB of new rows, the peak of tcptop's
         // memory. Rows are met (and made) in reverse report order every
         // time, so the guess above walks them forward all the same.
+        //
+        // Standing samples first: a sample of the same connection in
+        // `live` is newer (the source read it after the start-up walk).
         let mut samples = snap.live;
+        let mut standing = snap.standing;
         let mut next = 0;
-        while let Some(s) = pop_releasing(&mut samples) {
+        loop {
+            let (s, is_standing) = match pop_releasing(&mut standing) {
+                Some(s) => (s, true),
+                None => match pop_releasing(&mut samples) {
+                    Some(s) => (s, false),
+                    None => break,
+                },
+            };
             let at = match self.live.get(next) {
                 Some(r) if r.key == s.key => Some(next),
                 _ => find(&self.index, &self.live, self.hasher.hash_one(s.key), &s.key),
@@ -572,6 +587,7 @@ impl ConnTable {
                         moved = true;
                     }
                     r.seen = generation;
+                    r.standing = is_standing;
                 }
                 None => {
                     let i = self.live.len();
@@ -581,6 +597,7 @@ impl ConnTable {
                         .insert_unique(hash, i as u32, |&j| hasher.hash_one(live[j as usize].key));
                     let mut r = Row::new(s, stamp);
                     r.seen = generation;
+                    r.standing = is_standing;
                     self.live.push(r);
                     self.visit.push(true);
                     moved = true;
@@ -588,11 +605,12 @@ impl ConnTable {
             }
         }
         // Rows this snapshot did not report are gone (in a partial one:
-        // unchanged, still open). From the end: the row that takes a
-        // leaving row's place was already looked at.
+        // unchanged, still open; standing rows: until reported closed).
+        // From the end: the row that takes a leaving row's place was
+        // already looked at.
         if !snap.partial {
             for i in (0..self.live.len()).rev() {
-                if self.live[i].seen != generation {
+                if self.live[i].seen != generation && !self.live[i].standing {
                     let hash = self.hasher.hash_one(self.live[i].key);
                     self.remove_live(i, hash);
                     moved = true;
@@ -874,6 +892,7 @@ mod tests {
             closed,
             drops: Drops::default(),
             partial: false,
+            standing: Vec::new(),
         }
     }
 
@@ -972,6 +991,76 @@ mod tests {
         assert_eq!(c, [(1000, 1200)]);
         // A complete snapshot without a row: that row is gone.
         t.apply(s(&[], &[], false), secs(5), 1.0);
+        assert_eq!(t.live().count(), 0);
+    }
+
+    /// A standing row (reported once, no record behind it) outlives
+    /// complete snapshots that leave it out; a later live sample of the
+    /// same key makes it an ordinary row (the same row: a standing sample
+    /// has id 0), and a CLOSED sample ends it.
+    #[test]
+    fn standing_rows_outlive_complete_snapshots() {
+        let mut t = ConnTable::new();
+        let t0 = Instant::now();
+        let secs = |n| t0 + Duration::from_secs(n);
+        let by_port = |t: &ConnTable, p: u16| t.live().find(|r| r.key.local.port() == p).cloned();
+        let ports = |t: &ConnTable| {
+            let mut p: Vec<u16> = t.live().map(|r| r.key.local.port()).collect();
+            p.sort_unstable();
+            p
+        };
+        let first = Snapshot {
+            standing: vec![sample(1000, 0, 100, 10), sample(1001, 0, 0, 0)],
+            ..snap(vec![sample(2000, 9, 5, 5)], vec![])
+        };
+        t.apply(first, t0, 1.0);
+        assert_eq!(ports(&t), [1000, 1001, 2000]);
+        // Complete snapshots that leave the standing rows out: they stay,
+        // as they were; the ordinary row left out is gone.
+        t.apply(snap(vec![sample(2000, 9, 5, 5)], vec![]), secs(1), 1.0);
+        t.apply(snap(vec![], vec![]), secs(2), 1.0);
+        assert_eq!(ports(&t), [1000, 1001]);
+        assert_eq!(by_port(&t, 1000).map(|r| r.counters.tx_bytes), Some(100));
+        // Its record's first sample: the same row, counting on, ordinary
+        // from now on (a complete snapshot without it ends it).
+        t.apply(snap(vec![sample(1000, 7, 300, 10)], vec![]), secs(3), 1.0);
+        let r = by_port(&t, 1000).expect("the standing row, updated");
+        assert_eq!((r.id, r.counters.tx_bytes, r.tx_bps), (7, 300, 200.0));
+        assert_eq!(r.first_seen(), t0);
+        t.apply(snap(vec![], vec![]), secs(4), 1.0);
+        assert_eq!(ports(&t), [1001]);
+        // A CLOSED sample ends a standing row.
+        let mut fin = sample(1001, 8, 40, 0);
+        fin.state = ConnState::Closed;
+        t.apply(snap(vec![], vec![fin]), secs(5), 1.0);
+        assert_eq!(t.live().count(), 0);
+        let closed: Vec<_> = t
+            .closed_latest()
+            .map(|r| (r.key.local.port(), r.counters.tx_bytes))
+            .collect();
+        assert_eq!(closed, [(1001, 40)]);
+    }
+
+    /// A standing sample and a live one of the same connection in one
+    /// snapshot (its first call came between the start-up walk and the
+    /// read): one row, as the live sample says, and not standing.
+    #[test]
+    fn a_live_sample_wins_over_a_standing_one() {
+        let mut t = ConnTable::new();
+        let t0 = Instant::now();
+        let mut live = sample(1000, 7, 500, 20);
+        live.state = ConnState::FinWait1;
+        let first = Snapshot {
+            standing: vec![sample(1000, 0, 100, 10)],
+            ..snap(vec![live], vec![])
+        };
+        t.apply(first, t0, 1.0);
+        let rows: Vec<_> = t
+            .live()
+            .map(|r| (r.id, r.state, r.counters.tx_bytes))
+            .collect();
+        assert_eq!(rows, [(7, ConnState::FinWait1, 500)]);
+        t.apply(snap(vec![], vec![]), t0 + Duration::from_secs(1), 1.0);
         assert_eq!(t.live().count(), 0);
     }
 
@@ -1526,23 +1615,28 @@ mod tests {
                 seed ^= seed << 17;
                 seed % n
             };
-            // Connection i: its counters, RTT, open or not.
+            // Connection i: its counters, RTT, open or not, standing
+            // (reported once, id 0, until it changes: a third of those
+            // open at the first snapshot).
             let n = 7_000usize;
-            let mut conns: Vec<(u64, u64, u32, bool)> = vec![(0, 0, 50, false); n];
+            let mut conns: Vec<(u64, u64, u32, bool, bool)> = vec![(0, 0, 50, false, false); n];
             let mut open = 4_000usize;
-            for c in conns.iter_mut().take(open) {
+            for (i, c) in conns.iter_mut().take(open).enumerate() {
                 c.3 = true;
+                c.4 = i % 3 == 0;
             }
             let t0 = Instant::now();
             let mut skipped_some = false;
+            let mut was_complete = false;
             for step in 0..120u64 {
                 // Rows come and go: the share moves across 5,000 rows.
                 let target = if (step / 30) % 2 == 0 { 6_500 } else { 4_000 };
                 let complete = rand(4) == 0;
                 let mut live = Vec::new();
                 let mut closed = Vec::new();
+                let mut standing = Vec::new();
                 for (i, c) in conns.iter_mut().enumerate() {
-                    let key_sample = |c: &(u64, u64, u32, bool)| {
+                    let key_sample = |c: &(u64, u64, u32, bool, bool)| {
                         let mut s = sample(i as u16 + 1, 1 + i as u64, c.0, c.1);
                         s.key.local =
                             std::net::SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 1000));
@@ -1561,10 +1655,12 @@ mod tests {
                         c.3 = false;
                         open -= 1;
                         // Closed with a sample, or just gone (only a
-                        // complete snapshot says so).
-                        if rand(2) == 0 || !complete {
+                        // complete snapshot says so; a standing one
+                        // only ends with its sample).
+                        if rand(2) == 0 || !complete || c.4 {
                             closed.push(key_sample(c));
                         }
+                        c.4 = false;
                         continue;
                     }
                     // Most idle, a few busy now and then, RTT moving.
@@ -1578,7 +1674,12 @@ mod tests {
                         c.2 = 40 + rand(30) as u32;
                         changed = true;
                     }
-                    if changed || complete {
+                    if step == 0 && c.4 {
+                        let mut s = key_sample(c);
+                        s.id = 0;
+                        standing.push(s);
+                    } else if changed || (complete && !c.4) {
+                        c.4 = false;
                         live.push(key_sample(c));
                     }
                 }
@@ -1587,6 +1688,7 @@ mod tests {
                     closed,
                     drops: Drops::default(),
                     partial: !complete,
+                    standing,
                 };
                 let now = t0 + Duration::from_millis(1000 * step + rand(40));
                 fast.apply(s.clone(), now, 1.0);
@@ -1597,6 +1699,12 @@ mod tests {
                     (fast.live.len(), every.live.len())
                 );
                 skipped_some |= fast.visit.iter().any(|v| !v);
+                // Every open connection is a live row, standing or not,
+                // once a complete snapshot reported the idle ones.
+                was_complete |= complete;
+                if was_complete {
+                    assert_eq!(fast.live().count(), open, "step {step}");
+                }
                 assert_eq!(fast.version(), every.version(), "step {step}");
                 assert_eq!(fast.totals(), every.totals(), "step {step}");
                 assert_eq!(fast.len(), every.len(), "step {step}");

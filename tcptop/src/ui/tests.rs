@@ -545,6 +545,7 @@ fn closed_rows_dimmed_then_gone() {
             closed: vec![closed],
             drops: Drops::default(),
             partial: false,
+            standing: Vec::new(),
         },
         h.t0 + Duration::from_secs(2),
     );

@@ -876,6 +876,7 @@ impl DataSource for EbpfSource {
             closed,
             drops: self.read_drops(),
             partial: !complete,
+            standing: Vec::new(),
         })
     }
 }

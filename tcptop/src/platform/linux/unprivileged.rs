@@ -375,6 +375,7 @@ impl DataSource for DiagSource {
             closed,
             drops: Drops::default(),
             partial,
+            standing: Vec::new(),
         })
     }
 }

@@ -190,6 +190,7 @@ impl Tracker {
             closed,
             drops: Default::default(),
             partial: false,
+            standing: Vec::new(),
         }
     }
 }
