@@ -316,7 +316,19 @@ pub fn existing<M: Mem>(
     // SAFETY: this CPU's slot; a program that interrupts this one on the
     // same CPU (softirq) and builds a record too may clobber it, which
     // costs that one record's baseline, no memory safety.
-    let st = unsafe { &mut *p };
+    existing_into::<M>(unsafe { &mut *p }, tp, state, moved, close_fin);
+    Some(p)
+}
+
+/// [`existing`], built in `st` (a per-CPU slot: see there).
+#[inline(always)]
+pub fn existing_into<M: Mem>(
+    st: &mut ConnStats,
+    tp: *const u8,
+    state: u8,
+    moved: (u64, u64),
+    close_fin: bool,
+) {
     *st = ConnStats::default();
     read_tuple::<M>(tp, &mut st.tuple);
     if let Some((tx, rx)) = read_app::<M>(tp, false, close_fin) {
@@ -338,7 +350,6 @@ pub fn existing<M: Mem>(
     st.state = state;
     // SAFETY: helper without preconditions.
     st.first_ns = unsafe { bpf_ktime_get_ns() };
-    Some(p)
 }
 
 /// Starts tracking the TCP socket `tp` (see [`tcp_sock`]), open before we
@@ -350,8 +361,20 @@ pub fn start_existing<M: Mem>(
     state: u8,
     moved: (u64, u64),
 ) -> Option<*mut ConnStats> {
+    start_existing_fin::<M>(tp, state, moved, true)
+}
+
+/// [`start_existing`], `close_fin` saying whether a connection in CLOSE
+/// sent a FIN (see [`read_app`]).
+#[inline(always)]
+pub fn start_existing_fin<M: Mem>(
+    tp: *const u8,
+    state: u8,
+    moved: (u64, u64),
+    close_fin: bool,
+) -> Option<*mut ConnStats> {
     let key = tp as u64;
-    let st = existing::<M>(tp, state, moved, true)?;
+    let st = existing::<M>(tp, state, moved, close_fin)?;
     // SAFETY: `st` points at this CPU's scratch slot.
     if CONNS
         .insert(&key, unsafe { &*st }, BPF_NOEXIST as u64)

@@ -82,7 +82,7 @@ static CONFIG: Config = Config {
     ready: 0,
     udp: 0,
     bench_skip: 0,
-    _pad: 0,
+    lazy: 0,
 };
 
 /// One field of `CONFIG` (volatile, as `off!`).
@@ -118,6 +118,13 @@ pub fn fill_established() -> bool {
     SETTINGS
         .get(0)
         .is_some_and(|v| *v & SETTING_FILL_ESTABLISHED != 0)
+}
+
+/// Whether a connection open before start may have no record (the lazy
+/// walk: `Config::lazy`).
+#[inline(always)]
+pub fn lazy() -> bool {
+    config!(lazy) != 0
 }
 
 /// The touch generation, when touched sockets are put into the

@@ -311,7 +311,12 @@ fn check_adoption_said(top: &Tcptop, env: &[(&str, &str)]) {
     assert!(said.contains(&format!("adopted: {by_owners};")), "{said}");
     if by_owners {
         let typed = !refusing("owners-typed") && common::kernel_version() >= (5, 11);
-        let program = if typed {
+        // The lazy walk where the connection table is allocated as records
+        // come (the BPF memory allocator: Linux 6.1).
+        let lazy = typed && !refusing("owners-lazy") && common::kernel_version() >= (6, 1);
+        let program = if lazy {
+            "tcptop_owners_lazy"
+        } else if typed {
             "tcptop_owners_typed"
         } else {
             "tcptop_owners_adopt"
@@ -360,6 +365,15 @@ fn existing_connection_adopted_by_the_owners_walk() {
         false,
         &[("TCPTOP_TEST_SAY", "adoption")],
     );
+}
+
+/// The same with the eager typed walk (Linux 5.11-6.0's, which inserts
+/// a record for every connection; forced here on newer kernels, whose
+/// walk leaves idle ones without one).
+#[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
+fn existing_connection_adopted_by_the_owners_walk_eagerly() {
+    existing_connection_refusing("existing-eager", 40127, "owners-lazy");
 }
 
 /// The same with the adopting walk of probe reads only (Linux 5.10's,

@@ -24,7 +24,8 @@
 
 use aya_ebpf::bindings::seq_file;
 use aya_ebpf::helpers::{bpf_seq_write, bpf_sock_from_file};
-use tcptop_common::{Owned, TCP_CLOSE};
+use aya_ebpf::{macros::map, maps::PerCpuArray};
+use tcptop_common::{ConnStats, Owned, Standing, TCP_CLOSE};
 
 use super::adopt::connection;
 use crate::kernel::{self, Direct, Mem, Probe, Windowed, off};
@@ -131,6 +132,96 @@ pub extern "C" fn tcptop_owners_typed(ctx: *const IterTaskFile) -> i32 {
     0
 }
 
+/// This CPU's record of the lazy walk, built in place (208 bytes: too
+/// much beside the walk's own on the 512-byte stack).
+#[map(name = "STANDING")]
+static STANDING: PerCpuArray<Standing> = PerCpuArray::with_max_entries(1, 0);
+
+/// The typed walk that leaves records out (Linux 6.1+, where the
+/// connection table is allocated as records come): for a TCP connection
+/// a process holds and no record has, it writes the record the other
+/// walks insert (named after this holder) after the [`Owned`] part of a
+/// [`Standing`]; user space shows it as it is until the connection does
+/// something, and the hooks make its record then (a call, its way out of
+/// ESTABLISHED). A socket held by several processes is written for each;
+/// user space keeps the first (the walk goes in process id order).
+#[unsafe(link_section = "iter/task_file")]
+#[unsafe(no_mangle)]
+pub extern "C" fn tcptop_owners_lazy(ctx: *const IterTaskFile) -> i32 {
+    let Some((task, file)) = task_file(ctx) else {
+        return 0;
+    };
+    // SAFETY: as in `tcptop_owners_typed`.
+    let socket = unsafe { bpf_sock_from_file(file as *mut _) } as u64;
+    if socket == 0 {
+        return 0;
+    }
+    let inode = match Direct::read::<u64>(file as *const u8, off!(file_inode)) {
+        Ok(i) if i != 0 => Direct::read::<u64>(i as *const u8, off!(inode_ino)).unwrap_or(0),
+        _ => 0,
+    };
+    let tgid = Direct::read::<u32>(task as *const u8, off!(task_tgid)).unwrap_or(0);
+    if inode == 0 || tgid == 0 {
+        return 0;
+    }
+    let Some(rec) = STANDING.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot; iterator programs do not nest.
+    let rec = unsafe { &mut *rec };
+    let comm = match Direct::read::<u64>(task as *const u8, off!(task_group_leader)) {
+        Ok(leader) if leader != 0 => kernel::read16::<Direct>(leader as *const u8, off!(task_comm)),
+        _ => [0; 16],
+    };
+    let sk = Direct::read::<u64>(socket as *const u8, off!(socket_sk)).unwrap_or(0);
+    rec.stats.origin = 0;
+    let netns = standing_held::<Windowed>(sk, tgid, &comm, &mut rec.stats);
+    rec.owned = Owned {
+        inode,
+        sk: kernel::launder(sk),
+        tgid,
+        netns,
+        comm,
+    };
+    let seq = seq_of(ctx);
+    // SAFETY: `rec` is this CPU's map value, its size given.
+    unsafe {
+        bpf_seq_write(
+            seq as *mut seq_file,
+            (rec as *mut Standing).cast(),
+            core::mem::size_of::<Standing>() as u32,
+        );
+    }
+    0
+}
+
+/// [`adopt_held`] for the lazy walk: a connection without a record is
+/// written into `stats` (its `origin` set) instead of inserted; one with
+/// a record is named as there.
+#[inline(always)]
+fn standing_held<M: Mem>(sk: u64, tgid: u32, comm: &[u8; 16], stats: &mut ConnStats) -> u32 {
+    if sk == 0 || sock::kind::<M>(sk as *const u8) != sock::Kind::Tcp {
+        return 0;
+    }
+    let state = M::read::<u8>(sk as *const u8, off!(skc_state)).unwrap_or(0);
+    if state == 0 || state == TCP_CLOSE {
+        return 0;
+    }
+    if connection(state) {
+        match conn::lookup(sk) {
+            Some(p) => conn::name_if_unowned(p, tgid, comm),
+            None => {
+                M::prepare(sk);
+                conn::existing_into::<M>(stats, sk as *const u8, state, (0, 0), true);
+                stats.pid = tgid;
+                stats.comm = *comm;
+                return stats.tuple.netns;
+            }
+        }
+    }
+    sock::netns::<M>(sk as *const u8)
+}
+
 /// The context's task and file (typed pointers), None at the end of the
 /// walk or before user space is ready.
 #[inline(always)]
@@ -145,15 +236,20 @@ fn task_file(ctx: *const IterTaskFile) -> Option<(u64, u64)> {
     (task != 0 && file != 0 && kernel::ready()).then_some((task, file))
 }
 
+/// The walk's `seq_file` (a typed pointer: the helper takes only that).
+#[inline(always)]
+fn seq_of(ctx: *const IterTaskFile) -> u64 {
+    // SAFETY: the kernel passes its context; the verifier checks both loads.
+    unsafe {
+        let meta = core::ptr::read_volatile(&raw const (*ctx).meta) as *const u64;
+        core::ptr::read_volatile(meta)
+    }
+}
+
 /// Writes `out` to the walk's output.
 #[inline(always)]
 fn write(ctx: *const IterTaskFile, out: &mut Owned) {
-    // The seq_file stays a typed pointer (the helper takes only that).
-    // SAFETY: the kernel passes its context; the verifier checks both loads.
-    let seq = unsafe {
-        let meta = core::ptr::read_volatile(&raw const (*ctx).meta) as *const u64;
-        core::ptr::read_volatile(meta)
-    };
+    let seq = seq_of(ctx);
     // A full buffer: the kernel runs this program again for this file in
     // the next read.
     // SAFETY: `out` is on our stack, its size given.

@@ -66,6 +66,9 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn on_state<M: Mem>(sk: u64, oldstate: u8, newstate: u8) {
+    if oldstate == TCP_ESTABLISHED {
+        leaving_established::<M>(sk, newstate);
+    }
     if newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV {
         if !kernel::ready() || sk == 0 {
             return;
@@ -137,6 +140,27 @@ fn on_state<M: Mem>(sk: u64, oldstate: u8, newstate: u8) {
             }
             (*st).state = TCP_ESTABLISHED;
         }
+        touch::touch_record(st, sk);
+    }
+}
+
+/// After the lazy walk (`kernel::lazy`), a connection open before start
+/// may have no record: it gets one as it leaves ESTABLISHED (its state
+/// shows from here on; user space rebases its counters on the walk's
+/// baseline), touched for the diagnostics' refresh. A lookup per
+/// connection end, on those hosts only.
+#[inline(always)]
+fn leaving_established<M: Mem>(sk: u64, newstate: u8) {
+    if sk == 0 || !kernel::ready() || !kernel::lazy() || conn::lookup(sk).is_some() {
+        return;
+    }
+    let tp = sock::tcp_sock::<M>(sk);
+    if tp == 0 {
+        return;
+    }
+    // The socket still says ESTABLISHED: its send sequence holds no FIN
+    // yet, whatever comes next (a reset sends none).
+    if let Some(st) = conn::start_existing_fin::<M>(tp as *const u8, newstate, (0, 0), false) {
         touch::touch_record(st, sk);
     }
 }

@@ -24,6 +24,7 @@ mod owners;
 mod privdrop;
 pub mod procfs;
 mod release;
+mod standing;
 mod touched;
 mod udp;
 pub mod unprivileged;
@@ -107,6 +108,12 @@ pub struct EbpfSource {
     skip_user: bool,
     /// Snapshots collected so far.
     collected: u64,
+    /// The lazy walk's idle connections, for the first snapshot
+    /// (`Snapshot::standing`).
+    standing: Vec<ConnSample>,
+    /// Their baselines, by socket: the records hooks make later for them
+    /// are rebased on these (standing.rs).
+    bases: standing::Bases,
     /// Keeps programs loaded and links attached.
     _ebpf: Ebpf,
 }
@@ -120,30 +127,47 @@ impl EbpfSource {
         let offsets = kernel_offsets(&btf)?;
         let noop = bench_noop();
         let skip = BenchSkip::from_env()?;
+        // Records only for connections that do something (the lazy walk),
+        // where the connection table is allocated as records come (the BPF
+        // memory allocator: Linux 6.1+) rather than zeroed whole at load.
+        let lazy = btf.has_struct("bpf_mem_alloc");
         let config = Config {
             ready: u32::from(!noop),
             udp: u32::from(opts.udp),
             bench_skip: skip.kernel,
-            _pad: 0,
+            lazy: u32::from(lazy),
         };
         caps::raise_memlock();
 
         let embedded = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptop"));
-        // The UDP flows table allocated as flows come, where the kernel's
-        // hash maps can (objflags.rs); an object not as built loads as is.
-        let patched = btf
-            .has_struct("bpf_mem_alloc")
+        // The UDP flows and connection tables allocated as entries come,
+        // where the kernel's hash maps can (objflags.rs); an object not as
+        // built loads as is (and the owners' walk inserts every record).
+        let patched = lazy
             .then(|| {
-                objflags::with_map_flags(
+                objflags::with_maps_flags(
                     embedded,
-                    MAP_UDP_FLOWS,
-                    std::mem::size_of::<tcptop_common::ConnTuple>(),
-                    std::mem::size_of::<tcptop_common::UdpFlow>(),
-                    objflags::NO_PREALLOC,
+                    &[
+                        (
+                            MAP_UDP_FLOWS,
+                            std::mem::size_of::<tcptop_common::ConnTuple>(),
+                            std::mem::size_of::<tcptop_common::UdpFlow>(),
+                            objflags::NO_PREALLOC,
+                        ),
+                        (
+                            MAP_CONNS,
+                            std::mem::size_of::<u64>(),
+                            std::mem::size_of::<ConnStats>(),
+                            objflags::NO_PREALLOC,
+                        ),
+                    ],
                 )
                 .ok()
             })
             .flatten();
+        // An object not as built: the eager walk (the kernel's `lazy` only
+        // adds a record where a socket has none).
+        let lazy = patched.is_some();
         let bytes = patched.as_ref().map_or(embedded, objflags::Patched::bytes);
         let mut ebpf = EbpfLoader::new()
             .override_global(GLOBAL_OFFSETS, &offsets, true)
@@ -218,7 +242,7 @@ impl EbpfSource {
         // Owners of the sockets open before start: one walk of every
         // process's files in the kernel, or /proc's descriptor links where
         // the kernel refuses that iterator (the same answer, slower).
-        let kernel_owners = match owners::walk_owners(&mut ebpf, &mut tracing) {
+        let kernel_owners = match owners::walk_owners(&mut ebpf, &mut tracing, lazy) {
             Ok(o) => Some(o),
             Err(e) => {
                 warnings.push(format!(
@@ -239,12 +263,17 @@ impl EbpfSource {
         // An adopting walk's owners, made into `scan.owners` only where a
         // fallback below names connections by inode.
         let mut owned = Vec::new();
+        // The lazy walk's idle connections, and their baselines.
+        let mut standing = Vec::new();
+        let mut bases = standing::Bases::default();
         if let Some(o) = kernel_owners {
             scan.owners = o.owners;
             sockets = o.sockets;
             held = o.held;
             owners_program = o.program;
             owned = o.owned;
+            standing = o.standing;
+            bases = o.bases;
         }
         let namespaces = procfs::namespace_files(&scan.namespaces);
         // Whether the TCP iterator adopted them, and in every namespace.
@@ -303,8 +332,21 @@ impl EbpfSource {
                  so nothing is counted (a benchmark of the hooks' own cost)"
             ));
         }
+        // Where the TCP iterator was refused, the first dump adopts every
+        // connection without a record (below): the lazy walk's among them.
+        if !adopted {
+            standing = Vec::new();
+            bases.clear();
+        }
         let mut map_reader = mapread::MapReader::new(&ebpf).map_err(SourceError::Failed)?;
-        map_reader.expect(scan.owners.len().max(owned.len()));
+        // The first read's records: one per connection held, less those
+        // the lazy walk left without one.
+        map_reader.expect(
+            scan.owners
+                .len()
+                .max(owned.len())
+                .saturating_sub(bases.len()),
+        );
         let mut owners_by_inode = |scan: &mut procfs::Scan| {
             if !owned.is_empty() {
                 scan.owners = owners::owners_of(std::mem::take(&mut owned));
@@ -401,6 +443,8 @@ impl EbpfSource {
             seeds,
             seed_owners,
             sk_owners,
+            standing,
+            bases,
             reported: Default::default(),
             records: diagview::Records::new(),
             touched,
@@ -453,11 +497,12 @@ impl EbpfSource {
                 // As many as the last read found: a margin could take the
                 // hash table to its next size for good.
                 self.reported.expect(self.map_reader.last());
-                let (owners, reported) = (&mut self.sk_owners, &mut self.reported);
+                let (owners, reported, bases) =
+                    (&mut self.sk_owners, &mut self.reported, &self.bases);
                 self.map_reader
                     .read_each(|keys, values| {
                         for (&sk, st) in keys.iter().zip(values) {
-                            take_record(sk, st, owners, reported, live);
+                            take_record(sk, st, bases, owners, reported, live);
                         }
                     })
                     .map_err(map_failed)?;
@@ -539,7 +584,7 @@ impl EbpfSource {
         } else {
             self.reported.expect(sockets.len());
         }
-        let (owners, reported) = (&mut self.sk_owners, &mut self.reported);
+        let (owners, reported, bases) = (&mut self.sk_owners, &mut self.reported, &self.bases);
         // Touched records still connecting (no source port yet).
         let mut connecting = Vec::new();
         let mut failed = None;
@@ -574,7 +619,7 @@ impl EbpfSource {
                     }
                 }
             }
-            take_record(sk, &st, owners, reported, live);
+            take_record(sk, &st, bases, owners, reported, live);
         };
         if every {
             self.map_reader
@@ -625,7 +670,7 @@ impl EbpfSource {
         .map_err(diag_failed)?;
         records.complete_connecting(&syn_sent, &mut connecting);
         for (sk, st) in connecting {
-            take_record(sk, &st, owners, reported, live);
+            take_record(sk, &st, bases, owners, reported, live);
         }
         Ok(())
     }
@@ -746,7 +791,14 @@ impl DataSource for EbpfSource {
             }
             self.reported.expect(self.live_buf.len());
             while let Some((sk, st)) = pop_releasing(&mut self.live_buf) {
-                take_record(sk, &st, &mut self.sk_owners, &mut self.reported, &mut live);
+                take_record(
+                    sk,
+                    &st,
+                    &self.bases,
+                    &mut self.sk_owners,
+                    &mut self.reported,
+                    &mut live,
+                );
             }
         }
         // Events after the map walk, drained to the end now: a connection
@@ -767,11 +819,14 @@ impl DataSource for EbpfSource {
         }
         let mut closed: Vec<ConnSample> = Vec::with_capacity(self.event_buf.len());
         for ev in self.event_buf.iter().filter(|ev| ev.kind == EVENT_CLOSE) {
-            // One adopted from the first dump counts from its baseline.
+            // One the lazy walk left without a record counts from its
+            // baseline (standing.rs), as does one adopted from the first
+            // dump.
+            let mut st = ev.stats;
+            self.bases.end(ev.sk, &mut st);
             match &mut self.diag {
-                Some(view) if ev.stats.origin == ORIGIN_EXISTING => {
-                    let key = convert::key(&ev.stats);
-                    let mut st = ev.stats;
+                Some(view) if st.origin == ORIGIN_EXISTING => {
+                    let key = convert::key(&st);
                     if let Some(b) = view.adopted(&key) {
                         diagview::rebase(&mut st, b);
                         view.forget(&key);
@@ -779,7 +834,7 @@ impl DataSource for EbpfSource {
                     closed.push(convert::sample(ev.sk, &st, true));
                 }
                 _ => {
-                    let mut c = convert::sample(ev.sk, &ev.stats, true);
+                    let mut c = convert::sample(ev.sk, &st, true);
                     self.sk_owners.fill(ev.sk, &mut c);
                     closed.push(c);
                 }
@@ -869,6 +924,14 @@ impl DataSource for EbpfSource {
                 self.seed_owners = StdHashMap::new();
             }
         }
+        // The lazy walk's idle connections, once: the table keeps them
+        // until their records report them, or their CLOSE. One that ended
+        // already is left out (its CLOSED sample says it).
+        let mut standing = std::mem::take(&mut self.standing);
+        if !standing.is_empty() && !closed.is_empty() {
+            let closed_keys: HashSet<ConnKey> = closed.iter().map(|c| c.key).collect();
+            standing.retain(|s| !closed_keys.contains(&s.key));
+        }
         self.cgroups.fill(&mut live);
         self.cgroups.fill(&mut closed);
         Ok(Snapshot {
@@ -876,7 +939,7 @@ impl DataSource for EbpfSource {
             closed,
             drops: self.read_drops(),
             partial: !complete,
-            standing: Vec::new(),
+            standing,
         })
     }
 }
@@ -895,11 +958,19 @@ impl DataSource for EbpfSource {
 fn take_record(
     sk: u64,
     st: &ConnStats,
+    bases: &standing::Bases,
     owners: &mut SkOwners,
     reported: &mut crate::platform::changes::Reported,
     live: &mut Vec<ConnSample>,
 ) {
-    let mut sample = convert::sample(sk, st, false);
+    // One the lazy walk left without a record counts from its baseline.
+    let mut sample = if st.origin == ORIGIN_EXISTING && !bases.is_empty() {
+        let mut st = *st;
+        bases.rebase(sk, &mut st);
+        convert::sample(sk, &st, false)
+    } else {
+        convert::sample(sk, st, false)
+    };
     owners.fill(sk, &mut sample);
     if incomplete(&sample.key) || !reported.keep(&sample) {
         return;

@@ -2,17 +2,18 @@
 //! aya loads it (aya's loader sets a map's size from user space, not its
 //! flags).
 //!
-//! The one use: the UDP flows table is not preallocated on kernels whose
-//! hash maps allocate from the BPF memory allocator (`struct bpf_mem_alloc`,
-//! Linux 6.1+). A preallocated table of `--max-conns` entries (311,296 at
-//! 100,000 connections) is ~55 MB of kernel memory zeroed at start-up, a
-//! tenth of a second of CPU, for flows most machines never have. Before
-//! 6.1 a table allocated at run time in a tracing program makes the
-//! verifier print a kernel warning (WARN_ONCE: a panic where
-//! panic_on_warn is set), so those kernels keep the preallocated table.
-//! The TCP table stays preallocated everywhere: every connection has a
-//! record, so run-time allocation only moves the cost into the adoption
-//! walk and the connection hooks (measured: no gain at start-up).
+//! The use: the UDP flows and TCP connection tables are not preallocated
+//! on kernels whose hash maps allocate from the BPF memory allocator
+//! (`struct bpf_mem_alloc`, Linux 6.1+). A preallocated table of
+//! `--max-conns` entries (311,296 at 100,000 connections) is 55 MB (UDP)
+//! and 70 MB (TCP) of kernel memory zeroed at start-up, for flows most
+//! machines never have and records the lazy walk (`owners.rs`) no longer
+//! makes for idle connections. Before 6.1 a table allocated at run time
+//! in a tracing program makes the verifier print a kernel warning
+//! (WARN_ONCE: a panic where panic_on_warn is set), so those kernels keep
+//! preallocated tables (and the eager walks, which insert a record for
+//! every connection: with those, run-time allocation only moved the cost
+//! into the walk, measured).
 
 use object::{Object, ObjectSection, ObjectSymbol};
 
@@ -38,39 +39,40 @@ impl Patched {
     }
 }
 
-/// A copy of `obj` whose map `name` (a hash map with `key` and `value`
-/// byte sizes and no flags, as built) has `flags` added. An error says
-/// why the object is not as expected: the caller loads it unchanged.
-pub fn with_map_flags(
-    obj: &[u8],
-    name: &str,
-    key: usize,
-    value: usize,
-    flags: u32,
-) -> Result<Patched, String> {
-    let at = def_offset(obj, name)?;
-    let def = obj
-        .get(at..at + DEF_LEN)
-        .ok_or_else(|| format!("map {name}: its definition is outside the object"))?;
-    let word = |i: usize| u32::from_le_bytes([def[i], def[i + 1], def[i + 2], def[i + 3]]);
-    let want = [
-        (0, 1u32, "type"),
-        (4, key as u32, "key size"),
-        (8, value as u32, "value size"),
-        (FLAGS_AT, 0, "flags"),
-    ];
-    for (off, expected, what) in want {
-        if word(off) != expected {
-            return Err(format!(
-                "map {name}: {what} is {}, expected {expected}",
-                word(off)
-            ));
+/// A copy of `obj` in which each map of `maps` (`(name, key, value,
+/// flags)`: a hash map with `key` and `value` byte sizes and no flags, as
+/// built) has `flags` added: all of them, or an error (saying why the
+/// object is not as expected) and none: the caller loads it unchanged.
+pub fn with_maps_flags(obj: &[u8], maps: &[(&str, usize, usize, u32)]) -> Result<Patched, String> {
+    let mut at_flags = Vec::with_capacity(maps.len());
+    for &(name, key, value, flags) in maps {
+        let at = def_offset(obj, name)?;
+        let def = obj
+            .get(at..at + DEF_LEN)
+            .ok_or_else(|| format!("map {name}: its definition is outside the object"))?;
+        let word = |i: usize| u32::from_le_bytes([def[i], def[i + 1], def[i + 2], def[i + 3]]);
+        let want = [
+            (0, 1u32, "type"),
+            (4, key as u32, "key size"),
+            (8, value as u32, "value size"),
+            (FLAGS_AT, 0, "flags"),
+        ];
+        for (off, expected, what) in want {
+            if word(off) != expected {
+                return Err(format!(
+                    "map {name}: {what} is {}, expected {expected}",
+                    word(off)
+                ));
+            }
         }
+        at_flags.push((at, flags));
     }
     let mut words = vec![0u64; obj.len().div_ceil(8)];
     let bytes = object::pod::bytes_of_slice_mut(&mut words);
     bytes[..obj.len()].copy_from_slice(obj);
-    bytes[at + FLAGS_AT..at + FLAGS_AT + 4].copy_from_slice(&flags.to_le_bytes());
+    for (at, flags) in at_flags {
+        bytes[at + FLAGS_AT..at + FLAGS_AT + 4].copy_from_slice(&flags.to_le_bytes());
+    }
     Ok(Patched {
         words,
         len: obj.len(),
@@ -107,7 +109,7 @@ fn def_offset(obj: &[u8], name: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tcptop_common::{ConnTuple, MAP_CONNS, MAP_UDP_FLOWS, UdpFlow};
+    use tcptop_common::{ConnStats, ConnTuple, MAP_CONNS, MAP_UDP_FLOWS, UdpFlow};
 
     fn object() -> &'static [u8] {
         aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptop"))
@@ -117,17 +119,25 @@ mod tests {
     fn flags_written_where_aya_reads_them() {
         let key = std::mem::size_of::<ConnTuple>();
         let value = std::mem::size_of::<UdpFlow>();
-        let p = with_map_flags(object(), MAP_UDP_FLOWS, key, value, NO_PREALLOC).unwrap();
+        let conns = (
+            MAP_CONNS,
+            std::mem::size_of::<u64>(),
+            std::mem::size_of::<ConnStats>(),
+            NO_PREALLOC,
+        );
+        let p =
+            with_maps_flags(object(), &[(MAP_UDP_FLOWS, key, value, NO_PREALLOC), conns]).unwrap();
         assert_eq!(p.bytes().len(), object().len());
         let obj = aya_obj::Object::parse(p.bytes()).unwrap();
         let unchanged = aya_obj::Object::parse(object()).unwrap();
         assert_eq!(unchanged.maps[MAP_UDP_FLOWS].map_flags(), 0);
-        // Parsed as aya parses it before loading: that map, and only it,
-        // has the flag added.
+        assert_eq!(unchanged.maps[MAP_CONNS].map_flags(), 0);
+        // Parsed as aya parses it before loading: those maps, and only
+        // they, have the flag added.
         assert_eq!(obj.maps.len(), unchanged.maps.len());
         for (name, map) in &obj.maps {
             let before = unchanged.maps[name].map_flags();
-            let want = if name == MAP_UDP_FLOWS {
+            let want = if name == MAP_UDP_FLOWS || name == MAP_CONNS {
                 NO_PREALLOC
             } else {
                 before
@@ -145,13 +155,15 @@ mod tests {
         let value = std::mem::size_of::<UdpFlow>();
         let key = std::mem::size_of::<ConnTuple>();
         // Wrong sizes: not the map we think it is.
-        let e = with_map_flags(object(), MAP_UDP_FLOWS, key + 1, value, 1)
-            .err()
-            .unwrap();
+        let one = |name, key, value| with_maps_flags(object(), &[(name, key, value, 1)]);
+        let e = one(MAP_UDP_FLOWS, key + 1, value).err().unwrap();
         assert!(e.contains("key size"), "{e}");
-        assert!(with_map_flags(object(), "NO_SUCH_MAP", key, value, 1).is_err());
+        assert!(one("NO_SUCH_MAP", key, value).is_err());
         // A map that is not a hash of these sizes.
-        assert!(with_map_flags(object(), MAP_CONNS, key, value, 1).is_err());
-        assert!(with_map_flags(b"not an object", MAP_UDP_FLOWS, key, value, 1).is_err());
+        assert!(one(MAP_CONNS, key, value).is_err());
+        assert!(with_maps_flags(b"not an object", &[(MAP_UDP_FLOWS, key, value, 1)]).is_err());
+        // One wrong among right ones: none patched.
+        let good = (MAP_UDP_FLOWS, key, value, 1);
+        assert!(with_maps_flags(object(), &[good, (MAP_CONNS, key, value, 1)]).is_err());
     }
 }

@@ -20,11 +20,12 @@
 use std::collections::hash_map::Entry;
 
 use aya::{Ebpf, programs::Iter};
-use tcptop_common::{Adopted, Owned};
+use tcptop_common::{Adopted, ConnStats, ORIGIN_EXISTING, Owned, Standing};
 
 use super::hooks::{LoadError, TracingBtf, program, refused_for_test};
 use super::iter::{Split, link_iterator, walk};
-use crate::model::CompactString;
+use super::standing::Bases;
+use crate::model::{CompactString, ConnSample};
 
 /// Name of the iterator program in the eBPF object.
 pub const PROGRAM: &str = "tcptop_owners";
@@ -32,6 +33,9 @@ pub const PROGRAM: &str = "tcptop_owners";
 pub const PROGRAM_ADOPT: &str = "tcptop_owners_adopt";
 /// The adopting walk with typed pointers (fewer probe reads; Linux 5.11+).
 pub const PROGRAM_TYPED: &str = "tcptop_owners_typed";
+/// The typed walk that hands idle connections to user space instead of
+/// inserting records (where the table is allocated as records come).
+pub const PROGRAM_LAZY: &str = "tcptop_owners_lazy";
 
 pub use super::procfs::Owners;
 
@@ -57,6 +61,11 @@ pub struct Walked {
     pub held: Option<Held>,
     /// The program that walked.
     pub program: &'static str,
+    /// The lazy walk's: the first sample of each connection it left
+    /// without a record (id 0: see `Snapshot::standing`), and their
+    /// baselines.
+    pub standing: Vec<ConnSample>,
+    pub bases: Bases,
 }
 
 /// Namespace inode -> TCP sockets in use held by a file.
@@ -88,8 +97,10 @@ fn note_owner(owners: &mut Owners, inode: u64, tgid: u32, name: CompactString) {
 }
 
 /// Walks every process's open files once; the owner of each socket,
-/// adopting the TCP connections held where the kernel allows it.
-pub fn walk_owners(ebpf: &mut Ebpf, btf: &mut TracingBtf) -> Result<Walked, LoadError> {
+/// adopting the TCP connections held where the kernel allows it (`lazy`:
+/// the connection table is allocated as records come, so the lazy walk
+/// is tried first).
+pub fn walk_owners(ebpf: &mut Ebpf, btf: &mut TracingBtf, lazy: bool) -> Result<Walked, LoadError> {
     const WHAT: &str = "the process files' iterator";
     // Its own test switch too: the TCP iterator's adoption with /proc's
     // owners is a path of its own.
@@ -97,11 +108,18 @@ pub fn walk_owners(ebpf: &mut Ebpf, btf: &mut TracingBtf) -> Result<Walked, Load
     // The typed adoption needs `bpf_sock_from_file` (Linux 5.11), the
     // other one only probe reads; either refused, the walk only names and
     // the TCP iterator walks every namespace (nothing is lost but time).
-    // `TCPTOP_TEST_REFUSE=owners-typed` refuses the first, `owners-adopt`
-    // both.
+    // The lazy walk is the typed one that inserts no records.
+    // `TCPTOP_TEST_REFUSE=owners-lazy` refuses the lazy walk,
+    // `owners-typed` both typed ones, `owners-adopt` all three.
     let adopting = refused_for_test("owners-adopt", WHAT).and_then(|()| {
-        refused_for_test("owners-typed", WHAT)
-            .and_then(|()| walk_with(ebpf, btf, PROGRAM_TYPED, WHAT))
+        let typed = refused_for_test("owners-typed", WHAT);
+        let lazily = match (&typed, lazy) {
+            (Ok(()), true) => refused_for_test("owners-lazy", WHAT)
+                .and_then(|()| walk_with(ebpf, btf, PROGRAM_LAZY, WHAT)),
+            _ => Err(LoadError::other(WHAT, "not wanted")),
+        };
+        lazily
+            .or_else(|_| typed.and_then(|()| walk_with(ebpf, btf, PROGRAM_TYPED, WHAT)))
             .or_else(|_| walk_with(ebpf, btf, PROGRAM_ADOPT, WHAT))
     });
     match adopting {
@@ -117,10 +135,12 @@ fn walk_with(
     what: &str,
 ) -> Result<Walked, LoadError> {
     let adopting = name != PROGRAM;
+    let lazy = name == PROGRAM_LAZY;
     let walked = link_iterator(ebpf, btf, name, "task_file", None, what).and_then(|link| {
-        // 16 pages a read: 2,048 records.
+        // 16 pages a read: 2,048 records (315 of the lazy walk's).
         let mut buf = vec![0u8; 64 * 1024];
         let mut out = Records::new(adopting);
+        out.lazy = lazy;
         walk(&link, &mut buf, |b| out.feed(b))
             .map(|()| Walked {
                 program: name,
@@ -137,11 +157,15 @@ fn walk_with(
 }
 
 const RECORD: usize = std::mem::size_of::<Owned>();
+const STANDING: usize = std::mem::size_of::<Standing>();
 
 /// The iterator's output as owners, however the reads split it.
 #[derive(Debug, Default)]
 struct Records {
     split: Split<RECORD>,
+    /// The lazy walk's records, [`Standing`] each.
+    split_lazy: Split<STANDING>,
+    lazy: bool,
     walked: Walked,
     /// The last process's name, shared by its next sockets (they come
     /// together: the walk goes a process at a time).
@@ -175,14 +199,51 @@ impl Records {
     }
 
     fn feed(&mut self, bytes: &[u8]) {
+        if self.lazy {
+            let mut split = std::mem::take(&mut self.split_lazy);
+            split.feed(bytes, |r| self.add_standing(r));
+            self.split_lazy = split;
+            return;
+        }
         let mut split = std::mem::take(&mut self.split);
-        split.feed(bytes, |r| self.add(parse(r)));
+        split.feed(bytes, |r| {
+            self.add(parse(r));
+        });
         self.split = split;
     }
 
+    /// One record of the lazy walk: its owner as any adopting walk's, and
+    /// the connection it left without a record (the first holder's).
+    fn add_standing(&mut self, r: &[u8; STANDING]) {
+        let (owned, stats) = r.split_at(RECORD);
+        let Ok(owned) = <&[u8; RECORD]>::try_from(owned) else {
+            return;
+        };
+        let o = parse(owned);
+        let name = self.add(o);
+        // SAFETY: `stats` is the rest of the record, the size of a
+        // `ConnStats` (plain old data: every bit pattern valid);
+        // read_unaligned makes no alignment assumption. (Aya hands an
+        // iterator's output out as bytes: see `events::decode`.)
+        let st = unsafe { std::ptr::read_unaligned(stats.as_ptr().cast::<ConnStats>()) };
+        if st.origin != ORIGIN_EXISTING || o.sk == 0 || !self.walked.bases.note(o.sk, &st) {
+            return;
+        }
+        let mut sample = super::convert::sample(o.sk, &st, false);
+        // The same instance as the record a hook makes later.
+        sample.id = 0;
+        // Named after this holder (its name decoded once per process).
+        sample.pid = o.tgid;
+        sample.comm = name;
+        if !super::incomplete(&sample.key) {
+            self.walked.standing.push(sample);
+        }
+    }
+
     /// Keeps the lowest process id for each socket, as /proc's scan does
-    /// (a socket inherited across fork is held by both).
-    fn add(&mut self, o: Owned) {
+    /// (a socket inherited across fork is held by both). The holder's
+    /// name, decoded.
+    fn add(&mut self, o: Owned) -> CompactString {
         let name = match &self.last {
             Some((tgid, comm, name)) if *tgid == o.tgid && *comm == o.comm => name.clone(),
             _ => {
@@ -200,7 +261,7 @@ impl Records {
                 if o.netns != 0 {
                     tcp.push((o.sk, o.netns));
                 }
-                self.walked.owned.push((o.inode, o.tgid, name));
+                self.walked.owned.push((o.inode, o.tgid, name.clone()));
             }
             None => {
                 if o.sk != 0 {
@@ -209,9 +270,10 @@ impl Records {
                         inode: o.inode,
                     });
                 }
-                note_owner(&mut self.walked.owners, o.inode, o.tgid, name);
+                note_owner(&mut self.walked.owners, o.inode, o.tgid, name.clone());
             }
         }
+        name
     }
 }
 
@@ -348,6 +410,100 @@ mod tests {
         let w = r.done();
         assert!(w.held.is_none());
         assert_eq!(w.sockets.len(), records.len());
+    }
+
+    /// The lazy walk's records: [`Owned`], then a record for a
+    /// connection no record has (zero otherwise).
+    fn standing_bytes(records: &[(Owned, ConnStats)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (o, st) in records {
+            let owned = bytes(std::slice::from_ref(o));
+            out.extend_from_slice(&owned);
+            // SAFETY: ConnStats is plain old data, read as its bytes.
+            let st = unsafe {
+                std::slice::from_raw_parts(
+                    (st as *const ConnStats).cast::<u8>(),
+                    std::mem::size_of::<ConnStats>(),
+                )
+            };
+            out.extend_from_slice(st);
+        }
+        out
+    }
+
+    /// A connection 127.0.0.1:`sport` -> 127.0.0.1:80 as the lazy walk
+    /// writes it, its bytes before start baselined at `before`.
+    fn walked(sport: u16, before: u64) -> ConnStats {
+        let mut t = tcptop_common::ConnTuple {
+            sport,
+            dport: 80,
+            family: 2,
+            proto: 6,
+            netns: 10,
+            ..Default::default()
+        };
+        t.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        t.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        ConnStats {
+            tuple: t,
+            origin: ORIGIN_EXISTING,
+            flags: tcptop_common::CONN_APP,
+            state: 1,
+            app_tx: before,
+            app_rx: before,
+            app_tx_base: before,
+            app_rx_base: before,
+            srtt_us8: 80,
+            ..ConnStats::default()
+        }
+    }
+
+    #[test]
+    fn the_lazy_walk_leaves_idle_connections_standing() {
+        let held = |sk: u64, tgid: u32, netns: u32| Owned {
+            sk,
+            netns,
+            ..owned(sk, tgid, b"srv")
+        };
+        let records = [
+            (held(1, 100, 10), walked(5_000, 1_000)),
+            // The same socket in a child (inherited): the first kept.
+            (held(1, 200, 10), walked(5_000, 9_999)),
+            // A connection with a record already: named in the kernel.
+            (held(2, 100, 10), ConnStats::default()),
+            // Not a TCP socket in use.
+            (held(3, 100, 0), ConnStats::default()),
+            // Still connecting (no source port): baselined, not shown.
+            (held(4, 100, 10), walked(0, 0)),
+            (held(5, 300, 20), walked(5_001, 0)),
+        ];
+        let all = standing_bytes(&records);
+        for step in [1, 7, STANDING, STANDING + 1, all.len()] {
+            let mut r = Records::new(true);
+            r.lazy = true;
+            for chunk in all.chunks(step) {
+                r.feed(chunk);
+            }
+            assert!(!r.split_lazy.cut(), "reads of {step} bytes");
+            let w = r.done();
+            let shown: Vec<(u16, u64, u32, u64)> = w
+                .standing
+                .iter()
+                .map(|s| (s.key.local.port(), s.id, s.pid, s.counters.tx_bytes))
+                .collect();
+            assert_eq!(
+                shown,
+                [(5_000, 0, 100, 0), (5_001, 0, 300, 0)],
+                "reads of {step} bytes"
+            );
+            assert_eq!(w.standing[0].rtt_us, Some(10));
+            assert_eq!(w.standing[0].comm, "srv");
+            assert_eq!(w.bases.len(), 3, "reads of {step} bytes");
+            // Counted per namespace as any adopting walk counts.
+            let held = w.held.expect("counted");
+            assert_eq!((held[&10], held[&20]), (3, 1), "reads of {step} bytes");
+            assert_eq!(owners_of(w.owned)[&1].0, 100);
+        }
     }
 
     #[test]
