@@ -242,7 +242,14 @@ impl EbpfSource {
         // Owners of the sockets open before start: one walk of every
         // process's files in the kernel, or /proc's descriptor links where
         // the kernel refuses that iterator (the same answer, slower).
-        let kernel_owners = match owners::walk_owners(&mut ebpf, &mut tracing, lazy) {
+        // The sockets processes hold, about (their connections' room in
+        // the lazy walk's findings): the machine's sockets or open files,
+        // not above the table's size.
+        let expect = procfs::machine_load()
+            .map_or(0, |m| m.sockets.max(m.open_files))
+            .min(u64::from(opts.linux.max_conns()));
+        let expect = usize::try_from(expect).unwrap_or(0);
+        let kernel_owners = match owners::walk_owners(&mut ebpf, &mut tracing, lazy, expect) {
             Ok(o) => Some(o),
             Err(e) => {
                 warnings.push(format!(

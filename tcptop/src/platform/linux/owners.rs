@@ -99,8 +99,14 @@ fn note_owner(owners: &mut Owners, inode: u64, tgid: u32, name: CompactString) {
 /// Walks every process's open files once; the owner of each socket,
 /// adopting the TCP connections held where the kernel allows it (`lazy`:
 /// the connection table is allocated as records come, so the lazy walk
-/// is tried first).
-pub fn walk_owners(ebpf: &mut Ebpf, btf: &mut TracingBtf, lazy: bool) -> Result<Walked, LoadError> {
+/// is tried first; `expect`: about how many sockets processes hold, for
+/// the room its findings take).
+pub fn walk_owners(
+    ebpf: &mut Ebpf,
+    btf: &mut TracingBtf,
+    lazy: bool,
+    expect: usize,
+) -> Result<Walked, LoadError> {
     const WHAT: &str = "the process files' iterator";
     // Its own test switch too: the TCP iterator's adoption with /proc's
     // owners is a path of its own.
@@ -115,16 +121,16 @@ pub fn walk_owners(ebpf: &mut Ebpf, btf: &mut TracingBtf, lazy: bool) -> Result<
         let typed = refused_for_test("owners-typed", WHAT);
         let lazily = match (&typed, lazy) {
             (Ok(()), true) => refused_for_test("owners-lazy", WHAT)
-                .and_then(|()| walk_with(ebpf, btf, PROGRAM_LAZY, WHAT)),
+                .and_then(|()| walk_with(ebpf, btf, PROGRAM_LAZY, WHAT, expect)),
             _ => Err(LoadError::other(WHAT, "not wanted")),
         };
         lazily
-            .or_else(|_| typed.and_then(|()| walk_with(ebpf, btf, PROGRAM_TYPED, WHAT)))
-            .or_else(|_| walk_with(ebpf, btf, PROGRAM_ADOPT, WHAT))
+            .or_else(|_| typed.and_then(|()| walk_with(ebpf, btf, PROGRAM_TYPED, WHAT, 0)))
+            .or_else(|_| walk_with(ebpf, btf, PROGRAM_ADOPT, WHAT, 0))
     });
     match adopting {
         Ok(w) => Ok(w),
-        Err(_) => walk_with(ebpf, btf, PROGRAM, WHAT),
+        Err(_) => walk_with(ebpf, btf, PROGRAM, WHAT, 0),
     }
 }
 
@@ -133,6 +139,7 @@ fn walk_with(
     btf: &mut TracingBtf,
     name: &'static str,
     what: &str,
+    expect: usize,
 ) -> Result<Walked, LoadError> {
     let adopting = name != PROGRAM;
     let lazy = name == PROGRAM_LAZY;
@@ -141,6 +148,11 @@ fn walk_with(
         let mut buf = vec![0u8; 64 * 1024];
         let mut out = Records::new(adopting);
         out.lazy = lazy;
+        if lazy {
+            // Each connection's baseline and first sample: room made once.
+            out.walked.bases.reserve(expect);
+            out.walked.standing.reserve(expect);
+        }
         walk(&link, &mut buf, |b| out.feed(b))
             .map(|()| Walked {
                 program: name,

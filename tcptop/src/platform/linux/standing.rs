@@ -74,6 +74,12 @@ impl Bases {
         }
     }
 
+    /// Makes room for `n` baselines at once (a table regrown a step at a
+    /// time moved every entry again at each step).
+    pub fn reserve(&mut self, n: usize) {
+        self.by_sk.reserve(n);
+    }
+
     pub fn len(&self) -> usize {
         self.by_sk.len()
     }
