@@ -25,7 +25,7 @@
 use aya_ebpf::bindings::seq_file;
 use aya_ebpf::helpers::{bpf_seq_write, bpf_sock_from_file};
 use aya_ebpf::{macros::map, maps::PerCpuArray};
-use tcptop_common::{ConnStats, Owned, Standing, TCP_CLOSE};
+use tcptop_common::{ConnStats, Owned, Standing, TCP_CLOSE, TCP_SYN_SENT};
 
 use super::adopt::connection;
 use crate::kernel::{self, Direct, Mem, Probe, Windowed, off};
@@ -207,7 +207,15 @@ fn standing_held<M: Mem>(sk: u64, tgid: u32, comm: &[u8; 16], stats: &mut ConnSt
     if state == 0 || state == TCP_CLOSE {
         return 0;
     }
-    if connection(state) {
+    // A connect() still in progress (its endpoints not all known yet, and
+    // no state change of its own to make a record later): adopted now, as
+    // the eager walks do.
+    if state == TCP_SYN_SENT {
+        M::prepare(sk);
+        if let Some(netns) = conn::adopt_named::<M>(sk as *const u8, state, tgid, comm) {
+            return netns;
+        }
+    } else if connection(state) {
         match conn::lookup(sk) {
             Some(p) => conn::name_if_unowned(p, tgid, comm),
             None => {
