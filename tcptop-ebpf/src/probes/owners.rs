@@ -25,7 +25,7 @@
 use aya_ebpf::bindings::seq_file;
 use aya_ebpf::helpers::{bpf_seq_write, bpf_sock_from_file};
 use aya_ebpf::{macros::map, maps::PerCpuArray};
-use tcptop_common::{ConnStats, Owned, Standing, TCP_CLOSE, TCP_SYN_SENT};
+use tcptop_common::{ConnStats, Owned, Standing, TCP_CLOSE, TCP_ESTABLISHED};
 
 use super::adopt::connection;
 use crate::kernel::{self, Direct, Mem, Probe, Windowed, off};
@@ -207,10 +207,11 @@ fn standing_held<M: Mem>(sk: u64, tgid: u32, comm: &[u8; 16], stats: &mut ConnSt
     if state == 0 || state == TCP_CLOSE {
         return 0;
     }
-    // A connect() still in progress (its endpoints not all known yet, and
-    // no state change of its own to make a record later): adopted now, as
-    // the eager walks do.
-    if state == TCP_SYN_SENT {
+    // Only an established connection stands without a record: one in any
+    // other state (a connect() in progress, its endpoints not all known;
+    // one closing, whose next state changes make no record) is adopted
+    // now, as the eager walks do. Few are.
+    if connection(state) && state != TCP_ESTABLISHED {
         M::prepare(sk);
         if let Some(netns) = conn::adopt_named::<M>(sk as *const u8, state, tgid, comm) {
             return netns;

@@ -869,6 +869,12 @@ impl DataSource for EbpfSource {
             udp.collect(made, &mut live, &mut closed);
         }
         if !self.seeds.is_empty() {
+            // The lazy walk's connections are named already (and reported
+            // once, as standing rows): their seeds go.
+            if !self.standing.is_empty() {
+                let standing: HashSet<ConnKey> = self.standing.iter().map(|s| s.key).collect();
+                self.seeds.retain(|s| !standing.contains(&s.key));
+            }
             let known: HashSet<ConnKey> = live
                 .iter()
                 .chain(&closed)
@@ -941,6 +947,7 @@ impl DataSource for EbpfSource {
         }
         self.cgroups.fill(&mut live);
         self.cgroups.fill(&mut closed);
+        self.cgroups.fill(&mut standing);
         Ok(Snapshot {
             live,
             closed,

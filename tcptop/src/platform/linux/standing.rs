@@ -14,6 +14,8 @@
 //! adopted from a dump. 40 bytes a connection; an entry leaves with the
 //! connection's CLOSE.
 
+use std::hash::BuildHasher;
+
 use tcptop_common::{CONN_APP, ConnStats, ORIGIN_EXISTING};
 
 use super::diagview::{self, Baseline};
@@ -26,7 +28,41 @@ const UNKNOWN: u64 = u64::MAX;
 /// its `struct sock` address (the record's key).
 #[derive(Debug, Default)]
 pub struct Bases {
-    by_sk: foldhash::HashMap<u64, Baseline>,
+    by_sk: foldhash::HashMap<u64, Base>,
+}
+
+/// A [`Baseline`] and a check of the connection's endpoints: a baseline
+/// left behind (its CLOSE lost to a full ring) is not applied to another
+/// connection that later has the same socket address. 32 bytes.
+#[derive(Clone, Copy, Debug)]
+struct Base {
+    app_tx: u64,
+    app_rx: u64,
+    segs_in: u32,
+    segs_out: u32,
+    retrans: u32,
+    /// [`check`] of the connection's endpoints.
+    check: u32,
+}
+
+impl Base {
+    fn baseline(&self) -> Baseline {
+        Baseline {
+            app_tx: self.app_tx,
+            app_rx: self.app_rx,
+            segs_in: self.segs_in,
+            segs_out: self.segs_out,
+            retrans: self.retrans,
+        }
+    }
+}
+
+/// A hash of a record's endpoints and namespace (a check, not a key).
+fn check(st: &ConnStats) -> u32 {
+    let t = &st.tuple;
+    let h = foldhash::fast::FixedState::default()
+        .hash_one((t.saddr, t.daddr, t.sport, t.dport, t.netns));
+    (h ^ (h >> 32)) as u32
 }
 
 impl Bases {
@@ -36,12 +72,13 @@ impl Bases {
     /// it was new.
     pub fn note(&mut self, sk: u64, st: &ConnStats) -> bool {
         let app = st.flags & CONN_APP != 0;
-        let base = Baseline {
+        let base = Base {
             app_tx: if app { st.app_tx_base } else { UNKNOWN },
             app_rx: if app { st.app_rx_base } else { UNKNOWN },
             segs_in: st.segs_in_base,
             segs_out: st.segs_out_base,
             retrans: st.retrans_base,
+            check: check(st),
         };
         match self.by_sk.entry(sk) {
             std::collections::hash_map::Entry::Occupied(_) => false,
@@ -58,8 +95,8 @@ impl Bases {
         if st.origin != ORIGIN_EXISTING {
             return;
         }
-        if let Some(b) = self.by_sk.get(&sk) {
-            apply(st, b);
+        if let Some(b) = self.by_sk.get(&sk).filter(|b| b.check == check(st)) {
+            apply(st, &b.baseline());
         }
     }
 
@@ -69,8 +106,9 @@ impl Bases {
         if st.origin != ORIGIN_EXISTING {
             return;
         }
-        if let Some(b) = self.by_sk.remove(&sk) {
-            apply(st, &b);
+        // Let go in any case: the socket address is torn down.
+        if let Some(b) = self.by_sk.remove(&sk).filter(|b| b.check == check(st)) {
+            apply(st, &b.baseline());
         }
     }
 
@@ -193,6 +231,23 @@ mod tests {
         b.end(0xa, &mut fin);
         let s = convert::sample(0xa, &fin, true);
         assert_eq!((s.counters.tx_bytes, s.counters.rx_bytes), (1_200, 1_200));
+        assert!(b.is_empty());
+    }
+
+    /// A baseline left behind (its connection's CLOSE lost) is not
+    /// applied to another connection at the same socket address.
+    #[test]
+    fn another_connection_at_the_same_address_is_left_alone() {
+        let mut b = Bases::default();
+        let w = walked(1_000, 2_000, 10);
+        b.note(0xa, &w);
+        let mut other = recorded(&walked(50, 60, 2), 0, 700);
+        other.tuple.sport = 40_000;
+        let before = convert::sample(0xa, &other, false);
+        b.rebase(0xa, &mut other);
+        assert_eq!(convert::sample(0xa, &other, false), before);
+        b.end(0xa, &mut other);
+        assert_eq!(convert::sample(0xa, &other, false), before);
         assert!(b.is_empty());
     }
 
