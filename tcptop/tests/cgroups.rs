@@ -145,3 +145,64 @@ fn services_containers_and_pods() {
         let _ = std::fs::remove_dir(&pods);
     }
 }
+
+/// A connection opened before tcptop started and idle since (on Linux
+/// 6.1+ it has no kernel record: the start-up walk reports it once) names
+/// its holder's group, unit and container from the first snapshot, and
+/// its bytes after that are exact.
+#[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
+fn idle_connection_open_before_start_names_its_group() {
+    common::require_root();
+    let _g = common::serial();
+    let hex = "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b";
+    let group = format!("/system.slice/docker-{hex}.scope");
+    let mut groups = Groups::new();
+    let procs = groups.make(&group);
+    let ns = NetNs::new("cgidle");
+    let addr = "127.0.0.1:40402";
+    let mut srv = ns.peer(&[
+        "server",
+        "--listen",
+        addr,
+        "--recv",
+        "1500",
+        "--send",
+        "2500",
+        "--wait-stdin",
+    ]);
+    srv.expect("listening");
+    let mut cli = ns.peer_in_cgroup(
+        &procs,
+        &[
+            "client",
+            "--connect",
+            addr,
+            "--send",
+            "1500",
+            "--recv",
+            "2500",
+            "--wait-stdin",
+        ],
+    );
+    let local = cli.local_at("connected");
+    srv.expect("accepted");
+    let mut top = Tcptop::start(&["--port", "40402"]);
+    // Its first record, before it does anything.
+    let first = top.wait_for(|r| r["local"] == local.as_str());
+    assert_eq!(first["cgroup"], group.as_str(), "{first}");
+    assert_eq!(first["container"], &hex[..12], "{first}");
+    assert_eq!(u(&first, "tx_bytes"), 0, "{first}");
+    srv.poke();
+    cli.poke();
+    cli.expect("done");
+    cli.poke();
+    cli.wait_ok();
+    srv.wait_ok();
+    top.pump(Duration::from_millis(800));
+    let (records, _) = top.stop();
+    let fin = closed(&of_conn(&records, &local, addr));
+    assert_eq!((u(fin, "tx_bytes"), u(fin, "rx_bytes")), (1500, 2500));
+    assert_eq!(fin["cgroup"], group.as_str(), "{fin}");
+    drop(groups);
+}
