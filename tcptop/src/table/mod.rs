@@ -416,6 +416,18 @@ pub struct ConnTable {
     visit_all: bool,
 }
 
+/// Where [`ConnTable::apply`] is in a snapshot's live samples.
+struct Taking {
+    /// The row after the last one matched: tried first.
+    next: usize,
+    /// Whether a row changed or was made.
+    moved: bool,
+    stamp: Stamp,
+    generation: u32,
+    /// The passes before this one.
+    skipped: u32,
+}
+
 /// What one pass of [`ConnTable::apply`] does to each row.
 struct Pass {
     /// Seconds since the previous snapshot.
@@ -558,52 +570,23 @@ impl ConnTable {
         // `live` is newer (the source read it after the start-up walk).
         let mut samples = snap.live;
         let mut standing = snap.standing;
-        let mut next = 0;
-        loop {
-            let (s, is_standing) = match pop_releasing(&mut standing) {
-                Some(s) => (s, true),
-                None => match pop_releasing(&mut samples) {
-                    Some(s) => (s, false),
-                    None => break,
-                },
-            };
-            let at = match self.live.get(next) {
-                Some(r) if r.key == s.key => Some(next),
-                _ => find(&self.index, &self.live, self.hasher.hash_one(s.key), &s.key),
-            };
-            match at {
-                Some(i) => {
-                    next = i + 1;
-                    let r = &mut self.live[i];
-                    let changed = if r.same_instance(&s) {
-                        r.update(s)
-                    } else {
-                        *r = Row::new(s, stamp);
-                        true
-                    };
-                    if changed {
-                        r.wake(skipped, self.keep_history.then_some(self.share));
-                        self.visit[i] = true;
-                        moved = true;
-                    }
-                    r.seen = generation;
-                    r.standing = is_standing;
-                }
-                None => {
-                    let i = self.live.len();
-                    let hash = self.hasher.hash_one(s.key);
-                    let (live, hasher) = (&self.live, &self.hasher);
-                    self.index
-                        .insert_unique(hash, i as u32, |&j| hasher.hash_one(live[j as usize].key));
-                    let mut r = Row::new(s, stamp);
-                    r.seen = generation;
-                    r.standing = is_standing;
-                    self.live.push(r);
-                    self.visit.push(true);
-                    moved = true;
-                }
-            }
+        let mut take = Taking {
+            next: 0,
+            moved,
+            stamp,
+            generation,
+            skipped,
+        };
+        // Two loops, one body: a sample moved through a (sample, flag)
+        // pair was a copy of 180 bytes more per sample (the render bench's
+        // snapshot, 100,000 rows: ~20 ms against ~25).
+        while let Some(s) = pop_releasing(&mut standing) {
+            self.take_live(s, true, &mut take);
         }
+        while let Some(s) = pop_releasing(&mut samples) {
+            self.take_live(s, false, &mut take);
+        }
+        moved = take.moved;
         // Rows this snapshot did not report are gone (in a partial one:
         // unchanged, still open; standing rows: until reported closed).
         // From the end: the row that takes a leaving row's place was
@@ -678,6 +661,48 @@ impl ConnTable {
     fn nanos(&mut self, t: Instant) -> u64 {
         let epoch = *self.epoch.get_or_insert(t);
         u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// One live sample of [`apply`](Self::apply) (`standing`: from
+    /// `Snapshot::standing`): its row updated where it is, or made.
+    #[inline(always)]
+    fn take_live(&mut self, s: ConnSample, standing: bool, t: &mut Taking) {
+        let at = match self.live.get(t.next) {
+            Some(r) if r.key == s.key => Some(t.next),
+            _ => find(&self.index, &self.live, self.hasher.hash_one(s.key), &s.key),
+        };
+        match at {
+            Some(i) => {
+                t.next = i + 1;
+                let r = &mut self.live[i];
+                let changed = if r.same_instance(&s) {
+                    r.update(s)
+                } else {
+                    *r = Row::new(s, t.stamp);
+                    true
+                };
+                if changed {
+                    r.wake(t.skipped, self.keep_history.then_some(self.share));
+                    self.visit[i] = true;
+                    t.moved = true;
+                }
+                r.seen = t.generation;
+                r.standing = standing;
+            }
+            None => {
+                let i = self.live.len();
+                let hash = self.hasher.hash_one(s.key);
+                let (live, hasher) = (&self.live, &self.hasher);
+                self.index
+                    .insert_unique(hash, i as u32, |&j| hasher.hash_one(live[j as usize].key));
+                let mut r = Row::new(s, t.stamp);
+                r.seen = t.generation;
+                r.standing = standing;
+                self.live.push(r);
+                self.visit.push(true);
+                t.moved = true;
+            }
+        }
     }
 
     /// Takes the live row at `i` (its key hashed to `hash`) out; the last
