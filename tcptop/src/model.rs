@@ -175,12 +175,28 @@ impl Workload {
 /// rows were nearly whole: 3 MB over at 200,000). glibc shrinks a block in
 /// place (a mapped one with mremap): nothing is copied.
 pub fn pop_releasing<T>(v: &mut Vec<T>) -> Option<T> {
-    const RELEASE_FROM: usize = 4096;
     let last = v.pop();
+    release(v);
+    last
+}
+
+/// [`pop_releasing`] for a consumer that only reads: `f` sees each element
+/// where it is, last first, and it is dropped there. A 180-byte sample
+/// moved out and into the consumer was a tenth of a busy snapshot's cost
+/// in the table (100,000 rows).
+pub fn consume_releasing<T>(v: &mut Vec<T>, mut f: impl FnMut(&T)) {
+    while let Some(last) = v.last() {
+        f(last);
+        v.truncate(v.len() - 1);
+        release(v);
+    }
+}
+
+fn release<T>(v: &mut Vec<T>) {
+    const RELEASE_FROM: usize = 4096;
     if v.capacity() >= RELEASE_FROM && v.len() <= v.capacity() - v.capacity() / 8 {
         v.shrink_to_fit();
     }
-    last
 }
 
 /// One connection as a source sees it at one moment.
@@ -310,6 +326,16 @@ mod tests {
         }
         assert!(v.capacity() < 4096, "{}", v.capacity());
         // Every element, last first.
+        assert!(got.iter().rev().copied().eq(0..100_000));
+    }
+
+    #[test]
+    fn consuming_gives_memory_back_as_it_empties() {
+        use super::consume_releasing;
+        let mut v: Vec<String> = (0..100_000).map(|i| i.to_string()).collect();
+        let mut got = Vec::new();
+        consume_releasing(&mut v, |x| got.push(x.parse::<u32>().unwrap_or(u32::MAX)));
+        assert!(v.is_empty() && v.capacity() < 4096, "{}", v.capacity());
         assert!(got.iter().rev().copied().eq(0..100_000));
     }
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};

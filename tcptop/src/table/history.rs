@@ -112,6 +112,20 @@ impl Series {
         }
     }
 
+    /// As [`Samples::prefetch`](super::samples::Samples::prefetch), for
+    /// the runs (`deep`: the newest run's line).
+    pub(super) fn prefetch(&self, deep: bool) {
+        if let Some(runs) = &self.runs {
+            if deep {
+                if let Some(r) = runs.back() {
+                    super::prefetch(r);
+                }
+            } else {
+                super::prefetch(&**runs);
+            }
+        }
+    }
+
     /// The newest point (the default point if there is none).
     pub(super) fn last(&self) -> Point {
         self.last

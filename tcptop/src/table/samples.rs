@@ -50,6 +50,21 @@ impl Samples {
         self.still != NONE && self.ring.is_none()
     }
 
+    /// Asks the processor for this row's ring (`deep`: the newest
+    /// sample's line, which the next pass reads and writes beside; else
+    /// the ring's header, so that a later deep call does not wait on it).
+    pub(super) fn prefetch(&self, deep: bool) {
+        if let Some(ring) = &self.ring {
+            if deep {
+                if let Some(s) = ring.back() {
+                    super::prefetch(s);
+                }
+            } else {
+                super::prefetch(&**ring);
+            }
+        }
+    }
+
     /// Samples held (1 for a row idle over the longest window).
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
