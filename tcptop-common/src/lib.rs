@@ -374,6 +374,12 @@ pub const SETTING_FILL_ESTABLISHED: u32 = 1;
 /// changed into [`MAP_TOUCHED`] (once per generation for a call), so that
 /// a snapshot refreshes only those (the socket diagnostics' refresh path).
 pub const SETTING_TOUCH: u32 = 2;
+/// `SETTINGS[0]` bit: the lazy walk left idle connections without a
+/// record (`Standing`), and the read and retransmit tracepoints make one
+/// for such a socket (ESTABLISHED, no record) when they see it: what moves
+/// it then may be what no call hook sees (a splice() read,
+/// TCP_ZEROCOPY_RECEIVE, a sockmap redirect, a retransmit).
+pub const SETTING_LAZY_READS: u32 = 4;
 /// Index in `SETTINGS` of the touch generation, which user space advances
 /// at each snapshot.
 pub const SETTING_TOUCH_GEN: u32 = 1;

@@ -390,6 +390,59 @@ pub fn start_existing_fin<M: Mem>(
     lookup(key)
 }
 
+/// The socket that last had a record in [`lazy_record`], per CPU: a
+/// process reading one socket call after call costs one lookup.
+#[map(name = "LAZY_LAST")]
+static LAZY_LAST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Makes the record of the socket `sk` if the lazy walk left it without
+/// one (ESTABLISHED, no record; only with `SETTING_LAZY_READS`), called
+/// where something moves it that no call hook sees: a read by any path
+/// (splice(), TCP_ZEROCOPY_RECEIVE, sockmap) or a retransmit. User space
+/// counts it from the walk's baseline, so what moved before is not lost.
+/// Where the table is full the socket keeps no record, and no drop is
+/// counted for it: its row shows the walk's numbers until it ends, and
+/// its end is exact (tried again at each read that finds another socket
+/// last on this CPU).
+#[inline(always)]
+pub fn lazy_record<M: Mem>(sk: u64) {
+    if sk == 0 || !kernel::lazy_reads() {
+        return;
+    }
+    let Some(last) = LAZY_LAST.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot; a program interrupting this one on the same
+    // CPU may write it too: the worst is one lookup more.
+    unsafe {
+        if *last == sk {
+            return;
+        }
+        *last = sk;
+    }
+    if lookup(sk).is_some() {
+        return;
+    }
+    let tp = tcp_sock::<M>(sk);
+    if tp == 0 {
+        return;
+    }
+    // Only an established connection: a record made for one that ended
+    // (its teardown seen already) would never be deleted.
+    if M::read::<u8>(tp as *const u8, off!(skc_state)) != Ok(tcptop_common::TCP_ESTABLISHED) {
+        return;
+    }
+    if let Some(st) = existing::<M>(
+        tp as *const u8,
+        tcptop_common::TCP_ESTABLISHED,
+        (0, 0),
+        false,
+    ) {
+        // SAFETY: `st` points at this CPU's scratch slot.
+        let _ = CONNS.insert(&sk, unsafe { &*st }, BPF_NOEXIST as u64);
+    }
+}
+
 /// Adopts the TCP socket `tp` (a connection open before start) as
 /// [`start_existing`] does, named after `tgid` (its leader's name `comm`),
 /// the process holding it, unless a call named it first. A new record is

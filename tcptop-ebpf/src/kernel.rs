@@ -14,8 +14,8 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
 };
 use tcptop_common::{
-    Config, Offsets, SETTING_FILL_ESTABLISHED, SETTING_TOUCH, SETTING_TOUCH_GEN, SETTINGS_LEN,
-    TCP_WINDOW_MAX,
+    Config, Offsets, SETTING_FILL_ESTABLISHED, SETTING_LAZY_READS, SETTING_TOUCH,
+    SETTING_TOUCH_GEN, SETTINGS_LEN, TCP_WINDOW_MAX,
 };
 
 #[unsafe(no_mangle)]
@@ -118,6 +118,16 @@ pub fn fill_established() -> bool {
     SETTINGS
         .get(0)
         .is_some_and(|v| *v & SETTING_FILL_ESTABLISHED != 0)
+}
+
+/// Whether a socket the lazy walk left without a record gets one when a
+/// read or retransmit tracepoint sees it (`SETTING_LAZY_READS`).
+#[inline(always)]
+pub fn lazy_reads() -> bool {
+    ready()
+        && SETTINGS
+            .get(0)
+            .is_some_and(|v| *v & SETTING_LAZY_READS != 0)
 }
 
 /// Whether a connection open before start may have no record (the lazy

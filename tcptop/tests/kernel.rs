@@ -822,6 +822,88 @@ fn idle_existing_connection_is_live() {
     assert_eq!(u(fin, "rx_packets"), 2, "{fin}");
 }
 
+/// A connection open before tcptop started and idle at start (on 6.1+ the
+/// lazy walk leaves it without a record), whose server then reads with
+/// splice() alone: no call hook sees that read, yet its row shows the
+/// bytes while the connection is still open (the read tracepoint makes
+/// its record), named after its owner, and exact at its end.
+#[test]
+#[cfg_attr(not(tcptop_root), ignore = "needs root")]
+fn idle_existing_connection_read_by_splice_is_live() {
+    common::require_root();
+    let _g = common::serial();
+    const BYTES: u64 = 54_321;
+    let ns = NetNs::new("lazyread");
+    let addr = "127.0.0.1:40166";
+    let n = BYTES.to_string();
+    let mut srv = ns.peer(&[
+        "server",
+        "--listen",
+        addr,
+        "--name",
+        "tt-lr-srv",
+        "--recv",
+        &n,
+        "--recv-with",
+        "splice",
+        "--wait-stdin",
+    ]);
+    srv.expect("listening");
+    let mut cli = ns.peer(&[
+        "client",
+        "--connect",
+        addr,
+        "--name",
+        "tt-lr-cli",
+        "--send",
+        &n,
+        "--wait-stdin",
+    ]);
+    let local = cli.local_at("connected");
+    srv.expect("accepted");
+
+    let mut top = Tcptop::start(&["--port", "40166"]);
+    let up = top.wait_for(|r| r["local"] == addr && r["remote"] == local.as_str());
+    assert_eq!((u(&up, "tx_bytes"), u(&up, "rx_bytes")), (0, 0), "{up}");
+    // Past the first snapshots.
+    top.pump(Duration::from_millis(800));
+    cli.poke();
+    cli.expect("done");
+    srv.poke();
+    srv.expect("done");
+    // The server now waits in read() for the end of the stream: no call
+    // returns until the client closes. Where the read tracepoint is
+    // refused (TCPTOP_TEST_REFUSE=touch) the bytes show at the end only.
+    if !common::refused("touch") {
+        let read = top.wait_for(|r| {
+            r["local"] == addr
+                && r["remote"] == local.as_str()
+                && r["state"] == "ESTABLISHED"
+                && r["rx_bytes"].as_u64() == Some(BYTES)
+        });
+        assert_eq!(read["comm"], "tt-lr-srv", "{read}");
+        assert_eq!(u(&read, "tx_bytes"), 0, "{read}");
+    }
+    cli.poke();
+    cli.wait_ok();
+    srv.wait_ok();
+    top.pump(Duration::from_millis(800));
+    let (records, _) = top.stop();
+    let fin = closed(&of_conn(&records, addr, &local));
+    assert_eq!(fin["comm"], "tt-lr-srv", "{fin}");
+    assert_eq!(
+        (u(fin, "tx_bytes"), u(fin, "rx_bytes")),
+        (0, BYTES),
+        "{fin}"
+    );
+    let fin = closed(&of_conn(&records, &local, addr));
+    assert_eq!(
+        (u(fin, "tx_bytes"), u(fin, "rx_bytes")),
+        (BYTES, 0),
+        "{fin}"
+    );
+}
+
 /// 5,000 idle connections (2,500 pairs) open before tcptop starts: every
 /// one is in one snapshot, live, with its owner. More records than one
 /// batch read of the map holds (4,096), all adopted at start-up in the

@@ -1,6 +1,8 @@
-//! What moves a connection's numbers without a call the hooks count, for
-//! touched sockets (`touch.rs`; attached only on the diagnostics' refresh
-//! path). Raw tracepoints: the socket pointer is all they take.
+//! What moves a connection's numbers without a call the hooks count: for
+//! touched sockets (`touch.rs`, the diagnostics' refresh path), and for
+//! the idle connections the lazy walk left without a record
+//! (`conn::lazy_record`: attached on either path when it did). Raw
+//! tracepoints: the socket pointer is all they take.
 //!
 //! - `tcp:tcp_retransmit_skb` (Linux 4.15+): a retransmit, also on a
 //!   connection idle for the application (its peer gone quiet, a FIN
@@ -11,16 +13,20 @@
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
-use crate::touch;
+use crate::{conn, kernel::Probe, touch};
 
 #[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb(ctx: RawTracePointContext) -> i32 {
-    touch::touch(ctx.arg::<u64>(0));
+    let sk = ctx.arg::<u64>(0);
+    conn::lazy_record::<Probe>(sk);
+    touch::touch(sk);
     0
 }
 
 #[raw_tracepoint(tracepoint = "tcp_rcv_space_adjust")]
 pub fn tcp_rcv_space_adjust(ctx: RawTracePointContext) -> i32 {
-    touch::touch_read(ctx.arg::<u64>(0));
+    let sk = ctx.arg::<u64>(0);
+    conn::lazy_record::<Probe>(sk);
+    touch::touch_read(sk);
     0
 }

@@ -40,8 +40,8 @@ use aya::{
 use tcptop_common::{
     COUNT_UDP_FLOWS_MADE, Config, ConnEvent, ConnStats, DROP_MAP_FULL, DROP_RINGBUF,
     DROP_UDP_FLOWS, EVENT_CLOSE, GLOBAL_CONFIG, GLOBAL_OFFSETS, MAP_CONNS, MAP_DROPS, MAP_EVENTS,
-    MAP_SETTINGS, MAP_UDP_FLOWS, ORIGIN_EXISTING, Offsets, SETTING_FILL_ESTABLISHED, SKIP_CALLS,
-    SKIP_RING, TCP_SYN_SENT,
+    MAP_SETTINGS, MAP_UDP_FLOWS, ORIGIN_EXISTING, Offsets, SETTING_FILL_ESTABLISHED,
+    SETTING_LAZY_READS, SKIP_CALLS, SKIP_RING, TCP_SYN_SENT,
 };
 
 use super::{DataSource, HookSet, SourceError, SourceOptions};
@@ -344,6 +344,27 @@ impl EbpfSource {
         if !adopted {
             standing = Vec::new();
             bases.clear();
+        }
+        // Connections the lazy walk left without a record get theirs at a
+        // read or retransmit no call hook sees (splice, zero-copy, sockmap):
+        // their rows move live, not only at their end. Those programs are
+        // the touches' (attached already on the diagnostics' path).
+        if !bases.is_empty() {
+            let set = match touched.as_mut() {
+                Some(t) => t.lazy_reads(),
+                None if conn_iter.is_some() => {
+                    warnings.extend(touched::attach_for_lazy(&mut ebpf));
+                    set_settings(&mut ebpf, SETTING_LAZY_READS).map_err(|e| e.to_string())
+                }
+                None => Ok(()),
+            };
+            if let Err(e) = set {
+                warnings.push(format!(
+                    "{e}: bytes an idle connection open before start reads without a \
+                     receive call (splice, zero-copy) show once it makes a call, changes \
+                     state or ends"
+                ));
+            }
         }
         let mut map_reader = mapread::MapReader::new(&ebpf).map_err(SourceError::Failed)?;
         // The first read's records: one per connection held, less those

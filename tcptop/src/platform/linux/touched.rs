@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use aya::Ebpf;
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use tcptop_common::{
-    MAP_SETTINGS, MAP_TOUCH_CPU, MAP_TOUCHED, SETTING_FILL_ESTABLISHED, SETTING_TOUCH,
-    SETTING_TOUCH_GEN, TOUCHED_BYTES, TouchCpu,
+    MAP_SETTINGS, MAP_TOUCH_CPU, MAP_TOUCHED, SETTING_FILL_ESTABLISHED, SETTING_LAZY_READS,
+    SETTING_TOUCH, SETTING_TOUCH_GEN, TOUCHED_BYTES, TouchCpu,
 };
 
 use super::hooks::{self, LoadError};
@@ -65,6 +65,8 @@ pub struct Touched {
     full_next: bool,
     /// Records at the last full refresh.
     records: usize,
+    /// `SETTING_LAZY_READS` once set ([`Touched::lazy_reads`]).
+    lazy_reads: u32,
     /// Test instrument (`TCPTOP_TEST_SAY=touches`): a line on stderr per
     /// snapshot saying what it refreshes and why, so that a test that
     /// fails can tell a lost touch from a missed refresh.
@@ -133,6 +135,7 @@ impl Touched {
                 last_full: None,
                 full_next: false,
                 records: 0,
+                lazy_reads: 0,
                 say: super::says_for_test("touches"),
                 gap: gap_for_test(),
             },
@@ -232,9 +235,26 @@ impl Touched {
         }
     }
 
-    /// Stops touching (the records still complete at ESTABLISHED).
+    /// Stops touching (the records still complete at ESTABLISHED, and the
+    /// lazy walk's sockets still get theirs).
     pub fn stop(mut self) {
-        let _ = self.settings.set(0, &SETTING_FILL_ESTABLISHED, 0);
+        let _ = self
+            .settings
+            .set(0, &(SETTING_FILL_ESTABLISHED | self.lazy_reads), 0);
+    }
+
+    /// The programs make a record for a socket the lazy walk left without
+    /// one when they see it ([`attach_for_lazy`]; here they are attached
+    /// already).
+    pub fn lazy_reads(&mut self) -> Result<(), String> {
+        self.lazy_reads = SETTING_LAZY_READS;
+        self.settings
+            .set(
+                0,
+                &(SETTING_FILL_ESTABLISHED | SETTING_TOUCH | SETTING_LAZY_READS),
+                0,
+            )
+            .map_err(|e| format!("cannot write the programs' settings: {e}"))
     }
 
     /// After a full refresh: how many records there were.
@@ -247,6 +267,36 @@ impl Touched {
     pub fn again(&mut self, sk: u64) {
         self.again.push(sk);
     }
+}
+
+/// On the map iterator's path (no touches), attaches [`PROGRAMS`] for the
+/// lazy walk's sockets alone: each makes the record of an idle connection
+/// open before start when it reads or retransmits (`conn::lazy_record` in
+/// the kernel; user space sets `SETTING_LAZY_READS` after). Warnings for
+/// those lost.
+pub fn attach_for_lazy(ebpf: &mut Ebpf) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for name in PROGRAMS {
+        let what = format!("the program for tracepoint {name}");
+        let attached = hooks::refused_for_test("touch", &what)
+            .and_then(|()| hooks::attach_raw_tracepoint(ebpf, name));
+        if let Err(e) = attached {
+            hooks::unload(ebpf, [name.to_string()]);
+            let lost = match name {
+                "tcp_retransmit_skb" => {
+                    "an idle connection open before start shows its retransmits only \
+                     once it makes a call, changes state or ends"
+                }
+                _ => {
+                    "bytes an idle connection open before start reads without a receive \
+                     call (splice, zero-copy) show once it makes a call, changes state or \
+                     ends"
+                }
+            };
+            warnings.push(format!("{e}: {lost}"));
+        }
+    }
+    warnings
 }
 
 fn lost_warning(name: &str, e: &LoadError) -> String {
