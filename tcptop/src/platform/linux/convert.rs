@@ -118,12 +118,18 @@ pub fn app_since_start(st: &ConnStats) -> (u64, u64) {
 /// truth (the counters were read at the last snapshot, the calls miss
 /// paths such as splice()), and at teardown the counters are exact.
 pub fn sample(sk: u64, st: &ConnStats, ended: bool) -> ConnSample {
+    sample_named(sk, st, ended, comm(&st.comm))
+}
+
+/// [`sample`] with the owner's name decoded already (the owners' walk
+/// decodes each process's once, not each socket's).
+pub fn sample_named(sk: u64, st: &ConnStats, ended: bool, comm: CompactString) -> ConnSample {
     let app = app_since_start(st);
     ConnSample {
         key: key(st),
         id: instance_id(sk, st.first_ns),
         pid: st.pid,
-        comm: comm(&st.comm),
+        comm,
         state: if ended {
             ConnState::Closed
         } else {

@@ -131,12 +131,6 @@ impl EbpfSource {
         // where the connection table is allocated as records come (the BPF
         // memory allocator: Linux 6.1+) rather than zeroed whole at load.
         let lazy = btf.has_struct("bpf_mem_alloc");
-        let config = Config {
-            ready: u32::from(!noop),
-            udp: u32::from(opts.udp),
-            bench_skip: skip.kernel,
-            lazy: u32::from(lazy),
-        };
         caps::raise_memlock();
 
         let embedded = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptop"));
@@ -165,9 +159,16 @@ impl EbpfSource {
                 .ok()
             })
             .flatten();
-        // An object not as built: the eager walk (the kernel's `lazy` only
-        // adds a record where a socket has none).
+        // An object not as built: the eager walk, and the kernel's `lazy`
+        // off (it makes records for sockets the lazy walk left without one:
+        // a lookup at each connection's end for nothing otherwise).
         let lazy = patched.is_some();
+        let config = Config {
+            ready: u32::from(!noop),
+            udp: u32::from(opts.udp),
+            bench_skip: skip.kernel,
+            lazy: u32::from(lazy),
+        };
         let bytes = patched.as_ref().map_or(embedded, objflags::Patched::bytes);
         let mut ebpf = EbpfLoader::new()
             .override_global(GLOBAL_OFFSETS, &offsets, true)

@@ -241,12 +241,11 @@ impl Records {
         if st.origin != ORIGIN_EXISTING || o.sk == 0 || !self.walked.bases.note(o.sk, &st) {
             return;
         }
-        let mut sample = super::convert::sample(o.sk, &st, false);
+        // Named after this holder (its name decoded once per process).
+        let mut sample = super::convert::sample_named(o.sk, &st, false, name);
         // The same instance as the record a hook makes later.
         sample.id = 0;
-        // Named after this holder (its name decoded once per process).
         sample.pid = o.tgid;
-        sample.comm = name;
         if !super::incomplete(&sample.key) {
             self.walked.standing.push(sample);
         }
