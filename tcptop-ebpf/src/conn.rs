@@ -396,17 +396,24 @@ pub fn start_existing_fin<M: Mem>(
 static LAZY_LAST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Makes the record of the socket `sk` if the lazy walk left it without
-/// one (ESTABLISHED, no record; only with `SETTING_LAZY_READS`), called
-/// where something moves it that no call hook sees: a read by any path
-/// (splice(), TCP_ZEROCOPY_RECEIVE, sockmap) or a retransmit. User space
-/// counts it from the walk's baseline, so what moved before is not lost.
-/// Where the table is full the socket keeps no record, and no drop is
-/// counted for it: its row shows the walk's numbers until it ends, and
-/// its end is exact (tried again at each read that finds another socket
-/// last on this CPU).
+/// one (ESTABLISHED, no record; only with `SETTING_LAZY_READS`), called at
+/// a read by any path, which no call hook may see: splice()
+/// (`tcp_read_sock`), TCP_ZEROCOPY_RECEIVE. User space counts it from the
+/// walk's baseline, so what moved before is not lost. In process context
+/// only (the record is built in the CPU's scratch slot, which a softirq
+/// program may also use: not called from the retransmit tracepoint).
+///
+/// Its baseline is the socket's counters after the read that made it: for
+/// a socket the walk gave no baseline (born while the table was full) the
+/// bytes of that one read are not counted. Where the table is full the
+/// socket keeps no record, and no drop is counted for it (one per read
+/// would count one connection many times): its row shows the walk's
+/// numbers until its end, which is exact.
 #[inline(always)]
 pub fn lazy_record<M: Mem>(sk: u64) {
-    if sk == 0 || !kernel::lazy_reads() {
+    // `lazy` first: a constant to the verifier, which then drops the rest
+    // from the programs of a kernel without the lazy walk (5.10).
+    if sk == 0 || !kernel::lazy() || !kernel::lazy_reads() {
         return;
     }
     let Some(last) = LAZY_LAST.get_ptr_mut(0) else {

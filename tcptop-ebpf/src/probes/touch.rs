@@ -1,8 +1,9 @@
-//! What moves a connection's numbers without a call the hooks count: for
-//! touched sockets (`touch.rs`, the diagnostics' refresh path), and for
-//! the idle connections the lazy walk left without a record
-//! (`conn::lazy_record`: attached on either path when it did). Raw
-//! tracepoints: the socket pointer is all they take.
+//! What moves a connection's numbers without a call the hooks count, for
+//! touched sockets (`touch.rs`, the diagnostics' refresh path); and a read
+//! of an idle connection the lazy walk left without a record, whose record
+//! it makes (`conn::lazy_record`: the read program is attached on either
+//! refresh path when the walk did). Raw tracepoints: the socket pointer is
+//! all they take.
 //!
 //! - `tcp:tcp_retransmit_skb` (Linux 4.15+): a retransmit, also on a
 //!   connection idle for the application (its peer gone quiet, a FIN
@@ -17,9 +18,7 @@ use crate::{conn, kernel::Probe, touch};
 
 #[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb(ctx: RawTracePointContext) -> i32 {
-    let sk = ctx.arg::<u64>(0);
-    conn::lazy_record::<Probe>(sk);
-    touch::touch(sk);
+    touch::touch(ctx.arg::<u64>(0));
     0
 }
 

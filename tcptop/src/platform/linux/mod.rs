@@ -114,6 +114,9 @@ pub struct EbpfSource {
     /// Their baselines, by socket: the records hooks make later for them
     /// are rebased on these (standing.rs).
     bases: standing::Bases,
+    /// Whether the read program makes their records
+    /// (`SETTING_LAZY_READS`): until the last of them ends.
+    lazy_reads: bool,
     /// Keeps programs loaded and links attached.
     _ebpf: Ebpf,
 }
@@ -347,24 +350,23 @@ impl EbpfSource {
             bases.clear();
         }
         // Connections the lazy walk left without a record get theirs at a
-        // read or retransmit no call hook sees (splice, zero-copy, sockmap):
-        // their rows move live, not only at their end. Those programs are
-        // the touches' (attached already on the diagnostics' path).
+        // read no call hook sees (splice, zero-copy): their rows move live,
+        // not only at their end. The program is the touches' read one
+        // (attached already on the diagnostics' path); on while such
+        // connections are open (each read of any socket costs a lookup).
+        let mut lazy_reads = false;
         if !bases.is_empty() {
             let set = match touched.as_mut() {
-                Some(t) => t.lazy_reads(),
+                Some(t) => t.lazy_reads(true),
                 None if conn_iter.is_some() => {
                     warnings.extend(touched::attach_for_lazy(&mut ebpf));
                     set_settings(&mut ebpf, SETTING_LAZY_READS).map_err(|e| e.to_string())
                 }
-                None => Ok(()),
+                None => Err("the touches' programs are not in use".to_string()),
             };
-            if let Err(e) = set {
-                warnings.push(format!(
-                    "{e}: bytes an idle connection open before start reads without a \
-                     receive call (splice, zero-copy) show once it makes a call, changes \
-                     state or ends"
-                ));
+            match set {
+                Ok(()) => lazy_reads = true,
+                Err(e) => warnings.push(format!("{e}: {}", touched::LAZY_READS_LOST)),
             }
         }
         let mut map_reader = mapread::MapReader::new(&ebpf).map_err(SourceError::Failed)?;
@@ -474,6 +476,7 @@ impl EbpfSource {
             sk_owners,
             standing,
             bases,
+            lazy_reads,
             reported: Default::default(),
             records: diagview::Records::new(),
             touched,
@@ -868,6 +871,22 @@ impl DataSource for EbpfSource {
                     closed.push(c);
                 }
             }
+        }
+        // The last connection the lazy walk left without a record ended:
+        // reads need no lookup any more.
+        if self.lazy_reads && self.bases.is_empty() {
+            self.lazy_reads = false;
+            let _ = match self.touched.as_mut() {
+                Some(t) => t.lazy_reads(false),
+                None => {
+                    let fill = if self.conn_iter.is_some() {
+                        0
+                    } else {
+                        SETTING_FILL_ESTABLISHED
+                    };
+                    set_settings(&mut self._ebpf, fill).map_err(|e| e.to_string())
+                }
+            };
         }
         // Every record was read: the first snapshot named those it could
         // (the table keeps a row's owner); the rest had an owner of their

@@ -26,8 +26,12 @@ use tcptop_common::{
 
 use super::hooks::{self, LoadError};
 
-/// The programs only this path needs, named like their tracepoints.
-pub const PROGRAMS: [&str; 2] = ["tcp_retransmit_skb", "tcp_rcv_space_adjust"];
+/// The programs this path needs, named like their tracepoints (the
+/// read's also makes the lazy walk's records: [`attach_for_lazy`]).
+pub const PROGRAMS: [&str; 2] = ["tcp_retransmit_skb", READ_PROGRAM];
+
+/// The read tracepoint's program.
+const READ_PROGRAM: &str = "tcp_rcv_space_adjust";
 
 /// How often every record is refreshed anyway.
 const FULL_EVERY: Duration = Duration::from_secs(60);
@@ -243,15 +247,15 @@ impl Touched {
             .set(0, &(SETTING_FILL_ESTABLISHED | self.lazy_reads), 0);
     }
 
-    /// The programs make a record for a socket the lazy walk left without
-    /// one when they see it ([`attach_for_lazy`]; here they are attached
-    /// already).
-    pub fn lazy_reads(&mut self) -> Result<(), String> {
-        self.lazy_reads = SETTING_LAZY_READS;
+    /// Whether the read program makes a record for a socket the lazy walk
+    /// left without one ([`attach_for_lazy`]; here it is attached
+    /// already): on while such sockets are open.
+    pub fn lazy_reads(&mut self, on: bool) -> Result<(), String> {
+        self.lazy_reads = if on { SETTING_LAZY_READS } else { 0 };
         self.settings
             .set(
                 0,
-                &(SETTING_FILL_ESTABLISHED | SETTING_TOUCH | SETTING_LAZY_READS),
+                &(SETTING_FILL_ESTABLISHED | SETTING_TOUCH | self.lazy_reads),
                 0,
             )
             .map_err(|e| format!("cannot write the programs' settings: {e}"))
@@ -269,35 +273,23 @@ impl Touched {
     }
 }
 
-/// On the map iterator's path (no touches), attaches [`PROGRAMS`] for the
-/// lazy walk's sockets alone: each makes the record of an idle connection
-/// open before start when it reads or retransmits (`conn::lazy_record` in
-/// the kernel; user space sets `SETTING_LAZY_READS` after). Warnings for
-/// those lost.
-pub fn attach_for_lazy(ebpf: &mut Ebpf) -> Vec<String> {
-    let mut warnings = Vec::new();
-    for name in PROGRAMS {
-        let what = format!("the program for tracepoint {name}");
-        let attached = hooks::refused_for_test("touch", &what)
-            .and_then(|()| hooks::attach_raw_tracepoint(ebpf, name));
-        if let Err(e) = attached {
-            hooks::unload(ebpf, [name.to_string()]);
-            let lost = match name {
-                "tcp_retransmit_skb" => {
-                    "an idle connection open before start shows its retransmits only \
-                     once it makes a call, changes state or ends"
-                }
-                _ => {
-                    "bytes an idle connection open before start reads without a receive \
-                     call (splice, zero-copy) show once it makes a call, changes state or \
-                     ends"
-                }
-            };
-            warnings.push(format!("{e}: {lost}"));
-        }
-    }
-    warnings
+/// On the map iterator's path (no touches), attaches the read program for
+/// the lazy walk's sockets alone: it makes the record of an idle
+/// connection open before start when it reads (`conn::lazy_record` in
+/// the kernel; user space sets `SETTING_LAZY_READS` after). A warning if
+/// it is lost.
+pub fn attach_for_lazy(ebpf: &mut Ebpf) -> Option<String> {
+    let what = format!("the program for tracepoint {READ_PROGRAM}");
+    let attached = hooks::refused_for_test("touch", &what)
+        .and_then(|()| hooks::attach_raw_tracepoint(ebpf, READ_PROGRAM));
+    let e = attached.err()?;
+    hooks::unload(ebpf, [READ_PROGRAM.to_string()]);
+    Some(format!("{e}: {LAZY_READS_LOST}"))
 }
+
+/// What is lost without the lazy walk's reads.
+pub const LAZY_READS_LOST: &str = "bytes an idle connection open before start reads without a \
+     receive call (splice, zero-copy) show once it makes a call, changes state or ends";
 
 fn lost_warning(name: &str, e: &LoadError) -> String {
     let what = match name {
