@@ -115,15 +115,7 @@ impl Series {
     /// As [`Samples::prefetch`](super::samples::Samples::prefetch), for
     /// the runs (`deep`: the newest run's line).
     pub(super) fn prefetch(&self, deep: bool) {
-        if let Some(runs) = &self.runs {
-            if deep {
-                if let Some(r) = runs.back() {
-                    super::prefetch(r);
-                }
-            } else {
-                super::prefetch(&**runs);
-            }
-        }
+        super::prefetch_ring(self.runs.as_deref(), deep);
     }
 
     /// The newest point (the default point if there is none).

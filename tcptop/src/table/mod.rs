@@ -438,6 +438,21 @@ fn prefetch<T>(x: &T) {
     let _ = x;
 }
 
+/// Asks for a row's side allocation `ring` (a counter-sample ring or the
+/// history's runs): its header, or with `deep` its newest element's line.
+#[inline(always)]
+fn prefetch_ring<T>(ring: Option<&std::collections::VecDeque<T>>, deep: bool) {
+    if let Some(ring) = ring {
+        if deep {
+            if let Some(x) = ring.back() {
+                prefetch(x);
+            }
+        } else {
+            prefetch(ring);
+        }
+    }
+}
+
 /// Where [`ConnTable::apply`] is in a snapshot's live samples.
 struct Taking {
     /// The row after the last one matched: tried first.

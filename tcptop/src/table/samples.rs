@@ -54,15 +54,7 @@ impl Samples {
     /// sample's line, which the next pass reads and writes beside; else
     /// the ring's header, so that a later deep call does not wait on it).
     pub(super) fn prefetch(&self, deep: bool) {
-        if let Some(ring) = &self.ring {
-            if deep {
-                if let Some(s) = ring.back() {
-                    super::prefetch(s);
-                }
-            } else {
-                super::prefetch(&**ring);
-            }
-        }
+        super::prefetch_ring(self.ring.as_deref(), deep);
     }
 
     /// Samples held (1 for a row idle over the longest window).
