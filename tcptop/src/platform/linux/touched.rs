@@ -110,11 +110,7 @@ impl Touched {
     pub fn start(ebpf: &mut Ebpf) -> Result<(Touched, Vec<String>), String> {
         let mut warnings = Vec::new();
         for name in PROGRAMS {
-            let what = format!("the program for tracepoint {name}");
-            let attached = hooks::refused_for_test("touch", &what)
-                .and_then(|()| hooks::attach_raw_tracepoint(ebpf, name));
-            if let Err(e) = attached {
-                hooks::unload(ebpf, [name.to_string()]);
+            if let Err(e) = attach(ebpf, name) {
                 warnings.push(lost_warning(name, &e));
             }
         }
@@ -279,12 +275,20 @@ impl Touched {
 /// the kernel; user space sets `SETTING_LAZY_READS` after). A warning if
 /// it is lost.
 pub fn attach_for_lazy(ebpf: &mut Ebpf) -> Option<String> {
-    let what = format!("the program for tracepoint {READ_PROGRAM}");
-    let attached = hooks::refused_for_test("touch", &what)
-        .and_then(|()| hooks::attach_raw_tracepoint(ebpf, READ_PROGRAM));
-    let e = attached.err()?;
-    hooks::unload(ebpf, [READ_PROGRAM.to_string()]);
+    let e = attach(ebpf, READ_PROGRAM).err()?;
     Some(format!("{e}: {LAZY_READS_LOST}"))
+}
+
+/// Attaches the program `name` of [`PROGRAMS`] (`TCPTOP_TEST_REFUSE=touch`
+/// refuses it); unloaded again if that fails.
+fn attach(ebpf: &mut Ebpf, name: &str) -> Result<(), LoadError> {
+    let what = format!("the program for tracepoint {name}");
+    let attached = hooks::refused_for_test("touch", &what)
+        .and_then(|()| hooks::attach_raw_tracepoint(ebpf, name));
+    if attached.is_err() {
+        hooks::unload(ebpf, [name.to_string()]);
+    }
+    attached
 }
 
 /// What is lost without the lazy walk's reads.
